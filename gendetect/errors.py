@@ -1,0 +1,36 @@
+"""Errors that reach users: each names what was wrong and where."""
+
+from __future__ import annotations
+
+
+class GendetectError(Exception):
+    """Base class for errors gendetect reports to users without a traceback."""
+
+
+class InputError(GendetectError, ValueError):
+    """Bad input data: names the field (column) and, for files, the source.
+
+    The API turns it into HTTP 422 with `field`; the CLI prints
+    `<source>: column '<field>': <message>`.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, source: str | None = None
+    ) -> None:
+        self.message = message
+        self.field = field
+        self.source = source
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = []
+        if self.source:
+            where.append(str(self.source))
+        if self.field:
+            where.append(f"column '{self.field}'")
+        prefix = ": ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class ModelNotReadyError(GendetectError):
+    """No model could be loaded from the configured registry."""
