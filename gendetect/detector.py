@@ -1,0 +1,205 @@
+"""Generative detectors on a numeric matrix: scaling, training, scoring.
+
+A detector turns feature rows into a raw anomaly score (higher = more
+anomalous) and per-feature contributions. The score is the sum of squared
+reconstruction errors per feature, each divided by that feature's typical
+error on training data: otherwise features that are merely hard to
+reconstruct everywhere (noisy amounts) would drown the ones whose error is
+unusual. The GAN adds its discriminator's verdict on the same scale. An
+ensemble averages its members' scores after putting each on a common robust
+scale (median 0, IQR-based spread 1).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gendetect.features.scaling import RobustScaler
+from gendetect.models.gan import GAN
+from gendetect.models.training import TrainingConfig, TrainingResult, fit_module
+from gendetect.models.vae import VAE
+
+KINDS = ("vae", "gan", "ensemble")
+
+
+@dataclass
+class DetectorParams:
+    """Defaults are one set for all data sets (no per-dataset tuning)."""
+
+    hidden: tuple[int, ...] = (64, 32)
+    latent_dim: int = 8
+    beta: float = 1.0
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    max_epochs: int = 20
+    batch_size: int = 256
+    patience: int = 3
+    validation_fraction: float = 0.1
+    # GAN: weight of the discriminator's verdict next to reconstruction.
+    disc_weight: float = 1.0
+    seed: int = 0
+    accelerator: str = "auto"
+    checkpoint_dir: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DetectorParams:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown detector parameter(s): {sorted(unknown)}")
+        values = dict(raw)
+        if "hidden" in values:
+            values["hidden"] = tuple(int(h) for h in values["hidden"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _robust_center_spread(values: np.ndarray) -> tuple[float, float]:
+    q25, median, q75 = np.percentile(values, [25, 50, 75])
+    spread = (q75 - q25) / 1.349
+    if not spread > 1e-12:
+        spread = float(values.std()) or 1.0
+    return float(median), float(spread)
+
+
+@dataclass
+class NeuralDetector:
+    """One VAE or GAN with the statistics that turn its outputs into a score."""
+
+    kind: str
+    params: DetectorParams
+    n_features: int
+    module: VAE | GAN | None = None
+    feature_error_scale_: np.ndarray | None = None
+    disc_center_spread_: tuple[float, float] = (0.0, 1.0)
+    score_center_spread_: tuple[float, float] = (0.0, 1.0)
+    training_: TrainingResult = field(default_factory=TrainingResult)
+
+    def build(self) -> VAE | GAN:
+        p = self.params
+        common = {"hidden": p.hidden, "latent_dim": p.latent_dim, "lr": p.lr,
+                  "weight_decay": p.weight_decay}
+        if self.kind == "vae":
+            return VAE(self.n_features, beta=p.beta, **common)
+        if self.kind == "gan":
+            return GAN(self.n_features, **common)
+        raise ValueError(f"unknown detector kind {self.kind!r}; choose from {KINDS}")
+
+    def fit(self, x_train: np.ndarray, x_val: np.ndarray) -> NeuralDetector:
+        torch.manual_seed(self.params.seed)
+        self.module = self.build()
+        p = self.params
+        config = TrainingConfig(max_epochs=p.max_epochs, batch_size=p.batch_size,
+                                patience=p.patience, seed=p.seed, accelerator=p.accelerator,
+                                checkpoint_dir=p.checkpoint_dir)
+        self.training_ = fit_module(self.module, x_train, x_val, config)
+        errors, disc = self._raw_outputs(x_train)
+        self.feature_error_scale_ = np.maximum(errors.mean(axis=0), 1e-8)
+        if disc is not None:
+            self.disc_center_spread_ = _robust_center_spread(disc)
+        scores, _ = self.score_parts(x_train)
+        self.score_center_spread_ = _robust_center_spread(scores)
+        return self
+
+    def _raw_outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        assert self.module is not None, "detector is not fitted"
+        with torch.inference_mode():
+            t = torch.as_tensor(x, dtype=torch.float32)
+            errors = self.module.feature_errors(t).numpy().astype(np.float64)
+            extra = self.module.extra_score(t)
+        return errors, None if extra is None else extra.numpy().astype(np.float64)
+
+    def score_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(raw score (n,), per-feature contributions (n, d))."""
+        assert self.feature_error_scale_ is not None
+        errors, disc = self._raw_outputs(x)
+        contributions = errors / self.feature_error_scale_
+        # Mean rather than sum keeps the scale independent of the feature count.
+        score = contributions.mean(axis=1)
+        if disc is not None:
+            center, spread = self.disc_center_spread_
+            score = score + self.params.disc_weight * (disc - center) / spread
+        return score, contributions
+
+    # ------------------------------------------------------------ persistence
+    def state(self) -> dict[str, Any]:
+        assert self.module is not None and self.feature_error_scale_ is not None
+        buffer = io.BytesIO()
+        torch.save(self.module.state_dict(), buffer)
+        return {
+            "kind": self.kind,
+            "n_features": self.n_features,
+            "feature_error_scale": self.feature_error_scale_.tolist(),
+            "disc_center_spread": list(self.disc_center_spread_),
+            "score_center_spread": list(self.score_center_spread_),
+            "weights": buffer.getvalue(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], params: DetectorParams) -> NeuralDetector:
+        det = cls(kind=state["kind"], params=params, n_features=int(state["n_features"]))
+        det.module = det.build()
+        # weights_only: loading never executes code from the artifact.
+        weights = torch.load(io.BytesIO(state["weights"]), weights_only=True, map_location="cpu")
+        det.module.load_state_dict(weights)
+        det.module.eval()
+        det.feature_error_scale_ = np.asarray(state["feature_error_scale"], dtype=np.float64)
+        det.disc_center_spread_ = tuple(state["disc_center_spread"])  # type: ignore[assignment]
+        det.score_center_spread_ = tuple(state["score_center_spread"])  # type: ignore[assignment]
+        return det
+
+
+@dataclass
+class DetectorCore:
+    """Scaler + one or more neural detectors: the numeric heart of a bundle."""
+
+    kind: str
+    params: DetectorParams
+    scaler: RobustScaler = field(default_factory=RobustScaler)
+    members: list[NeuralDetector] = field(default_factory=list)
+
+    def fit(self, x: np.ndarray) -> DetectorCore:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown detector kind {self.kind!r}; choose from {KINDS}")
+        z = self.scaler.fit_transform(x)
+        train_idx, val_idx = _split(len(z), self.params.validation_fraction, self.params.seed)
+        kinds = ["vae", "gan"] if self.kind == "ensemble" else [self.kind]
+        self.members = [
+            NeuralDetector(kind=k, params=self.params, n_features=z.shape[1]).fit(
+                z[train_idx], z[val_idx]
+            )
+            for k in kinds
+        ]
+        self.validation_index_ = val_idx
+        return self
+
+    def score_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = self.scaler.transform(x)
+        if len(self.members) == 1:
+            return self.members[0].score_parts(z)
+        scores, contributions = [], []
+        for member in self.members:
+            score, contrib = member.score_parts(z)
+            center, spread = member.score_center_spread_
+            scores.append((score - center) / spread)
+            contributions.append(contrib / spread)
+        return np.mean(scores, axis=0), np.mean(contributions, axis=0)
+
+    def training_results(self) -> dict[str, TrainingResult]:
+        return {m.kind: m.training_ for m in self.members}
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train/validation split; validation holds at least one row."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = min(max(1, int(round(n * fraction))), n - 1) if n > 1 else 0
+    if n_val == 0:
+        return order, order
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

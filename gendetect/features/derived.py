@@ -1,0 +1,52 @@
+"""Stateless derived features: functions of one record, vectorised over columns.
+
+Timestamps arrive as int64 nanoseconds since the Unix epoch (UTC), the one
+representation both the DataFrame path and the single-record API path use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+NS_PER_SECOND = 1_000_000_000
+SECONDS_PER_DAY = 86_400
+
+
+def _seconds_of_day(ts_ns: np.ndarray) -> np.ndarray:
+    return (ts_ns // NS_PER_SECOND) % SECONDS_PER_DAY
+
+
+def hour_sin(ts_ns: np.ndarray) -> np.ndarray:
+    # Cyclic encoding: 23:59 and 00:00 are neighbours, which a raw hour hides.
+    return np.sin(2.0 * np.pi * _seconds_of_day(ts_ns) / SECONDS_PER_DAY)
+
+
+def hour_cos(ts_ns: np.ndarray) -> np.ndarray:
+    return np.cos(2.0 * np.pi * _seconds_of_day(ts_ns) / SECONDS_PER_DAY)
+
+
+def weekend(ts_ns: np.ndarray) -> np.ndarray:
+    # 1970-01-01 was a Thursday: (days + 3) % 7 numbers Monday as 0.
+    weekday = (ts_ns // (NS_PER_SECOND * SECONDS_PER_DAY) + 3) % 7
+    return (weekday >= 5).astype(np.float64)
+
+
+def night(ts_ns: np.ndarray) -> np.ndarray:
+    # The handbook's definition: hour of day <= 6.
+    return (_seconds_of_day(ts_ns) < 7 * 3600).astype(np.float64)
+
+
+def log1p(values: np.ndarray) -> np.ndarray:
+    # Amounts are heavy-tailed and non-negative (the schema enforces min 0).
+    return np.log1p(np.maximum(values.astype(np.float64), 0.0))
+
+
+DERIVED_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "log1p": log1p,
+    "hour_sin": hour_sin,
+    "hour_cos": hour_cos,
+    "weekend": weekend,
+    "night": night,
+}

@@ -1,0 +1,70 @@
+"""Variational autoencoder for tabular records.
+
+Anomaly score: the reconstruction error of the posterior mean, per feature.
+Using the mean (no sampling) makes scores deterministic; the KL term during
+training (beta-weighted) keeps the latent space smooth so that unusual
+records reconstruct badly instead of being memorised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from gendetect.models.blocks import mlp, squared_error
+
+
+class VAE(pl.LightningModule):
+    def __init__(
+        self,
+        n_features: int,
+        hidden: Sequence[int] = (64, 32),
+        latent_dim: int = 8,
+        beta: float = 1.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        hidden = list(hidden)
+        self.encoder = mlp([n_features, *hidden], dropout=dropout, final_activation=True)
+        self.to_mu = nn.Linear(hidden[-1], latent_dim)
+        self.to_logvar = nn.Linear(hidden[-1], latent_dim)
+        self.decoder = mlp([latent_dim, *reversed(hidden), n_features], dropout=dropout)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.to_mu(h), self.to_logvar(h).clamp(-10.0, 10.0)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        recon = squared_error(x, self.decoder(z)).sum(dim=1)
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+        return (recon + self.hparams.beta * kl).mean()
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log("val_loss", self.loss(batch), on_epoch=True, batch_size=len(batch))
+
+    @torch.no_grad()
+    def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.encode(x)
+        return squared_error(x, self.decoder(mu))
+
+    @torch.no_grad()
+    def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )

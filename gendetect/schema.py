@@ -1,0 +1,220 @@
+"""The input contract: which fields a record has, their kinds and ranges, which
+are personal data, and which become model features.
+
+One YAML file per data source drives three things, so they cannot drift apart:
+validation of files (errors name the file and column), the API's request
+models (errors are HTTP 422 naming the field), and the feature pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from gendetect.errors import InputError
+
+FieldKind = Literal["numeric", "boolean", "categorical", "timestamp", "entity", "id", "label"]
+_KINDS: frozenset[str] = frozenset(FieldKind.__args__)  # type: ignore[attr-defined]
+DERIVED_OPS: frozenset[str] = frozenset({"log1p", "hour_sin", "hour_cos", "weekend", "night"})
+BUILTIN_SCHEMAS = ("transactions", "numeric")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    kind: FieldKind
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    pii: bool = False
+    protected: bool = False
+    # Numeric/boolean/categorical fields are model inputs unless feature: false.
+    feature: bool = True
+    description: str = ""
+
+    @property
+    def is_feature(self) -> bool:
+        return self.feature and self.kind in ("numeric", "boolean", "categorical")
+
+
+@dataclass(frozen=True)
+class DerivedSpec:
+    name: str
+    op: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    fields: tuple[FieldSpec, ...]
+    derived: tuple[DerivedSpec, ...] = ()
+    windows: dict[str, Any] | None = None
+    extra_numeric: bool = False
+    version: int = 1
+    _by_name: dict[str, FieldSpec] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"schema {self.name!r}: duplicate field names")
+        for f in self.fields:
+            if f.kind not in _KINDS:
+                raise ValueError(f"schema {self.name!r}: field {f.name!r} has unknown kind {f.kind}")
+        for d in self.derived:
+            if d.op not in DERIVED_OPS:
+                raise ValueError(f"schema {self.name!r}: derived {d.name!r} has unknown op {d.op}")
+            if d.source not in names:
+                raise ValueError(f"schema {self.name!r}: derived {d.name!r} needs {d.source!r}")
+        self._by_name.update({f.name: f for f in self.fields})
+
+    # ------------------------------------------------------------------ access
+    def __getitem__(self, name: str) -> FieldSpec:
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @property
+    def feature_fields(self) -> list[FieldSpec]:
+        return [f for f in self.fields if f.is_feature]
+
+    @property
+    def label_field(self) -> str | None:
+        return next((f.name for f in self.fields if f.kind == "label"), None)
+
+    @property
+    def pii_fields(self) -> list[str]:
+        return [f.name for f in self.fields if f.pii]
+
+    @property
+    def input_fields(self) -> list[FieldSpec]:
+        """Fields a scoring request carries (labels arrive separately)."""
+        return [f for f in self.fields if f.kind != "label"]
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Schema:
+        fields = []
+        for item in raw.get("fields", []):
+            item = dict(item)
+            if item.get("categories") is not None:
+                item["categories"] = tuple(str(c) for c in item["categories"])
+            fields.append(FieldSpec(**item))
+        derived = tuple(DerivedSpec(**d) for d in raw.get("derived", []) or [])
+        return cls(
+            name=str(raw["name"]),
+            version=int(raw.get("version", 1)),
+            fields=tuple(fields),
+            derived=derived,
+            windows=dict(raw["windows"]) if raw.get("windows") else None,
+            extra_numeric=bool(raw.get("extra_numeric", False)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "version": self.version}
+        fields = []
+        for f in self.fields:
+            d = {k: v for k, v in asdict(f).items() if v not in (None, "")}
+            if f.categories is not None:
+                d["categories"] = list(f.categories)
+            fields.append(d)
+        out["fields"] = fields
+        if self.derived:
+            out["derived"] = [asdict(d) for d in self.derived]
+        if self.windows:
+            out["windows"] = self.windows
+        if self.extra_numeric:
+            out["extra_numeric"] = True
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def resolve_columns(self, columns: list[str]) -> Schema:
+        """Fix an open (extra_numeric) schema to concrete columns: every column
+        that is not declared becomes a required numeric feature."""
+        if not self.extra_numeric:
+            return self
+        extra = tuple(FieldSpec(name=str(c), kind="numeric") for c in columns if c not in self)
+        return replace(self, fields=extra + self.fields, extra_numeric=False, _by_name={})
+
+    # -------------------------------------------------------------- validation
+    def validate_frame(self, df: pd.DataFrame, *, source: str | None = None) -> None:
+        """Raise InputError naming the first bad column (and the file, if given)."""
+        for f in self.fields:
+            if f.name not in df.columns:
+                if f.required:
+                    raise InputError("required column is missing", field=f.name, source=source)
+                continue
+            _validate_column(f, df[f.name], source)
+
+    def validate_record(self, record: dict[str, Any]) -> None:
+        """Validation for one record as a dict (the Python API's path; the REST
+        API validates with request models generated from the same schema)."""
+        for f in self.input_fields:
+            if f.name not in record or record[f.name] is None:
+                if f.required:
+                    raise InputError("field required", field=f.name)
+                continue
+            _validate_column(f, pd.Series([record[f.name]]), None)
+
+
+def _validate_column(f: FieldSpec, col: pd.Series, source: str | None) -> None:
+    def fail(message: str) -> None:
+        raise InputError(message, field=f.name, source=source)
+
+    if f.kind in ("entity", "id", "timestamp") and col.isna().any():
+        fail(f"{int(col.isna().sum())} missing value(s)")
+    if f.kind == "timestamp":
+        if not pd.api.types.is_datetime64_any_dtype(col):
+            try:
+                pd.to_datetime(col, utc=True, format="ISO8601")
+            except (ValueError, TypeError) as exc:
+                fail(f"not a timestamp ({exc})")
+        return
+    if f.kind in ("numeric", "label", "boolean"):
+        if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+            fail(f"expected numbers, found {col.dtype}")
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(values)
+        if f.kind != "label" and bad.any():
+            fail(f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {int(np.argmax(bad))})")
+        finite = values[~bad]
+        if f.kind in ("label", "boolean") and finite.size and not np.isin(finite, (0, 1)).all():
+            fail("values must be 0 or 1")
+        if f.min is not None and finite.size and finite.min() < f.min:
+            fail(f"value {finite.min()} below the minimum {f.min}")
+        if f.max is not None and finite.size and finite.max() > f.max:
+            fail(f"value {finite.max()} above the maximum {f.max}")
+    if f.kind == "categorical" and f.categories is not None:
+        unknown = set(col.dropna().astype(str)) - set(f.categories)
+        if unknown:
+            fail(f"unknown categories {sorted(unknown)[:5]}; allowed: {list(f.categories)}")
+
+
+def load_schema(name_or_path: str | Path) -> Schema:
+    """A built-in schema by name (`transactions`, `numeric`) or a YAML file."""
+    text: str
+    if str(name_or_path) in BUILTIN_SCHEMAS:
+        text = resources.files("gendetect.schemas").joinpath(f"{name_or_path}.yaml").read_text()
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise InputError("schema file not found", source=str(path))
+        text = path.read_text()
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise InputError("not a schema (needs 'name' and 'fields')", source=str(name_or_path))
+    return Schema.from_dict(raw)
