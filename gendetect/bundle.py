@@ -80,8 +80,12 @@ class FraudModelBundle:
                 "feature_names": self.feature_names,
                 "fit_seconds": round(time.perf_counter() - started, 3),
                 "training": {
-                    k: {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
-                        "best_val_loss": r.best_val_loss, "seconds": round(r.seconds, 3)}
+                    k: {
+                        "best_epoch": r.best_epoch,
+                        "epochs_run": r.epochs_run,
+                        "best_val_loss": r.best_val_loss,
+                        "seconds": round(r.seconds, 3),
+                    }
                     for k, r in self.core.training_results().items()
                 },
                 "versions": _versions(),
@@ -164,7 +168,9 @@ class FraudModelBundle:
         bad = ~np.isfinite(array)
         if bad.any():
             column = int(np.argmax(bad.any(axis=0)))
-            raise InputError("missing, NaN or infinite value(s)", field=names[column], source=source)
+            raise InputError(
+                "missing, NaN or infinite value(s)", field=names[column], source=source
+            )
         return array
 
     def _score_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,14 +178,14 @@ class FraudModelBundle:
             raise RuntimeError("the bundle is not fitted: call fit() or load()")
         return self.core.score_parts(x)
 
-    def _top_features(
-        self, contributions: np.ndarray, top_k: int
-    ) -> list[list[tuple[str, float]]]:
+    def _top_features(self, contributions: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
         names = self.feature_names
         shares = contributions / np.maximum(contributions.sum(axis=1, keepdims=True), 1e-12)
         k = min(top_k, shares.shape[1])
         top = np.argsort(-shares, axis=1, kind="stable")[:, :k]
-        return [[(names[j], float(row[j])) for j in idx] for idx, row in zip(top, shares, strict=True)]
+        return [
+            [(names[j], float(row[j])) for j in idx] for idx, row in zip(top, shares, strict=True)
+        ]
 
     def _decisions(self, scores: np.ndarray, contributions: np.ndarray) -> list[dict[str, Any]]:
         risks = self.calibrator.risk(scores)
@@ -247,8 +253,11 @@ class FraudModelBundle:
             **manifest["params"],
         )
         bundle.pipeline = FeaturePipeline(bundle.schema)
-        core = DetectorCore(kind=bundle.kind, params=bundle.params,
-                            scaler=RobustScaler.from_dict(manifest["scaler"]))
+        core = DetectorCore(
+            kind=bundle.kind,
+            params=bundle.params,
+            scaler=RobustScaler.from_dict(manifest["scaler"]),
+        )
         for i, state in enumerate(manifest["members"]):
             state = {**state, "weights": (folder / f"weights_{i}.pt").read_bytes()}
             core.members.append(NeuralDetector.from_state(state, bundle.params))
@@ -280,8 +289,13 @@ def _versions() -> dict[str, str]:
 
     from gendetect import __version__
 
-    return {"gendetect": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+    return {
+        "gendetect": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _json_default(value: Any) -> Any:

@@ -84,8 +84,12 @@ class NeuralDetector:
 
     def build(self) -> VAE | GAN:
         p = self.params
-        common = {"hidden": p.hidden, "latent_dim": p.latent_dim, "lr": p.lr,
-                  "weight_decay": p.weight_decay}
+        common = {
+            "hidden": p.hidden,
+            "latent_dim": p.latent_dim,
+            "lr": p.lr,
+            "weight_decay": p.weight_decay,
+        }
         if self.kind == "vae":
             return VAE(self.n_features, beta=p.beta, **common)
         if self.kind == "gan":
@@ -96,9 +100,14 @@ class NeuralDetector:
         torch.manual_seed(self.params.seed)
         self.module = self.build()
         p = self.params
-        config = TrainingConfig(max_epochs=p.max_epochs, batch_size=p.batch_size,
-                                patience=p.patience, seed=p.seed, accelerator=p.accelerator,
-                                checkpoint_dir=p.checkpoint_dir)
+        config = TrainingConfig(
+            max_epochs=p.max_epochs,
+            batch_size=p.batch_size,
+            patience=p.patience,
+            seed=p.seed,
+            accelerator=p.accelerator,
+            checkpoint_dir=p.checkpoint_dir,
+        )
         self.training_ = fit_module(self.module, x_train, x_val, config)
         errors, disc = self._raw_outputs(x_train)
         self.feature_error_scale_ = np.maximum(errors.mean(axis=0), 1e-8)
@@ -199,7 +208,7 @@ class DetectorCore:
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random train/validation split; validation holds at least one row."""
     order = np.random.default_rng(seed).permutation(n)
-    n_val = min(max(1, int(round(n * fraction))), n - 1) if n > 1 else 0
+    n_val = min(max(1, round(n * fraction)), n - 1) if n > 1 else 0
     if n_val == 0:
         return order, order
     return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -67,7 +67,9 @@ class Schema:
             raise ValueError(f"schema {self.name!r}: duplicate field names")
         for f in self.fields:
             if f.kind not in _KINDS:
-                raise ValueError(f"schema {self.name!r}: field {f.name!r} has unknown kind {f.kind}")
+                raise ValueError(
+                    f"schema {self.name!r}: field {f.name!r} has unknown kind {f.kind}"
+                )
         for d in self.derived:
             if d.op not in DERIVED_OPS:
                 raise ValueError(f"schema {self.name!r}: derived {d.name!r} has unknown op {d.op}")
@@ -190,7 +192,9 @@ def _validate_column(f: FieldSpec, col: pd.Series, source: str | None) -> None:
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
         if f.kind != "label" and bad.any():
-            fail(f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {int(np.argmax(bad))})")
+            fail(
+                f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {int(np.argmax(bad))})"
+            )
         finite = values[~bad]
         if f.kind in ("label", "boolean") and finite.size and not np.isin(finite, (0, 1)).all():
             fail("values must be 0 or 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +19,7 @@ def mlp(
 ) -> nn.Sequential:
     """A plain multilayer perceptron: Linear -> activation (-> dropout) per layer."""
     layers: list[nn.Module] = []
-    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
+    pairs = list(itertools.pairwise(sizes))
     for i, (n_in, n_out) in enumerate(pairs):
         linear: nn.Module = nn.Linear(n_in, n_out)
         if spectral_norm:

@@ -94,10 +94,15 @@ def fit_module(
 ) -> TrainingResult:
     """Train `module` and leave it holding the weights of its best validation epoch."""
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    train = _ShuffledBatches(torch.as_tensor(x_train, dtype=torch.float32), config.batch_size,
-                             shuffle=True, seed=config.seed)
-    val = _ShuffledBatches(torch.as_tensor(x_val, dtype=torch.float32), 4096,
-                           shuffle=False, seed=config.seed)
+    train = _ShuffledBatches(
+        torch.as_tensor(x_train, dtype=torch.float32),
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+    )
+    val = _ShuffledBatches(
+        torch.as_tensor(x_val, dtype=torch.float32), 4096, shuffle=False, seed=config.seed
+    )
     history = _History()
     callbacks: list[Callback] = [
         history,
@@ -105,8 +110,9 @@ def fit_module(
     ]
     checkpoint: ModelCheckpoint | None = None
     if config.checkpoint_dir:
-        checkpoint = ModelCheckpoint(dirpath=config.checkpoint_dir, monitor="val_loss",
-                                     save_top_k=1, filename="best-{epoch}")
+        checkpoint = ModelCheckpoint(
+            dirpath=config.checkpoint_dir, monitor="val_loss", save_top_k=1, filename="best-{epoch}"
+        )
         callbacks.append(checkpoint)
     quiet = _quiet_lightning()
     quiet.__enter__()
