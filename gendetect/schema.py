@@ -192,9 +192,8 @@ def _validate_column(f: FieldSpec, col: pd.Series, source: str | None) -> None:
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
         if f.kind != "label" and bad.any():
-            fail(
-                f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {int(np.argmax(bad))})"
-            )
+            first = int(np.argmax(bad))
+            fail(f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {first})")
         finite = values[~bad]
         if f.kind in ("label", "boolean") and finite.size and not np.isin(finite, (0, 1)).all():
             fail("values must be 0 or 1")

@@ -107,12 +107,12 @@ class FeaturePipeline:
         if self.window_config is not None:
             names = self.window_feature_names
             if not set(names).issubset(df.columns):
-                df = self._add_window_features(df)
+                df = self.with_window_features(df)
             for name in names:
                 cols[name] = df[name].to_numpy(dtype=np.float64)
         return cols
 
-    def _add_window_features(self, df: pd.DataFrame) -> pd.DataFrame:
+    def with_window_features(self, df: pd.DataFrame) -> pd.DataFrame:
         from gendetect.features.windows import add_window_features
 
         config = self.window_config

@@ -1,0 +1,75 @@
+"""One settings object, read from GENDETECT_* environment variables and an
+optional YAML file (GENDETECT_CONFIG_FILE), with embedded defaults so that a
+first run needs no configuration: a local folder `.gendetect/` holds the
+SQLite-backed MLflow store, artifacts and the online feature state."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GENDETECT_", extra="ignore")
+
+    home: Path = Field(Path(".gendetect"), description="local state folder")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else SQLite in home"
+    )
+    experiment: str = "gendetect"
+    model_name: str = "gendetect"
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+    model_uri: str | None = Field(None, description="default models:/<model_name>@<champion>")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    torch_threads: int = Field(1, ge=1, description="intra-op threads per API process")
+    max_batch_size: int = Field(1000, ge=1)
+    state_store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    state_snapshot_seconds: float = Field(30.0, gt=0)
+    api_key: SecretStr | None = Field(None, description="if set, required as X-API-Key")
+    log_level: str = "INFO"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        from_env = os.environ.get("MLFLOW_TRACKING_URI")
+        if from_env:
+            return from_env
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.home / "mlartifacts").resolve()
+
+    @property
+    def resolved_model_uri(self) -> str:
+        return self.model_uri or f"models:/{self.model_name}@{self.champion_alias}"
+
+    @property
+    def state_snapshot_path(self) -> Path:
+        return self.home / "state" / "features.snapshot"
+
+
+def _yaml_overrides() -> dict[str, Any]:
+    path = os.environ.get("GENDETECT_CONFIG_FILE")
+    if not path:
+        return {}
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of settings")
+    # Environment variables win over the file: drop keys that the env sets.
+    return {k: v for k, v in raw.items() if f"GENDETECT_{k.upper()}" not in os.environ}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings(**_yaml_overrides())

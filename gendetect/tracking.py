@@ -1,0 +1,151 @@
+"""MLflow: experiments, runs, the bundle as a registered pyfunc model, aliases.
+
+The registered model name and aliases are configuration (Settings), never
+constants in code. Models are only ever loaded from the configured registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from gendetect.bundle import FraudModelBundle
+from gendetect.config import Settings
+from gendetect.errors import ModelNotReadyError
+from gendetect.pyfunc import BUNDLE_ARTIFACT, BundlePyfunc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    version: str
+    run_id: str | None
+    alias: str | None = None
+
+
+def configure(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured store (creating the local default)."""
+    uri = settings.resolved_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(settings: Settings) -> str:
+    client = configure(settings)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if settings.resolved_tracking_uri.startswith("sqlite:"):
+        settings.artifact_root.mkdir(parents=True, exist_ok=True)
+        location = settings.artifact_root.as_uri()
+    return client.create_experiment(settings.experiment, artifact_location=location)
+
+
+def log_bundle(
+    bundle: FraudModelBundle,
+    example: pd.DataFrame,
+    settings: Settings,
+    *,
+    name: str = "model",
+) -> RegisteredModel:
+    """Log the bundle (in the active run) as a pyfunc model with signature and
+    input example, and register it as a new version of the configured name."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = bundle.save(Path(tmp) / BUNDLE_ARTIFACT)
+        example = example.head(5).reset_index(drop=True)
+        signature = infer_signature(example, _output_example(bundle, example))
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=BundlePyfunc(),
+            artifacts={BUNDLE_ARTIFACT: str(path)},
+            signature=signature,
+            input_example=example,
+            registered_model_name=settings.model_name,
+            pip_requirements=_pip_requirements(),
+        )
+    version = str(info.registered_model_version)
+    return RegisteredModel(settings.model_name, version, info.run_id)
+
+
+def _output_example(bundle: FraudModelBundle, example: pd.DataFrame) -> pd.DataFrame:
+    from gendetect.pyfunc import BundlePyfunc as _Wrapper
+
+    wrapper = _Wrapper()
+    wrapper.bundle = bundle
+    return wrapper.predict(None, example)
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    # The serving environment needs gendetect itself; pin what the bundle was built with.
+    return [
+        f"gendetect=={version('gendetect')}",
+        f"torch=={version('torch').split('+')[0]}",
+        f"mlflow=={version('mlflow')}",
+    ]
+
+
+def set_alias(settings: Settings, alias: str, version: str) -> None:
+    configure(settings).set_registered_model_alias(settings.model_name, alias, version)
+
+
+def alias_version(settings: Settings, alias: str) -> RegisteredModel | None:
+    client = configure(settings)
+    try:
+        mv = client.get_model_version_by_alias(settings.model_name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return RegisteredModel(mv.name, str(mv.version), mv.run_id, alias)
+
+
+def resolve(model_uri: str, settings: Settings) -> RegisteredModel:
+    """`models:/name@alias` or `models:/name/version` -> the concrete version.
+
+    Anything that is not a registry URI of the configured store is refused:
+    the API serves only what the registry holds."""
+    if not model_uri.startswith("models:/"):
+        raise ModelNotReadyError(f"only registry URIs (models:/...) are served, got {model_uri!r}")
+    client = configure(settings)
+    ref = model_uri.removeprefix("models:/")
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+            return RegisteredModel(mv.name, str(mv.version), mv.run_id, alias)
+        name, version = ref.rsplit("/", 1)
+        mv = client.get_model_version(name, version)
+        return RegisteredModel(mv.name, str(mv.version), mv.run_id)
+    except (mlflow.exceptions.MlflowException, ValueError) as exc:
+        raise ModelNotReadyError(f"no model at {model_uri}: {exc}") from exc
+
+
+def load_registered_bundle(
+    model_uri: str, settings: Settings
+) -> tuple[FraudModelBundle, RegisteredModel]:
+    """Download a registered version's bundle artifact and load it."""
+    ref = resolve(model_uri, settings)
+    concrete = f"models:/{ref.name}/{ref.version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=concrete))
+    bundle_dir = local / "artifacts" / BUNDLE_ARTIFACT
+    if not bundle_dir.is_dir():
+        raise ModelNotReadyError(f"{concrete} is not a gendetect bundle")
+    return FraudModelBundle.load(bundle_dir), ref
+
+
+def log_dict_artifact(data: dict[str, Any], path: str) -> None:
+    mlflow.log_dict(data, path)

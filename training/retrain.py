@@ -1,0 +1,137 @@
+"""Retraining: train challengers on fresh data, compare them with the current
+champion on the same held-out period, and promote only what is better.
+
+Every challenger is registered (and the best one gets the `challenger`
+alias), so a rejected model stays reviewable in the MLflow UI; only a
+measured improvement moves the `champion` alias."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gendetect.config import Settings, get_settings
+from gendetect.errors import ModelNotReadyError
+from gendetect.tracking import RegisteredModel, alias_version, load_registered_bundle, set_alias
+from training.train import (
+    PreparedData,
+    TrainOutcome,
+    evaluate,
+    load_config,
+    load_prepared,
+    train_one,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PromotionDecision:
+    promoted: bool
+    metric: str
+    best: TrainOutcome
+    best_value: float
+    champion: RegisteredModel | None
+    champion_value: float | None
+    reason: str
+
+
+def champion_value(
+    data: PreparedData, settings: Settings, metric: str
+) -> tuple[RegisteredModel | None, float | None]:
+    """The current champion's metric on the challengers' held-out data."""
+    ref = alias_version(settings, settings.champion_alias)
+    if ref is None or data.test is None:
+        return ref, None
+    try:
+        bundle, ref = load_registered_bundle(
+            f"models:/{settings.model_name}/{ref.version}", settings
+        )
+        results, _ = evaluate(bundle, data.test)
+    except (ModelNotReadyError, KeyError, ValueError) as exc:
+        # A champion that cannot score the new data (e.g. a changed schema)
+        # cannot be compared; it is replaced, and the note says why.
+        log.warning("champion version %s cannot be evaluated: %s", ref.version, exc)
+        return ref, float("-inf")
+    return ref, results.get(metric)
+
+
+def decide(
+    outcomes: list[TrainOutcome], data: PreparedData, config: dict[str, Any], settings: Settings
+) -> PromotionDecision:
+    promotion = config.get("promotion", {})
+    metric = str(promotion.get("metric", "average_precision"))
+    margin = float(promotion.get("min_improvement", 0.0))
+
+    def value(o: TrainOutcome) -> float:
+        v = o.metrics.get(metric)
+        return float(v) if v is not None and np.isfinite(v) else float("-inf")
+
+    best = max(outcomes, key=value)
+    champion, current = champion_value(data, settings, metric)
+    if champion is None:
+        return PromotionDecision(True, metric, best, value(best), None, None, "no champion yet")
+    if current is None or not np.isfinite(value(best)):
+        return PromotionDecision(
+            False,
+            metric,
+            best,
+            value(best),
+            champion,
+            current,
+            f"no labelled held-out data to compare on {metric}",
+        )
+    if value(best) > current + margin:
+        return PromotionDecision(
+            True,
+            metric,
+            best,
+            value(best),
+            champion,
+            current,
+            f"{metric} {value(best):.4f} > champion {current:.4f} + {margin}",
+        )
+    return PromotionDecision(
+        False,
+        metric,
+        best,
+        value(best),
+        champion,
+        current,
+        f"{metric} {value(best):.4f} does not beat champion {current:.4f} + {margin}",
+    )
+
+
+def retrain(
+    data_path: str, kinds: list[str], config: dict[str, Any], settings: Settings
+) -> PromotionDecision:
+    data, fp = load_prepared(data_path, config)
+    outcomes = [train_one(kind, data, config, settings, fingerprint_info=fp) for kind in kinds]
+    decision = decide(outcomes, data, config, settings)
+    version = decision.best.registered.version
+    set_alias(settings, settings.challenger_alias, version)
+    if decision.promoted:
+        set_alias(settings, settings.champion_alias, version)
+    return decision
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    from training.train import _set_threads
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _set_threads()
+    settings = get_settings()
+    kinds = [k.strip() for k in args.models.split(",") if k.strip()]
+    decision = retrain(args.data, kinds, load_config(args.config), settings)
+    for o in [decision.best]:
+        print(
+            f"best challenger: {o.kind} version {o.registered.version}, "
+            f"{decision.metric}={decision.best_value:.4f}"
+        )
+    verdict = "promoted to" if decision.promoted else "not promoted to"
+    print(f"{verdict} '{settings.champion_alias}': {decision.reason}")
+    return 0
