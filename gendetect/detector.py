@@ -42,6 +42,9 @@ class DetectorParams:
     validation_fraction: float = 0.1
     # GAN: weight of the discriminator's verdict next to reconstruction.
     disc_weight: float = 1.0
+    # How per-feature errors are put on one scale before they are averaged:
+    # "typical" divides by each feature's mean training error, "none" keeps them.
+    error_scale: str = "typical"
     seed: int = 0
     accelerator: str = "auto"
     checkpoint_dir: str | None = None
@@ -110,7 +113,13 @@ class NeuralDetector:
         )
         self.training_ = fit_module(self.module, x_train, x_val, config)
         errors, disc = self._raw_outputs(x_train)
-        self.feature_error_scale_ = np.maximum(errors.mean(axis=0), 1e-8)
+        if self.params.error_scale == "none":
+            self.feature_error_scale_ = np.ones(errors.shape[1])
+        elif self.params.error_scale == "typical":
+            self.feature_error_scale_ = np.maximum(errors.mean(axis=0), 1e-8)
+        else:
+            q = float(self.params.error_scale.removeprefix("q"))
+            self.feature_error_scale_ = np.maximum(np.quantile(errors, q, axis=0), 1e-8)
         if disc is not None:
             self.disc_center_spread_ = _robust_center_spread(disc)
         scores, _ = self.score_parts(x_train)

@@ -27,6 +27,7 @@ class VAE(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         dropout: float = 0.0,
+        learned_variance: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -34,16 +35,32 @@ class VAE(pl.LightningModule):
         self.encoder = mlp([n_features, *hidden], dropout=dropout, final_activation=True)
         self.to_mu = nn.Linear(hidden[-1], latent_dim)
         self.to_logvar = nn.Linear(hidden[-1], latent_dim)
-        self.decoder = mlp([latent_dim, *reversed(hidden), n_features], dropout=dropout)
+        # With a learned variance the decoder predicts, per record and feature,
+        # how precisely that feature can be reconstructed: features that are
+        # noisy for this kind of record count less, precise ones count more.
+        n_out = 2 * n_features if learned_variance else n_features
+        self.decoder = mlp([latent_dim, *reversed(hidden), n_out], dropout=dropout)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
         return self.to_mu(h), self.to_logvar(h).clamp(-10.0, 10.0)
 
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of p(x | z); log-variance 0 without learned variance."""
+        out = self.decoder(z)
+        if not self.hparams.learned_variance:
+            return out, torch.zeros_like(out)
+        mean, logvar = out.chunk(2, dim=1)
+        return mean, logvar.clamp(-6.0, 6.0)
+
+    def _nll_terms(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        mean, logvar = self.decode(z)
+        return 0.5 * (squared_error(x, mean) * torch.exp(-logvar) + logvar)
+
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        recon = squared_error(x, self.decoder(z)).sum(dim=1)
+        recon = self._nll_terms(x, z).sum(dim=1)
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
         return (recon + self.hparams.beta * kl).mean()
 
@@ -57,8 +74,11 @@ class VAE(pl.LightningModule):
 
     @torch.no_grad()
     def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
+        """Squared reconstruction error of the posterior mean, in units of the
+        decoder's predicted variance (plain squared error without it)."""
         mu, _ = self.encode(x)
-        return squared_error(x, self.decoder(mu))
+        mean, logvar = self.decode(mu)
+        return squared_error(x, mean) * torch.exp(-logvar)
 
     @torch.no_grad()
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults: simulate transactions, train a VAE and a
+# GAN as MLflow runs (SQLite store under .gendetect/), register the better one
+# as `champion`, then serve it on 127.0.0.1:8000.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export GENDETECT_HOME="${GENDETECT_HOME:-.gendetect}"
+DAYS="${DEMO_DAYS:-45}"
+DATA="$GENDETECT_HOME/data/transactions.parquet"
+HOST="${GENDETECT_HOST:-127.0.0.1}"
+PORT="${GENDETECT_PORT:-8000}"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+gendetect simulate --days "$DAYS" --seed 0 --out "$DATA"
+gendetect retrain --data "$DATA" --models vae,gan
+
+cat <<MSG
+
+------------------------------------------------------------------------------
+The champion model is registered. Starting the API on http://$HOST:$PORT
+(OpenAPI docs at http://$HOST:$PORT/docs). In another terminal, try:
+
+  curl -s -X POST http://$HOST:$PORT/v1/score -H 'Content-Type: application/json' \\
+    -d '{"transaction_id": 1, "timestamp": "2024-02-15T03:12:00", "customer_id": 42, "terminal_id": 977, "amount": 1250.0}'
+
+MLflow UI on the same store (runs, metrics, plots, registry):
+
+  $(pwd)/.venv/bin/mlflow ui --backend-store-uri sqlite:///$(cd "$GENDETECT_HOME" && pwd)/mlflow.db --port 5000
+
+Stop the API with Ctrl-C.
+------------------------------------------------------------------------------
+MSG
+exec gendetect serve --host "$HOST" --port "$PORT"
