@@ -21,7 +21,9 @@ from gendetect.errors import InputError
 
 FieldKind = Literal["numeric", "boolean", "categorical", "timestamp", "entity", "id", "label"]
 _KINDS: frozenset[str] = frozenset(FieldKind.__args__)  # type: ignore[attr-defined]
-DERIVED_OPS: frozenset[str] = frozenset({"log1p", "hour_sin", "hour_cos", "weekend", "night"})
+DERIVED_OPS: frozenset[str] = frozenset(
+    {"log1p", "hour_sin", "hour_cos", "weekend", "night", "log_ratio"}
+)
 BUILTIN_SCHEMAS = ("transactions", "numeric")
 
 
@@ -49,6 +51,8 @@ class DerivedSpec:
     name: str
     op: str
     source: str
+    # Second operand of two-column ops (log_ratio): a field or a window feature.
+    by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,8 @@ class Schema:
             fields.append(d)
         out["fields"] = fields
         if self.derived:
-            out["derived"] = [asdict(d) for d in self.derived]
+            out["derived"] = [{k: v for k, v in asdict(d).items() if v is not None}
+                              for d in self.derived]
         if self.windows:
             out["windows"] = self.windows
         if self.extra_numeric:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
-from gendetect.features.derived import DERIVED_FUNCTIONS
+from gendetect.features.derived import DERIVED_FUNCTIONS, log_ratio
 from gendetect.schema import Schema
 
 if TYPE_CHECKING:
@@ -66,6 +66,10 @@ class FeaturePipeline:
             self.window_config = WindowConfig.from_dict(schema.windows)
         self._timestamp_fields = {f.name for f in schema.fields if f.kind == "timestamp"}
         self._derived_sources = {d.source for d in schema.derived}
+        window_names = set(self.window_feature_names)
+        for d in schema.derived:
+            if d.op == "log_ratio" and d.by not in window_names and d.by not in schema:
+                raise ValueError(f"derived {d.name!r}: unknown column {d.by!r} in 'by'")
 
     # ------------------------------------------------------------------ names
     @property
@@ -165,7 +169,10 @@ class FeaturePipeline:
             else:
                 parts.append(values.astype(np.float64))
         for d in self.schema.derived:
-            parts.append(DERIVED_FUNCTIONS[d.op](cols[d.source]))
+            if d.op == "log_ratio":
+                parts.append(log_ratio(cols[d.source], cols[d.by or ""]))
+            else:
+                parts.append(DERIVED_FUNCTIONS[d.op](cols[d.source]))
         parts.extend(cols[name] for name in self.window_feature_names)
         if not parts:
             raise InputError("the schema defines no features")
