@@ -23,6 +23,7 @@ from gendetect.errors import ModelNotReadyError
 from gendetect.pyfunc import BUNDLE_ARTIFACT, BundlePyfunc
 
 log = logging.getLogger(__name__)
+_PYFUNC_ENTRY = str(Path(__file__).with_name("pyfunc_entry.py"))
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def log_bundle(
         signature = infer_signature(example, _output_example(bundle, example))
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=BundlePyfunc(),
+            python_model=_PYFUNC_ENTRY,
             artifacts={BUNDLE_ARTIFACT: str(path)},
             signature=signature,
             input_example=example,
@@ -82,9 +83,7 @@ def log_bundle(
 
 
 def _output_example(bundle: FraudModelBundle, example: pd.DataFrame) -> pd.DataFrame:
-    from gendetect.pyfunc import BundlePyfunc as _Wrapper
-
-    wrapper = _Wrapper()
+    wrapper = BundlePyfunc()
     wrapper.bundle = bundle
     return wrapper.predict(None, example)
 
