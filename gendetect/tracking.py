@@ -15,7 +15,9 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import ColSpec
+from mlflow.types.schema import Schema as MlflowSchema
 
 from gendetect.bundle import FraudModelBundle
 from gendetect.config import Settings
@@ -68,7 +70,7 @@ def log_bundle(
     with tempfile.TemporaryDirectory() as tmp:
         path = bundle.save(Path(tmp) / BUNDLE_ARTIFACT)
         example = example.head(5).reset_index(drop=True)
-        signature = infer_signature(example, _output_example(bundle, example))
+        signature = _signature(bundle, example)
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=_PYFUNC_ENTRY,
@@ -80,6 +82,19 @@ def log_bundle(
         )
     version = str(info.registered_model_version)
     return RegisteredModel(settings.model_name, version, info.run_id)
+
+
+def _signature(bundle: FraudModelBundle, example: pd.DataFrame) -> ModelSignature:
+    """Input columns from the schema: every field the bundle can use, with the
+    schema's optional ones (labels, evaluation-only columns) optional, so
+    that MLflow neither drops labels that feed terminal risk nor demands
+    columns production data does not have."""
+    inferred = infer_signature(example, _output_example(bundle, example))
+    optional = {f.name for f in bundle.schema.fields if not f.required}
+    inputs = MlflowSchema(
+        [ColSpec(c.type, c.name, required=c.name not in optional) for c in inferred.inputs]
+    )
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
 
 
 def _output_example(bundle: FraudModelBundle, example: pd.DataFrame) -> pd.DataFrame:

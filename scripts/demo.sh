@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export GENDETECT_HOME="${GENDETECT_HOME:-.gendetect}"
-DAYS="${DEMO_DAYS:-45}"
+DAYS="${DEMO_DAYS:-75}"
 DATA="$GENDETECT_HOME/data/transactions.parquet"
 HOST="${GENDETECT_HOST:-127.0.0.1}"
 PORT="${GENDETECT_PORT:-8000}"

@@ -99,7 +99,12 @@ def prepare_data(df: pd.DataFrame, config: dict[str, Any], source: str) -> Prepa
     times = pd.to_datetime(df[time_col])
     test_start = times.max().normalize() - pd.Timedelta(days=holdout - 1)
     train_end = test_start - pd.Timedelta(days=int(evaluation.get("delay_days", 0)))
-    train, test = df[times < train_end], df[times >= test_start]
+    train_start = times.min().normalize() + pd.Timedelta(days=_warmup_days(pipeline, evaluation))
+    if train_start >= train_end - pd.Timedelta(days=7):
+        log.warning("too few days to skip the window warm-up: training from the first day")
+        train_start = times.min()
+    train = df[(times >= train_start) & (times < train_end)]
+    test = df[times >= test_start]
     if len(train) < 100 or test.empty:
         raise InputError(
             f"too little data for a {holdout}-day held-out week: {len(train)} training rows; "
@@ -107,6 +112,20 @@ def prepare_data(df: pd.DataFrame, config: dict[str, Any], source: str) -> Prepa
             source=source,
         )
     return PreparedData(train, test, schema, source)
+
+
+def _warmup_days(pipeline: FeaturePipeline, evaluation: dict[str, Any]) -> int:
+    """Days at the start of the history whose window features are still
+    filling up (longest window + label delay): they look unlike live traffic,
+    so training skips them when there is enough data."""
+    value = evaluation.get("warmup_days", "auto")
+    config = pipeline.window_config
+    if value != "auto":
+        return int(value)
+    if config is None:
+        return 0
+    longest = max((*config.customer_windows_days, *config.terminal_windows_days))
+    return int(np.ceil(longest + config.delay_days))
 
 
 # ------------------------------------------------------------- evaluation
@@ -174,7 +193,9 @@ def train_one(
 
 
 def _input_columns(data: PreparedData) -> list[str]:
-    return [f.name for f in data.schema.input_fields if f.name in data.train.columns]
+    """Every schema field the training data has, labels included: they are
+    optional model inputs that feed the delayed terminal-risk features."""
+    return [f.name for f in data.schema.fields if f.name in data.train.columns]
 
 
 def _log_losses(bundle: FraudModelBundle) -> None:

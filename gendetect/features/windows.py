@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,8 @@ def _as_days_tuple(value: Any, name: str) -> tuple[int | float, ...]:
         isinstance(d, bool) or not isinstance(d, (int, float)) or not d > 0 for d in days
     ):
         raise InputError(f"expected a non-empty list of positive days, got {value!r}", field=name)
+    if len(set(days)) != len(days):
+        raise InputError(f"duplicate windows in {value!r}", field=name)
     return days
 
 
@@ -74,8 +77,9 @@ class WindowConfig:
             object.__setattr__(self, name, _as_days_tuple(getattr(self, name), name))
         delay = self.delay_days
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-            raise InputError(f"expected a non-negative number of days, got {delay!r}",
-                             field="delay_days")
+            raise InputError(
+                f"expected a non-negative number of days, got {delay!r}", field="delay_days"
+            )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> WindowConfig:
@@ -85,8 +89,9 @@ class WindowConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise InputError(f"unknown window setting(s) {unknown}; known: {sorted(known)}",
-                             field=unknown[0])
+            raise InputError(
+                f"unknown window setting(s) {unknown}; known: {sorted(known)}", field=unknown[0]
+            )
         return cls(**dict(raw))
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,7 +100,7 @@ class WindowConfig:
         out["terminal_windows_days"] = list(self.terminal_windows_days)
         return out
 
-    @property
+    @cached_property
     def feature_names(self) -> tuple[str, ...]:
         names: list[str] = []
         for w in self.customer_windows_days:
@@ -115,8 +120,13 @@ class WindowConfig:
 
     @property
     def required_columns(self) -> tuple[str, ...]:
-        return (self.time_col, self.customer_col, self.terminal_col, self.amount_col,
-                self.label_col)
+        return (
+            self.time_col,
+            self.customer_col,
+            self.terminal_col,
+            self.amount_col,
+            self.label_col,
+        )
 
 
 def _fmt_days(days: int | float) -> str:
@@ -124,26 +134,30 @@ def _fmt_days(days: int | float) -> str:
 
 
 # --------------------------------------------------------------------- kernel
-def _segmented_prefix(values: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
-    """Prefix sums of `values` (rows sorted by entity) restarted per entity.
+def _segmented_prefix(values: np.ndarray, seg_of: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
+    """Prefix sums of `values` (sorted by entity) restarted per entity.
 
     Layout: a correction slot precedes each entity's segment, holding minus
-    the previous segment's total, so the running sum returns to ~0 there.
-    Then prefix(p, s) = out[p + s] for a position p of segment s. Restarting
-    matters for precision: a single cumsum over millions of amounts reaches
-    ~1e8 and loses ~1e-8 per step, which would make offline sums differ from
-    the online ones (computed on one entity's short history) by far more
+    the previous segment's total, so the running sum returns to ~0 there;
+    then "sum of the segment's values before position p" is out[p + s] for p
+    in segment s. Restarting matters for precision: one cumsum over millions
+    of amounts reaches ~1e8 and loses ~1e-8 per step, so offline sums would
+    differ from online ones (over one entity's short history) by far more
     than rounding.
     """
-    n, k = values.shape
-    n_seg = len(seg_starts)
-    ext = np.zeros((n + n_seg, k), dtype=np.float64)
-    seg_of = np.repeat(np.arange(n_seg), np.diff(np.append(seg_starts, n)))
-    ext[np.arange(n) + seg_of + 1] = values
+    n, n_seg = len(values), len(seg_starts)
+    ext = np.zeros(n + n_seg, dtype=np.float64)
+    ext[np.arange(1, n + 1) + seg_of] = values
     if n_seg > 1:
-        totals = np.add.reduceat(values, seg_starts, axis=0)
+        totals = np.add.reduceat(values, seg_starts)
         ext[seg_starts[1:] + np.arange(1, n_seg)] = -totals[:-1]
-    return np.cumsum(ext, axis=0)
+    return ext.cumsum()
+
+
+# numpy's stable sort is a radix sort for 16-bit integers: far faster than a
+# comparison sort on millions of entity codes (when there are < 65536).
+_RADIX_MIN_ROWS = 4096
+_INT64_MAX = 2**63 - 1
 
 
 def window_sums(
@@ -157,68 +171,118 @@ def window_sums(
     """Counts and sums of `values` over time windows per entity.
 
     group: non-negative int64 entity codes; time_ns, order: int64 event time
-    and tie-break (transaction id); values: (n, k) float64; windows: see
-    `Window`; queries: indices of the events to compute for (all if None).
-    Returns counts (q, n_windows) int64 and sums (q, n_windows, k) float64.
-    Input need not be sorted.
+    and tie-break (transaction id); values: float64; windows: see `Window`;
+    queries: indices of the events to compute for (all if None). Input need
+    not be sorted. Returns counts (n_windows, n_queries) int64 and sums
+    (n_windows, n_queries) float64.
 
-    How: events sorted by (entity, time, order) get a strictly increasing
-    int64 key entity * (n + 1) + rank, where rank is the event's position in
-    the global (time, order) order. "Events of entity g with time <= T" is
-    then a prefix of that entity's segment found with two binary searches,
-    and a window's count/sum is a difference of positions/prefix sums.
+    How: with events sorted by (entity, time, order), the int64 key
+    entity * (n + 1) + rank, where rank is the event's position in the global
+    (time, order) order, is strictly increasing. "Events of entity g with
+    time <= T" is then a prefix of g's segment, found by two binary searches
+    (T -> number of events at or before T -> key), and a window's count or
+    sum is a difference of positions or of prefix sums.
+
+    Both paths use it: offline with all events of all entities at once,
+    online with one entity's short history and one query, where numpy's
+    per-call overhead dominates, so the number of array operations is kept
+    small and independent of the number of windows where possible.
     """
     group = np.asarray(group, dtype=np.int64)
     time_ns = np.asarray(time_ns, dtype=np.int64)
     order = np.asarray(order, dtype=np.int64)
-    values = np.asarray(values, dtype=np.float64).reshape(len(time_ns), -1)
-    n = len(time_ns)
-    q_idx = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
-    n_q, n_w, k = len(q_idx), len(windows), values.shape[1]
+    values = np.asarray(values, dtype=np.float64)
+    n = time_ns.shape[0]
+    if not group.shape[0] == order.shape[0] == values.shape[0] == n:
+        raise ValueError("group, time_ns, order and values must have the same length")
+    all_events = queries is None
+    n_q = n if all_events else len(queries)  # type: ignore[arg-type]
     if n_q == 0:
-        return np.zeros((0, n_w), np.int64), np.zeros((0, n_w, k))
+        return np.zeros((len(windows), 0), np.int64), np.zeros((len(windows), 0))
     stride = n + 1
-    if group.min() < 0 or int(group.max()) >= np.iinfo(np.int64).max // stride - 1:
-        raise ValueError("entity codes must be non-negative and below 2**63 / (n + 1)")
 
     by_time = np.lexsort((order, time_ns))
     t_sorted = time_ns[by_time]
     rank = np.empty(n, dtype=np.int64)
     rank[by_time] = np.arange(n)
-    key = group * stride + rank
-    perm = np.argsort(key)
-    key_sorted = key[perm]
+    # A stable sort by entity of the time-sorted events = sort by (entity, rank).
+    g_by_time = group[by_time]
+    if n >= _RADIX_MIN_ROWS and g_by_time.max() < 2**16:
+        g_by_time = g_by_time.astype(np.uint16)
+    by_entity = g_by_time.argsort(kind="stable")
+    perm = by_time[by_entity]
+    g_sorted = group[perm]
+    if g_sorted[0] < 0 or g_sorted[-1] >= _INT64_MAX // stride - 1:
+        raise ValueError("entity codes must be non-negative and below 2**63 / (n + 1)")
+    key_sorted = g_sorted * stride + rank[perm]
     pos = np.empty(n, dtype=np.int64)
     pos[perm] = np.arange(n)
-    g_sorted = group[perm]
     new_seg = np.empty(n, dtype=bool)
     new_seg[0] = True
     np.not_equal(g_sorted[1:], g_sorted[:-1], out=new_seg[1:])
-    seg_starts = np.flatnonzero(new_seg)
-    seg_of_sorted = np.cumsum(new_seg) - 1
-    prefix = _segmented_prefix(values[perm], seg_starts)
+    seg_of_sorted = new_seg.cumsum() - 1
+    prefix = _segmented_prefix(values[perm], seg_of_sorted, new_seg.nonzero()[0])
 
-    q_pos = pos[q_idx]
-    q_seg = seg_of_sorted[q_pos]
-    q_time = time_ns[q_idx]
-    q_base = group[q_idx] * stride
-    cache: dict[int | None, np.ndarray] = {None: q_pos + 1}
+    # Offline (all events) the queries are answered in entity-sorted order so
+    # that both binary searches get sorted keys, several times faster on
+    # millions of rows than random order; results go back to input order last.
+    if all_events:
+        q_idx, q_pos, q_seg = perm, np.arange(n), seg_of_sorted
+    else:
+        q_idx = np.asarray(queries, dtype=np.int64)
+        q_pos = pos[q_idx]
+        q_seg = seg_of_sorted[q_pos]
+    q_rank = rank[q_idx]
+    q_base = key_sorted[q_pos] - q_rank
 
-    def bound(offset: int | None) -> np.ndarray:
-        # Position just past the entity's events with time <= t - offset.
-        if offset not in cache:
-            assert offset is not None
-            n_at_or_before = np.searchsorted(t_sorted, q_time - offset, side="right")
-            cache[offset] = np.searchsorted(key_sorted, q_base + n_at_or_before, side="left")
-        return cache[offset]
-
-    counts = np.empty((n_q, n_w), dtype=np.int64)
-    sums = np.empty((n_q, n_w, k), dtype=np.float64)
-    for j, (start_ns, end_ns) in enumerate(windows):
-        lo, hi = bound(start_ns), bound(end_ns)
-        counts[:, j] = hi - lo
-        sums[:, j] = prefix[hi + q_seg] - prefix[lo + q_seg]
+    # bounds[u] = position just past the entity's events with time <=
+    # t - offsets[u]; the last row = just past the query event itself.
+    offsets, offsets_col, lo_rows, hi_rows = _bound_plan(tuple(windows))
+    bounds = np.empty((len(offsets) + 1, n_q), dtype=np.int64)
+    if all_events:
+        # Searched in time order (sorted keys), then put in entity order.
+        at_or_before = np.stack(
+            [t_sorted.searchsorted(t_sorted - off, side="right")[q_rank] for off in offsets]
+        )
+    else:
+        # Few queries: all offsets in one call (per-call overhead dominates).
+        at_or_before = t_sorted.searchsorted(time_ns[q_idx] - offsets_col, side="right")
+    bounds[:-1] = key_sorted.searchsorted(q_base + at_or_before, side="left")
+    bounds[-1] = q_pos + 1
+    lo, hi = bounds[lo_rows], bounds[hi_rows]
+    counts = hi - lo
+    sums = prefix[hi + q_seg] - prefix[lo + q_seg]
+    if all_events:
+        counts, sums = counts.take(pos, axis=1), sums.take(pos, axis=1)
     return counts, sums
+
+
+@lru_cache(maxsize=64)
+def _bound_plan(
+    windows: tuple[Window, ...],
+) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct time offsets of the windows' bounds (as a list and as a
+    column), and for each window the rows of its start and end bound (the
+    last row: the query event itself)."""
+    offsets = sorted({w for window in windows for w in window if w is not None})
+    row = {w: i for i, w in enumerate(offsets)} | {None: len(offsets)}
+    lo_rows = np.array([row[start] for start, _ in windows], dtype=np.intp)
+    hi_rows = np.array([row[end] for _, end in windows], dtype=np.intp)
+    offsets_col = np.array(offsets, dtype=np.int64).reshape(-1, 1)
+    return offsets, offsets_col, lo_rows, hi_rows
+
+
+@lru_cache(maxsize=64)
+def _plans(config: WindowConfig) -> tuple[tuple[Window, ...], tuple[Window, ...]]:
+    """The kernel windows of a config: customer (t - w, current event] and
+    terminal (t - delay - w, t - delay]."""
+    delay = days_to_ns(config.delay_days)
+    # Without delay the terminal window ends at the current event, tie rule
+    # included (pandas: count over w minus count over an empty 0-day window).
+    end = delay if delay > 0 else None
+    customer = tuple((days_to_ns(w), None) for w in config.customer_windows_days)
+    terminal = tuple((delay + days_to_ns(w), end) for w in config.terminal_windows_days)
+    return customer, terminal
 
 
 def customer_window_features(
@@ -230,15 +294,13 @@ def customer_window_features(
     queries: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Number and mean amount of the customer's transactions per window."""
-    windows = [(days_to_ns(w), None) for w in config.customer_windows_days]
-    counts, sums = window_sums(group, time_ns, order, amount, windows, queries)
-    out: dict[str, np.ndarray] = {}
-    for j, w in enumerate(config.customer_windows_days):
-        nb = counts[:, j].astype(np.float64)
-        # The window includes the query event itself, so nb >= 1.
-        out[f"customer_nb_tx_{_fmt_days(w)}d"] = nb
-        out[f"customer_avg_amount_{_fmt_days(w)}d"] = sums[:, j, 0] / nb
-    return out
+    counts, sums = window_sums(group, time_ns, order, amount, _plans(config)[0], queries)
+    nb = counts.astype(np.float64)
+    avg = sums / nb  # the window includes the query event itself: nb >= 1
+    names = config.feature_names
+    return {names[2 * j]: nb[j] for j in range(len(nb))} | {
+        names[2 * j + 1]: avg[j] for j in range(len(nb))
+    }
 
 
 def terminal_window_features(
@@ -250,25 +312,18 @@ def terminal_window_features(
     queries: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Number of the terminal's transactions and their fraud rate in each
-    window that ends `delay` before the query event.
+    window that ends `delay` before the query event; risk 0 when empty.
 
     `label` holds what is known: offline the true label, online the label if
     it had arrived by the query time (else 0).
     """
-    delay = days_to_ns(config.delay_days)
-    # Without delay the window ends at the current event, tie rules included
-    # (pandas: count over w minus count over an empty 0-day window).
-    end = delay if delay > 0 else None
-    windows = [(delay + days_to_ns(w), end) for w in config.terminal_windows_days]
-    counts, sums = window_sums(group, time_ns, order, label, windows, queries)
-    out: dict[str, np.ndarray] = {}
-    for j, w in enumerate(config.terminal_windows_days):
-        nb = counts[:, j].astype(np.float64)
-        frauds = sums[:, j, 0]
-        risk = np.divide(frauds, nb, out=np.zeros_like(frauds), where=nb > 0)
-        out[f"terminal_nb_tx_{_fmt_days(w)}d"] = nb
-        out[f"terminal_risk_{_fmt_days(w)}d"] = risk
-    return out
+    counts, frauds = window_sums(group, time_ns, order, label, _plans(config)[1], queries)
+    nb = counts.astype(np.float64)
+    risk = np.divide(frauds, nb, out=np.zeros_like(frauds), where=nb > 0)
+    names = config.feature_names[2 * len(config.customer_windows_days) :]
+    return {names[2 * j]: nb[j] for j in range(len(nb))} | {
+        names[2 * j + 1]: risk[j] for j in range(len(nb))
+    }
 
 
 # -------------------------------------------------------------------- offline
@@ -277,7 +332,7 @@ def _time_ns(series: pd.Series) -> np.ndarray:
         series = pd.to_datetime(series, utc=True, format="ISO8601")
     if getattr(series.dt, "tz", None) is not None:
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-    # .astype keeps whatever resolution pandas chose (it may be us or s).
+    # pandas may hold s/ms/us resolution; the kernel works in ns.
     return series.to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
@@ -287,9 +342,12 @@ def _entity_codes(series: pd.Series) -> np.ndarray:
 
 
 def _tie_order(df: pd.DataFrame, config: WindowConfig) -> np.ndarray:
-    """Tie-break for equal timestamps: the transaction id (the handbook data
-    confirms it: of two same-second transactions of a customer the one with
-    the smaller id sees only itself); row position when there is no usable id."""
+    """Tie-break for equal timestamps: the transaction id, which is what the
+    online path uses too (row position when there is no integer id column).
+
+    The handbook's reference columns break such ties in whatever order its
+    unstable per-customer sort left them, so they cannot be reproduced from
+    the data alone; tests/integration/test_handbook_reference.py shows it."""
     if config.id_col in df.columns and pd.api.types.is_integer_dtype(df[config.id_col]):
         return df[config.id_col].to_numpy(dtype=np.int64)
     return np.arange(len(df), dtype=np.int64)

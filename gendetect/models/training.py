@@ -74,9 +74,9 @@ class _History(Callback):
         self.best_val = float("inf")
         self.best_epoch = -1
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    # on_train_epoch_end runs after the epoch's validation, when both the
+    # epoch's training and validation losses are in callback_metrics.
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         row = {"epoch": float(trainer.current_epoch), **metrics}
         self.rows.append(row)
