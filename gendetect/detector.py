@@ -1,11 +1,14 @@
 """Generative detectors on a numeric matrix: scaling, training, scoring.
 
 A detector turns feature rows into a raw anomaly score (higher = more
-anomalous) and per-feature contributions. The score is the sum of squared
-reconstruction errors per feature, each divided by that feature's typical
-error on training data: otherwise features that are merely hard to
-reconstruct everywhere (noisy amounts) would drown the ones whose error is
-unusual. The GAN adds its discriminator's verdict on the same scale. An
+anomalous) and per-feature contributions. For the VAE (learned decoder
+variance) a contribution is the feature's Gaussian negative log-likelihood,
+already on one scale across features. For the GAN (and a VAE without learned
+variance) it is the squared reconstruction error divided by that feature's
+typical error on training data: otherwise features that are merely hard to
+reconstruct everywhere would drown the ones whose error is unusual. The GAN
+can add its discriminator's verdict (disc_weight, off by default: it ranks
+anomalies as *more* real, see gan.py). An
 ensemble averages its members' scores after putting each on a common robust
 scale (median 0, IQR-based spread 1).
 """
@@ -41,10 +44,14 @@ class DetectorParams:
     patience: int = 3
     validation_fraction: float = 0.1
     # GAN: weight of the discriminator's verdict next to reconstruction.
-    disc_weight: float = 1.0
+    disc_weight: float = 0.0
     # How per-feature errors are put on one scale before they are averaged:
     # "typical" divides by each feature's mean training error, "none" keeps them.
-    error_scale: str = "typical"
+    error_scale: str = "auto"
+    # VAE: decoder predicts a per-feature variance.
+    learned_variance: bool = True
+    # Input scaler: values beyond this many robust spreads are log-compressed.
+    soft_limit: float = 5.0
     seed: int = 0
     accelerator: str = "auto"
     checkpoint_dir: str | None = None
@@ -94,7 +101,7 @@ class NeuralDetector:
             "weight_decay": p.weight_decay,
         }
         if self.kind == "vae":
-            return VAE(self.n_features, beta=p.beta, **common)
+            return VAE(self.n_features, beta=p.beta, learned_variance=p.learned_variance, **common)
         if self.kind == "gan":
             return GAN(self.n_features, **common)
         raise ValueError(f"unknown detector kind {self.kind!r}; choose from {KINDS}")
@@ -113,12 +120,17 @@ class NeuralDetector:
         )
         self.training_ = fit_module(self.module, x_train, x_val, config)
         errors, disc = self._raw_outputs(x_train)
-        if self.params.error_scale == "none":
+        mode = self.params.error_scale
+        if mode == "auto":
+            # A VAE with learned variance scores a likelihood: already on one scale.
+            likelihood = self.kind == "vae" and self.params.learned_variance
+            mode = "none" if likelihood else "typical"
+        if mode == "none":
             self.feature_error_scale_ = np.ones(errors.shape[1])
-        elif self.params.error_scale == "typical":
+        elif mode == "typical":
             self.feature_error_scale_ = np.maximum(errors.mean(axis=0), 1e-8)
         else:
-            q = float(self.params.error_scale.removeprefix("q"))
+            q = float(mode.removeprefix("q"))
             self.feature_error_scale_ = np.maximum(np.quantile(errors, q, axis=0), 1e-8)
         if disc is not None:
             self.disc_center_spread_ = _robust_center_spread(disc)
@@ -186,6 +198,7 @@ class DetectorCore:
     def fit(self, x: np.ndarray) -> DetectorCore:
         if self.kind not in KINDS:
             raise ValueError(f"unknown detector kind {self.kind!r}; choose from {KINDS}")
+        self.scaler = RobustScaler(soft_limit=self.params.soft_limit)
         z = self.scaler.fit_transform(x)
         train_idx, val_idx = _split(len(z), self.params.validation_fraction, self.params.seed)
         kinds = ["vae", "gan"] if self.kind == "ensemble" else [self.kind]

@@ -16,6 +16,8 @@ from torch import nn
 
 from gendetect.models.blocks import mlp, squared_error
 
+LOGVAR_MIN, LOGVAR_MAX = -6.0, 6.0
+
 
 class VAE(pl.LightningModule):
     def __init__(
@@ -51,7 +53,7 @@ class VAE(pl.LightningModule):
         if not self.hparams.learned_variance:
             return out, torch.zeros_like(out)
         mean, logvar = out.chunk(2, dim=1)
-        return mean, logvar.clamp(-6.0, 6.0)
+        return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     def _nll_terms(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         mean, logvar = self.decode(z)
@@ -74,11 +76,22 @@ class VAE(pl.LightningModule):
 
     @torch.no_grad()
     def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
-        """Squared reconstruction error of the posterior mean, in units of the
-        decoder's predicted variance (plain squared error without it)."""
+        """Per-feature negative log-likelihood of x under the decoder of the
+        posterior mean, shifted to be non-negative (plain squared error
+        without a learned variance).
+
+        Both halves of the Gaussian NLL matter: the error in units of the
+        predicted variance, and the log-variance itself. Dropping the latter
+        lets a record "explain away" its anomaly: the decoder predicts a wide
+        variance for unusual codes, and the scaled error stays small.
+        """
         mu, _ = self.encode(x)
         mean, logvar = self.decode(mu)
-        return squared_error(x, mean) * torch.exp(-logvar)
+        err = squared_error(x, mean)
+        if not self.hparams.learned_variance:
+            return err
+        # logvar >= LOGVAR_MIN, so each term is >= 0.
+        return 0.5 * (err * torch.exp(-logvar) + logvar - LOGVAR_MIN)
 
     @torch.no_grad()
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
