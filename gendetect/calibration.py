@@ -30,7 +30,7 @@ class EmpiricalCalibrator:
 
     def risk(self, scores: np.ndarray) -> np.ndarray:
         q = self._fitted()
-        levels = np.linspace(0.0, 1.0, len(q))
+        levels = self._levels()
         # Ties in the reference (flat quantile runs) map to the highest level.
         return np.interp(np.asarray(scores, dtype=np.float64), q, levels, left=0.0, right=1.0)
 
@@ -39,6 +39,14 @@ class EmpiricalCalibrator:
             raise ValueError("alert_rate must be in (0, 1)")
         q = self._fitted()
         return float(np.interp(1.0 - alert_rate, np.linspace(0.0, 1.0, len(q)), q))
+
+    def _levels(self) -> np.ndarray:
+        # Cached: risk() is on the API's per-request path.
+        levels = getattr(self, "_levels_cache", None)
+        if levels is None or len(levels) != len(self._fitted()):
+            levels = np.linspace(0.0, 1.0, len(self._fitted()))
+            self._levels_cache = levels
+        return levels
 
     def _fitted(self) -> np.ndarray:
         if self.quantiles_ is None:

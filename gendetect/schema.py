@@ -9,6 +9,7 @@ models (errors are HTTP 422 naming the field), and the feature pipeline.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -92,7 +93,7 @@ class Schema:
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
 
-    @property
+    @cached_property
     def feature_fields(self) -> list[FieldSpec]:
         return [f for f in self.fields if f.is_feature]
 
@@ -104,7 +105,7 @@ class Schema:
     def pii_fields(self) -> list[str]:
         return [f.name for f in self.fields if f.pii]
 
-    @property
+    @cached_property
     def input_fields(self) -> list[FieldSpec]:
         """Fields a scoring request carries (labels arrive separately)."""
         return [f for f in self.fields if f.kind != "label"]

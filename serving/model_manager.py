@@ -1,0 +1,227 @@
+"""Which model the API serves, and swapping it without dropping requests.
+
+Everything a request needs from the model (the bundle, the request models
+generated from its schema, the online feature state, the registry
+reference) lives in one immutable `ServedModel`. A request takes the current
+one at its start and uses it to the end; a reload builds the next one in a
+worker thread while requests keep flowing, then replaces the reference in a
+single assignment. Old requests finish on the old model, new ones start on
+the new one, and no request ever sees half of each.
+
+Only registry URIs (`models:/name@alias`, `models:/name/version`) are served:
+`gendetect.tracking` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from gendetect.config import Settings
+from gendetect.errors import ModelNotReadyError
+from serving.metrics import Metrics
+from serving.request_models import build_batch_model, build_record_model
+
+if TYPE_CHECKING:
+    from gendetect.bundle import FraudModelBundle
+    from gendetect.tracking import RegisteredModel
+    from serving.online_state import OnlineState
+
+log = logging.getLogger("gendetect.serving")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    bundle: FraudModelBundle
+    ref: RegisteredModel
+    record_model: type[BaseModel]
+    batch_model: type[BaseModel]
+    online: OnlineState | None
+    id_field: str | None
+    loaded_at: datetime
+    trained_at: str | None
+
+    @property
+    def model_ref(self) -> dict[str, str]:
+        return {"name": self.ref.name, "version": self.ref.version}
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    changed: bool
+    previous: str | None
+    current: str
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.current: ServedModel | None = None
+        self.last_error: str | None = None
+        self._reload_lock = asyncio.Lock()
+        # One state store for the process, shared by successive models: the
+        # behaviour history belongs to the customers, not to a model version.
+        self._online: OnlineState | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    def require(self) -> ServedModel:
+        served = self.current
+        if served is None:
+            raise ModelNotReadyError(self.last_error or "no model loaded yet")
+        return served
+
+    async def reload(self, *, force: bool = False) -> ReloadResult:
+        """Load what the configured URI points at now (e.g. after the
+        champion alias moved) and swap it in. Unless `force`, a version that
+        is already served is not loaded again."""
+        async with self._reload_lock:
+            previous = self.current
+            try:
+                served = await asyncio.to_thread(self._load, previous, force)
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.reload_attempt("error")
+                raise
+            if served is None:
+                assert previous is not None
+                self.metrics.reload_attempt("unchanged")
+                return ReloadResult(False, previous.ref.version, previous.ref.version)
+            self.current = served  # the swap: one reference assignment
+            self.last_error = None
+            self.metrics.reload_attempt("loaded")
+            self.metrics.model_loaded(served.ref.name, served.ref.version)
+            log.info(
+                "serving model %s version %s (alias %s)",
+                served.ref.name, served.ref.version, served.ref.alias,
+            )
+            return ReloadResult(
+                True, previous.ref.version if previous else None, served.ref.version
+            )
+
+    async def load_until_ready(self, retry_seconds: float = 2.0) -> None:
+        """Startup: keep trying until the registry has a model (a fresh
+        deployment may start before the first training run registers one)."""
+        reported = None
+        while self.current is None:
+            try:
+                await self.reload()
+            except Exception as exc:  # reported by /readyz; retried
+                message = f"{type(exc).__name__}: {exc}"
+                if message != reported:  # once per distinct problem, not every retry
+                    log.warning("no model yet (%s); retrying every %.0f s", exc, retry_seconds)
+                    reported = message
+                await asyncio.sleep(retry_seconds)
+
+    def close(self) -> None:
+        if self._online is not None:
+            self._online.close()
+
+    # -------------------------------------------------------------- loading
+    def _load(self, previous: ServedModel | None, force: bool) -> ServedModel | None:
+        from gendetect import tracking
+
+        uri = self.settings.resolved_model_uri
+        if previous is not None and not force:
+            ref = tracking.resolve(uri, self.settings)
+            if ref.name == previous.ref.name and ref.version == previous.ref.version:
+                return None
+        started = time.perf_counter()
+        bundle, ref = tracking.load_registered_bundle(uri, self.settings)
+        if not bundle.is_fitted:
+            raise ModelNotReadyError(f"{uri} holds an unfitted bundle")
+        record_model = build_record_model(bundle.schema)
+        online = self._online_for(bundle)
+        served = ServedModel(
+            bundle=bundle,
+            ref=ref,
+            record_model=record_model,
+            batch_model=build_batch_model(record_model, self.settings.max_batch_size),
+            online=online,
+            id_field=next((f.name for f in bundle.schema.fields if f.kind == "id"), None),
+            loaded_at=datetime.now(UTC),
+            trained_at=_trained_at(bundle, ref, self.settings),
+        )
+        _warm_up(served)
+        _freeze_heap(first_load=previous is None)
+        log.info("loaded %s version %s in %.2f s", ref.name, ref.version,
+                 time.perf_counter() - started)
+        return served
+
+    def _online_for(self, bundle: FraudModelBundle) -> OnlineState | None:
+        config = bundle.pipeline.window_config if bundle.pipeline is not None else None
+        if config is None:
+            return None
+        from serving.online_state import OnlineState
+
+        if self._online is None:
+            self._online = OnlineState.create(config, self.settings)
+        elif self._online.config != config:
+            self._online = self._online.with_config(config)
+        return self._online
+
+
+def _freeze_heap(first_load: bool) -> None:
+    """Move the objects alive now (torch, MLflow, the model: over half a
+    million) out of the cyclic garbage collector's view. Otherwise each full
+    collection walks them all and stalls the event loop for hundreds of ms,
+    straight into the tail latency. The first load also collects first (no
+    traffic is served yet); a reload only freezes, so that requests never
+    wait on a collection: objects of a replaced model are still freed by
+    reference counting, only cyclic garbage among them stays."""
+    if first_load:
+        gc.collect()
+    gc.freeze()
+
+
+def _trained_at(bundle: FraudModelBundle, ref: RegisteredModel, settings: Settings) -> str | None:
+    stamp = bundle.metadata.get("trained_at")
+    if stamp:
+        return str(stamp)
+    if ref.run_id is None:
+        return None
+    try:
+        from gendetect import tracking
+
+        run = tracking.configure(settings).get_run(ref.run_id)
+    except Exception:  # informational only; never block serving on it
+        return None
+    millis = run.info.end_time or run.info.start_time
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat() if millis else None
+
+
+def _warm_up(served: ServedModel) -> None:
+    """Score one synthetic record so the first real request does not pay for
+    lazy initialisation (torch kernels, numpy dispatch)."""
+    record: dict[str, Any] = {}
+    for f in served.bundle.schema.input_fields:
+        record[f.name] = _placeholder(f.kind, f.min, f.categories)
+    window = None
+    if served.online is not None:
+        window = [dict.fromkeys(served.bundle.pipeline.window_feature_names, 0.0)]
+    try:
+        served.bundle.score_records([record], window)
+    except Exception as exc:  # a warm-up failure must not stop serving
+        log.debug("warm-up skipped: %s", exc)
+
+
+def _placeholder(kind: str, minimum: float | None, categories: tuple[str, ...] | None) -> Any:
+    if kind == "timestamp":
+        return datetime(2024, 1, 1)
+    if kind == "categorical" and categories:
+        return categories[0]
+    if kind == "boolean":
+        return False
+    if kind in ("entity", "id"):
+        return 0
+    return float(minimum) if minimum is not None else 0.0

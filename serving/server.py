@@ -1,0 +1,118 @@
+"""`gendetect serve`: run the scoring API under uvicorn, one worker.
+
+One worker on purpose: the model and the online feature state live in the
+process, and torch runs with `settings.torch_threads` (default 1) intra-op
+threads so that the event loop, not a pool of spinning BLAS threads, decides
+what runs. Scale out with more processes behind a load balancer and a shared
+(Redis) state store.
+
+Nagle: we bind the listening socket ourselves, as an explicit
+(AF_INET, SOCK_STREAM, IPPROTO_TCP) socket, and hand it to uvicorn. asyncio
+sets TCP_NODELAY on an accepted connection only when the socket reports
+proto == IPPROTO_TCP, and accepted sockets inherit the listener's proto; a
+listener created with proto 0 (uvicorn's own pre-bound sockets, see
+uvicorn issue 3149) leaves Nagle on, and each keep-alive response whose body
+goes out as a second small segment then waits ~40 ms for the client's delayed
+ACK. Binding it ourselves also lets `--port 0` pick a free port that we can
+print before serving.
+
+HTTP parsing: uvicorn uses httptools when it is installed and h11 (pure
+Python) otherwise; httptools costs about half as much CPU per request.
+uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown (lifespan end,
+state snapshot), so a stopped server exits by that signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+from gendetect.config import Settings, get_settings
+from gendetect.errors import ModelNotReadyError
+
+log = logging.getLogger("gendetect.serving")
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket whose accepted connections get TCP_NODELAY."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
+                               flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Inherited by accepted sockets on Linux; asyncio sets it again anyway.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _settings_from_args(args: argparse.Namespace) -> Settings:
+    settings = get_settings()
+    updates = {
+        key: value
+        for key, value in (
+            ("host", getattr(args, "host", None)),
+            ("port", getattr(args, "port", None)),
+            ("model_uri", getattr(args, "model_uri", None)),
+        )
+        if value is not None
+    }
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    settings = _settings_from_args(args)
+    uri = settings.resolved_model_uri
+    if not uri.startswith("models:/"):
+        # Refuse before loading anything: the API serves registry versions only.
+        raise ModelNotReadyError(
+            f"only registry URIs are served (models:/<name>@<alias> or "
+            f"models:/<name>/<version>), got {uri!r}"
+        )
+    _configure_logging(settings.log_level)
+
+    # Before anything loads a model: the thread count is fixed at first use.
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
+
+    import uvicorn
+
+    from serving.app import create_app
+
+    sock = bind_listener(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"gendetect API on http://{shown}:{port} (docs at /docs, model "
+          f"{settings.resolved_model_uri})", flush=True)
+    config = uvicorn.Config(
+        create_app(settings),
+        workers=1,
+        lifespan="on",
+        log_config=None,  # our logging setup above; uvicorn's loggers propagate to it
+        access_log=False,  # the app logs route/status/latency/model itself
+        timeout_keep_alive=30,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1
