@@ -15,9 +15,9 @@ from gendetect.data.simulator import simulate_transactions
 
 torch.set_num_threads(1)
 
-# Environment variables that would point gendetect or MLflow somewhere else
-# than the test's own folder.
-_FOREIGN_ENV = (
+# Environment variables that would point gendetect or MLflow (or a server the
+# tests start) somewhere else than the test's own folder and settings.
+FOREIGN_ENV = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_REGISTRY_URI",
     "GENDETECT_TRACKING_URI",
@@ -27,6 +27,10 @@ _FOREIGN_ENV = (
     "GENDETECT_EXPERIMENT",
     "GENDETECT_CHAMPION_ALIAS",
     "GENDETECT_CHALLENGER_ALIAS",
+    "GENDETECT_API_KEY",
+    "GENDETECT_HOST",
+    "GENDETECT_PORT",
+    "GENDETECT_STATE_STORE",
 )
 
 
@@ -38,7 +42,7 @@ def small_transactions() -> pd.DataFrame:
 
 
 def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    for name in _FOREIGN_ENV:
+    for name in FOREIGN_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GENDETECT_HOME", str(home))
     get_settings.cache_clear()

@@ -73,36 +73,18 @@ def decide(
 
     best = max(outcomes, key=value)
     champion, current = champion_value(data, settings, metric)
+
+    def verdict(promoted: bool, reason: str) -> PromotionDecision:
+        return PromotionDecision(promoted, metric, best, value(best), champion, current, reason)
+
     if champion is None:
-        return PromotionDecision(True, metric, best, value(best), None, None, "no champion yet")
+        return verdict(True, "no champion yet")
     if current is None or not np.isfinite(value(best)):
-        return PromotionDecision(
-            False,
-            metric,
-            best,
-            value(best),
-            champion,
-            current,
-            f"no labelled held-out data to compare on {metric}",
-        )
+        return verdict(False, f"no labelled held-out data to compare on {metric}")
     if value(best) > current + margin:
-        return PromotionDecision(
-            True,
-            metric,
-            best,
-            value(best),
-            champion,
-            current,
-            f"{metric} {value(best):.4f} > champion {current:.4f} + {margin}",
-        )
-    return PromotionDecision(
-        False,
-        metric,
-        best,
-        value(best),
-        champion,
-        current,
-        f"{metric} {value(best):.4f} does not beat champion {current:.4f} + {margin}",
+        return verdict(True, f"{metric} {value(best):.4f} > champion {current:.4f} + {margin}")
+    return verdict(
+        False, f"{metric} {value(best):.4f} does not beat champion {current:.4f} + {margin}"
     )
 
 

@@ -27,27 +27,13 @@ from gendetect import tracking
 from gendetect.bundle import FraudModelBundle
 from gendetect.config import Settings
 from gendetect.data.simulator import simulate_transactions
+from tests.conftest import FOREIGN_ENV
 
 torch.set_num_threads(1)
 
 API_KEY = "integration-test-key"
 MAX_BATCH = 300
 _URL_LINE = re.compile(r"gendetect API on (http://\S+)")
-# Variables that would point the server at another store or model.
-_FOREIGN_ENV = (
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-    "GENDETECT_TRACKING_URI",
-    "GENDETECT_MODEL_URI",
-    "GENDETECT_CONFIG_FILE",
-    "GENDETECT_MODEL_NAME",
-    "GENDETECT_EXPERIMENT",
-    "GENDETECT_CHAMPION_ALIAS",
-    "GENDETECT_API_KEY",
-    "GENDETECT_HOST",
-    "GENDETECT_PORT",
-    "GENDETECT_STATE_STORE",
-)
 
 
 @dataclass
@@ -187,7 +173,7 @@ class ServerProcess:
 
 
 def server_env(settings: Settings, home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
     env.update(
         GENDETECT_HOME=str(home),
         GENDETECT_TRACKING_URI=settings.resolved_tracking_uri,
