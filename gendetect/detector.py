@@ -8,9 +8,21 @@ variance) it is the squared reconstruction error divided by that feature's
 typical error on training data: otherwise features that are merely hard to
 reconstruct everywhere would drown the ones whose error is unusual. The GAN
 can add its discriminator's verdict (disc_weight, off by default: it ranks
-anomalies as *more* real, see gan.py). An
-ensemble averages its members' scores after putting each on a common robust
-scale (median 0, IQR-based spread 1).
+anomalies as *more* real, see gan.py).
+
+An ensemble takes a weighted mean of its members' scores after putting each
+on a common scale fitted on training rows (median 0, 99th percentile 1). The
+default pairs the NLL-scored VAE with a fixed-variance VAE scored by its
+squared error: the likelihood ranks the bulk well (ROC AUC), the plain error
+keeps large absolute deviations at the top (precision), and the mean beats
+both on the handbook data. The GAN is not in the default: its score has a
+long tail of false alarms that crowds the top of any combination.
+
+A second, short training pass without the highest-scoring training rows
+(refit_trim) is available against contaminated training data, but off: on
+the handbook week (0.8% frauds in training) trimming 2% lowered the NLL
+VAE's average precision from 0.25 to 0.19 and changed the fixed-variance
+VAE by less than the seed-to-seed spread.
 """
 
 from __future__ import annotations
@@ -28,6 +40,10 @@ from gendetect.models.training import TrainingConfig, TrainingResult, fit_module
 from gendetect.models.vae import VAE
 
 KINDS = ("vae", "gan", "ensemble")
+# Networks an ensemble can combine: "vae" (scored by its Gaussian NLL when
+# learned_variance is on), "vae_mse" (a VAE with a fixed decoder variance,
+# scored by its typical-scaled squared error) and "gan".
+MEMBER_KINDS = ("vae", "vae_mse", "gan")
 
 
 @dataclass
@@ -45,6 +61,11 @@ class DetectorParams:
     validation_fraction: float = 0.1
     # GAN: weight of the discriminator's verdict next to reconstruction.
     disc_weight: float = 0.0
+    # GAN: noise on the encoder's code during reconstruction training, and
+    # the generator's adversarial target (feature matching or D's verdict).
+    gan_latent_noise: float = 0.5
+    gan_feature_matching: bool = False
+    gan_noisy_validation: bool = True
     # How per-feature errors are put on one scale before they are averaged:
     # "typical" divides by each feature's mean training error, "none" keeps them.
     error_scale: str = "auto"
@@ -52,6 +73,15 @@ class DetectorParams:
     learned_variance: bool = True
     # Input scaler: values beyond this many robust spreads are log-compressed.
     soft_limit: float = 5.0
+    # Robustness to contaminated training data: after the first fit, drop
+    # this fraction of the highest-scoring training rows and train on for
+    # refit_epochs more epochs (0 turns the second pass off).
+    refit_trim: float = 0.0
+    refit_epochs: int = 5
+    # Ensemble: its members and their weights. Each member's score is put on
+    # a common scale first (median 0, 99th training percentile 1).
+    ensemble: tuple[str, ...] = ("vae", "vae_mse")
+    ensemble_weights: tuple[float, ...] = (1.0, 0.5)
     seed: int = 0
     accelerator: str = "auto"
     checkpoint_dir: str | None = None
@@ -65,7 +95,26 @@ class DetectorParams:
         values = dict(raw)
         if "hidden" in values:
             values["hidden"] = tuple(int(h) for h in values["hidden"])
-        return cls(**values)
+        if "ensemble" in values:
+            values["ensemble"] = tuple(str(k) for k in values["ensemble"])
+        if "ensemble_weights" in values:
+            values["ensemble_weights"] = tuple(float(w) for w in values["ensemble_weights"])
+        params = cls(**values)
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        unknown = [k for k in self.ensemble if k not in MEMBER_KINDS]
+        if unknown or len(set(self.ensemble)) != len(self.ensemble) or not self.ensemble:
+            raise ValueError(
+                f"ensemble members must be distinct, from {MEMBER_KINDS}: got {self.ensemble}"
+            )
+        if len(self.ensemble_weights) != len(self.ensemble):
+            raise ValueError("ensemble_weights needs one weight per ensemble member")
+        if any(w < 0 for w in self.ensemble_weights) or sum(self.ensemble_weights) <= 0:
+            raise ValueError("ensemble_weights must be non-negative with a positive sum")
+        if not 0.0 <= self.refit_trim < 1.0:
+            raise ValueError("refit_trim must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +126,20 @@ def _robust_center_spread(values: np.ndarray) -> tuple[float, float]:
     if not spread > 1e-12:
         spread = float(values.std()) or 1.0
     return float(median), float(spread)
+
+
+def _center_tail_spread(values: np.ndarray, q: float = 0.99) -> tuple[float, float]:
+    """Median and the distance from it to the q-quantile.
+
+    Scores are compared where it matters, in the upper tail: a member whose
+    bulk is narrow but whose tail is long would dominate a combination scaled
+    by the IQR, and push its own false alarms to the top.
+    """
+    median, high = np.quantile(values, [0.5, q])
+    spread = float(high - median)
+    if not spread > 1e-12:
+        spread = float(values.std()) or 1.0
+    return float(median), spread
 
 
 @dataclass
@@ -100,11 +163,18 @@ class NeuralDetector:
             "lr": p.lr,
             "weight_decay": p.weight_decay,
         }
-        if self.kind == "vae":
-            return VAE(self.n_features, beta=p.beta, learned_variance=p.learned_variance, **common)
+        if self.kind in ("vae", "vae_mse"):
+            learned = p.learned_variance and self.kind == "vae"
+            return VAE(self.n_features, beta=p.beta, learned_variance=learned, **common)
         if self.kind == "gan":
-            return GAN(self.n_features, **common)
-        raise ValueError(f"unknown detector kind {self.kind!r}; choose from {KINDS}")
+            return GAN(
+                self.n_features,
+                latent_noise=p.gan_latent_noise,
+                feature_matching=p.gan_feature_matching,
+                noisy_validation=p.gan_noisy_validation,
+                **common,
+            )
+        raise ValueError(f"unknown network kind {self.kind!r}; choose from {MEMBER_KINDS}")
 
     def fit(self, x_train: np.ndarray, x_val: np.ndarray) -> NeuralDetector:
         torch.manual_seed(self.params.seed)
@@ -119,6 +189,19 @@ class NeuralDetector:
             checkpoint_dir=p.checkpoint_dir,
         )
         self.training_ = fit_module(self.module, x_train, x_val, config)
+        if p.refit_trim > 0 and p.refit_epochs > 0:
+            self._set_error_scale(x_train)
+            scores, _ = self.score_parts(x_train)
+            keep = scores <= np.quantile(scores, 1.0 - p.refit_trim)
+            config.max_epochs = p.refit_epochs
+            second = fit_module(self.module, x_train[keep], x_val, config)
+            self.training_ = _merge(self.training_, second)
+        self._set_error_scale(x_train)
+        scores, _ = self.score_parts(x_train)
+        self.score_center_spread_ = _center_tail_spread(scores)
+        return self
+
+    def _set_error_scale(self, x_train: np.ndarray) -> None:
         errors, disc = self._raw_outputs(x_train)
         mode = self.params.error_scale
         if mode == "auto":
@@ -134,9 +217,6 @@ class NeuralDetector:
             self.feature_error_scale_ = np.maximum(np.quantile(errors, q, axis=0), 1e-8)
         if disc is not None:
             self.disc_center_spread_ = _robust_center_spread(disc)
-        scores, _ = self.score_parts(x_train)
-        self.score_center_spread_ = _robust_center_spread(scores)
-        return self
 
     def _raw_outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         assert self.module is not None, "detector is not fitted"
@@ -201,7 +281,7 @@ class DetectorCore:
         self.scaler = RobustScaler(soft_limit=self.params.soft_limit)
         z = self.scaler.fit_transform(x)
         train_idx, val_idx = _split(len(z), self.params.validation_fraction, self.params.seed)
-        kinds = ["vae", "gan"] if self.kind == "ensemble" else [self.kind]
+        kinds = list(self.params.ensemble) if self.kind == "ensemble" else [self.kind]
         self.members = [
             NeuralDetector(kind=k, params=self.params, n_features=z.shape[1]).fit(
                 z[train_idx], z[val_idx]
@@ -215,16 +295,37 @@ class DetectorCore:
         z = self.scaler.transform(x)
         if len(self.members) == 1:
             return self.members[0].score_parts(z)
-        scores, contributions = [], []
-        for member in self.members:
-            score, contrib = member.score_parts(z)
+        weights = self._weights()
+        score = np.zeros(len(z))
+        contributions = np.zeros(z.shape)
+        for member, weight in zip(self.members, weights, strict=True):
+            s, contrib = member.score_parts(z)
             center, spread = member.score_center_spread_
-            scores.append((score - center) / spread)
-            contributions.append(contrib / spread)
-        return np.mean(scores, axis=0), np.mean(contributions, axis=0)
+            score += weight * (s - center) / spread
+            contributions += weight * contrib / spread
+        return score, contributions
+
+    def _weights(self) -> np.ndarray:
+        by_kind = dict(zip(self.params.ensemble, self.params.ensemble_weights, strict=True))
+        weights = np.array([by_kind.get(m.kind, 1.0) for m in self.members], dtype=np.float64)
+        return weights / weights.sum()
 
     def training_results(self) -> dict[str, TrainingResult]:
         return {m.kind: m.training_ for m in self.members}
+
+
+def _merge(first: TrainingResult, second: TrainingResult) -> TrainingResult:
+    """One record of a two-pass fit: histories concatenated, epochs renumbered."""
+    offset = first.epochs_run
+    rows = [*first.history, *({**r, "epoch": r["epoch"] + offset} for r in second.history)]
+    return TrainingResult(
+        history=rows,
+        best_epoch=second.best_epoch + offset,
+        best_val_loss=second.best_val_loss,
+        seconds=first.seconds + second.seconds,
+        epochs_run=offset + second.epochs_run,
+        checkpoint_path=second.checkpoint_path or first.checkpoint_path,
+    )
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

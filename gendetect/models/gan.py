@@ -17,6 +17,14 @@ explanations). The discriminator's verdict is available (extra_score) but
 off by default: measured on the handbook data it ranks anomalies as *more*
 real (ROC ~0.19), because the generator under-covers the tails and the
 discriminator learns "extreme = real".
+
+Early stopping watches the noisy reconstruction objective itself, with the
+same noise draws every epoch (noisy_validation). The deterministic
+reconstruction error it replaced worsens while the noisy objective still
+improves, so runs stopped after 2-6 epochs at a seed-dependent point;
+watching the trained objective gave handbook ROC AUC 0.841/0.843 for two
+seeds instead of 0.833/0.841. Feature matching for the generator is
+available (feature_matching) but off: it moved the two seeds further apart.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ class GAN(pl.LightningModule):
         recon_weight: float = 1.0,
         latent_noise: float = 0.5,
         r1_every: int = 4,
+        feature_matching: bool = False,
+        noisy_validation: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -56,10 +66,29 @@ class GAN(pl.LightningModule):
     def discriminate(self, x: torch.Tensor) -> torch.Tensor:
         return self.disc_head(self.disc_body(x)).squeeze(1)
 
+    def adversarial_loss(self, x: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The generator's adversarial term.
+
+        Non-saturating loss by default. With feature_matching, the generator
+        instead matches the mean and spread of the discriminator's hidden
+        features on real records (Salimans et al., 2016): a target that does
+        not move as abruptly as D's verdict, so runs with different seeds end
+        closer together.
+        """
+        if not self.hparams.feature_matching:
+            return F.softplus(-self.discriminate(fake)).mean()
+        real_h = self.disc_body(x).detach()
+        fake_h = self.disc_body(fake)
+        mean_gap = (real_h.mean(dim=0) - fake_h.mean(dim=0)).pow(2).sum()
+        std_gap = (real_h.std(dim=0) - fake_h.std(dim=0)).pow(2).sum()
+        return mean_gap + std_gap
+
     def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
         return squared_error(x, self.generator(self.encoder(x))).sum(dim=1).mean()
 
-    def noisy_reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
+    def noisy_reconstruction_loss(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Reconstruction through a noisy code, plus a pull of codes to the prior.
 
         A deterministic encoder with 8 latent units can memorise rare
@@ -72,7 +101,8 @@ class GAN(pl.LightningModule):
         sigma = self.hparams.latent_noise
         if sigma <= 0:
             return squared_error(x, self.generator(code)).sum(dim=1).mean()
-        noisy = code + sigma * torch.randn_like(code)
+        noise = torch.randn(code.shape, generator=generator, device=code.device)
+        noisy = code + sigma * noise
         recon = squared_error(x, self.generator(noisy)).sum(dim=1)
         prior = 0.5 * code.pow(2).sum(dim=1)
         return (recon + prior).mean()
@@ -101,7 +131,7 @@ class GAN(pl.LightningModule):
 
         # Generator + encoder: fool D, reconstruct x, and recover z.
         fake = self.generator(z)
-        adv = F.softplus(-self.discriminate(fake)).mean()
+        adv = self.adversarial_loss(x, fake)
         recon = self.noisy_reconstruction_loss(x)
         latent = (self.encoder(fake) - z).pow(2).sum(dim=1).mean()
         g_loss = adv + self.hparams.recon_weight * (recon + latent)
@@ -115,8 +145,15 @@ class GAN(pl.LightningModule):
         self.log("train_g_loss", adv, on_step=False, on_epoch=True, batch_size=n)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        # Early stopping follows what the score uses: reconstruction quality.
-        self.log("val_loss", self.reconstruction_loss(batch), on_epoch=True, batch_size=len(batch))
+        # Early stopping follows reconstruction quality. With noisy_validation
+        # it is the objective the encoder and generator are trained on, with
+        # the same noise draws every epoch so that epochs compare fairly.
+        if self.hparams.noisy_validation:
+            gen = torch.Generator(device=batch.device).manual_seed(batch_idx)
+            loss = self.noisy_reconstruction_loss(batch, gen)
+        else:
+            loss = self.reconstruction_loss(batch)
+        self.log("val_loss", loss, on_epoch=True, batch_size=len(batch))
 
     @torch.no_grad()
     def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
