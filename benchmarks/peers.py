@@ -1,0 +1,168 @@
+"""Registry of detectors compared by the quality benchmark.
+
+Every entry is a name plus a factory `seed -> detector`; a detector has
+`fit(X)` (unlabelled rows) and `decision_function(X)` returning one score per
+row, higher = more anomalous. Peers wrap scikit-learn and PyOD; the gendetect
+rows are discovered at run time from `gendetect.make_detector`, so they appear
+as soon as the library provides it, with no change here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.ensemble import IsolationForest
+
+from benchmarks.protocols import HANDBOOK_FEATURES
+
+HANDBOOK = "handbook"
+ADBENCH = "adbench"
+ALL_TRACKS = frozenset({HANDBOOK, ADBENCH})
+GENDETECT_KINDS: tuple[str, ...] = ("vae", "gan", "ensemble")
+
+
+class Detector(Protocol):
+    def fit(self, x: Any) -> Any: ...
+
+    def decision_function(self, x: Any) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    name: str
+    factory: Callable[[int], Detector]
+    tracks: frozenset[str] = ALL_TRACKS
+    # "features": fit/score on the scaled feature matrix of the track.
+    # "raw": handbook only, fit/score on `protocols.raw_pipeline_frames` frames
+    # (the detector computes its own features).
+    input: str = "features"
+    family: str = "peer"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class _IsolationForest:
+    """sklearn's IsolationForest with the sign flipped: its score_samples is
+    higher for normal points."""
+
+    def __init__(self, n_estimators: int, seed: int) -> None:
+        self._model = IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=1)
+
+    def fit(self, x: np.ndarray) -> _IsolationForest:
+        self._model.fit(x)
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return -self._model.score_samples(x)
+
+
+class TwoColumnRule:
+    """z(amount) + z(terminal 7-day risk): the simplest score that targets the
+    two fraud signals a card simulator plants (large amounts, compromised
+    terminals). z-scores use the training rows' mean and std, so it is correct
+    whether or not the input was already standardised."""
+
+    def __init__(self, columns: tuple[int, ...]) -> None:
+        self._columns = list(columns)
+        self._mean: np.ndarray | None = None
+        self._std: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray) -> TwoColumnRule:
+        cols = np.asarray(x, dtype=np.float64)[:, self._columns]
+        self._mean = cols.mean(axis=0)
+        std = cols.std(axis=0)
+        self._std = np.where(std > 0, std, 1.0)
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        if self._mean is None or self._std is None:
+            raise RuntimeError("fit first")
+        cols = np.asarray(x, dtype=np.float64)[:, self._columns]
+        return ((cols - self._mean) / self._std).sum(axis=1)
+
+
+def _pyod(cls_path: str, seeded: bool, **kwargs: Any) -> Callable[[int], Detector]:
+    module_name, cls_name = cls_path.rsplit(".", 1)
+
+    def factory(seed: int) -> Detector:
+        # Imported lazily: PyOD pulls in torch, and a run restricted to other
+        # detectors should not pay for it.
+        import importlib
+
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        return cls(**kwargs, **({"random_state": seed} if seeded else {}))
+
+    return factory
+
+
+def _pyod_deep(cls_path: str) -> Callable[[int], Detector]:
+    # Library defaults otherwise (epochs, layers, batch size): the anchors are
+    # "PyOD defaults". verbose=0 silences the per-epoch progress bar; the
+    # device is pinned so a visible GPU cannot change the numbers.
+    return _pyod(cls_path, seeded=True, verbose=0, device="cpu")
+
+
+def peer_specs() -> list[DetectorSpec]:
+    amount = HANDBOOK_FEATURES.index("TX_AMOUNT")
+    risk7 = HANDBOOK_FEATURES.index("TERMINAL_ID_RISK_7DAY_WINDOW")
+    return [
+        DetectorSpec(
+            "iforest_100",
+            lambda seed: _IsolationForest(100, seed),
+            params={"n_estimators": 100},
+        ),
+        DetectorSpec(
+            # The handbook's own anchor uses 10 trees.
+            "iforest_10",
+            lambda seed: _IsolationForest(10, seed),
+            tracks=frozenset({HANDBOOK}),
+            params={"n_estimators": 10},
+        ),
+        DetectorSpec("pyod_autoencoder", _pyod_deep("pyod.models.auto_encoder.AutoEncoder")),
+        DetectorSpec("pyod_vae", _pyod_deep("pyod.models.vae.VAE")),
+        # ECOD is deterministic and takes no random_state.
+        DetectorSpec("pyod_ecod", _pyod("pyod.models.ecod.ECOD", seeded=False, n_jobs=1)),
+        DetectorSpec(
+            "two_column_rule",
+            lambda seed: TwoColumnRule((amount, risk7)),
+            tracks=frozenset({HANDBOOK}),
+            family="baseline",
+            params={"columns": ["TX_AMOUNT", "TERMINAL_ID_RISK_7DAY_WINDOW"]},
+        ),
+    ]
+
+
+def gendetect_specs() -> tuple[list[DetectorSpec], list[str]]:
+    """gendetect rows, or none plus a note while `make_detector` is missing.
+
+    Only the import is checked here; a kind that make_detector rejects is
+    reported as skipped by the harness when it first tries to build it.
+    """
+    try:
+        import gendetect
+
+        make_detector = gendetect.make_detector
+    except (ImportError, AttributeError) as exc:
+        return [], [f"gendetect rows skipped: gendetect.make_detector unavailable ({exc})"]
+
+    def factory_for(kind: str) -> Callable[[int], Detector]:
+        return lambda seed: make_detector(kind, seed=seed)
+
+    specs = [
+        DetectorSpec(f"gendetect_{kind}", factory_for(kind), family="gendetect")
+        for kind in GENDETECT_KINDS
+    ]
+    return specs, []
+
+
+def all_specs(only: set[str] | None = None) -> tuple[list[DetectorSpec], list[str]]:
+    gen, notes = gendetect_specs()
+    specs = peer_specs() + gen
+    if only is not None:
+        unknown = only - {s.name for s in specs}
+        if unknown:
+            notes.append(f"unknown or unavailable detectors ignored: {sorted(unknown)}")
+        specs = [s for s in specs if s.name in only]
+    return specs, notes

@@ -1,0 +1,414 @@
+"""Quality benchmark: gendetect's detectors against peers on two tracks.
+
+    python benchmarks/quality.py --data ../shared/data [--track handbook|adbench|all]
+        [--seeds 5] [--quick] [--detectors a,b] [--out benchmarks/results]
+
+Handbook track: Fraud Detection Handbook chapter 7 unsupervised setup (see
+benchmarks/protocols.py), four consecutive test weeks. ADBench track: twelve
+public tabular anomaly datasets, seeds 0-2. All detectors run in this process
+on identical rows; results go to quality.md and quality.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Pin every thread pool before numpy/torch load: on a shared 2-core machine a
+# second intra-op thread makes small models 40-100x slower when the other core
+# is busy, and a fixed setting keeps fit times comparable between runs.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from importlib import metadata  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+if __package__ in (None, ""):
+    # Run as a script: make the repository root importable (benchmarks.*,
+    # gendetect) without requiring an installed package.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import peers, protocols, report  # noqa: E402
+from gendetect import metrics  # noqa: E402
+
+ALERT_RATE = 0.01
+CARD_K = 100
+QUICK_HANDBOOK_TRAIN_ROWS = 10_000
+QUICK_ADBENCH_ROWS = 5_000
+
+
+def _log(msg: str) -> None:
+    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
+
+
+class Skip(Exception):
+    """A detector that cannot be built or run; recorded, not fatal."""
+
+
+def _fit_and_score(
+    spec: peers.DetectorSpec, seed: int, train: Any, test: Any
+) -> tuple[np.ndarray, float, float]:
+    try:
+        detector = spec.factory(seed)
+    except Exception as exc:  # a gendetect kind that is not implemented yet
+        raise Skip(f"{spec.name}: could not build ({type(exc).__name__}: {exc})") from exc
+    try:
+        t0 = time.perf_counter()
+        detector.fit(train)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = np.asarray(detector.decision_function(test), dtype=np.float64).ravel()
+        score_s = time.perf_counter() - t0
+    except Exception as exc:
+        traceback.print_exc()
+        raise Skip(f"{spec.name} seed {seed}: failed ({type(exc).__name__}: {exc})") from exc
+    if scores.shape[0] != len(test):
+        raise Skip(f"{spec.name}: {scores.shape[0]} scores for {len(test)} rows")
+    if not np.isfinite(scores).all():
+        # Metrics reject nan; an infinite or nan score is a detector bug to
+        # report, not to hide by clipping.
+        raise Skip(f"{spec.name} seed {seed}: non-finite scores")
+    return scores, fit_s, score_s
+
+
+# --------------------------------------------------------------------------- handbook
+
+
+def run_handbook(
+    data_dir: Path,
+    specs: list[peers.DetectorSpec],
+    seeds: Sequence[int],
+    quick: bool,
+    notes: list[str],
+) -> dict[str, Any]:
+    specs = [s for s in specs if peers.HANDBOOK in s.tracks]
+    df = protocols.load_handbook(data_dir)
+    starts = protocols.HANDBOOK_TEST_STARTS[:1] if quick else protocols.HANDBOOK_TEST_STARTS
+    runs: list[dict[str, Any]] = []
+    weeks: dict[str, dict[str, Any]] = {}
+    skipped: set[str] = set()
+    for start in starts:
+        week = protocols.handbook_week(
+            df, start, max_train_rows=QUICK_HANDBOOK_TRAIN_ROWS if quick else None
+        )
+        weeks[start] = _week_info(week)
+        _log(
+            f"handbook week {start}: train {weeks[start]['n_train']} rows, "
+            f"test {weeks[start]['n_test']} rows ({weeks[start]['n_test_frauds']} frauds)"
+        )
+        raw_frames = None
+        for spec in specs:
+            if spec.name in skipped:
+                continue
+            if spec.input == "raw" and raw_frames is None:
+                raw_frames = protocols.raw_pipeline_frames(df, start)
+            train, test = raw_frames if spec.input == "raw" else (week.x_train, week.x_test)
+            for seed in seeds:
+                try:
+                    scores, fit_s, score_s = _fit_and_score(spec, seed, train, test)
+                except Skip as exc:
+                    notes.append(f"handbook {start}: {exc}")
+                    _log(f"  skip {exc}")
+                    skipped.add(spec.name)
+                    break
+                run = _handbook_run(spec.name, start, seed, week, scores, fit_s, score_s)
+                runs.append(run)
+                m = run["metrics"]
+                _log(
+                    f"  {spec.name:<20} seed {seed}: AUC {m['roc_auc']:.3f} "
+                    f"AP {m['average_precision']:.3f} CP@100 {m['card_precision_at_100']:.3f} "
+                    f"fit {fit_s:.1f}s"
+                )
+    return {
+        "protocol": {
+            "delta_train": protocols.DELTA_TRAIN,
+            "delta_delay": protocols.DELTA_DELAY,
+            "delta_test": protocols.DELTA_TEST,
+            "features": list(protocols.HANDBOOK_FEATURES),
+            "scaling": "StandardScaler fit on the training week",
+            "known_compromised_removed": True,
+            "card_precision": f"top {CARD_K} cards per day, cards detected earlier removed",
+            "alert_rate": ALERT_RATE,
+            "max_train_rows": QUICK_HANDBOOK_TRAIN_ROWS if quick else None,
+        },
+        "weeks": weeks,
+        "runs": runs,
+    }
+
+
+def _week_info(week: protocols.HandbookWeek) -> dict[str, Any]:
+    def span(frame: Any) -> str:
+        days = frame["TX_DATETIME"].dt.date
+        return f"{days.min()}..{days.max()}"
+
+    return {
+        "train_days": span(week.train),
+        "test_days": span(week.test),
+        "n_train": len(week.train),
+        "n_train_frauds": int(week.train["TX_FRAUD"].sum()),
+        "n_test": len(week.test),
+        "n_test_frauds": int(week.test["TX_FRAUD"].sum()),
+    }
+
+
+def _handbook_run(
+    name: str,
+    start: str,
+    seed: int,
+    week: protocols.HandbookWeek,
+    scores: np.ndarray,
+    fit_s: float,
+    score_s: float,
+) -> dict[str, Any]:
+    y = week.y_test
+    values = metrics.evaluate_scores(y, scores, ALERT_RATE)
+    values["card_precision_at_100"] = metrics.card_precision_at_k(
+        week.test["TX_TIME_DAYS"].to_numpy(),
+        week.test["CUSTOMER_ID"].to_numpy(),
+        y,
+        scores,
+        k=CARD_K,
+    )
+    by_scenario = metrics.recall_by_group(
+        y, scores, week.test["TX_FRAUD_SCENARIO"].to_numpy(), ALERT_RATE
+    )
+    return {
+        "detector": name,
+        "test_start": start,
+        "seed": seed,
+        "fit_seconds": fit_s,
+        "score_seconds": score_s,
+        "metrics": values,
+        "recall_by_scenario": {str(k): v for k, v in by_scenario.items()},
+    }
+
+
+# --------------------------------------------------------------------------- ADBench
+
+
+def run_adbench(
+    data_dir: Path,
+    specs: list[peers.DetectorSpec],
+    seeds: Sequence[int],
+    quick: bool,
+    notes: list[str],
+) -> dict[str, Any]:
+    specs = [s for s in specs if peers.ADBENCH in s.tracks and s.input == "features"]
+    files = protocols.adbench_files(data_dir, protocols.ADBENCH_QUICK if quick else None)
+    if not files:
+        notes.append(f"no ADBench files under {data_dir}/adbench")
+    runs: list[dict[str, Any]] = []
+    datasets: dict[str, dict[str, Any]] = {}
+    skipped: set[str] = set()
+    for path in files:
+        for seed in seeds:
+            split = protocols.adbench_split(
+                path, seed, total_rows=QUICK_ADBENCH_ROWS if quick else None
+            )
+            if path.stem not in datasets:
+                x_all, y_all = protocols.load_adbench(path)
+                datasets[path.stem] = {
+                    "n_rows": len(y_all),
+                    "n_features": x_all.shape[1],
+                    "anomaly_rate": float(y_all.mean()),
+                    "n_train": len(split.y_train),
+                    "n_test": len(split.y_test),
+                }
+                _log(f"adbench {path.stem}: {datasets[path.stem]}")
+            for spec in specs:
+                if spec.name in skipped:
+                    continue
+                try:
+                    scores, fit_s, score_s = _fit_and_score(spec, seed, split.x_train, split.x_test)
+                except Skip as exc:
+                    notes.append(f"adbench {path.stem}: {exc}")
+                    _log(f"  skip {exc}")
+                    skipped.add(spec.name)
+                    continue
+                values = {
+                    "roc_auc": metrics.roc_auc(split.y_test, scores),
+                    "average_precision": metrics.average_precision(split.y_test, scores),
+                }
+                runs.append(
+                    {
+                        "detector": spec.name,
+                        "dataset": path.stem,
+                        "seed": seed,
+                        "fit_seconds": fit_s,
+                        "score_seconds": score_s,
+                        "metrics": values,
+                    }
+                )
+                _log(
+                    f"  {path.stem:<16} {spec.name:<20} seed {seed}: "
+                    f"AUC {values['roc_auc']:.3f} AP {values['average_precision']:.3f} "
+                    f"fit {fit_s:.1f}s"
+                )
+    return {
+        "protocol": {
+            "split": "stratified 70/30",
+            "scaling": "StandardScaler fit on the training part",
+            "labels_in_training": "anomalies kept, labels unused",
+        },
+        "max_rows": protocols.ADBENCH_MAX_ROWS,
+        "total_rows": QUICK_ADBENCH_ROWS if quick else None,
+        "datasets": datasets,
+        "runs": runs,
+    }
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {
+        "timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "thread_env": {
+            v: os.environ.get(v)
+            for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        },
+        "git_commit": commit,
+        "versions": {
+            d: _version(d)
+            for d in ("numpy", "pandas", "scikit-learn", "torch", "pyod", "gendetect")
+        },
+    }
+
+
+def _merge_previous(results: dict[str, Any], path: Path, track: str) -> None:
+    if not path.exists():
+        return
+    previous = report.load_results(path)
+    for name in ("handbook", "adbench"):
+        if name in previous and track not in (name, "all"):
+            results[name] = previous[name]
+            when = previous["environment"].get("timestamp")
+            results["notes"].append(
+                f"{name} track copied from an earlier run ({when}, "
+                f"commit {previous['environment'].get('git_commit')})"
+            )
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, required=True, help="folder with handbook/ and adbench/"
+    )
+    parser.add_argument("--track", choices=["handbook", "adbench", "all"], default="all")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help="handbook seeds 0..N-1 (ADBench always uses 0, 1, 2 unless --quick)",
+    )
+    parser.add_argument(
+        "--seed-list",
+        default=None,
+        help="explicit comma-separated seeds for both tracks, overriding --seeds "
+        "(e.g. 42: PyOD's default random_state, which the project's anchors used)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 seed, first handbook week with 10k training rows, "
+        "3 ADBench files subsampled to 5k rows",
+    )
+    parser.add_argument("--detectors", default=None, help="comma-separated subset of detectors")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the tracks this run does not execute from the existing JSON in --out "
+        "(run the tracks as separate jobs into one report)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    if args.seeds < 1:
+        print("--seeds must be >= 1", file=sys.stderr)
+        return 2
+    explicit = [int(v) for v in args.seed_list.split(",")] if args.seed_list else None
+    only = set(args.detectors.split(",")) if args.detectors else None
+    specs, notes = peers.all_specs(only)
+    for note in notes:
+        _log(note)
+
+    results: dict[str, Any] = {
+        "environment": environment(),
+        "config": {
+            "command": "python benchmarks/quality.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+            "track": args.track,
+            "seeds": args.seeds,
+            "seed_list": args.seed_list,
+            "quick": args.quick,
+            "detectors": [s.name for s in specs],
+        },
+        "notes": notes,
+    }
+    stem = "quality_quick" if args.quick else "quality"
+    if args.merge:
+        _merge_previous(results, args.out / f"{stem}.json", args.track)
+    handbook_seeds = explicit or ([0] if args.quick else list(range(args.seeds)))
+    adbench_seeds = explicit or ([0] if args.quick else list(protocols.ADBENCH_SEEDS))
+    started = time.perf_counter()
+
+    if args.track in ("handbook", "all"):
+        if protocols.handbook_path(args.data).exists():
+            results["handbook"] = run_handbook(args.data, specs, handbook_seeds, args.quick, notes)
+            report.write_reports(results, args.out, stem)  # keep progress of long runs
+        else:
+            notes.append(f"handbook track skipped: {protocols.handbook_path(args.data)} missing")
+    if args.track in ("adbench", "all"):
+        results["adbench"] = run_adbench(args.data, specs, adbench_seeds, args.quick, notes)
+
+    results["total_seconds"] = time.perf_counter() - started
+    md_path, json_path = report.write_reports(results, args.out, stem)
+    _log(f"wrote {md_path} and {json_path} in {results['total_seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
