@@ -154,6 +154,30 @@ def gendetect_specs() -> tuple[list[DetectorSpec], list[str]]:
         DetectorSpec(f"gendetect_{kind}", factory_for(kind), family="gendetect")
         for kind in GENDETECT_KINDS
     ]
+    # The ensemble the product promises by name: VAE + GAN, equal weights
+    # (the default ensemble is VAE-NLL + plain-error VAE, which scores better).
+    specs.append(
+        DetectorSpec(
+            "gendetect_vae_gan",
+            lambda seed: make_detector(
+                "ensemble", seed=seed, ensemble=("vae", "gan"), ensemble_weights=(1.0, 1.0)
+            ),
+            family="gendetect",
+            params={"ensemble": ["vae", "gan"]},
+        )
+    )
+    # The full pipeline: raw columns in, gendetect's own features.
+    for kind in ("vae", "ensemble"):
+        specs.append(
+            DetectorSpec(
+                f"gendetect_{kind}_raw",
+                (lambda k: lambda seed: make_detector(k, seed=seed, schema="transactions"))(kind),
+                tracks=frozenset({HANDBOOK}),
+                input="raw",
+                family="gendetect",
+                params={"schema": "transactions"},
+            )
+        )
     return specs, []
 
 

@@ -168,23 +168,40 @@ def handbook_weeks(
 def raw_pipeline_frames(
     df: pd.DataFrame, test_start: str = HANDBOOK_TEST_STARTS[0]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hook for the "full pipeline from raw columns" variant: the same
-    train/test rows as `handbook_split`, reduced to the raw columns and renamed
-    to the project's schema (transaction_id, timestamp, customer_id,
-    terminal_id, amount, is_fraud, fraud_scenario).
+    """The "full pipeline from raw columns" variant: the same train/test rows
+    as `handbook_split`, with only the raw columns renamed to the project's
+    schema (transaction_id, timestamp, customer_id, terminal_id, amount,
+    is_fraud, fraud_scenario) plus gendetect's OWN window features.
 
-    The precomputed handbook features are dropped on purpose: the detector
-    under test computes its own. Caveat for whoever wires it: window features
-    of the first rows need up to 30 days of earlier history, and terminal risk
-    needs the labels of the delay period; take them from `df` (everything
-    before the test week), not from these frames alone.
+    The handbook's precomputed features are dropped: gendetect computes the
+    behaviour features with its offline engine over the whole history (the
+    first rows of a week need 30 days before it, terminal risk needs the
+    labels of the delay period, used only through the 7-day delay), then the
+    protocol's rows are selected. The detector's pipeline uses these columns
+    as they are, exactly as `gendetect features` output would be used.
     """
     train_df, test_df = handbook_split(df, test_start)
-    cols = list(RAW_COLUMNS)
+    full = _raw_with_windows(df)
     return (
-        train_df[cols].rename(columns=RAW_COLUMNS).reset_index(drop=True),
-        test_df[cols].rename(columns=RAW_COLUMNS).reset_index(drop=True),
+        full.loc[train_df["TRANSACTION_ID"].to_numpy()].reset_index(),
+        full.loc[test_df["TRANSACTION_ID"].to_numpy()].reset_index(),
     )
+
+
+_RAW_CACHE: dict[int, pd.DataFrame] = {}
+
+
+def _raw_with_windows(df: pd.DataFrame) -> pd.DataFrame:
+    """Raw columns + gendetect window features for the whole file, indexed by
+    transaction_id; computed once per process (about 5 s for 1.75M rows)."""
+    key = id(df)
+    if key not in _RAW_CACHE:
+        from gendetect.features.windows import add_window_features
+
+        raw = df[list(RAW_COLUMNS)].rename(columns=RAW_COLUMNS)
+        _RAW_CACHE.clear()
+        _RAW_CACHE[key] = add_window_features(raw).set_index("transaction_id")
+    return _RAW_CACHE[key]
 
 
 # --------------------------------------------------------------------------- ADBench
