@@ -9,6 +9,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from gendetect.errors import GendetectError
+
 # command name -> "module:function"; each function takes the parsed Namespace
 # and returns an exit code.
 _COMMANDS: dict[str, str] = {
@@ -21,15 +23,14 @@ _COMMANDS: dict[str, str] = {
 }
 
 
-from gendetect.errors import GendetectError  # noqa: E402
-
-
 class CliError(GendetectError):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gendetect", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gendetect", description="Fraud detection with generative models (VAE, GAN)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="write simulated card transactions")
