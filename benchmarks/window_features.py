@@ -31,18 +31,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.protocols import RAW_COLUMNS
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore
 from gendetect.features.windows import WindowConfig, add_window_features
 
-RENAME = {
-    "TRANSACTION_ID": "transaction_id",
-    "TX_DATETIME": "timestamp",
-    "CUSTOMER_ID": "customer_id",
-    "TERMINAL_ID": "terminal_id",
-    "TX_AMOUNT": "amount",
-    "TX_FRAUD": "is_fraud",
-}
 AGREEMENT = 1e-6
 
 
@@ -50,7 +46,7 @@ def load_handbook(data_dir: Path, rows: int | None) -> pd.DataFrame:
     path = data_dir / "handbook" / "transactions.parquet"
     if not path.is_file():
         sys.exit(f"handbook data not found: {path} (pass --data <shared data folder>)")
-    df = pd.read_parquet(path, columns=list(RENAME)).rename(columns=RENAME)
+    df = pd.read_parquet(path, columns=list(RAW_COLUMNS)).rename(columns=RAW_COLUMNS)
     return df.iloc[:rows].copy() if rows else df
 
 

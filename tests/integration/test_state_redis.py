@@ -25,6 +25,7 @@ from gendetect.data.simulator import simulate_transactions
 from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import RedisStateStore
 from gendetect.features.windows import WindowConfig, add_window_features
+from tests.records import tx
 
 pytestmark = pytest.mark.integration
 
@@ -67,16 +68,6 @@ def store(prefix: str) -> Iterator[RedisStateStore]:
     store = _connect(prefix)
     yield store
     store.close()
-
-
-def tx(tid: int, when: datetime, customer: int = 1, terminal: int = 2, amount: float = 10.0):
-    return {
-        "transaction_id": tid,
-        "timestamp": when,
-        "customer_id": customer,
-        "terminal_id": terminal,
-        "amount": amount,
-    }
 
 
 def _assert_parity(df: pd.DataFrame, live: pd.DataFrame, config: WindowConfig) -> None:

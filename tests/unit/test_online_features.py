@@ -16,18 +16,9 @@ from gendetect.errors import InputError
 from gendetect.features.online import OnlineWindowFeatures, replay, to_ns
 from gendetect.features.state import Horizons, MemoryStateStore
 from gendetect.features.windows import NS_PER_DAY, WindowConfig, add_window_features
+from tests.records import tx
 
 START = datetime(2024, 3, 1, 12, 0, 0)
-
-
-def tx(tid: int, when: datetime, customer: int = 1, terminal: int = 2, amount: float = 10.0):
-    return {
-        "transaction_id": tid,
-        "timestamp": when,
-        "customer_id": customer,
-        "terminal_id": terminal,
-        "amount": amount,
-    }
 
 
 def assert_parity(df: pd.DataFrame, live: pd.DataFrame, config: WindowConfig) -> None:
