@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= ../shared/data
 
-.PHONY: setup demo test lint bench bench-quality bench-serving bench-features clean
+.PHONY: setup demo test lint bench bench-quality bench-serving bench-features bench-training clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
-bench: bench-quality bench-serving bench-features
+bench: bench-quality bench-serving bench-features bench-training
 
 bench-quality: setup
 	$(BIN)/python benchmarks/quality.py --data $(DATA)
@@ -36,6 +36,9 @@ bench-serving: setup
 
 bench-features: setup
 	$(BIN)/python benchmarks/window_features.py --data $(DATA)
+
+bench-training: setup
+	$(BIN)/python benchmarks/training_speed.py --data $(DATA)
 
 clean:
 	rm -rf .gendetect .pytest_cache
