@@ -5,8 +5,10 @@ and the API load.
 It follows PyOD's detector conventions so users of that library can switch
 without rewriting: `fit(X)`, `decision_function(X)` (raw score, higher = more
 anomalous), `predict(X)` (0/1 at the threshold), `predict_proba(X)`, plus
-`risk(X)` (calibrated 0-1) and `explain(X)` (top contributing features). X
-is a DataFrame with the schema's columns or a 2-D numeric array.
+`risk(X)` (calibrated 0-1), `explain(X)` (top contributing features) and
+`explain_reasons(X)` (the same contributions summed per reason, see
+gendetect.reasons). X is a DataFrame with the schema's columns or a 2-D
+numeric array.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gendetect.detector import DetectorCore, DetectorParams, NeuralDetector
 from gendetect.errors import InputError
 from gendetect.features.pipeline import FeaturePipeline
 from gendetect.features.scaling import RobustScaler
+from gendetect.reasons import ReasonMap, top_shares
 from gendetect.schema import Schema, load_schema
 
 BUNDLE_FORMAT = 1
@@ -56,6 +59,7 @@ class FraudModelBundle:
         self.calibrator = EmpiricalCalibrator()
         self.threshold_: float | None = None
         self.metadata: dict[str, Any] = {}
+        self._reason_map: ReasonMap | None = None
 
     # ------------------------------------------------------------- fitting
     def fit(self, X: pd.DataFrame | np.ndarray, y: Any = None) -> FraudModelBundle:
@@ -66,6 +70,7 @@ class FraudModelBundle:
             [c for c in columns if c != self.schema.label_field]
         )
         self.pipeline = FeaturePipeline(self.schema)
+        self._reason_map = None
         x = self._features(X, source=None)
         self.core = DetectorCore(kind=self.kind, params=self.params).fit(x)
         # Calibrate on the held-out validation rows: training rows score
@@ -122,7 +127,21 @@ class FraudModelBundle:
         """Per record, the features contributing most to its score, with their
         share of the reconstruction error (shares of all features sum to 1)."""
         _, contributions = self._score_parts(self._features(X))
-        return self._top_features(contributions, top_k or self.top_k)
+        return top_shares(contributions, self.feature_names, top_k or self.top_k)
+
+    def explain_reasons(
+        self, X: pd.DataFrame | np.ndarray, top_k: int | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Per record, the reasons (schema-declared groups of features)
+        contributing most to its score, with their share (sums to 1)."""
+        _, contributions = self._score_parts(self._features(X))
+        return self.reason_map.top(contributions, top_k or self.top_k)
+
+    @property
+    def reason_map(self) -> ReasonMap:
+        if self._reason_map is None:
+            self._reason_map = ReasonMap.build(self.feature_names, self.schema.reasons)
+        return self._reason_map
 
     def score_frame(self, df: pd.DataFrame, *, source: str | None = None) -> pd.DataFrame:
         """Batch scoring: one output row per input row, in input order."""
@@ -178,19 +197,11 @@ class FraudModelBundle:
             raise RuntimeError("the bundle is not fitted: call fit() or load()")
         return self.core.score_parts(x)
 
-    def _top_features(self, contributions: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
-        names = self.feature_names
-        shares = contributions / np.maximum(contributions.sum(axis=1, keepdims=True), 1e-12)
-        k = min(top_k, shares.shape[1])
-        top = np.argsort(-shares, axis=1, kind="stable")[:, :k]
-        return [
-            [(names[j], float(row[j])) for j in idx] for idx, row in zip(top, shares, strict=True)
-        ]
-
     def _decisions(self, scores: np.ndarray, contributions: np.ndarray) -> list[dict[str, Any]]:
         risks = self.calibrator.risk(scores)
         threshold = self._threshold()
-        explanations = self._top_features(contributions, self.top_k)
+        features = top_shares(contributions, self.feature_names, self.top_k)
+        reasons = self.reason_map.top(contributions, self.top_k)
         return [
             {
                 "score": float(s),
@@ -198,8 +209,9 @@ class FraudModelBundle:
                 "is_fraud": bool(s >= threshold),
                 "threshold": threshold,
                 "top_features": [{"feature": f, "contribution": c} for f, c in expl],
+                "top_reasons": [{"reason": name, "contribution": c} for name, c in why],
             }
-            for s, r, expl in zip(scores, risks, explanations, strict=True)
+            for s, r, expl, why in zip(scores, risks, features, reasons, strict=True)
         ]
 
     # ---------------------------------------------------------- persistence

@@ -11,7 +11,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 BUNDLE_ARTIFACT = "bundle"
-OUTPUT_COLUMNS = ("score", "risk", "is_fraud", "threshold", "top_features")
+OUTPUT_COLUMNS = ("score", "risk", "is_fraud", "threshold", "top_features", "top_reasons")
 
 
 class BundlePyfunc(mlflow.pyfunc.PythonModel):
@@ -25,5 +25,6 @@ class BundlePyfunc(mlflow.pyfunc.PythonModel):
             model_input = pd.DataFrame(model_input)
         out = self.bundle.score_frame(model_input)
         # Plain columns travel through every pyfunc consumer (REST, Spark).
-        out["top_features"] = [json.dumps(v) for v in out["top_features"]]
+        for column in ("top_features", "top_reasons"):
+            out[column] = [json.dumps(v) for v in out[column]]
         return out

@@ -23,7 +23,7 @@ from gendetect.errors import InputError
 FieldKind = Literal["numeric", "boolean", "categorical", "timestamp", "entity", "id", "label"]
 _KINDS: frozenset[str] = frozenset(FieldKind.__args__)  # type: ignore[attr-defined]
 DERIVED_OPS: frozenset[str] = frozenset(
-    {"log1p", "hour_sin", "hour_cos", "weekend", "night", "log_ratio"}
+    {"log1p", "hour_sin", "hour_cos", "weekend", "night", "log_ratio", "ratio"}
 )
 BUILTIN_SCHEMAS = ("transactions", "numeric")
 
@@ -52,7 +52,7 @@ class DerivedSpec:
     name: str
     op: str
     source: str
-    # Second operand of two-column ops (log_ratio): a field or a window feature.
+    # Second operand of two-column ops (log_ratio, ratio): a field or a window feature.
     by: str | None = None
 
 
@@ -64,6 +64,9 @@ class Schema:
     windows: dict[str, Any] | None = None
     extra_numeric: bool = False
     version: int = 1
+    # Explanation reasons: (reason name, feature names or patterns); see
+    # gendetect.reasons.
+    reasons: tuple[tuple[str, tuple[str, ...]], ...] = ()
     _by_name: dict[str, FieldSpec] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +130,7 @@ class Schema:
             derived=derived,
             windows=dict(raw["windows"]) if raw.get("windows") else None,
             extra_numeric=bool(raw.get("extra_numeric", False)),
+            reasons=_parse_reasons(raw.get("reasons")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +149,8 @@ class Schema:
             out["windows"] = self.windows
         if self.extra_numeric:
             out["extra_numeric"] = True
+        if self.reasons:
+            out["reasons"] = {name: list(patterns) for name, patterns in self.reasons}
         return out
 
     def to_yaml(self) -> str:
@@ -177,6 +183,17 @@ class Schema:
                     raise InputError("field required", field=f.name)
                 continue
             _validate_column(f, pd.Series([record[f.name]]), None)
+
+
+def _parse_reasons(raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`reasons:` is a mapping of reason name -> list of feature names/patterns."""
+    if not raw:
+        return ()
+    if not isinstance(raw, dict) or not all(
+        isinstance(v, list) and all(isinstance(p, str) for p in v) for v in raw.values()
+    ):
+        raise ValueError("schema 'reasons' must map each reason name to a list of feature names")
+    return tuple((str(name), tuple(patterns)) for name, patterns in raw.items())
 
 
 def _validate_column(f: FieldSpec, col: pd.Series, source: str | None) -> None:

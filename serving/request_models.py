@@ -150,6 +150,11 @@ class FeatureContribution(BaseModel):
     contribution: float
 
 
+class ReasonContribution(BaseModel):
+    reason: str
+    contribution: float
+
+
 class ModelRef(BaseModel):
     name: str
     version: str
@@ -161,6 +166,9 @@ class ScoreResponse(BaseModel):
     is_fraud: bool = Field(description="score >= threshold")
     threshold: float
     top_features: list[FeatureContribution]
+    top_reasons: list[ReasonContribution] = Field(
+        description="contributions summed per reason (schema-declared groups of features)"
+    )
     model: ModelRef
     transaction_id: int | str | None = None
 

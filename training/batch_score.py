@@ -19,7 +19,8 @@ def cli_main(args: argparse.Namespace) -> int:
     bundle, ref = load_registered_bundle(args.model_uri or settings.resolved_model_uri, settings)
     df = read_table(args.data)
     decisions = bundle.score_frame(df, source=args.data)
-    decisions["top_features"] = [json.dumps(v) for v in decisions["top_features"]]
+    for column in ("top_features", "top_reasons"):
+        decisions[column] = [json.dumps(v) for v in decisions[column]]
     out = df.join(decisions.add_prefix("gd_"))
     out["gd_model_version"] = ref.version
     write_table(out, args.out)

@@ -299,6 +299,44 @@ def simulate_transactions(
     return _to_frame(tx, _parse_start(start_date))
 
 
+def compromise_cards(
+    frame: pd.DataFrame,
+    customer_ids: np.ndarray,
+    since: str | pd.Timestamp,
+    *,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Scenario 3 applied on demand: from `since` on, a third (rounded down)
+    of each listed customer's genuine transactions get their amount
+    multiplied by SCENARIO3_FACTOR and are labelled fraud (scenario 3).
+
+    For controlled experiments on a simulated stream, e.g. checking what the
+    explanations of compromised-card frauds say without the confounding of
+    frauds that also sit at risky terminals. Returns a new frame."""
+    out = frame.copy()
+    rng = np.random.default_rng(seed)
+    eligible = (
+        (pd.to_datetime(out["timestamp"]) >= pd.Timestamp(since))
+        & out["customer_id"].isin(customer_ids)
+        & (out["fraud_scenario"] == 0)
+    ).to_numpy()
+    positions = np.flatnonzero(eligible)
+    customers = out["customer_id"].to_numpy()[positions]
+    chosen = []
+    for customer in np.unique(customers):
+        own = positions[customers == customer]
+        chosen.append(rng.choice(own, size=own.size // 3, replace=False))
+    rows = np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.intp)
+    amount = out["amount"].to_numpy(copy=True)
+    amount[rows] = np.round(amount[rows] * SCENARIO3_FACTOR, 2)
+    out["amount"] = amount
+    for column, value in (("is_fraud", 1), ("fraud_scenario", 3)):
+        values = out[column].to_numpy(copy=True)
+        values[rows] = value
+        out[column] = values
+    return out
+
+
 def cli_main(args: argparse.Namespace) -> int:
     """`gendetect simulate`: simulate and write a transactions file."""
     from gendetect.cli import CliError

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
-from gendetect.features.derived import DERIVED_FUNCTIONS, log_ratio
+from gendetect.features.derived import DERIVED_FUNCTIONS, TWO_COLUMN_FUNCTIONS
 from gendetect.schema import Schema
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class FeaturePipeline:
         self._derived_sources = {d.source for d in schema.derived}
         window_names = set(self.window_feature_names)
         for d in schema.derived:
-            if d.op == "log_ratio" and d.by not in window_names and d.by not in schema:
+            if d.op in TWO_COLUMN_FUNCTIONS and d.by not in window_names and d.by not in schema:
                 raise ValueError(f"derived {d.name!r}: unknown column {d.by!r} in 'by'")
 
     # ------------------------------------------------------------------ names
@@ -169,8 +169,8 @@ class FeaturePipeline:
             else:
                 parts.append(values.astype(np.float64))
         for d in self.schema.derived:
-            if d.op == "log_ratio":
-                parts.append(log_ratio(cols[d.source], cols[d.by or ""]))
+            if d.op in TWO_COLUMN_FUNCTIONS:
+                parts.append(TWO_COLUMN_FUNCTIONS[d.op](cols[d.source], cols[d.by or ""]))
             else:
                 parts.append(DERIVED_FUNCTIONS[d.op](cols[d.source]))
         parts.extend(cols[name] for name in self.window_feature_names)

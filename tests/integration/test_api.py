@@ -85,11 +85,10 @@ def assert_same_decision(got: dict[str, Any], want: dict[str, Any]) -> None:
     assert got["risk"] == pytest.approx(want["risk"], rel=1e-9, abs=1e-12)
     assert got["is_fraud"] == want["is_fraud"]
     assert got["threshold"] == pytest.approx(want["threshold"], rel=1e-12)
-    assert [f["feature"] for f in got["top_features"]] == [
-        f["feature"] for f in want["top_features"]
-    ]
-    for g, w in zip(got["top_features"], want["top_features"], strict=True):
-        assert g["contribution"] == pytest.approx(w["contribution"], rel=1e-9, abs=1e-12)
+    for key, name in (("top_features", "feature"), ("top_reasons", "reason")):
+        assert [f[name] for f in got[key]] == [f[name] for f in want[key]]
+        for g, w in zip(got[key], want[key], strict=True):
+            assert g["contribution"] == pytest.approx(w["contribution"], rel=1e-9, abs=1e-12)
 
 
 def post_raw(client: httpx.Client, path: str, body: str | bytes) -> httpx.Response:

@@ -10,7 +10,9 @@ from gendetect.cli import main as cli
 from gendetect.data.simulator import (
     COLUMNS,
     SCENARIO1_THRESHOLD,
+    SCENARIO3_FACTOR,
     _reachable_terminals,
+    compromise_cards,
     simulate_transactions,
 )
 
@@ -172,3 +174,29 @@ def test_cli_rejects_unknown_output_format(tmp_path, capsys) -> None:
     assert cli(["simulate", "--days", "1", "--out", str(out)]) == 2
     assert "tx.json" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_compromise_cards_inflates_a_third_of_each_cards_later_genuine_transactions() -> None:
+    base = simulate_transactions(n_customers=50, n_terminals=100, days=20, seed=1)
+    since = pd.Timestamp("2024-01-11")
+    cards = base["customer_id"].unique()[:5]
+    out = compromise_cards(base, cards, since, seed=0)
+
+    changed = out["amount"].to_numpy() != base["amount"].to_numpy()
+    assert (out.loc[changed, "fraud_scenario"] == 3).all()
+    assert (out.loc[changed, "is_fraud"] == 1).all()
+    inflated = np.round(base.loc[changed, "amount"] * SCENARIO3_FACTOR, 2)
+    assert np.allclose(out.loc[changed, "amount"], inflated)
+    eligible = (
+        (base["timestamp"] >= since)
+        & base["customer_id"].isin(cards)
+        & (base["fraud_scenario"] == 0)
+    )
+    assert not (changed & ~eligible.to_numpy()).any()
+    per_card = eligible.groupby(base["customer_id"]).sum()
+    got = pd.Series(changed).groupby(base["customer_id"].to_numpy()).sum()
+    for card in cards:
+        assert got[card] == per_card[card] // 3
+    # The input frame is left as it was.
+    again = simulate_transactions(n_customers=50, n_terminals=100, days=20, seed=1)
+    assert base["amount"].equals(again["amount"])
