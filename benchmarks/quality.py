@@ -90,10 +90,11 @@ def run_handbook(
     seeds: Sequence[int],
     quick: bool,
     notes: list[str],
+    n_weeks: int = len(protocols.HANDBOOK_TEST_STARTS),
 ) -> dict[str, Any]:
     specs = [s for s in specs if peers.HANDBOOK in s.tracks]
     df = protocols.load_handbook(data_dir)
-    starts = protocols.HANDBOOK_TEST_STARTS[:1] if quick else protocols.HANDBOOK_TEST_STARTS
+    starts = protocols.HANDBOOK_TEST_STARTS[: 1 if quick else n_weeks]
     runs: list[dict[str, Any]] = []
     weeks: dict[str, dict[str, Any]] = {}
     skipped: set[str] = set()
@@ -309,18 +310,40 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _merge_previous(results: dict[str, Any], path: Path, track: str) -> None:
+def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[str, Any]:
+    """The results to write with --merge: this run's, plus from the report
+    already at `path` the tracks this run did not execute and, within a
+    track it did, the runs of detectors it did not run (so a slow peer can
+    run as a separate job into the same report). Read at write time, so two
+    jobs writing one report keep each other's finished work."""
     if not path.exists():
-        return
+        return results
     previous = report.load_results(path)
+    when = previous["environment"].get("timestamp")
+    commit = previous["environment"].get("git_commit")
+    merged = {**results, "notes": list(results["notes"])}
     for name in ("handbook", "adbench"):
-        if name in previous and track not in (name, "all"):
-            results[name] = previous[name]
-            when = previous["environment"].get("timestamp")
-            results["notes"].append(
-                f"{name} track copied from an earlier run ({when}, "
-                f"commit {previous['environment'].get('git_commit')})"
+        if name not in previous:
+            continue
+        if name not in results:
+            merged[name] = previous[name]
+            merged["notes"].append(
+                f"{name} track copied from an earlier run ({when}, commit {commit})"
             )
+            continue
+        kept = [r for r in previous[name]["runs"] if r["detector"] not in ran]
+        if kept:
+            track = dict(results[name])
+            track["runs"] = kept + results[name]["runs"]
+            if "weeks" in track:
+                track["weeks"] = {**previous[name].get("weeks", {}), **track["weeks"]}
+            merged[name] = track
+            detectors = ", ".join(report._ordered(r["detector"] for r in kept))
+            merged["notes"].append(
+                f"{name} track: runs of {detectors} copied from an earlier run "
+                f"({when}, commit {commit})"
+            )
+    return merged
 
 
 # --------------------------------------------------------------------------- CLI
@@ -351,12 +374,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "3 ADBench files subsampled to 5k rows",
     )
     parser.add_argument("--detectors", default=None, help="comma-separated subset of detectors")
+    parser.add_argument(
+        "--weeks",
+        type=int,
+        default=len(protocols.HANDBOOK_TEST_STARTS),
+        help="handbook: the first N of the four test weeks (default all four)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument(
         "--merge",
         action="store_true",
-        help="keep the tracks this run does not execute from the existing JSON in --out "
-        "(run the tracks as separate jobs into one report)",
+        help="keep from the existing JSON in --out the tracks this run does not execute "
+        "and the runs of detectors it does not run (separate jobs into one report)",
     )
     return parser.parse_args(argv)
 
@@ -366,8 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    if args.seeds < 1:
-        print("--seeds must be >= 1", file=sys.stderr)
+    if args.seeds < 1 or not 1 <= args.weeks <= len(protocols.HANDBOOK_TEST_STARTS):
+        print("--seeds must be >= 1 and --weeks between 1 and 4", file=sys.stderr)
         return 2
     explicit = [int(v) for v in args.seed_list.split(",")] if args.seed_list else None
     only = set(args.detectors.split(",")) if args.detectors else None
@@ -389,23 +418,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "notes": notes,
     }
     stem = "quality_quick" if args.quick else "quality"
-    if args.merge:
-        _merge_previous(results, args.out / f"{stem}.json", args.track)
+    ran = {s.name for s in specs}
+
+    def write() -> tuple[Path, Path]:
+        merged = _merge_previous(results, args.out / f"{stem}.json", ran) if args.merge else results
+        return report.write_reports(merged, args.out, stem)
+
     handbook_seeds = explicit or ([0] if args.quick else list(range(args.seeds)))
     adbench_seeds = explicit or ([0] if args.quick else list(protocols.ADBENCH_SEEDS))
     started = time.perf_counter()
 
     if args.track in ("handbook", "all"):
         if protocols.handbook_path(args.data).exists():
-            results["handbook"] = run_handbook(args.data, specs, handbook_seeds, args.quick, notes)
-            report.write_reports(results, args.out, stem)  # keep progress of long runs
+            results["handbook"] = run_handbook(
+                args.data, specs, handbook_seeds, args.quick, notes, args.weeks
+            )
+            write()  # keep progress of long runs
         else:
             notes.append(f"handbook track skipped: {protocols.handbook_path(args.data)} missing")
     if args.track in ("adbench", "all"):
         results["adbench"] = run_adbench(args.data, specs, adbench_seeds, args.quick, notes)
 
     results["total_seconds"] = time.perf_counter() - started
-    md_path, json_path = report.write_reports(results, args.out, stem)
+    md_path, json_path = write()
     _log(f"wrote {md_path} and {json_path} in {results['total_seconds']:.0f}s")
     return 0
 

@@ -163,13 +163,20 @@ def _handbook_sections(track: dict[str, Any]) -> list[str]:
                     if group
                     else "–"
                 )
-            mean_auc = mean_std(
-                [
-                    mean_std([_value(r, "roc_auc") for r in by_dw.get((det, w), [])])[0]
-                    for w in weeks
-                ]
-            )[0]
-            rows.append([det, *cells, _fmt(mean_auc)])
+            # A mean over some of the weeks would not compare with the others.
+            mean_auc = (
+                _fmt(
+                    mean_std(
+                        [
+                            mean_std([_value(r, "roc_auc") for r in by_dw[(det, w)]])[0]
+                            for w in weeks
+                        ]
+                    )[0]
+                )
+                if all((det, w) in by_dw for w in weeks)
+                else "–"
+            )
+            rows.append([det, *cells, mean_auc])
         lines += _table(["detector", *weeks, "mean ROC AUC"], rows)
 
     lines += ["### Recall by fraud scenario at a 1% alert rate (mean over seeds)", ""]
@@ -191,8 +198,11 @@ def _handbook_sections(track: dict[str, Any]) -> list[str]:
             for s in scenarios
         ]
         if len(weeks) > 1:
+            every_week = all((det, w) in by_dw for w in weeks)
             cells += [
                 _fmt(mean_std([r["recall_by_scenario"].get(s, math.nan) for r in all_runs])[0])
+                if every_week
+                else "–"
                 for s in scenarios
             ]
         rows.append([det, *cells])
