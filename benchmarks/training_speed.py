@@ -409,6 +409,24 @@ def write_reports(results: dict[str, Any], out_dir: Path, stem: str) -> tuple[Pa
     return md_path, json_path
 
 
+def _modified_paths() -> list[str]:
+    """Library files that differ from the recorded commit (the numbers then
+    belong to the working tree, not to that commit)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gendetect", "benchmarks/protocols.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return sorted(line[3:] for line in out.splitlines() if line.strip())
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -456,8 +474,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     notes: list[str] = []
+    env = environment()
+    env["git_modified"] = _modified_paths()
+    if env["git_modified"]:
+        notes.append(
+            "measured on a working tree with uncommitted changes to "
+            + ", ".join(env["git_modified"])
+        )
     results: dict[str, Any] = {
-        "environment": environment(),
+        "environment": env,
         "config": {
             "command": "python benchmarks/training_speed.py "
             + " ".join(sys.argv[1:] if argv is None else argv),
