@@ -28,6 +28,7 @@ VAE by less than the seed-to-seed spread.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,6 +74,9 @@ class DetectorParams:
     learned_variance: bool = True
     # Input scaler: values beyond this many robust spreads are log-compressed.
     soft_limit: float = 5.0
+    # A member's score is the mean of its largest per-feature contributions,
+    # over this fraction of the features (1.0: all of them). See _top_mean.
+    score_top_fraction: float = 1.0
     # Robustness to contaminated training data: after the first fit, drop
     # this fraction of the highest-scoring training rows and train on for
     # refit_epochs more epochs (0 turns the second pass off).
@@ -115,9 +119,31 @@ class DetectorParams:
             raise ValueError("ensemble_weights must be non-negative with a positive sum")
         if not 0.0 <= self.refit_trim < 1.0:
             raise ValueError("refit_trim must be in [0, 1)")
+        if not 0.0 < self.score_top_fraction <= 1.0:
+            raise ValueError("score_top_fraction must be in (0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _top_mean(contributions: np.ndarray, fraction: float) -> np.ndarray:
+    """Per row, the mean of the largest ceil(fraction * d) contributions.
+
+    A fraud usually breaks a few features (an amount, a terminal's risk);
+    averaging over all of them dilutes that with the noise of the features it
+    leaves alone. Measured (ensemble, seed 0, four handbook weeks), pooling
+    over the top two thirds changed average precision by +0.013 on the 15
+    handbook features and by -0.012 on gendetect's own 20 features, at equal
+    ROC AUC, and the ADBench mean ROC AUC by +0.001: no gain that holds
+    across feature sets, so the default stays the plain mean (fraction 1.0).
+    A mean rather than a sum keeps the scale independent of the feature count.
+    """
+    d = contributions.shape[1]
+    k = max(1, math.ceil(fraction * d - 1e-9))
+    if k >= d:
+        return contributions.mean(axis=1)
+    top = np.partition(contributions, d - k, axis=1)[:, d - k :]
+    return top.mean(axis=1)
 
 
 def _robust_center_spread(values: np.ndarray) -> tuple[float, float]:
@@ -231,8 +257,7 @@ class NeuralDetector:
         assert self.feature_error_scale_ is not None
         errors, disc = self._raw_outputs(x)
         contributions = errors / self.feature_error_scale_
-        # Mean rather than sum keeps the scale independent of the feature count.
-        score = contributions.mean(axis=1)
+        score = _top_mean(contributions, self.params.score_top_fraction)
         if disc is not None:
             center, spread = self.disc_center_spread_
             score = score + self.params.disc_weight * (disc - center) / spread
