@@ -216,19 +216,23 @@ class NeuralDetector:
         )
         self.training_ = fit_module(self.module, x_train, x_val, config)
         if p.refit_trim > 0 and p.refit_epochs > 0:
-            self._set_error_scale(x_train)
-            scores, _ = self.score_parts(x_train)
+            scores = self._fit_score_statistics(x_train)
             keep = scores <= np.quantile(scores, 1.0 - p.refit_trim)
             config.max_epochs = p.refit_epochs
             second = fit_module(self.module, x_train[keep], x_val, config)
             self.training_ = _merge(self.training_, second)
-        self._set_error_scale(x_train)
-        scores, _ = self.score_parts(x_train)
-        self.score_center_spread_ = _center_tail_spread(scores)
+        self.score_center_spread_ = _center_tail_spread(self._fit_score_statistics(x_train))
         return self
 
-    def _set_error_scale(self, x_train: np.ndarray) -> None:
+    def _fit_score_statistics(self, x_train: np.ndarray) -> np.ndarray:
+        """Fit the per-feature error scale (and the discriminator's centre)
+        on training rows and return their scores: one forward pass for both,
+        which is a third of a short fit's time on a million rows."""
         errors, disc = self._raw_outputs(x_train)
+        self._set_error_scale(errors, disc)
+        return self._score_from(errors, disc)[0]
+
+    def _set_error_scale(self, errors: np.ndarray, disc: np.ndarray | None) -> None:
         mode = self.params.error_scale
         if mode == "auto":
             # A VAE with learned variance scores a likelihood: already on one scale.
@@ -254,8 +258,12 @@ class NeuralDetector:
 
     def score_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(raw score (n,), per-feature contributions (n, d))."""
+        return self._score_from(*self._raw_outputs(x))
+
+    def _score_from(
+        self, errors: np.ndarray, disc: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         assert self.feature_error_scale_ is not None
-        errors, disc = self._raw_outputs(x)
         contributions = errors / self.feature_error_scale_
         score = _top_mean(contributions, self.params.score_top_fraction)
         if disc is not None:
