@@ -35,7 +35,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -52,7 +51,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import protocols  # noqa: E402
-from benchmarks.quality import environment  # noqa: E402
+from benchmarks.quality import _log, environment  # noqa: E402
 
 SEED = 0
 # Lightning's EarlyStopping never fires within E epochs with this patience.
@@ -74,10 +73,6 @@ QUICK_HANDBOOK_ROWS = 5_000
 QUICK_ROWS = 20_000
 QUICK_EPOCHS_HANDBOOK = 2
 QUICK_EPOCHS_1M = 1
-
-
-def _log(msg: str) -> None:
-    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
 
 
 # --------------------------------------------------------------------------- data
