@@ -30,6 +30,13 @@ def model_card(bundle: FraudModelBundle, results: dict[str, float], data: Prepar
         f"- fingerprint (sha256): `{meta.get('data', {}).get('sha256', 'n/a')}`",
         f"- features ({len(bundle.feature_names)}): {', '.join(bundle.feature_names)}",
         f"- personal data fields (never logged): {', '.join(bundle.schema.pii_fields) or 'none'}",
+        "- explanation reasons: " + "; ".join(
+            f"{reason} ({', '.join(members)})"
+            for reason, members in zip(
+                bundle.reason_map.reasons, bundle.reason_map.members, strict=True
+            )
+            if len(members) > 1
+        ),
         "",
         "## Evaluation on the held-out period",
     ]

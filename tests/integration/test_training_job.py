@@ -190,6 +190,7 @@ def test_run_artifacts(trained: Trained) -> None:
     assert schema.name == "transactions"
     card = (local / "model_card.md").read_text()
     assert "vae" in card and "roc_auc" in card
+    assert "terminal (terminal_nb_tx_1d, terminal_risk_1d" in card
     fp = json.loads((local / "data/fingerprint.json").read_text())
     assert fp["sha256"] == fingerprint(read_table(trained.data))["sha256"]
     assert run.data.tags["gendetect.data_sha256"] == fp["sha256"]
