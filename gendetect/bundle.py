@@ -70,7 +70,8 @@ class FraudModelBundle:
             [c for c in columns if c != self.schema.label_field]
         )
         self.pipeline = FeaturePipeline(self.schema)
-        self._reason_map = None
+        # Built now so that a schema naming a missing feature fails before training.
+        self._reason_map = ReasonMap.build(self.feature_names, self.schema.reasons)
         x = self._features(X, source=None)
         self.core = DetectorCore(kind=self.kind, params=self.params).fit(x)
         # Calibrate on the held-out validation rows: training rows score

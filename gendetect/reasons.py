@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gendetect.errors import InputError
+
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -49,9 +51,10 @@ class ReasonMap:
             for pattern in patterns:
                 matched = fnmatch.filter(feature_names, pattern)
                 if not matched and not _GLOB_CHARS & set(pattern):
-                    raise ValueError(
+                    raise InputError(
                         f"explanation reason {reason!r} names {pattern!r}, which is not a "
-                        f"model feature; features: {list(feature_names)}"
+                        f"model feature; features: {list(feature_names)}",
+                        field="reasons",
                     )
                 for name in matched:
                     owner.setdefault(name, reason)

@@ -243,4 +243,8 @@ def load_schema(name_or_path: str | Path) -> Schema:
     raw = yaml.safe_load(text)
     if not isinstance(raw, dict) or "name" not in raw:
         raise InputError("not a schema (needs 'name' and 'fields')", source=str(name_or_path))
-    return Schema.from_dict(raw)
+    try:
+        return Schema.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        # A hand-written schema file: say which file, without a traceback.
+        raise InputError(f"invalid schema: {exc}", source=str(name_or_path)) from exc

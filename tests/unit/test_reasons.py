@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
+from gendetect.bundle import FraudModelBundle
+from gendetect.errors import InputError
 from gendetect.reasons import ReasonMap, top_shares
 from gendetect.schema import Schema, load_schema
 
@@ -33,7 +39,7 @@ def test_reason_shares_sum_the_feature_shares() -> None:
 
 
 def test_a_misspelt_feature_name_is_an_error_but_an_unmatched_pattern_is_not() -> None:
-    with pytest.raises(ValueError, match="amout"):
+    with pytest.raises(InputError, match="amout"):
         ReasonMap.build(NAMES, [("amount", ("amout",))])
     assert ReasonMap.build(NAMES, [("customer", ("customer_*",))]).reasons == tuple(NAMES)
 
@@ -44,3 +50,20 @@ def test_reasons_survive_the_schema_round_trip() -> None:
     assert Schema.from_dict(schema.to_dict()).reasons == schema.reasons
     with pytest.raises(ValueError, match="reasons"):
         Schema.from_dict({**schema.to_dict(), "reasons": ["amount"]})
+
+
+def test_a_bad_schema_file_is_an_input_error_naming_the_file(tmp_path: Path) -> None:
+    raw = load_schema("transactions").to_dict()
+    raw["reasons"] = ["amount"]
+    path = tmp_path / "my_schema.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match=r"my_schema\.yaml.*reasons"):
+        load_schema(path)
+
+
+def test_a_misspelt_reason_stops_fit_before_training() -> None:
+    schema = replace(load_schema("numeric"), reasons=(("size", ("f0", "f9")),))
+    bundle = FraudModelBundle("vae", schema=schema, max_epochs=1)
+    with pytest.raises(InputError, match="'f9'"):
+        bundle.fit(np.zeros((50, 3)))
+    assert bundle.core is None
