@@ -310,39 +310,53 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _source(results: dict[str, Any], detectors: Sequence[str]) -> dict[str, Any]:
+    """Which command, commit and time produced a track's runs of `detectors`."""
+    env = results["environment"]
+    return {
+        "command": results["config"]["command"],
+        "git_commit": env.get("git_commit"),
+        "timestamp": env.get("timestamp"),
+        "detectors": list(detectors),
+    }
+
+
 def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[str, Any]:
     """The results to write with --merge: this run's, plus from the report
     already at `path` the tracks this run did not execute and, within a
     track it did, the runs of detectors it did not run (so a slow peer can
     run as a separate job into the same report). Read at write time, so two
-    jobs writing one report keep each other's finished work."""
+    jobs writing one report keep each other's finished work. Each track
+    lists its sources: the command, commit and time behind its runs."""
     if not path.exists():
         return results
     previous = report.load_results(path)
-    when = previous["environment"].get("timestamp")
-    commit = previous["environment"].get("git_commit")
-    merged = {**results, "notes": list(results["notes"])}
+    merged = dict(results)
+    order = [s.name for s in peers.all_specs(None)[0]]
     for name in ("handbook", "adbench"):
         if name not in previous:
             continue
         if name not in results:
             merged[name] = previous[name]
-            merged["notes"].append(
-                f"{name} track copied from an earlier run ({when}, commit {commit})"
-            )
             continue
         kept = [r for r in previous[name]["runs"] if r["detector"] not in ran]
-        if kept:
-            track = dict(results[name])
-            track["runs"] = kept + results[name]["runs"]
-            if "weeks" in track:
-                track["weeks"] = {**previous[name].get("weeks", {}), **track["weeks"]}
-            merged[name] = track
-            detectors = ", ".join(report._ordered(r["detector"] for r in kept))
-            merged["notes"].append(
-                f"{name} track: runs of {detectors} copied from an earlier run "
-                f"({when}, commit {commit})"
-            )
+        if not kept:
+            continue
+        track = dict(results[name])
+        runs = kept + results[name]["runs"]
+        track["runs"] = sorted(
+            runs, key=lambda r: order.index(r["detector"]) if r["detector"] in order else len(order)
+        )
+        if "weeks" in track:
+            track["weeks"] = {**previous[name].get("weeks", {}), **track["weeks"]}
+        kept_names = {r["detector"] for r in kept}
+        earlier = []
+        for src in previous[name].get("sources", []):
+            still = [d for d in src["detectors"] if d in kept_names]
+            if still:
+                earlier.append({**src, "detectors": still})
+        track["sources"] = [*results[name].get("sources", []), *earlier]
+        merged[name] = track
     return merged
 
 
@@ -433,11 +447,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["handbook"] = run_handbook(
                 args.data, specs, handbook_seeds, args.quick, notes, args.weeks
             )
+            results["handbook"]["sources"] = [
+                _source(results, [s.name for s in specs if peers.HANDBOOK in s.tracks])
+            ]
             write()  # keep progress of long runs
         else:
             notes.append(f"handbook track skipped: {protocols.handbook_path(args.data)} missing")
     if args.track in ("adbench", "all"):
         results["adbench"] = run_adbench(args.data, specs, adbench_seeds, args.quick, notes)
+        results["adbench"]["sources"] = [
+            _source(results, [s.name for s in specs if peers.ADBENCH in s.tracks])
+        ]
 
     results["total_seconds"] = time.perf_counter() - started
     md_path, json_path = write()

@@ -143,7 +143,9 @@ def _handbook_sections(track: dict[str, Any]) -> list[str]:
             ]
             rows.append([det, str(len(group)), *cells])
     lines += _table(["detector", "seeds", *(label for _, label in HANDBOOK_METRICS)], rows)
-    if track["protocol"].get("max_train_rows") is None:
+    subsampled = track["protocol"].get("max_train_rows")
+    # A report read back from JSON has NaN where None was written.
+    if subsampled is None or (isinstance(subsampled, float) and math.isnan(subsampled)):
         # Anchors were measured on the full training week; a subsampled smoke
         # run would only invite false alarms.
         lines += _anchor_section(by_dw, detectors, first)
@@ -316,6 +318,21 @@ def _adbench_sections(track: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- document
 
 
+def _sources(track: dict[str, Any]) -> list[str]:
+    """Where a track's runs came from (several jobs may share one report)."""
+    sources = track.get("sources", [])
+    if not sources:
+        return []
+    lines = ["Produced by:", ""]
+    for src in sources:
+        commit = (src.get("git_commit") or "unknown")[:7]
+        lines.append(
+            f"- `{src['command']}` ({src.get('timestamp')}, commit {commit}): "
+            + ", ".join(src["detectors"])
+        )
+    return [*lines, ""]
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     cfg = results["config"]
@@ -337,10 +354,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     if notes:
         lines += ["Notes:", "", *(f"- {n}" for n in notes), ""]
     if "handbook" in results:
-        lines += ["## Handbook track", ""]
+        lines += ["## Handbook track", "", *_sources(results["handbook"])]
         lines += _handbook_sections(results["handbook"])
     if "adbench" in results:
-        lines += ["## ADBench track", ""]
+        lines += ["## ADBench track", "", *_sources(results["adbench"])]
         lines += _adbench_sections(results["adbench"])
     return "\n".join(lines).rstrip() + "\n"
 
