@@ -51,12 +51,13 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import protocols  # noqa: E402
+from benchmarks.peers import GENDETECT_KINDS  # noqa: E402
 from benchmarks.quality import _log, environment  # noqa: E402
 
 SEED = 0
 # Lightning's EarlyStopping never fires within E epochs with this patience.
 NO_EARLY_STOPPING = 1_000_000
-GENDETECT_KINDS: tuple[str, ...] = ("vae", "gan", "ensemble")
+
 PYOD_CLASSES: dict[str, str] = {
     "pyod_autoencoder": "pyod.models.auto_encoder.AutoEncoder",
     "pyod_vae": "pyod.models.vae.VAE",
