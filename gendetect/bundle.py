@@ -35,6 +35,8 @@ from gendetect.schema import Schema, load_schema
 
 BUNDLE_FORMAT = 1
 _MANIFEST = "bundle.json"
+# Decision columns holding lists of {name, contribution} records.
+EXPLANATION_COLUMNS = ("top_features", "top_reasons")
 
 
 class FraudModelBundle:
@@ -279,6 +281,15 @@ class FraudModelBundle:
         bundle.threshold_ = float(manifest["threshold"])
         bundle.metadata = manifest["metadata"]
         return bundle
+
+
+def explanations_as_json(decisions: pd.DataFrame) -> pd.DataFrame:
+    """The explanation columns of `score_frame` output as JSON strings, so
+    they travel through file formats and pyfunc consumers (REST, Spark) that
+    take only plain columns. Modifies and returns `decisions`."""
+    for column in EXPLANATION_COLUMNS:
+        decisions[column] = [json.dumps(v) for v in decisions[column]]
+    return decisions
 
 
 def make_detector(kind: str, **params: Any) -> FraudModelBundle:

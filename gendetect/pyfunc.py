@@ -4,14 +4,12 @@ directly instead (no per-request DataFrame), from the same artifact."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
 
 BUNDLE_ARTIFACT = "bundle"
-OUTPUT_COLUMNS = ("score", "risk", "is_fraud", "threshold", "top_features", "top_reasons")
 
 
 class BundlePyfunc(mlflow.pyfunc.PythonModel):
@@ -21,10 +19,8 @@ class BundlePyfunc(mlflow.pyfunc.PythonModel):
         self.bundle = FraudModelBundle.load(context.artifacts[BUNDLE_ARTIFACT])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        from gendetect.bundle import explanations_as_json
+
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
-        out = self.bundle.score_frame(model_input)
-        # Plain columns travel through every pyfunc consumer (REST, Spark).
-        for column in ("top_features", "top_reasons"):
-            out[column] = [json.dumps(v) for v in out[column]]
-        return out
+        return explanations_as_json(self.bundle.score_frame(model_input))

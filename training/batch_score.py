@@ -4,8 +4,8 @@ registered model and the same bundle code as the API."""
 from __future__ import annotations
 
 import argparse
-import json
 
+from gendetect.bundle import explanations_as_json
 from gendetect.config import get_settings
 from gendetect.data.io import read_table, write_table
 from gendetect.tracking import load_registered_bundle
@@ -18,9 +18,7 @@ def cli_main(args: argparse.Namespace) -> int:
     settings = get_settings()
     bundle, ref = load_registered_bundle(args.model_uri or settings.resolved_model_uri, settings)
     df = read_table(args.data)
-    decisions = bundle.score_frame(df, source=args.data)
-    for column in ("top_features", "top_reasons"):
-        decisions[column] = [json.dumps(v) for v in decisions[column]]
+    decisions = explanations_as_json(bundle.score_frame(df, source=args.data))
     out = df.join(decisions.add_prefix("gd_"))
     out["gd_model_version"] = ref.version
     write_table(out, args.out)

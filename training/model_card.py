@@ -30,13 +30,7 @@ def model_card(bundle: FraudModelBundle, results: dict[str, float], data: Prepar
         f"- fingerprint (sha256): `{meta.get('data', {}).get('sha256', 'n/a')}`",
         f"- features ({len(bundle.feature_names)}): {', '.join(bundle.feature_names)}",
         f"- personal data fields (never logged): {', '.join(bundle.schema.pii_fields) or 'none'}",
-        "- explanation reasons: " + "; ".join(
-            f"{reason} ({', '.join(members)})"
-            for reason, members in zip(
-                bundle.reason_map.reasons, bundle.reason_map.members, strict=True
-            )
-            if len(members) > 1
-        ),
+        "- explanation reasons: " + _reasons_line(bundle),
         "",
         "## Evaluation on the held-out period",
     ]
@@ -57,3 +51,14 @@ def model_card(bundle: FraudModelBundle, results: dict[str, float], data: Prepar
         "- Calibrated risk is a rank against traffic, not a probability of fraud.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _reasons_line(bundle: FraudModelBundle) -> str:
+    """The schema's groups of features reported together in explanations."""
+    rm = bundle.reason_map
+    groups = [
+        f"{reason} ({', '.join(members)})"
+        for reason, members in zip(rm.reasons, rm.members, strict=True)
+        if len(members) > 1
+    ]
+    return "; ".join(groups) or "none (each feature is its own reason)"

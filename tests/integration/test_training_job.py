@@ -25,6 +25,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from gendetect.bundle import EXPLANATION_COLUMNS
 from gendetect.cli import main as cli
 from gendetect.config import get_settings
 from gendetect.data.io import fingerprint, read_table
@@ -218,6 +219,14 @@ def _assert_same_decisions(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     np.testing.assert_array_equal(
         got["is_fraud"].to_numpy(bool), expected["is_fraud"].to_numpy(bool)
     )
+    _assert_same_explanations(got, expected)
+
+
+def _assert_same_explanations(got: pd.DataFrame, expected: pd.DataFrame, prefix: str = "") -> None:
+    # Plain-column outputs carry the explanations as JSON strings.
+    for column in EXPLANATION_COLUMNS:
+        decoded = [json.loads(v) for v in got[prefix + column]]
+        assert decoded == list(expected[column]), column
 
 
 def test_pyfunc_matches_the_bundle(trained: Trained) -> None:
@@ -266,6 +275,7 @@ def test_score_writes_an_output_file(trained: Trained, capsys: pytest.CaptureFix
     np.testing.assert_array_equal(
         scored["gd_is_fraud"].to_numpy(bool), expected["is_fraud"].to_numpy(bool)
     )
+    _assert_same_explanations(scored, expected, prefix="gd_")
     assert set(scored["gd_model_version"].astype(str)) == {ref.version}
 
 
