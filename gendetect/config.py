@@ -6,6 +6,7 @@ SQLite-backed MLflow store, artifacts and the online feature state."""
 from __future__ import annotations
 
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,20 @@ class Settings(BaseSettings):
     state_store: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     state_snapshot_seconds: float = Field(30.0, gt=0)
+    state_journal_fsync_seconds: float = Field(
+        1.0, gt=0, le=60,
+        description="memory store: at most this much window history is lost on a crash "
+        "(journal group-fsync period); labels are fsynced before they are acknowledged",
+    )
+    state_timeout_seconds: float = Field(
+        0.2, gt=0, le=30, description="a state-store call that takes longer fails with 503"
+    )
+    hash_key: SecretStr | None = Field(
+        None,
+        description="secret for keyed hashes (HMAC-SHA256) of customer/terminal ids at rest; "
+        "default: a random key created once in <home>/secrets/hash.key (mode 0600). Replicas "
+        "that share state must share this key.",
+    )
     api_key: SecretStr | None = Field(None, description="if set, required as X-API-Key")
     log_level: str = "INFO"
 
@@ -57,6 +72,22 @@ class Settings(BaseSettings):
     @property
     def state_snapshot_path(self) -> Path:
         return self.home / "state" / "features.snapshot"
+
+    def resolved_hash_key(self) -> bytes:
+        """The keyed-hash secret: from the environment when set, else a random
+        key made once under `home` (readable by the owner only)."""
+        if self.hash_key is not None:
+            key = self.hash_key.get_secret_value().encode()
+            if not key:
+                raise ValueError("GENDETECT_HASH_KEY is set but empty")
+            return key
+        path = self.home / "secrets" / "hash.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_hex(32).encode())
+        return path.read_bytes().strip()
 
 
 def _yaml_overrides() -> dict[str, Any]:

@@ -34,3 +34,19 @@ class InputError(GendetectError, ValueError):
 
 class ModelNotReadyError(GendetectError):
     """No model could be loaded from the configured registry."""
+
+
+class StateUnavailableError(GendetectError):
+    """A state store (Redis, a database) did not answer within its timeout.
+
+    The API answers 503 with code `state_unavailable`; nothing was recorded."""
+
+
+class DuplicateTransactionError(GendetectError):
+    """A transaction id that is already recorded, sent again with different
+    content. The API answers 409 with code `duplicate_transaction`."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.message = message
+        self.field = field
+        super().__init__(message)
