@@ -58,15 +58,19 @@ def ensure_experiment(settings: Settings) -> str:
     return client.create_experiment(settings.experiment, artifact_location=location)
 
 
-def log_bundle(
-    bundle: FraudModelBundle,
-    example: pd.DataFrame,
-    settings: Settings,
-    *,
-    name: str = "model",
-) -> RegisteredModel:
+@dataclass(frozen=True)
+class LoggedBundle:
+    """A bundle logged as an MLflow model in a run, not (yet) registered."""
+
+    model_uri: str
+    run_id: str | None
+
+
+def log_bundle_model(
+    bundle: FraudModelBundle, example: pd.DataFrame, *, name: str = "model"
+) -> LoggedBundle:
     """Log the bundle (in the active run) as a pyfunc model with signature and
-    input example, and register it as a new version of the configured name."""
+    input example, without registering it (see `register_bundle`)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = bundle.save(Path(tmp) / BUNDLE_ARTIFACT)
         example = example.head(5).reset_index(drop=True)
@@ -77,11 +81,44 @@ def log_bundle(
             artifacts={BUNDLE_ARTIFACT: str(path)},
             signature=signature,
             input_example=example,
-            registered_model_name=settings.model_name,
             pip_requirements=_pip_requirements(),
         )
-    version = str(info.registered_model_version)
-    return RegisteredModel(settings.model_name, version, info.run_id)
+    return LoggedBundle(info.model_uri, info.run_id)
+
+
+def register_bundle(
+    logged: LoggedBundle, settings: Settings, *, require_finished: bool = True
+) -> RegisteredModel:
+    """Register a logged bundle as a new version of the configured name.
+
+    Jobs call this after their run has ended FINISHED, so that a version
+    never exists whose run is still RUNNING or lacks artifacts (a job killed
+    before this point leaves a finished run and no version). With
+    `require_finished`, a run in any other state is refused."""
+    client = configure(settings)
+    if require_finished and logged.run_id is not None:
+        status = client.get_run(logged.run_id).info.status
+        if status != "FINISHED":
+            raise ModelNotReadyError(
+                f"run {logged.run_id} is {status}: only finished runs are registered"
+            )
+    mv = mlflow.register_model(logged.model_uri, settings.model_name)
+    return RegisteredModel(mv.name, str(mv.version), mv.run_id or logged.run_id)
+
+
+def log_bundle(
+    bundle: FraudModelBundle,
+    example: pd.DataFrame,
+    settings: Settings,
+    *,
+    name: str = "model",
+) -> RegisteredModel:
+    """Log the bundle in the active run and register it at once (the run is
+    still RUNNING when the version appears: for fixtures and benchmarks; the
+    training job uses `log_bundle_model`, ends its run, then `register_bundle`)."""
+    configure(settings)
+    logged = log_bundle_model(bundle, example, name=name)
+    return register_bundle(logged, settings, require_finished=False)
 
 
 def _signature(bundle: FraudModelBundle, example: pd.DataFrame) -> ModelSignature:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gendetect.bundle import FraudModelBundle
-    from training.train import PreparedData
+    from training.data import PreparedData
 
 
 def model_card(bundle: FraudModelBundle, results: dict[str, float], data: PreparedData) -> str:

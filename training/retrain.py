@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,14 +18,10 @@ import numpy as np
 from gendetect.config import Settings, get_settings
 from gendetect.errors import ModelNotReadyError
 from gendetect.tracking import RegisteredModel, alias_version, load_registered_bundle, set_alias
-from training.train import (
-    PreparedData,
-    TrainOutcome,
-    evaluate,
-    load_config,
-    load_prepared,
-    train_one,
-)
+from training.config import TrainingConfig, as_config, load_config
+from training.data import PreparedData, load_prepared
+from training.runs import run_job, set_threads
+from training.train import TrainOutcome, evaluate, train_one
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +58,14 @@ def champion_value(
 
 
 def decide(
-    outcomes: list[TrainOutcome], data: PreparedData, config: dict[str, Any], settings: Settings
+    outcomes: list[TrainOutcome],
+    data: PreparedData,
+    config: TrainingConfig | Mapping[str, Any],
+    settings: Settings,
 ) -> PromotionDecision:
-    promotion = config.get("promotion", {})
-    metric = str(promotion.get("metric", "average_precision"))
-    margin = float(promotion.get("min_improvement", 0.0))
+    promotion = as_config(config).promotion
+    metric = promotion.metric
+    margin = promotion.min_improvement
 
     def value(o: TrainOutcome) -> float:
         v = o.metrics.get(metric)
@@ -89,8 +89,11 @@ def decide(
 
 
 def retrain(
-    data_path: str, kinds: list[str], config: dict[str, Any], settings: Settings
+    data_path: str, kinds: list[str], config: TrainingConfig | Mapping[str, Any], settings: Settings
 ) -> PromotionDecision:
+    """Train each kind (each registered after its run ends), then move the
+    aliases: last, once every challenger is complete."""
+    config = as_config(config)
     data, fp = load_prepared(data_path, config)
     outcomes = [train_one(kind, data, config, settings, fingerprint_info=fp) for kind in kinds]
     decision = decide(outcomes, data, config, settings)
@@ -102,18 +105,21 @@ def retrain(
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from training.train import _set_threads
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    _set_threads()
+    set_threads()
     settings = get_settings()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
-    decision = retrain(args.data, kinds, load_config(args.config), settings)
-    for o in [decision.best]:
+    config = load_config(args.config)
+
+    def job() -> int:
+        decision = retrain(args.data, kinds, config, settings)
+        o = decision.best
         print(
             f"best challenger: {o.kind} version {o.registered.version}, "
             f"{decision.metric}={decision.best_value:.4f}"
         )
-    verdict = "promoted to" if decision.promoted else "not promoted to"
-    print(f"{verdict} '{settings.champion_alias}': {decision.reason}")
-    return 0
+        verdict = "promoted to" if decision.promoted else "not promoted to"
+        print(f"{verdict} '{settings.champion_alias}': {decision.reason}")
+        return 0
+
+    return run_job("retrain", settings, config.jobs.stale_run_hours, job)

@@ -33,6 +33,9 @@ LABEL_COLUMNS = ("is_fraud", "label")
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, pa.ArrowException)
 
 
+_NO_ROWS = "the file has no rows (empty, or a header only)"
+
+
 def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
@@ -90,7 +93,10 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a .parquet, .csv or ADBench .npz file into a DataFrame.
 
     Raises InputError (with `source` = the path) for an unknown extension, a
-    missing file, or content that cannot be read.
+    missing file, content that cannot be read, or a table without rows (an
+    empty file, a header-only CSV, a 0-row parquet): every job needs rows,
+    and an empty input otherwise fails later with a message about something
+    else (a dtype, a percentile).
     """
     path = Path(path)
     reader = _READERS.get(_suffix(path))
@@ -102,11 +108,17 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not path.exists():
         raise InputError("file not found", source=str(path))
     try:
-        return reader(path)
+        df = reader(path)
     except InputError:
         raise
+    except pd.errors.EmptyDataError:
+        # A 0-byte CSV: pandas says "No columns to parse from file".
+        raise InputError(_NO_ROWS, source=str(path)) from None
     except _READ_ERRORS as exc:
         raise InputError(f"cannot read {_suffix(path)[1:]} file: {exc}", source=str(path)) from exc
+    if len(df) == 0:
+        raise InputError(_NO_ROWS, source=str(path))
+    return df
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:

@@ -8,6 +8,7 @@ stands for labels not yet known when the model is trained.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,74 @@ def time_split(
     train_mask = (times >= train_start) & (times < train_start + pd.Timedelta(days=train_days))
     test_mask = (times >= test_start) & (times < test_start + pd.Timedelta(days=test_days))
     return df.loc[train_mask], df.loc[test_mask]
+
+
+@dataclass(frozen=True)
+class HoldoutWindows:
+    """Day boundaries of a split that holds out the last days of the data
+    (midnights; train is [train_start, train_end), test starts at test_start
+    and runs to the end of the data)."""
+
+    train_start: pd.Timestamp
+    train_end: pd.Timestamp
+    test_start: pd.Timestamp
+    holdout_days: int
+
+    @property
+    def train_days(self) -> int:
+        return (self.train_end - self.train_start).days
+
+    @property
+    def delay_days(self) -> int:
+        return (self.test_start - self.train_end).days
+
+
+def holdout_windows(
+    times: pd.Series, *, holdout_days: int, delay_days: int = 0, skip_days: int = 0
+) -> HoldoutWindows:
+    """The windows of `holdout_split` for these timestamps (see there)."""
+    _check_days(1, delay_days, holdout_days)
+    if skip_days < 0:
+        raise ValueError(f"skip_days must be >= 0, got {skip_days}")
+    first_day = pd.Timestamp(times.min()).normalize()
+    test_start = pd.Timestamp(times.max()).normalize() - pd.Timedelta(days=holdout_days - 1)
+    train_end = test_start - pd.Timedelta(days=delay_days)
+    return HoldoutWindows(
+        first_day + pd.Timedelta(days=skip_days), train_end, test_start, holdout_days
+    )
+
+
+def holdout_split(
+    df: pd.DataFrame,
+    *,
+    time_col: str = "timestamp",
+    holdout_days: int,
+    delay_days: int = 0,
+    skip_days: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out the last `holdout_days` calendar days of the data as test,
+    drop the `delay_days` before them (labels not known yet at training
+    time), and train on the rest after skipping the first `skip_days` days
+    (e.g. while behaviour windows fill up). A `time_split` counted from the
+    end of the data; raises InputError when no training day is left."""
+    times = _time_column(df, time_col)
+    windows = holdout_windows(
+        times, holdout_days=holdout_days, delay_days=delay_days, skip_days=skip_days
+    )
+    if windows.train_days <= 0:
+        raise InputError(
+            f"no training days left before a {holdout_days}-day held-out period "
+            f"and a {delay_days}-day delay",
+            field=time_col,
+        )
+    return time_split(
+        df,
+        time_col=time_col,
+        train_days=windows.train_days,
+        delay_days=delay_days,
+        test_days=holdout_days,
+        start=windows.train_start,
+    )
 
 
 def train_validation_split(
