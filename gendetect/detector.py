@@ -23,6 +23,12 @@ A second, short training pass without the highest-scoring training rows
 the handbook week (0.8% frauds in training) trimming 2% lowered the NLL
 VAE's average precision from 0.25 to 0.19 and changed the fixed-variance
 VAE by less than the seed-to-seed spread.
+
+Which networks exist, and how each is built, is the model registry's
+business (gendetect.models.registry); this module only reads what a network
+says about its own outputs (GenerativeNetwork.likelihood_errors,
+extra_score). The ensemble is a detector-level combination of registered
+models.
 """
 
 from __future__ import annotations
@@ -35,16 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from gendetect.features.scaling import RobustScaler
-from gendetect.models.gan import GAN
+from gendetect.features.scaling import RobustScaler, fallback_spread, robust_center_spread
+from gendetect.models.components import GenerativeModule
+from gendetect.models.registry import ENSEMBLE, get_model, list_detector_kinds, list_models
 from gendetect.models.training import TrainingConfig, TrainingResult, fit_module
-from gendetect.models.vae import VAE
 
-KINDS = ("vae", "gan", "ensemble")
-# Networks an ensemble can combine: "vae" (scored by its Gaussian NLL when
-# learned_variance is on), "vae_mse" (a VAE with a fixed decoder variance,
-# scored by its typical-scaled squared error) and "gan".
-MEMBER_KINDS = ("vae", "vae_mse", "gan")
+# Stand-in for a non-finite network output: the largest float32, so such a
+# record ranks as the most anomalous instead of poisoning the score with NaN.
+_MAX_OUTPUT = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -87,8 +91,15 @@ class DetectorParams:
     ensemble: tuple[str, ...] = ("vae", "vae_mse")
     ensemble_weights: tuple[float, ...] = (1.0, 0.5)
     seed: int = 0
+    # Training hardware, passed to Lightning's Trainer: e.g. accelerator="gpu",
+    # devices=2, strategy="ddp" (num_nodes for several machines).
     accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
     checkpoint_dir: str | None = None
+    # One line per epoch (train and validation loss) on stderr while training.
+    progress: bool = False
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DetectorParams:
@@ -103,15 +114,18 @@ class DetectorParams:
             values["ensemble"] = tuple(str(k) for k in values["ensemble"])
         if "ensemble_weights" in values:
             values["ensemble_weights"] = tuple(float(w) for w in values["ensemble_weights"])
+        if isinstance(values.get("devices"), tuple):
+            values["devices"] = list(values["devices"])
         params = cls(**values)
         params.validate()
         return params
 
     def validate(self) -> None:
-        unknown = [k for k in self.ensemble if k not in MEMBER_KINDS]
+        models = list_models()
+        unknown = [k for k in self.ensemble if k not in models]
         if unknown or len(set(self.ensemble)) != len(self.ensemble) or not self.ensemble:
             raise ValueError(
-                f"ensemble members must be distinct, from {MEMBER_KINDS}: got {self.ensemble}"
+                f"ensemble members must be distinct, from {models}: got {self.ensemble}"
             )
         if len(self.ensemble_weights) != len(self.ensemble):
             raise ValueError("ensemble_weights needs one weight per ensemble member")
@@ -146,14 +160,6 @@ def _top_mean(contributions: np.ndarray, fraction: float) -> np.ndarray:
     return top.mean(axis=1)
 
 
-def _robust_center_spread(values: np.ndarray) -> tuple[float, float]:
-    q25, median, q75 = np.percentile(values, [25, 50, 75])
-    spread = (q75 - q25) / 1.349
-    if not spread > 1e-12:
-        spread = float(values.std()) or 1.0
-    return float(median), float(spread)
-
-
 def _center_tail_spread(values: np.ndarray, q: float = 0.99) -> tuple[float, float]:
     """Median and the distance from it to the q-quantile.
 
@@ -162,45 +168,24 @@ def _center_tail_spread(values: np.ndarray, q: float = 0.99) -> tuple[float, flo
     by the IQR, and push its own false alarms to the top.
     """
     median, high = np.quantile(values, [0.5, q])
-    spread = float(high - median)
-    if not spread > 1e-12:
-        spread = float(values.std()) or 1.0
-    return float(median), spread
+    return float(median), float(fallback_spread(high - median, values, axis=None))
 
 
 @dataclass
 class NeuralDetector:
-    """One VAE or GAN with the statistics that turn its outputs into a score."""
+    """One registered network with the statistics that turn its outputs into a score."""
 
     kind: str
     params: DetectorParams
     n_features: int
-    module: VAE | GAN | None = None
+    module: GenerativeModule | None = None
     feature_error_scale_: np.ndarray | None = None
     disc_center_spread_: tuple[float, float] = (0.0, 1.0)
     score_center_spread_: tuple[float, float] = (0.0, 1.0)
     training_: TrainingResult = field(default_factory=TrainingResult)
 
-    def build(self) -> VAE | GAN:
-        p = self.params
-        common = {
-            "hidden": p.hidden,
-            "latent_dim": p.latent_dim,
-            "lr": p.lr,
-            "weight_decay": p.weight_decay,
-        }
-        if self.kind in ("vae", "vae_mse"):
-            learned = p.learned_variance and self.kind == "vae"
-            return VAE(self.n_features, beta=p.beta, learned_variance=learned, **common)
-        if self.kind == "gan":
-            return GAN(
-                self.n_features,
-                latent_noise=p.gan_latent_noise,
-                feature_matching=p.gan_feature_matching,
-                noisy_validation=p.gan_noisy_validation,
-                **common,
-            )
-        raise ValueError(f"unknown network kind {self.kind!r}; choose from {MEMBER_KINDS}")
+    def build(self) -> GenerativeModule:
+        return get_model(self.kind).build(self.n_features, self.params)
 
     def fit(self, x_train: np.ndarray, x_val: np.ndarray) -> NeuralDetector:
         torch.manual_seed(self.params.seed)
@@ -212,7 +197,12 @@ class NeuralDetector:
             patience=p.patience,
             seed=p.seed,
             accelerator=p.accelerator,
+            devices=p.devices,
+            strategy=p.strategy,
+            num_nodes=p.num_nodes,
             checkpoint_dir=p.checkpoint_dir,
+            progress=p.progress,
+            name=self.kind,
         )
         self.training_ = fit_module(self.module, x_train, x_val, config)
         if p.refit_trim > 0 and p.refit_epochs > 0:
@@ -235,9 +225,9 @@ class NeuralDetector:
     def _set_error_scale(self, errors: np.ndarray, disc: np.ndarray | None) -> None:
         mode = self.params.error_scale
         if mode == "auto":
-            # A VAE with learned variance scores a likelihood: already on one scale.
-            likelihood = self.kind == "vae" and self.params.learned_variance
-            mode = "none" if likelihood else "typical"
+            # A likelihood (the VAE with learned variance) is already on one scale.
+            assert self.module is not None
+            mode = "none" if self.module.model.likelihood_errors else "typical"
         if mode == "none":
             self.feature_error_scale_ = np.ones(errors.shape[1])
         elif mode == "typical":
@@ -246,15 +236,17 @@ class NeuralDetector:
             q = float(mode.removeprefix("q"))
             self.feature_error_scale_ = np.maximum(np.quantile(errors, q, axis=0), 1e-8)
         if disc is not None:
-            self.disc_center_spread_ = _robust_center_spread(disc)
+            center, spread = robust_center_spread(disc, axis=None)
+            self.disc_center_spread_ = (float(center), float(spread))
 
     def _raw_outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         assert self.module is not None, "detector is not fitted"
+        network = self.module.model
         with torch.inference_mode():
             t = torch.as_tensor(x, dtype=torch.float32)
-            errors = self.module.feature_errors(t).numpy().astype(np.float64)
-            extra = self.module.extra_score(t)
-        return errors, None if extra is None else extra.numpy().astype(np.float64)
+            errors = _finite(network.feature_errors(t).numpy().astype(np.float64))
+            extra = network.extra_score(t)
+        return errors, None if extra is None else _finite(extra.numpy().astype(np.float64))
 
     def score_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(raw score (n,), per-feature contributions (n, d))."""
@@ -273,9 +265,11 @@ class NeuralDetector:
 
     # ------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
+        """What a bundle stores. The weights are the plain torch network's
+        state dict (the same keys as before the models moved into packages)."""
         assert self.module is not None and self.feature_error_scale_ is not None
         buffer = io.BytesIO()
-        torch.save(self.module.state_dict(), buffer)
+        torch.save(self.module.model.state_dict(), buffer)
         return {
             "kind": self.kind,
             "n_features": self.n_features,
@@ -291,7 +285,7 @@ class NeuralDetector:
         det.module = det.build()
         # weights_only: loading never executes code from the artifact.
         weights = torch.load(io.BytesIO(state["weights"]), weights_only=True, map_location="cpu")
-        det.module.load_state_dict(weights)
+        det.module.model.load_state_dict(weights)
         det.module.eval()
         det.feature_error_scale_ = np.asarray(state["feature_error_scale"], dtype=np.float64)
         det.disc_center_spread_ = tuple(state["disc_center_spread"])  # type: ignore[assignment]
@@ -309,17 +303,18 @@ class DetectorCore:
     members: list[NeuralDetector] = field(default_factory=list)
 
     def fit(self, x: np.ndarray) -> DetectorCore:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown detector kind {self.kind!r}; choose from {KINDS}")
+        kinds = list_detector_kinds()
+        if self.kind not in kinds:
+            raise ValueError(f"unknown detector kind {self.kind!r}; choose from {kinds}")
         self.scaler = RobustScaler(soft_limit=self.params.soft_limit)
         z = self.scaler.fit_transform(x)
         train_idx, val_idx = _split(len(z), self.params.validation_fraction, self.params.seed)
-        kinds = list(self.params.ensemble) if self.kind == "ensemble" else [self.kind]
+        members = list(self.params.ensemble) if self.kind == ENSEMBLE else [self.kind]
         self.members = [
             NeuralDetector(kind=k, params=self.params, n_features=z.shape[1]).fit(
                 z[train_idx], z[val_idx]
             )
-            for k in kinds
+            for k in members
         ]
         self.validation_index_ = val_idx
         return self
@@ -345,6 +340,22 @@ class DetectorCore:
 
     def training_results(self) -> dict[str, TrainingResult]:
         return {m.kind: m.training_ for m in self.members}
+
+    @property
+    def is_global_zero(self) -> bool:
+        """False in the other ranks of a distributed fit, whose copy of the
+        detector should not be saved or registered (rank 0's is the result)."""
+        return all(m.training_.is_global_zero for m in self.members)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """Network outputs with NaN or +inf as the largest float32 (most
+    anomalous) and -inf as its negative. Inputs are clipped by the scaler
+    (scaling.CLIP_ROBUST_UNITS), so this is the last guard, not a path that
+    validated records take."""
+    if np.isfinite(values).all():
+        return values
+    return np.nan_to_num(values, nan=_MAX_OUTPUT, posinf=_MAX_OUTPUT, neginf=-_MAX_OUTPUT)
 
 
 def _merge(first: TrainingResult, second: TrainingResult) -> TrainingResult:

@@ -7,6 +7,14 @@ by a robust spread (IQR/1.349, falling back to the standard deviation, then
 1), and values beyond `soft_limit` spreads are compressed logarithmically:
 the order of extreme values is kept (an anomaly stays the most anomalous) but
 one outlier cannot blow up the loss.
+
+Values further than CLIP_ROBUST_UNITS spreads from the median are clipped
+there before the compression: a validated record is finite, but an extreme
+one (an amount of 1e300, a spread of 1e-12) would overflow to infinity in
+the division or in float32, and the network would return NaN. A million
+spreads is far beyond anything seen in training, so ordinary inputs are
+untouched; after compression the network sees at most soft_limit +
+log1p(1e6 - soft_limit), about 18.8 with the default limit of 5.
 """
 
 from __future__ import annotations
@@ -16,6 +24,28 @@ from typing import Any
 
 import numpy as np
 
+CLIP_ROBUST_UNITS = 1e6
+# Below this a spread counts as zero (binary and near-constant columns).
+_MIN_SPREAD = 1e-12
+
+
+def robust_center_spread(values: np.ndarray, axis: int | None = 0) -> tuple[Any, Any]:
+    """Median and robust spread (IQR / 1.349, the standard deviation for a
+    normal distribution) along `axis`; where the IQR is zero, the standard
+    deviation, and where that is zero too, 1. Arrays for axis=0 on a matrix,
+    floats for a 1-D array with axis=None."""
+    values = np.asarray(values, dtype=np.float64)
+    q25, median, q75 = np.percentile(values, [25, 50, 75], axis=axis)
+    return median, fallback_spread((q75 - q25) / 1.349, values, axis)
+
+
+def fallback_spread(spread: Any, values: np.ndarray, axis: int | None = 0) -> Any:
+    """`spread` where it is positive, else the standard deviation of
+    `values`, else 1: a zero spread would divide by zero."""
+    std = values.std(axis=axis)
+    result = np.where(spread > _MIN_SPREAD, spread, np.where(std > _MIN_SPREAD, std, 1.0))
+    return float(result) if np.ndim(result) == 0 else result
+
 
 @dataclass
 class RobustScaler:
@@ -24,19 +54,16 @@ class RobustScaler:
     scale_: np.ndarray | None = None
 
     def fit(self, x: np.ndarray) -> RobustScaler:
-        x = np.asarray(x, dtype=np.float64)
-        q25, median, q75 = np.percentile(x, [25, 50, 75], axis=0)
-        spread = (q75 - q25) / 1.349
-        std = x.std(axis=0)
-        # Binary and near-constant columns have IQR 0: use their std instead.
-        spread = np.where(spread > 1e-12, spread, np.where(std > 1e-12, std, 1.0))
-        self.center_, self.scale_ = median, spread
+        self.center_, self.scale_ = robust_center_spread(x, axis=0)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         if self.center_ is None or self.scale_ is None:
             raise RuntimeError("RobustScaler is not fitted")
-        z = (np.asarray(x, dtype=np.float64) - self.center_) / self.scale_
+        # Overflow to inf is expected for absurd inputs and clipped right after.
+        with np.errstate(over="ignore"):
+            z = (np.asarray(x, dtype=np.float64) - self.center_) / self.scale_
+        z = np.clip(z, -CLIP_ROBUST_UNITS, CLIP_ROBUST_UNITS)
         limit = self.soft_limit
         excess = np.abs(z) - limit
         return np.where(excess > 0, np.sign(z) * (limit + np.log1p(np.maximum(excess, 0))), z)

@@ -1,21 +1,34 @@
-"""Training loop: Lightning Trainer with seeds, early stopping on validation
-loss, optional checkpoints, and a per-epoch loss history for MLflow."""
+"""One training run: a Lightning Trainer with seeds, early stopping on the
+validation loss, optional checkpoints, a per-epoch loss history for MLflow,
+and the hardware settings (accelerator, devices, strategy, num_nodes).
+
+Scaling out: the loaders are standard DataLoaders (models/data.py), so with
+`strategy="ddp"` and `devices`/`num_nodes` > 1 Lightning shards the training
+rows with a DistributedSampler and averages gradients across processes; the
+logged losses are averaged across ranks (GenerativeModule.log_epoch), so
+early stopping and the best epoch agree everywhere. Only rank 0's result is
+meant to be used: with "ddp" the caller's process is rank 0 and trains its
+module in place; Lightning starts the other ranks by running the caller's
+script again, and in those `TrainingResult.global_rank` is not 0 (callers
+that save or register a model check `is_global_zero`). With the spawning
+strategies the weights and history come back from rank 0 into the caller's
+module (callbacks.BestWeights).
+"""
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader, IterableDataset
+
+from gendetect.models.callbacks import BestWeights, EpochProgress
+from gendetect.models.data import train_loader, validation_loader
 
 
 @dataclass
@@ -24,8 +37,15 @@ class TrainingConfig:
     batch_size: int = 256
     patience: int = 3
     seed: int = 0
+    # Lightning's hardware settings, passed through to the Trainer.
     accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
     checkpoint_dir: str | None = None
+    # One line per epoch on stderr (EpochProgress), prefixed with `name`.
+    progress: bool = False
+    name: str = ""
 
 
 @dataclass
@@ -36,54 +56,12 @@ class TrainingResult:
     seconds: float = 0.0
     epochs_run: int = 0
     checkpoint_path: str | None = None
+    # Rank of this process in a distributed fit (0 in a single process).
+    global_rank: int = 0
 
-
-class _ShuffledBatches(IterableDataset):
-    """Whole mini-batches sliced from one tensor.
-
-    A TensorDataset with a DataLoader collates row by row, which dominates the
-    step time of small MLPs; slicing a permuted index is ~100x cheaper. The
-    permutation is seeded per epoch, so training is reproducible.
-    """
-
-    def __init__(self, x: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> None:
-        self.x, self.batch_size, self.shuffle, self.seed = x, batch_size, shuffle, seed
-        self._epoch = 0
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        n = len(self.x)
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self._epoch)
-            order = torch.randperm(n, generator=gen)
-        else:
-            order = torch.arange(n)
-        self._epoch += 1
-        for start in range(0, n, self.batch_size):
-            yield self.x[order[start : start + self.batch_size]]
-
-    def __len__(self) -> int:
-        return (len(self.x) + self.batch_size - 1) // self.batch_size
-
-
-class _History(Callback):
-    """Keeps per-epoch losses and the best weights (in memory, no disk round trip)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_val = float("inf")
-        self.best_epoch = -1
-
-    # on_train_epoch_end runs after the epoch's validation, when both the
-    # epoch's training and validation losses are in callback_metrics.
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        row = {"epoch": float(trainer.current_epoch), **metrics}
-        self.rows.append(row)
-        val = metrics.get("val_loss", float("inf"))
-        if val < self.best_val:
-            self.best_val, self.best_epoch = val, trainer.current_epoch
-            self.best_state = copy.deepcopy(module.state_dict())
+    @property
+    def is_global_zero(self) -> bool:
+        return self.global_rank == 0
 
 
 def fit_module(
@@ -92,50 +70,43 @@ def fit_module(
     x_val: np.ndarray,
     config: TrainingConfig,
 ) -> TrainingResult:
-    """Train `module` and leave it holding the weights of its best validation epoch."""
+    """Train `module` in place and leave it holding the weights of its best
+    validation epoch, in eval mode, on the CPU (where the detector scores)."""
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    train = _ShuffledBatches(
-        torch.as_tensor(x_train, dtype=torch.float32),
-        config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-    )
-    val = _ShuffledBatches(
-        torch.as_tensor(x_val, dtype=torch.float32), 4096, shuffle=False, seed=config.seed
-    )
-    history = _History()
+    train = train_loader(x_train, config.batch_size, config.seed)
+    val = validation_loader(x_val)
+    history = BestWeights()
     callbacks: list[Callback] = [
         history,
         EarlyStopping(monitor="val_loss", patience=config.patience, mode="min"),
     ]
+    if config.progress:
+        callbacks.append(EpochProgress(config.name))
     checkpoint: ModelCheckpoint | None = None
     if config.checkpoint_dir:
         checkpoint = ModelCheckpoint(
             dirpath=config.checkpoint_dir, monitor="val_loss", save_top_k=1, filename="best-{epoch}"
         )
         callbacks.append(checkpoint)
-    quiet = _quiet_lightning()
-    quiet.__enter__()
-    trainer = pl.Trainer(
-        max_epochs=config.max_epochs,
-        accelerator=config.accelerator,
-        devices=1,
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=checkpoint is not None,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        num_sanity_val_steps=0,
-    )
-    started = time.perf_counter()
-    try:
-        trainer.fit(module, DataLoader(train, batch_size=None), DataLoader(val, batch_size=None))
-    finally:
-        quiet.__exit__(None, None, None)
-    seconds = time.perf_counter() - started
-    if history.best_state is not None:
-        module.load_state_dict(history.best_state)
+    with _quiet_lightning():
+        trainer = pl.Trainer(
+            max_epochs=config.max_epochs,
+            accelerator=config.accelerator,
+            devices=config.devices,
+            strategy=config.strategy,
+            num_nodes=config.num_nodes,
+            deterministic=True,
+            logger=False,
+            enable_checkpointing=checkpoint is not None,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks,
+            num_sanity_val_steps=0,
+        )
+        started = time.perf_counter()
+        trainer.fit(module, train, val)
+        seconds = time.perf_counter() - started
+    history.recover(trainer)
     module.eval()
     module.cpu()
     return TrainingResult(
@@ -143,8 +114,9 @@ def fit_module(
         best_epoch=history.best_epoch,
         best_val_loss=history.best_val,
         seconds=seconds,
-        epochs_run=trainer.current_epoch,
+        epochs_run=max(trainer.current_epoch, len(history.rows)),
         checkpoint_path=checkpoint.best_model_path if checkpoint else None,
+        global_rank=trainer.global_rank,
     )
 
 

@@ -1,4 +1,4 @@
-"""Building blocks shared by the VAE and the GAN."""
+"""Building blocks shared by the models."""
 
 from __future__ import annotations
 

@@ -1,0 +1,53 @@
+"""The GAN as a plain torch network: generator, encoder and discriminator.
+
+Attribute names are the state-dict keys saved in bundles (generator.*,
+encoder.*, disc_body.*, disc_head.*): renaming one makes older bundles
+unloadable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from gendetect.models.components import GenerativeNetwork, mlp, squared_error
+
+
+class GANNetwork(GenerativeNetwork):
+    def __init__(
+        self, n_features: int, hidden: Sequence[int] = (64, 32), latent_dim: int = 8
+    ) -> None:
+        super().__init__()
+        hidden = list(hidden)
+        self.latent_dim = latent_dim
+        # Creation order fixes the random initialisation for a seed: keep it.
+        self.generator = mlp([latent_dim, *reversed(hidden), n_features])
+        self.encoder = mlp([n_features, *hidden, latent_dim])
+        # Spectral norm bounds the discriminator's Lipschitz constant (see loss.py).
+        self.disc_body = mlp([n_features, *hidden], spectral_norm=True, final_activation=True)
+        self.disc_head = nn.utils.parametrizations.spectral_norm(nn.Linear(hidden[-1], 1))
+
+    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        """The discriminator's logit: higher = more like the training data."""
+        return self.disc_head(self.disc_body(x)).squeeze(1)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(self.encoder(x))
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return [*self.disc_body.parameters(), *self.disc_head.parameters()]
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """The generator's and the encoder's: trained together, against D."""
+        return [*self.generator.parameters(), *self.encoder.parameters()]
+
+    @torch.no_grad()
+    def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
+        return squared_error(x, self.reconstruct(x))
+
+    @torch.no_grad()
+    def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The discriminator's verdict: higher = less like the training data."""
+        return -self.discriminate(x)
