@@ -150,3 +150,51 @@ def test_fingerprint_changes_with_content(frame: pd.DataFrame) -> None:
 def test_fingerprint_without_time_or_label() -> None:
     fp = fingerprint(pd.DataFrame({"a": [1.0, 2.0]}))
     assert set(fp) == {"n_rows", "columns", "sha256"}
+
+
+# A file without rows is refused when read, naming the file: every job needs
+# rows, and later steps would fail with a message about something else.
+def _zero_row_parquet(path, frame: pd.DataFrame) -> None:
+    frame.head(0).to_parquet(path, index=False)
+
+
+def _zero_byte_csv(path, frame: pd.DataFrame) -> None:
+    path.write_bytes(b"")
+
+
+def _header_only_csv(path, frame: pd.DataFrame) -> None:
+    frame.head(0).to_csv(path, index=False)
+    assert path.read_text().strip() == ",".join(frame.columns)
+
+
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [
+        ("empty.parquet", _zero_row_parquet),
+        ("empty.csv", _zero_byte_csv),
+        ("header.csv", _header_only_csv),
+    ],
+)
+def test_a_file_without_rows_is_an_input_error(
+    frame: pd.DataFrame, tmp_path, name: str, write
+) -> None:
+    path = tmp_path / name
+    write(path, frame)
+    with pytest.raises(InputError) as info:
+        read_table(path)
+    assert info.value.source == str(path)
+    assert str(info.value) == f"{path}: the file has no rows (empty, or a header only)"
+
+
+def test_a_npz_without_rows_is_an_input_error(tmp_path) -> None:
+    path = tmp_path / "empty.npz"
+    np.savez(path, X=np.zeros((0, 3)), y=np.zeros(0))
+    with pytest.raises(InputError, match="no rows") as info:
+        read_table(path)
+    assert info.value.source == str(path)
+
+
+def test_one_row_is_enough(frame: pd.DataFrame, tmp_path) -> None:
+    path = tmp_path / "one.csv"
+    write_table(frame.head(1), path)
+    assert len(read_table(path)) == 1

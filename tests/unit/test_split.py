@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gendetect.data.split import time_split, train_validation_split
+from gendetect.data.split import holdout_split, holdout_windows, time_split, train_validation_split
 from gendetect.errors import InputError
 
 
@@ -75,6 +75,45 @@ def test_split_errors(hourly: pd.DataFrame) -> None:
         time_split(hourly, train_days=0, delay_days=0, test_days=1)
     with pytest.raises(ValueError):
         time_split(hourly, train_days=1, delay_days=-1, test_days=1)
+
+
+def test_holdout_split_counts_from_the_last_day(hourly: pd.DataFrame) -> None:
+    # Data: 2024-01-01 06:00 .. 2024-01-31 05:00. Held out: the last 7
+    # calendar days (Jan 25..31, the last one partial); delay: Jan 18..24;
+    # train: Jan 3..17 after skipping two days.
+    train, test = holdout_split(hourly, holdout_days=7, delay_days=7, skip_days=2)
+    assert train["timestamp"].min() == pd.Timestamp("2024-01-03 00:00")
+    assert train["timestamp"].max() == pd.Timestamp("2024-01-17 23:00")
+    assert len(train) == 15 * 24
+    assert test["timestamp"].min() == pd.Timestamp("2024-01-25 00:00")
+    assert test["timestamp"].max() == hourly["timestamp"].max()
+    assert len(test) == 6 * 24 + 6
+    pd.testing.assert_frame_equal(test, hourly.loc[test.index])  # original index kept
+
+
+def test_holdout_split_without_skip_starts_at_the_first_row(hourly: pd.DataFrame) -> None:
+    train, test = holdout_split(hourly, holdout_days=3, delay_days=0)
+    assert train.index[0] == hourly.index[0]
+    # Every row is in train or test when there is no delay.
+    assert len(train) + len(test) == len(hourly)
+    windows = holdout_windows(hourly["timestamp"], holdout_days=3, delay_days=0)
+    assert windows.test_start == pd.Timestamp("2024-01-29")
+    assert windows.train_days == 28 and windows.delay_days == 0
+
+
+def test_holdout_split_is_a_time_split(hourly: pd.DataFrame) -> None:
+    expected = time_split(hourly, train_days=15, delay_days=7, test_days=7, start="2024-01-03")
+    got = holdout_split(hourly, holdout_days=7, delay_days=7, skip_days=2)
+    for a, b in zip(got, expected, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_holdout_split_with_no_training_days_left(hourly: pd.DataFrame) -> None:
+    with pytest.raises(InputError, match="no training days") as info:
+        holdout_split(hourly, holdout_days=21, delay_days=10)
+    assert info.value.field == "timestamp"
+    with pytest.raises(ValueError):
+        holdout_split(hourly, holdout_days=0, delay_days=0)
 
 
 def test_validation_split_partitions_rows() -> None:
