@@ -284,7 +284,7 @@ def _dotted_key(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
 
 def _has_key(data: Mapping[str, Any], dotted: str) -> bool:
     node: Any = data
-    for part in dotted.split("."):
+    for part in re.sub(r"\[\d+\]", "", dotted).split("."):
         if not isinstance(node, Mapping) or part not in node:
             return False
         node = node[part]
