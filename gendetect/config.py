@@ -50,6 +50,16 @@ class Settings(BaseSettings):
         "that share state must share this key.",
     )
     api_key: SecretStr | None = Field(None, description="if set, required as X-API-Key")
+    metrics_require_key: bool = Field(False, description="/metrics needs the API key too")
+    docs_require_key: bool = Field(
+        False, description="/docs, /redoc and /openapi.json need the API key too"
+    )
+    max_clock_skew_seconds: float = Field(
+        86_400.0, ge=0, description="timestamps at most this far ahead of the server clock"
+    )
+    model_poll_seconds: float = Field(
+        30.0, ge=0, description="how often the API checks the registry alias (0: never)"
+    )
     log_level: str = "INFO"
 
     @property

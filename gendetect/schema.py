@@ -27,6 +27,16 @@ DERIVED_OPS: frozenset[str] = frozenset(
 )
 BUILTIN_SCHEMAS = ("transactions", "numeric")
 
+# Bounds every record is held to, so that nothing the state stores or the
+# model see can overflow: ids fit a signed 64-bit integer, string ids and
+# categories have a bounded length, and timestamps start no earlier than
+# `DEFAULT_NOT_BEFORE` (the nanosecond clocks of pandas and the state stores
+# end in 1677 and 2262; no card transaction predates 1970). The upper bound
+# on timestamps is the server clock plus a skew (a setting), checked by the API.
+INT64_MAX = 2**63 - 1
+DEFAULT_MAX_LENGTH = 64
+DEFAULT_NOT_BEFORE = "1970-01-01T00:00:00"
+
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -41,6 +51,18 @@ class FieldSpec:
     # Numeric/boolean/categorical fields are model inputs unless feature: false.
     feature: bool = True
     description: str = ""
+    # String ids and free categories: at most this many characters.
+    max_length: int | None = None
+    # Timestamps: the earliest accepted (ISO 8601, naive = UTC).
+    not_before: str | None = None
+
+    @property
+    def length_limit(self) -> int:
+        return self.max_length if self.max_length is not None else DEFAULT_MAX_LENGTH
+
+    @property
+    def earliest(self) -> pd.Timestamp:
+        return _utc(self.not_before or DEFAULT_NOT_BEFORE)
 
     @property
     def is_feature(self) -> bool:
@@ -78,6 +100,15 @@ class Schema:
                 raise ValueError(
                     f"schema {self.name!r}: field {f.name!r} has unknown kind {f.kind}"
                 )
+            if f.max_length is not None and not 1 <= f.max_length <= 4096:
+                raise ValueError(f"schema {self.name!r}: field {f.name!r}: max_length 1..4096")
+            if f.not_before is not None:
+                try:
+                    _utc(f.not_before)
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(
+                        f"schema {self.name!r}: field {f.name!r}: not_before: {exc}"
+                    ) from None
         for d in self.derived:
             if d.op not in DERIVED_OPS:
                 raise ValueError(f"schema {self.name!r}: derived {d.name!r} has unknown op {d.op}")
@@ -203,12 +234,29 @@ def _validate_column(f: FieldSpec, col: pd.Series, source: str | None) -> None:
     if f.kind in ("entity", "id", "timestamp") and col.isna().any():
         fail(f"{int(col.isna().sum())} missing value(s)")
     if f.kind == "timestamp":
+        times = col
         if not pd.api.types.is_datetime64_any_dtype(col):
             try:
-                pd.to_datetime(col, utc=True, format="ISO8601")
-            except (ValueError, TypeError) as exc:
+                times = pd.to_datetime(col, utc=True, format="ISO8601")
+            except (ValueError, TypeError, OverflowError) as exc:
                 fail(f"not a timestamp ({exc})")
+        if len(times):
+            first = times.min()
+            first = first.tz_localize("UTC") if first.tzinfo is None else first
+            if first < f.earliest:
+                fail(f"timestamp {first.isoformat()} before the earliest accepted "
+                     f"{f.earliest.isoformat()}")
         return
+    if f.kind == "id" and len(col):
+        if not pd.api.types.is_integer_dtype(col):
+            fail(f"expected integer ids, found {col.dtype}")
+        if col.min() < 0 or col.max() > INT64_MAX:
+            fail(f"ids must be within 0..{INT64_MAX}")
+    free_text = f.kind == "entity" or (f.kind == "categorical" and f.categories is None)
+    if free_text and len(col) and (col.dtype == object or pd.api.types.is_string_dtype(col)):
+        longest = int(col.astype(str).str.len().max())
+        if longest > f.length_limit:
+            fail(f"values longer than {f.length_limit} characters")
     if f.kind in ("numeric", "label", "boolean"):
         if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
             fail(f"expected numbers, found {col.dtype}")
@@ -228,6 +276,11 @@ def _validate_column(f: FieldSpec, col: pd.Series, source: str | None) -> None:
         unknown = set(col.dropna().astype(str)) - set(f.categories)
         if unknown:
             fail(f"unknown categories {sorted(unknown)[:5]}; allowed: {list(f.categories)}")
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def load_schema(name_or_path: str | Path) -> Schema:

@@ -60,6 +60,15 @@ class ReloadResult:
     current: str
 
 
+@dataclass(frozen=True)
+class AliasCheck:
+    """What the registry said at the last check: whether the served version
+    still holds the alias of the URI the service follows."""
+
+    holds: bool
+    checked_at: datetime
+
+
 class ModelManager:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -67,6 +76,7 @@ class ModelManager:
         self.current: ServedModel | None = None
         self.last_error: str | None = None
         self._reload_lock = asyncio.Lock()
+        self.alias_check: AliasCheck | None = None
         # One state store for the process, shared by successive models: the
         # behaviour history belongs to the customers, not to a model version.
         self._online: OnlineState | None = None
@@ -74,6 +84,10 @@ class ModelManager:
     @property
     def ready(self) -> bool:
         return self.current is not None
+
+    def current_version(self) -> str:
+        served = self.current
+        return served.ref.version if served is not None else "-"
 
     def require(self) -> ServedModel:
         served = self.current
@@ -92,12 +106,19 @@ class ModelManager:
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.reload_attempt("error")
+                if previous is not None:
+                    # Still serving `previous`, which no longer holds the
+                    # alias (it moved to a version that does not load, or
+                    # was removed): /v1/model must not claim it does.
+                    self.alias_check = AliasCheck(False, datetime.now(UTC))
                 raise
             if served is None:
                 assert previous is not None
                 self.metrics.reload_attempt("unchanged")
+                self.alias_check = AliasCheck(True, datetime.now(UTC))
                 return ReloadResult(False, previous.ref.version, previous.ref.version)
             self.current = served  # the swap: one reference assignment
+            self.alias_check = AliasCheck(True, datetime.now(UTC))
             self.last_error = None
             self.metrics.reload_attempt("loaded")
             self.metrics.model_loaded(served.ref.name, served.ref.version)
@@ -123,6 +144,25 @@ class ModelManager:
                     reported = message
                 await asyncio.sleep(retry_seconds)
 
+    async def follow_registry(self, interval_seconds: float) -> None:
+        """Poll the registry and swap to what the URI points at now, so that
+        a moved alias is served without anyone calling /v1/model/reload.
+        Failures keep the current model and are retried on the next tick."""
+        reported = None
+        while True:
+            await asyncio.sleep(interval_seconds)
+            if self.current is None:
+                continue  # load_until_ready is still at it
+            try:
+                await self.reload()
+                reported = None
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                if message != reported:
+                    log.warning("registry check failed, still serving version %s: %s",
+                                self.current.ref.version, exc)
+                    reported = message
+
     def close(self) -> None:
         if self._online is not None:
             self._online.close()
@@ -140,7 +180,9 @@ class ModelManager:
         bundle, ref = tracking.load_registered_bundle(uri, self.settings)
         if not bundle.is_fitted:
             raise ModelNotReadyError(f"{uri} holds an unfitted bundle")
-        record_model = build_record_model(bundle.schema)
+        record_model = build_record_model(
+            bundle.schema, max_skew_seconds=self.settings.max_clock_skew_seconds
+        )
         online = self._online_for(bundle)
         served = ServedModel(
             bundle=bundle,

@@ -13,11 +13,12 @@ the field instead of slipping through or crashing the decoder.
 from __future__ import annotations
 
 import keyword
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,15 +29,44 @@ from pydantic import (
     create_model,
 )
 
-from gendetect.schema import FieldSpec, Schema
+from gendetect.schema import INT64_MAX, FieldSpec, Schema
 
-# Entity and transaction ids: integers or strings, never floats or booleans.
-EntityId = StrictInt | StrictStr
+# Transaction ids: non-negative integers that fit a signed 64-bit integer (the
+# state stores order same-time transactions by them). Entity ids: such an
+# integer or a string of bounded length. Never floats or booleans.
+TransactionId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+
+# Timestamps may lie at most this far ahead of the server clock unless the
+# caller says otherwise (Settings.max_clock_skew_seconds).
+DEFAULT_MAX_SKEW_SECONDS = 86_400.0
+
+
+def _entity_id(spec: FieldSpec) -> Any:
+    return TransactionId | Annotated[
+        StrictStr, Field(min_length=1, max_length=spec.length_limit)
+    ]
+
+
+def time_bounds(spec: FieldSpec, max_skew_seconds: float) -> Callable[[datetime], datetime]:
+    earliest = spec.earliest.to_pydatetime()
+    skew = timedelta(seconds=max_skew_seconds)
+
+    def check(value: datetime) -> datetime:
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        if aware < earliest:
+            raise ValueError(f"must not be before {earliest.isoformat()}")
+        # The server clock bounds the future: a record cannot claim a time
+        # the service has not reached yet (plus the configured skew).
+        if aware > datetime.now(UTC) + skew:
+            raise ValueError(f"more than {max_skew_seconds:g} s ahead of the server clock")
+        return value
+
+    return check
 
 _RECORD_CONFIG = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
 
 
-def _field_type(spec: FieldSpec) -> Any:
+def _field_type(spec: FieldSpec, max_skew_seconds: float = DEFAULT_MAX_SKEW_SECONDS) -> Any:
     if spec.kind == "numeric":
         return Annotated[
             float, Field(strict=True, allow_inf_nan=False, ge=spec.min, le=spec.max)
@@ -45,13 +75,17 @@ def _field_type(spec: FieldSpec) -> Any:
         return StrictBool
     if spec.kind == "timestamp":
         # Strict in JSON mode: RFC 3339 / ISO 8601 strings only, no epoch numbers.
-        return Annotated[datetime, Field(strict=True)]
-    if spec.kind in ("entity", "id"):
-        return EntityId
+        return Annotated[
+            datetime, Field(strict=True), AfterValidator(time_bounds(spec, max_skew_seconds))
+        ]
+    if spec.kind == "id":
+        return TransactionId
+    if spec.kind == "entity":
+        return _entity_id(spec)
     if spec.kind == "categorical":
         if spec.categories:
             return Literal[spec.categories]  # type: ignore[valid-type]
-        return StrictStr
+        return Annotated[StrictStr, Field(max_length=spec.length_limit)]
     raise ValueError(f"field {spec.name!r}: kind {spec.kind!r} is not a request field")
 
 
@@ -66,12 +100,17 @@ def _python_name(spec: FieldSpec, index: int) -> tuple[str, str | None]:
     return f"field_{index}", name
 
 
-def build_record_model(schema: Schema, name: str | None = None) -> type[BaseModel]:
+def build_record_model(
+    schema: Schema,
+    name: str | None = None,
+    *,
+    max_skew_seconds: float = DEFAULT_MAX_SKEW_SECONDS,
+) -> type[BaseModel]:
     """One scoring record: the schema's input fields (labels excluded)."""
     definitions: dict[str, Any] = {}
     for i, spec in enumerate(schema.input_fields):
         py_name, alias = _python_name(spec, i)
-        annotation = _field_type(spec)
+        annotation = _field_type(spec, max_skew_seconds)
         extra: dict[str, Any] = {"description": spec.description or None}
         if alias is not None:
             extra["alias"] = alias
@@ -142,141 +181,3 @@ def _message(err: Mapping[str, Any]) -> str:
     if err["type"] == "finite_number":
         return "must be a finite number (NaN and infinity are not allowed)"
     return str(err["msg"])
-
-
-# --------------------------------------------------------------- responses
-class FeatureContribution(BaseModel):
-    feature: str
-    contribution: float
-
-
-class ReasonContribution(BaseModel):
-    reason: str
-    contribution: float
-
-
-class ModelRef(BaseModel):
-    name: str
-    version: str
-
-
-class ScoreResponse(BaseModel):
-    score: float = Field(description="raw anomaly score; higher is more anomalous")
-    risk: float = Field(description="calibrated 0-1 risk")
-    is_fraud: bool = Field(description="score >= threshold")
-    threshold: float
-    top_features: list[FeatureContribution]
-    top_reasons: list[ReasonContribution] = Field(
-        description="contributions summed per reason (schema-declared groups of features)"
-    )
-    model: ModelRef
-    transaction_id: int | str | None = None
-
-
-class BatchResponse(BaseModel):
-    results: list[ScoreResponse]
-    model: ModelRef
-
-
-class FieldError(BaseModel):
-    field: str
-    message: str
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    fields: list[FieldError] = []
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
-
-class SchemaField(BaseModel):
-    name: str
-    kind: str
-    required: bool
-    min: float | None = None
-    max: float | None = None
-    categories: list[str] | None = None
-    pii: bool = False
-    feature: bool = False
-
-
-class ModelInfo(BaseModel):
-    name: str
-    version: str
-    alias: str | None
-    run_id: str | None
-    kind: str
-    threshold: float
-    alert_rate: float
-    feature_names: list[str]
-    schema_name: str
-    schema_fields: list[SchemaField]
-    window_features: bool
-    trained_at: str | None
-    loaded_at: str
-
-
-class LabelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    transaction_id: EntityId
-    # Label files carry 0/1; JSON clients send booleans. Both mean the same.
-    is_fraud: StrictBool | Literal[0, 1]
-    labelled_at: Annotated[datetime, Field(strict=True)] | None = Field(
-        None, description="when the label became known; default: now"
-    )
-
-
-class LabelResult(BaseModel):
-    accepted: int
-    unknown: list[int | str]
-
-
-def schema_fields(schema: Schema) -> list[SchemaField]:
-    return [
-        SchemaField(
-            name=f.name,
-            kind=f.kind,
-            required=f.required,
-            min=f.min,
-            max=f.max,
-            categories=list(f.categories) if f.categories else None,
-            pii=f.pii,
-            feature=f.is_feature,
-        )
-        for f in schema.fields
-    ]
-
-
-# ----------------------------------------------------------------- openapi
-def add_request_bodies(
-    doc: dict[str, Any], record_model: type[BaseModel], batch_model: type[BaseModel]
-) -> dict[str, Any]:
-    """Put the generated request models into an OpenAPI document: the score
-    routes read raw bytes (see serving.app), so FastAPI cannot infer them."""
-    components = doc.setdefault("components", {}).setdefault("schemas", {})
-    _set_body(doc, "/v1/score", _register(components, record_model))
-    _set_body(doc, "/v1/score/batch", _register(components, batch_model))
-    label = _register(components, LabelIn)
-    _set_body(doc, "/v1/labels", {"anyOf": [label, {"type": "array", "items": label}]})
-    return doc
-
-
-def _register(components: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    components.update(schema.pop("$defs", {}))
-    components[model.__name__] = schema
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _set_body(doc: dict[str, Any], path: str, schema: dict[str, Any]) -> None:
-    operation = doc.get("paths", {}).get(path, {}).get("post")
-    if operation is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": schema}},
-        }

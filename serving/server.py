@@ -94,15 +94,16 @@ def cli_main(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from serving.app import create_app
+    from serving.main import create_app
 
+    app = create_app(settings)  # refuses half-open settings before the port opens
     sock = bind_listener(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"gendetect API on http://{shown}:{port} (docs at /docs, model "
           f"{settings.resolved_model_uri})", flush=True)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         workers=1,
         lifespan="on",
         log_config=None,  # our logging setup above; uvicorn's loggers propagate to it

@@ -1,0 +1,1 @@
+"""HTTP layer: error envelope, dependencies, one router per resource."""

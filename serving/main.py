@@ -1,0 +1,113 @@
+"""The scoring API's app factory: settings, the model manager, the scoring
+service, middleware and one router per resource. What each part does lives
+in its own module (see serving/README in the repository's room table)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+
+from gendetect import __version__
+from gendetect.config import Settings, get_settings
+from gendetect.errors import GendetectError
+from serving.api.deps import ApiKey
+from serving.api.errors import add_error_handlers
+from serving.api.routes import health, labels, model, score
+from serving.metrics import Metrics
+from serving.middleware import Observability, RequestGuard
+from serving.model_manager import ModelManager
+from serving.openapi import build_openapi, docs_router
+from serving.responses import ErrorResponse
+from serving.scoring import ScoringService, body_limits
+
+log = logging.getLogger("gendetect.serving")
+
+
+class ConfigurationError(GendetectError):
+    """A setting that would leave the service in a half-open state."""
+
+
+def api_key_bytes(settings: Settings) -> bytes | None:
+    if settings.api_key is None:
+        log.warning("no GENDETECT_API_KEY: the API is open to anyone who can reach it")
+        return None
+    key = settings.api_key.get_secret_value()
+    if not key.strip():
+        raise ConfigurationError(
+            "GENDETECT_API_KEY is set but empty: set a non-empty key, or unset the variable "
+            "to run without authentication"
+        )
+    return key.encode()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    api_key = api_key_bytes(settings)
+    metrics = Metrics()
+    manager = ModelManager(settings, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load in the background: the process answers /healthz at once and
+        # /readyz says 503 until the model is in.
+        tasks = [asyncio.create_task(manager.load_until_ready(), name="model-load"),
+                 asyncio.create_task(_snapshot_loop(manager, settings), name="state-snapshot")]
+        if settings.model_poll_seconds > 0:
+            tasks.append(asyncio.create_task(
+                manager.follow_registry(settings.model_poll_seconds), name="registry-follow"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Final snapshot, so a restart continues every entity's history.
+            await asyncio.to_thread(manager.close)
+
+    app = FastAPI(
+        title="gendetect scoring API",
+        version=__version__,
+        description="Fraud scores from generative models. Request fields follow the served "
+        "model's schema; errors are JSON and name the offending field.",
+        lifespan=lifespan,
+        docs_url=None, redoc_url=None, openapi_url=None,  # served offline, see serving.openapi
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.manager = manager
+    app.state.scoring = ScoringService(settings, metrics)
+    app.state.api_key = api_key
+    add_error_handlers(app)
+
+    protected = [ApiKey] if api_key is not None else []
+    errors = {code: {"model": ErrorResponse} for code in (401, 409, 413, 415, 422, 503)}
+    if api_key is None:
+        errors.pop(401)
+    v1 = APIRouter(prefix="/v1", dependencies=protected, responses=errors)  # type: ignore[arg-type]
+    for resource in (score, labels, model):
+        v1.include_router(resource.router)
+    app.include_router(health.router)
+    app.include_router(health.metrics_router,
+                       dependencies=protected if settings.metrics_require_key else [])
+    app.include_router(v1)
+    app.include_router(docs_router(app, protected if settings.docs_require_key else []))
+    app.openapi = lambda: build_openapi(app, manager)  # type: ignore[method-assign]
+
+    app.add_middleware(RequestGuard, limits=body_limits(settings))
+    app.add_middleware(Observability, metrics=metrics, current_version=manager.current_version)
+    return app
+
+
+async def _snapshot_loop(manager: ModelManager, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.state_snapshot_seconds)
+        served = manager.current
+        if served is not None and served.online is not None:
+            try:
+                await asyncio.to_thread(served.online.snapshot)
+            except Exception:
+                log.exception("state snapshot failed")

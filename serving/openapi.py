@@ -1,0 +1,104 @@
+"""The OpenAPI document and the pages that render it, offline.
+
+- The scoring routes read raw bytes (their request models come from the
+  schema of the model served now and change on a hot swap), so the document
+  is FastAPI's plus the generated request bodies, rebuilt when the served
+  version changes.
+- Swagger UI and ReDoc are served from the assets that the fastapi-offline
+  package ships, not from a CDN: fraud systems often run in closed networks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fastapi_offline
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from serving.model_manager import ModelManager
+from serving.responses import LabelIn
+
+ASSETS_URL = "/docs-assets"
+_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+
+
+def docs_router(app: FastAPI, dependencies: list[Any]) -> APIRouter:
+    """/openapi.json, /docs and /redoc, and the assets they load (mounted on
+    `app`); `dependencies` may require the API key (a setting)."""
+    app.mount(ASSETS_URL, StaticFiles(directory=_ASSETS), name="docs-assets")
+    router = APIRouter(include_in_schema=False, dependencies=dependencies)
+
+    @router.get("/openapi.json")
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @router.get("/docs")
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title=f"{app.title} - docs",
+            swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
+        )
+
+    @router.get("/redoc")
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS_URL}/favicon.png", with_google_fonts=False,
+        )
+
+    return router
+
+
+def build_openapi(app: FastAPI, manager: ModelManager) -> dict[str, Any]:
+    """FastAPI's document plus the request schemas of the model now served;
+    rebuilt when the served version changes (the schema may have too)."""
+    served = manager.current
+    key = served.ref.version if served is not None else None
+    cached = getattr(app.state, "openapi_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]  # type: ignore[no-any-return]
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    if served is not None:
+        add_request_bodies(doc, served.record_model, served.batch_model)
+    app.state.openapi_cache = (key, doc)
+    return doc
+
+
+
+def add_request_bodies(
+    doc: dict[str, Any], record_model: type[BaseModel], batch_model: type[BaseModel]
+) -> dict[str, Any]:
+    """Put the generated request models into an OpenAPI document: the score
+    routes read raw bytes (see serving.api.routes.score), so FastAPI cannot infer them."""
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    _set_body(doc, "/v1/score", _register(components, record_model))
+    _set_body(doc, "/v1/score/batch", _register(components, batch_model))
+    label = _register(components, LabelIn)
+    _set_body(doc, "/v1/labels", {"anyOf": [label, {"type": "array", "items": label}]})
+    return doc
+
+
+def _register(components: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _set_body(doc: dict[str, Any], path: str, schema: dict[str, Any]) -> None:
+    operation = doc.get("paths", {}).get(path, {}).get("post")
+    if operation is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }

@@ -1,0 +1,150 @@
+"""Fixed request and response models of the API (the scoring records are
+generated from the served schema in serving.request_models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+
+from gendetect.schema import FieldSpec, Schema
+from serving.request_models import DEFAULT_MAX_SKEW_SECONDS, TransactionId, time_bounds
+
+
+class FeatureContribution(BaseModel):
+    feature: str
+    contribution: float
+
+
+class ReasonContribution(BaseModel):
+    reason: str
+    contribution: float
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class ScoreResponse(BaseModel):
+    score: float = Field(description="raw anomaly score; higher is more anomalous")
+    risk: float = Field(description="calibrated 0-1 risk")
+    is_fraud: bool = Field(description="score >= threshold")
+    threshold: float
+    top_features: list[FeatureContribution]
+    top_reasons: list[ReasonContribution] = Field(
+        description="contributions summed per reason (schema-declared groups of features)"
+    )
+    model: ModelRef
+    transaction_id: int | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[ScoreResponse]
+    model: ModelRef
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldError] = []
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class SchemaField(BaseModel):
+    name: str
+    kind: str
+    required: bool
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    pii: bool = False
+    feature: bool = False
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    uri: str = Field(description="the registry URI the service follows")
+    alias: str | None = Field(
+        description="the alias of `uri`, if this version still held it at the last registry "
+        "check; null when the alias has moved or was removed since"
+    )
+    alias_checked_at: str | None
+    run_id: str | None
+    kind: str
+    threshold: float
+    alert_rate: float
+    feature_names: list[str]
+    schema_name: str
+    schema_fields: list[SchemaField]
+    window_features: bool
+    trained_at: str | None
+    loaded_at: str
+
+
+class ReloadResult(BaseModel):
+    changed: bool
+    previous: str | None
+    current: str
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyStatus(BaseModel):
+    status: Literal["ready", "loading", "unavailable"]
+    reason: str | None = None
+    model: ModelRef | None = None
+
+
+# Label times: same bounds as record timestamps (a label cannot be known
+# before 1970 or arrive from the future).
+_LABEL_TIME = FieldSpec("labelled_at", "timestamp")
+
+
+class LabelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: TransactionId
+    # Label files carry 0/1; JSON clients send booleans. Both mean the same.
+    is_fraud: StrictBool | Literal[0, 1]
+    labelled_at: (
+        Annotated[
+            datetime,
+            Field(strict=True),
+            AfterValidator(time_bounds(_LABEL_TIME, DEFAULT_MAX_SKEW_SECONDS)),
+        ]
+        | None
+    ) = Field(None, description="when the label became known; default: now")
+
+
+class LabelResult(BaseModel):
+    accepted: int
+    unknown: list[int]
+
+
+def schema_fields(schema: Schema) -> list[SchemaField]:
+    return [
+        SchemaField(
+            name=f.name,
+            kind=f.kind,
+            required=f.required,
+            min=f.min,
+            max=f.max,
+            categories=list(f.categories) if f.categories else None,
+            pii=f.pii,
+            feature=f.is_feature,
+        )
+        for f in schema.fields
+    ]

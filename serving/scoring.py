@@ -1,0 +1,153 @@
+"""The scoring service: what the scoring and label routes do, independent of
+HTTP. Bytes in (validated with the request models generated from the served
+schema), decisions out.
+
+- The single-record path never builds a DataFrame: bytes -> validated dict ->
+  online window features -> `bundle.score_records`. Decisions are assembled
+  by the bundle (one source of truth); the service only adds the request's
+  own fields (the model reference and the transaction id).
+- Scoring runs on the event loop when the state store is in memory: it takes
+  well under a millisecond and a thread hop would cost about as much. Large
+  batches and network-backed stores (Redis) run in a worker thread so that
+  health checks stay responsive.
+- Nothing is recorded for a request that fails validation: the whole body is
+  validated before the state store is touched. A transaction id that is
+  already recorded is an idempotent retry when its content is the same (the
+  same decision comes back, counted once) and a 409 when it differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from gendetect.config import Settings
+from serving.api.errors import CORE_ERRORS, ApiError, from_core_error, invalid
+from serving.metrics import Metrics
+from serving.model_manager import ServedModel
+from serving.responses import LabelIn
+
+# Batches up to this size are scored on the event loop (a few ms at most).
+INLINE_BATCH_MAX = 32
+# A generous bound on one JSON record and one label: bodies beyond it (times
+# the batch limit for batches) are refused with 413 before they are read.
+MAX_RECORD_BYTES = 16_384
+MAX_LABEL_BYTES = 512
+
+_LABEL = TypeAdapter(LabelIn)
+
+
+def body_limits(settings: Settings) -> dict[str, int]:
+    """Body limit per POST route (the RequestGuard middleware enforces them)."""
+    return {
+        "/v1/score": MAX_RECORD_BYTES,
+        "/v1/score/batch": settings.max_batch_size * MAX_RECORD_BYTES + 1024,
+        "/v1/labels": settings.max_batch_size * MAX_LABEL_BYTES + 1024,
+    }
+
+
+class ScoringService:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._labels = TypeAdapter(list[LabelIn])
+        self.max_labels = settings.max_batch_size
+
+    async def score_one(self, served: ServedModel, body: bytes) -> dict[str, Any]:
+        try:
+            record = served.record_model.model_validate_json(body).model_dump(by_alias=True)
+        except ValidationError as exc:
+            raise invalid(exc) from None
+        inline = served.online is None or served.online.runs_inline
+        decisions = await self._run(inline, served, [record])
+        return decisions[0]
+
+    async def score_batch(self, served: ServedModel, body: bytes) -> dict[str, Any]:
+        try:
+            batch = served.batch_model.model_validate_json(body)
+        except ValidationError as exc:
+            if any(e["type"] == "too_long" and e["loc"] == ("records",) for e in exc.errors()):
+                limit = self.settings.max_batch_size
+                raise ApiError(413, "batch_too_large", f"at most {limit} records per batch",
+                               [{"field": "records", "message": f"more than {limit} records"}],
+                               ) from None
+            raise invalid(exc) from None
+        records = [r.model_dump(by_alias=True) for r in batch.records]  # type: ignore[attr-defined]
+        _check_batch_ids(records, served.id_field)
+        inline = len(records) <= INLINE_BATCH_MAX and (
+            served.online is None or served.online.runs_inline
+        )
+        return {"results": await self._run(inline, served, records), "model": served.model_ref}
+
+    async def _run(self, inline: bool, served: ServedModel,
+                   records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if inline:
+            return self._score(served, records)
+        return await asyncio.to_thread(self._score, served, records)
+
+    def _score(self, served: ServedModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            windows = served.online.compute(records) if served.online is not None else None
+            decisions = served.bundle.score_records(records, windows)
+        except CORE_ERRORS as exc:
+            raise from_core_error(exc) from None
+        ref, id_field, flagged = served.model_ref, served.id_field, 0
+        for decision, record in zip(decisions, records, strict=True):
+            decision["model"] = ref
+            if id_field is not None:
+                decision["transaction_id"] = record.get(id_field)
+            flagged += decision["is_fraud"]
+        self.metrics.observe_scores(len(records), flagged)
+        return decisions
+
+    async def add_labels(self, served: ServedModel, body: bytes) -> dict[str, Any]:
+        online = served.online
+        if online is None:
+            raise ApiError(409, "labels_not_used",
+                           "the served model has no behaviour features that use labels")
+        many = body.lstrip()[:1] == b"["
+        try:
+            items = self._labels.validate_json(body) if many else [_LABEL.validate_json(body)]
+        except ValidationError as exc:
+            raise invalid(exc) from None
+        if len(items) > self.max_labels:
+            raise ApiError(413, "batch_too_large", f"at most {self.max_labels} labels per request",
+                           [{"field": "body", "message": f"more than {self.max_labels} labels"}])
+        now = datetime.now(UTC)
+
+        def apply() -> list[int]:
+            return [
+                item.transaction_id
+                for item in items
+                if not online.add_label(item.transaction_id, bool(item.is_fraud),
+                                        item.labelled_at or now)
+            ]
+
+        try:
+            unknown = apply() if online.runs_inline else await asyncio.to_thread(apply)
+        except CORE_ERRORS as exc:
+            raise from_core_error(exc) from None
+        if not many and unknown:
+            raise ApiError(404, "unknown_transaction",
+                           "no scored transaction with this id in the online state",
+                           [{"field": "transaction_id", "message": "unknown"}])
+        return {"accepted": len(items) - len(unknown), "unknown": unknown}
+
+
+def _check_batch_ids(records: list[dict[str, Any]], id_field: str | None) -> None:
+    """One transaction id twice in a batch with different content is refused
+    before anything is recorded (the same content twice is a retry)."""
+    if id_field is None:
+        return
+    seen: dict[Any, dict[str, Any]] = {}
+    for i, record in enumerate(records):
+        tid = record.get(id_field)
+        first = seen.setdefault(tid, record)
+        if first is not record and first != record:
+            raise ApiError(409, "duplicate_transaction",
+                           "the same transaction id twice in one batch with different content",
+                           [{"field": f"records[{i}].{id_field}",
+                             "message": "already in this batch with different content"}])
