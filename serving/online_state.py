@@ -6,6 +6,11 @@ timestamps default, and when the memory store writes its snapshot, so that a
 restart continues each customer's history instead of starting from zero.
 The stores are thread-safe and record-and-read atomically, so no locking is
 needed here.
+
+Entity ids reach either store as keyed hashes (settings.resolved_hash_key());
+replicas sharing Redis must share that key. A store that does not answer
+within settings.state_timeout_seconds raises StateUnavailableError (503);
+`ping()` is what /readyz asks.
 """
 
 from __future__ import annotations
@@ -24,24 +29,41 @@ log = logging.getLogger("gendetect.serving")
 
 
 class OnlineState:
-    def __init__(self, config: WindowConfig, store: StateStore, *, in_memory: bool) -> None:
+    def __init__(
+        self,
+        config: WindowConfig,
+        store: StateStore,
+        *,
+        in_memory: bool,
+        entity_key: bytes | None = None,
+    ) -> None:
         self.config = config
         self.store = store
-        self.features = OnlineWindowFeatures(config, store)
+        self.entity_key = entity_key
+        self.features = OnlineWindowFeatures(config, store, entity_key=entity_key)
         self.in_memory = in_memory
 
     @classmethod
     def create(cls, config: WindowConfig, settings: Settings) -> OnlineState:
+        key = settings.resolved_hash_key()
         if settings.state_store == "redis":
             log.info("online state: redis")
-            return cls(config, RedisStateStore(url=settings.redis_url), in_memory=False)
+            store: StateStore = RedisStateStore(
+                url=settings.redis_url, socket_timeout=settings.state_timeout_seconds
+            )
+            return cls(config, store, in_memory=False, entity_key=key)
         path = settings.state_snapshot_path
-        log.info("online state: memory, snapshot at %s", path)
-        return cls(config, MemoryStateStore(snapshot_path=path), in_memory=True)
+        log.info("online state: memory, snapshot and journal at %s", path)
+        store = MemoryStateStore(
+            snapshot_path=path, journal_fsync_seconds=settings.state_journal_fsync_seconds
+        )
+        return cls(config, store, in_memory=True, entity_key=key)
 
     def with_config(self, config: WindowConfig) -> OnlineState:
         """A new model with other windows: same store, new window computer."""
-        return OnlineState(config, self.store, in_memory=self.in_memory)
+        return OnlineState(
+            config, self.store, in_memory=self.in_memory, entity_key=self.entity_key
+        )
 
     @property
     def runs_inline(self) -> bool:
@@ -57,6 +79,11 @@ class OnlineState:
 
     def add_label(self, transaction_id: int | str, is_fraud: bool, labelled_at: datetime) -> bool:
         return self.features.add_label(transaction_id, is_fraud, labelled_at)
+
+    def ping(self) -> bool:
+        """Whether the state store answers (never raises; bounded by the
+        store's timeout): for /readyz."""
+        return self.store.ping()
 
     def snapshot(self) -> None:
         if self.in_memory:

@@ -1,16 +1,26 @@
 """Window features for single transactions at request time.
 
-Reads the customer's and terminal's recent history from a state store and
-runs the *same* kernel as the offline engine (gendetect.features.windows) on
-that history plus the current transaction, so a model sees the same feature
-values in serving as in training. Labels arrive later through `add_label` and
+The state store keeps the customer's and terminal's recent history and
+answers each window (count, amount sum, frauds known by then) for the
+current transaction in O(log history), see gendetect.features.state; the
+windows are the offline engine's (gendetect.features.windows), so a model
+sees the same feature values in serving as in training (the parity tests
+hold the two to each other). Labels arrive later through `add_label` and
 count toward terminal risk only from the time they arrived (`labelled_at`),
 and only in the windows that end `delay_days` before the request, exactly
 like the offline features.
+
+Customer and terminal ids reach the store as keyed hashes (HMAC-SHA256 with
+`entity_key`, 128 bits in hex), never as the ids themselves. Each recorded
+transaction carries a fingerprint of its whole record, so that the same
+transaction id sent again is a retry (same content: its features, counted
+once) or a conflict (DuplicateTransactionError, nothing changes).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -18,26 +28,28 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
-from gendetect.errors import InputError
+from gendetect.errors import DuplicateTransactionError, InputError
 from gendetect.features.state import (
-    UNKNOWN_LABEL,
-    Histories,
+    INT64_MAX,
+    INT64_MIN,
     Horizons,
     MemoryStateStore,
     StateStore,
     TxEvent,
+    WindowPlan,
+    WindowSums,
 )
-from gendetect.features.windows import (
-    WindowConfig,
-    customer_window_features,
-    days_to_ns,
-    terminal_window_features,
-)
+from gendetect.features.windows import WindowConfig, _plans, days_to_ns
 
 _EPOCH = datetime(1970, 1, 1)
 _NS = 1_000_000_000
+# Without a configured secret the ids are still not stored as they are, but
+# anyone can recompute these digests: pass a secret (the API does).
+_DEFAULT_ENTITY_KEY = b"gendetect-unkeyed-entity-digest"
+_FINGERPRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def to_ns(value: Any) -> int:
@@ -79,12 +91,27 @@ def to_ns(value: Any) -> int:
 def _transaction_id(value: Any, field: str) -> int:
     # Integer ids double as the tie-break between same-time transactions.
     if type(value) is int:  # the common case, before the slower ABC checks
-        return value
-    if isinstance(value, Integral) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise InputError("must be an integer transaction id", field=field)
+        tid = value
+    elif isinstance(value, Integral) and not isinstance(value, bool):
+        tid = int(value)
+    elif isinstance(value, str) and (text := value.strip()).lstrip("-").isdecimal():
+        # int() of a huge digit string is slow (and refused past 4,300 digits)
+        tid = int(text) if len(text) <= 20 else INT64_MAX + 1
+    else:
+        raise InputError("must be an integer transaction id", field=field)
+    if not INT64_MIN <= tid <= INT64_MAX:
+        raise InputError("must be an integer transaction id within 64 bits", field=field)
+    return tid
+
+
+def _time_ns(value: Any, field: str) -> int:
+    try:
+        ns = to_ns(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InputError(str(exc), field=field) from exc
+    if not INT64_MIN <= ns <= INT64_MAX:
+        raise InputError("timestamp out of range", field=field)
+    return ns
 
 
 def _entity_key(value: Any, field: str) -> str:
@@ -100,20 +127,52 @@ def _entity_key(value: Any, field: str) -> str:
     return str(value)
 
 
-def _position(ids: np.ndarray, transaction_id: int) -> int | None:
-    if not ids.size:
-        return None
-    i = int((ids == transaction_id).argmax())
-    return i if ids[i] == transaction_id else None
+def _fingerprint_default(value: Any) -> Any:
+    # Types orjson does not serialise itself; deterministic for equal values.
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return f"{type(value).__name__}:{value}"
+
+
+def fingerprint(record: Mapping[str, Any]) -> str:
+    """A digest of the whole record (keys sorted, values as given)."""
+    try:
+        blob = orjson.dumps(record, default=_fingerprint_default, option=_FINGERPRINT_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        # Values orjson refuses even through `default` (e.g. ints beyond 64
+        # bits in a field the windows do not use): their repr, key-sorted.
+        blob = repr(sorted((str(k), repr(v)) for k, v in record.items())).encode()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+def window_plan(config: WindowConfig) -> WindowPlan:
+    """The offline engine's windows for `config`, as a store answers them."""
+    customer, terminal = _plans(config)
+    return WindowPlan(
+        customer, terminal, Horizons(config.customer_horizon_ns, config.terminal_horizon_ns)
+    )
 
 
 class OnlineWindowFeatures:
-    """Window features for one transaction at a time, backed by a state store."""
+    """Window features for one transaction at a time, backed by a state store.
 
-    def __init__(self, config: WindowConfig | None = None, store: StateStore | None = None) -> None:
+    `entity_key` is the secret of the keyed hashes that customer and terminal
+    ids are stored under; processes sharing a store must share it.
+    """
+
+    def __init__(
+        self,
+        config: WindowConfig | None = None,
+        store: StateStore | None = None,
+        entity_key: bytes | None = None,
+    ) -> None:
         self.config = config or WindowConfig()
         self.store: StateStore = store if store is not None else MemoryStateStore()
-        self._horizons = Horizons(self.config.customer_horizon_ns, self.config.terminal_horizon_ns)
+        self._entity_key = entity_key if entity_key is not None else _DEFAULT_ENTITY_KEY
+        self._plan = window_plan(self.config)
+        self._horizons = self._plan.horizons
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -121,77 +180,70 @@ class OnlineWindowFeatures:
 
     def compute_and_record(self, record: Mapping[str, Any]) -> dict[str, float]:
         """Features of `record` (the transaction itself included), which is then
-        part of the history. Recording an already known transaction id again
-        (a retried request) returns its features without counting it twice."""
-        event = self._event(record)
-        return self._features(event, self.store.record_and_read(event, self._horizons))
+        part of the history. The same transaction id again with the same
+        record (a retried request) returns its features without counting it
+        twice; with a different record it raises DuplicateTransactionError
+        and changes nothing."""
+        event = self._event(record, with_fingerprint=True)
+        try:
+            sums = self.store.record_and_query(event, self._plan)
+        except DuplicateTransactionError as exc:
+            raise DuplicateTransactionError(exc.message, field=self.config.id_col) from None
+        return self._features(sums)
 
     def compute(self, record: Mapping[str, Any]) -> dict[str, float]:
         """Features of `record` as if it were recorded now, without recording it."""
-        event = self._event(record)
-        return self._features(event, self.store.read(event.customer, event.terminal))
+        event = self._event(record, with_fingerprint=False)
+        return self._features(self.store.record_and_query(event, self._plan, record=False))
 
     def add_label(self, transaction_id: Any, is_fraud: bool, labelled_at: Any) -> bool:
         """Record the label of a past transaction, known from `labelled_at` on.
         False if the transaction is unknown or too old to matter."""
         tid = _transaction_id(transaction_id, self.config.id_col)
-        try:
-            at_ns = to_ns(labelled_at)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InputError(str(exc), field="labelled_at") from exc
+        at_ns = _time_ns(labelled_at, "labelled_at")
         return self.store.add_label(tid, bool(is_fraud), at_ns)
 
+    def entity_digest(self, value: Any, field: str = "entity") -> str:
+        """The key an entity id is stored under (a keyed hash, 32 hex digits)."""
+        text = _entity_key(value, field)
+        return hmac.digest(self._entity_key, text.encode(), "sha256")[:16].hex()
+
     # ------------------------------------------------------------- internals
-    def _event(self, record: Mapping[str, Any]) -> TxEvent:
+    def _event(self, record: Mapping[str, Any], *, with_fingerprint: bool) -> TxEvent:
         c = self.config
         for name in (c.id_col, c.time_col, c.customer_col, c.terminal_col, c.amount_col):
             if name not in record or record[name] is None:
                 raise InputError("required for behaviour features", field=name)
-        try:
-            time_ns = to_ns(record[c.time_col])
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InputError(str(exc), field=c.time_col) from exc
+        time_ns = _time_ns(record[c.time_col], c.time_col)
         try:
             amount = float(record[c.amount_col])
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise InputError("must be a number", field=c.amount_col) from exc
         if not math.isfinite(amount):
             raise InputError("must be finite", field=c.amount_col)
         return TxEvent(
             transaction_id=_transaction_id(record[c.id_col], c.id_col),
             time_ns=time_ns,
-            customer=_entity_key(record[c.customer_col], c.customer_col),
-            terminal=_entity_key(record[c.terminal_col], c.terminal_col),
+            customer=self.entity_digest(record[c.customer_col], c.customer_col),
+            terminal=self.entity_digest(record[c.terminal_col], c.terminal_col),
             amount=amount,
+            fingerprint=fingerprint(record) if with_fingerprint else "",
         )
 
-    def _features(self, event: TxEvent, histories: Histories) -> dict[str, float]:
-        tid = event.transaction_id
-        h = histories.customer
-        times, ids, amounts = h.time_ns, h.tx_id, h.amount
-        q = _position(ids, tid)
-        if q is None:  # compute(): the event is not stored; add it to a copy
-            times, ids = np.append(times, event.time_ns), np.append(ids, tid)
-            amounts, q = np.append(amounts, event.amount), len(times) - 1
-        features = customer_window_features(
-            np.zeros(len(times), np.int64), times, ids, amounts, self.config, np.array([q])
-        )
-
-        t = histories.terminal
-        times, ids, label, labelled_at = t.time_ns, t.tx_id, t.label, t.labelled_at_ns
-        q = _position(ids, tid)
-        if q is None:
-            times, ids = np.append(times, event.time_ns), np.append(ids, tid)
-            label, labelled_at = np.append(label, UNKNOWN_LABEL), np.append(labelled_at, 0)
-            q = len(times) - 1
-        # A label counts once it has arrived (by the time of this request);
-        # the kernel then keeps only transactions of the delayed windows.
-        known = (label != UNKNOWN_LABEL) & (labelled_at <= times[q])
-        fraud = np.where(known, label, 0).astype(np.float64)
-        features |= terminal_window_features(
-            np.zeros(len(times), np.int64), times, ids, fraud, self.config, np.array([q])
-        )
-        return {name: float(features[name][0]) for name in self.config.feature_names}
+    def _features(self, sums: WindowSums) -> dict[str, float]:
+        names = self.config.feature_names
+        out: dict[str, float] = {}
+        k = 0
+        for nb, total in zip(sums.customer_counts, sums.customer_sums, strict=True):
+            # The window includes the request itself: nb >= 1.
+            out[names[k]] = float(nb)
+            out[names[k + 1]] = total / nb
+            k += 2
+        for nb, frauds in zip(sums.terminal_counts, sums.terminal_frauds, strict=True):
+            out[names[k]] = float(nb)
+            out[names[k + 1]] = frauds / nb if nb > 0 else 0.0
+            k += 2
+        return out
 
 
 def replay(df: pd.DataFrame, online: OnlineWindowFeatures) -> pd.DataFrame:

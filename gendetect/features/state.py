@@ -1,45 +1,131 @@
 """Online state for the window features: each customer's and terminal's recent
 transactions, and fraud labels that arrive after the transaction.
 
-A store keeps, per entity, only the events that can still fall in a window
-(the longest window, plus the label delay for terminals): older ones are
-pruned whenever the entity is written, so memory per entity is bounded.
-It also keeps transaction_id -> (terminal, time) so a late label can find its
-transaction; that index expires on the terminal horizon too.
+Entity keys reach a store already hashed (gendetect.features.online turns
+customer and terminal ids into keyed HMAC digests), so nothing here, in
+memory, in the snapshot, in the journal or in Redis, holds a raw id. Times
+are int nanoseconds since the epoch (UTC), within int64; transaction ids are
+int64 too (both checked here before anything changes).
 
-Times are int64 nanoseconds since the epoch (UTC) throughout; entity keys are
-strings. The feature arithmetic lives in gendetect.features.windows, not here.
+Window sums (the store answers them; gendetect.features.online only turns
+them into features). Per entity the store keeps its events sorted by
+(time, transaction id), the order the offline engine breaks ties in. A
+customer also keeps running prefix sums of its amounts, appended as its
+history grows, so a window's count and amount sum are two binary searches
+and a difference. A terminal keeps the keys of its fraud labels in a sorted
+list, so a window's fraud count is two more binary searches. The one subtle
+rule of terminal risk, a label counts only if it had arrived by the
+request's time (`labelled_at <= t`), is kept exact like this: labels with
+`labelled_at` up to the terminal's newest event time are "applied" (in the
+sorted list), later ones wait in a small list ordered by `labelled_at` and
+are applied as the terminal's time passes them. A request at or after the
+terminal's newest time (the common case) counts the applied labels plus the
+waiting ones that arrived by then; an earlier request (an out-of-order
+event) subtracts the applied labels that arrived after it, walking them
+from the latest back: exact, and slower only for such requests. Events that
+arrive out of order are inserted in place, which also rebuilds the
+customer's prefix sums from that point: cheap for the usual slightly-late
+event, O(history) only for one far older than the customer's newest.
+Pruned events leave from the front by moving an offset; the lists are
+compacted (and the prefix sums rebuilt from zero, which also bounds their
+rounding) once the pruned part is half of them, so memory per entity stays
+within about twice what its windows hold, and the cost is amortised O(1).
+
+The clock (what decides pruning and expiry) cannot be moved by one record:
+- each entity is pruned by its own newest event time: events at or before
+  newest - horizon (the longest window; for terminals plus the label delay)
+  are dropped, so a record dated a year ahead empties only its own customer's
+  and terminal's history;
+- the transaction-id index (used by late labels and to recognise retries)
+  holds exactly the events its terminal still holds: entries leave with
+  their terminal's pruning, never because of another terminal's time;
+- an event that its terminal can no longer hold (at or before the terminal's
+  newest time - horizon) is scored against what is held but not recorded
+  (in neither entity), so the index and both histories stay consistent;
+- entities that go quiet are dropped by a periodic sweep against a robust
+  watermark, the median of the last 1,001 recorded event times (memory
+  store), or by wall-clock key expiry (Redis); neither is the latest event
+  time seen, so a single future-dated record moves neither. Replays of
+  historical data work unchanged: nothing here reads the server clock.
+
+Durability of the memory store (with a snapshot path): every record and
+label is appended to a journal (one JSON line each, in the order applied,
+written through to the operating system before the call returns, so a
+process killed with SIGKILL loses nothing it acknowledged). A background
+flusher thread fsyncs the journal every `journal_fsync_seconds` (group
+fsync: at most that much window history is lost if the machine itself
+fails), and `add_label` fsyncs before it returns, so an acknowledged label
+survives a power cut too. The journal is split in numbered segments; a
+snapshot is written atomically (temporary file, fsync, rename) and records
+the first segment it does not contain, and only then are older segments
+deleted: a kill between any two steps leaves either the old snapshot and
+all segments after it, or the new one and possibly some stale segments it
+already contains (skipped and deleted on start), never an entry lost or
+applied twice. On start the snapshot is loaded and the later segments are
+replayed; a torn line (a write cut short by a crash, never acknowledged) is
+skipped. After a failed write the segment is abandoned and the next write
+starts a new one, so a torn line is never followed by good ones in a
+segment. Snapshot and journal files are created with mode 0600.
 """
 
 from __future__ import annotations
 
-import bisect
-import hashlib
-import heapq
 import logging
+import math
 import os
 import threading
 import uuid
+from bisect import bisect_left, bisect_right, insort
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
-from typing import Any, Protocol
+from statistics import median_low
+from typing import Any, Protocol, TypeVar
 
-import numpy as np
 import orjson
+
+from gendetect.errors import DuplicateTransactionError, InputError, StateUnavailableError
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_LABEL = -1
-_SNAPSHOT_VERSION = 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_SNAPSHOT_VERSION = 2
+DUPLICATE_MESSAGE = "transaction_id already recorded with different content"
+
+# A window as (start_ns, end_ns): events with time > t - start_ns and either
+# time <= t - end_ns, or, when end_ns is None, (time, id) <= the request's own
+# (time, id): the same definition as gendetect.features.windows.Window.
+Window = tuple[int, int | None]
+
+# Composite (time, id) keys for the fraud-label lists: ordered like the
+# events, for any int64 time and id.
+_ID_BIAS = 2**63
+_SHIFT = 64
+
+
+def _key(time_ns: int, tx_id: int) -> int:
+    return (time_ns << _SHIFT) + (tx_id + _ID_BIAS)
+
+
+def _time_bound(time_ns: int) -> int:
+    """Keys below this are exactly those of events at or before `time_ns`."""
+    return (time_ns + 1) << _SHIFT
 
 
 @dataclass(frozen=True)
 class TxEvent:
     transaction_id: int
     time_ns: int
-    customer: str
+    customer: str  # a keyed digest of the customer id, never the raw id
     terminal: str
     amount: float
+    # Hex digest of the whole request record: the same id again with another
+    # fingerprint is a conflicting duplicate, with the same one a retry.
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,39 +137,44 @@ class Horizons:
 
 
 @dataclass(frozen=True)
-class CustomerHistory:
-    time_ns: np.ndarray  # int64
-    tx_id: np.ndarray  # int64
-    amount: np.ndarray  # float64
+class WindowPlan:
+    """The windows a store answers, and how much history they need."""
+
+    customer: tuple[Window, ...]
+    terminal: tuple[Window, ...]
+    horizons: Horizons
 
 
 @dataclass(frozen=True)
-class TerminalHistory:
-    time_ns: np.ndarray  # int64
-    tx_id: np.ndarray  # int64
-    label: np.ndarray  # int8: 0, 1, or UNKNOWN_LABEL (not arrived)
-    labelled_at_ns: np.ndarray  # int64, meaningful where label is known
+class WindowSums:
+    """Per window: the customer's transaction count and amount sum, and the
+    terminal's transaction count and number of frauds known by the request's
+    time; each in the plan's order. The request's own transaction is in the
+    windows that include it, recorded or not."""
 
-
-@dataclass(frozen=True)
-class Histories:
-    customer: CustomerHistory
-    terminal: TerminalHistory
-    recorded: bool  # False when the transaction id was already known (a retry)
+    customer_counts: tuple[int, ...]
+    customer_sums: tuple[float, ...]
+    terminal_counts: tuple[int, ...]
+    terminal_frauds: tuple[int, ...]
+    recorded: bool  # False for a retry, a read, or an event too old to keep
 
 
 class StateStore(Protocol):
-    def record_and_read(self, event: TxEvent, horizons: Horizons) -> Histories:
-        """Record `event` (unless its id is known), prune, and return both
-        entities' histories, the event included, in one atomic step."""
-        ...
-
-    def read(self, customer: str, terminal: str) -> Histories:
-        """The stored histories, without recording anything."""
+    def record_and_query(
+        self, event: TxEvent, plan: WindowPlan, *, record: bool = True
+    ) -> WindowSums:
+        """Record `event` (if `record`, unless its id is known: a retry),
+        prune, and answer the plan's windows for it, in one atomic step.
+        Raises DuplicateTransactionError (and changes nothing) if the id is
+        known with another fingerprint."""
         ...
 
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
         """Attach a label; False if the transaction is unknown or expired."""
+        ...
+
+    def ping(self) -> bool:
+        """Whether the store answers; never raises, bounded by its timeout."""
         ...
 
     def snapshot(self) -> None: ...
@@ -91,314 +182,837 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
-def _cutoff(time_ns: int, horizon_ns: int) -> int:
-    """Events at or before this time can no longer be in any window of an
-    event at `time_ns` or later (windows are left-open)."""
-    return time_ns - horizon_ns
+def _check_int64(value: Any, what: str) -> None:
+    if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
+        raise InputError("must be an integer within 64 bits", field=what)
+
+
+def check_event(event: TxEvent) -> None:
+    """What every store needs of an event before it changes anything: values
+    that any later request, the snapshot and the journal can hold."""
+    _check_int64(event.transaction_id, "transaction_id")
+    _check_int64(event.time_ns, "timestamp")
+    if type(event.amount) is not float or not math.isfinite(event.amount):
+        raise InputError("must be a finite number", field="amount")
+    for name in ("customer", "terminal", "fingerprint"):
+        if type(getattr(event, name)) is not str:
+            raise InputError("must be a string", field=name)
+
+
+# ------------------------------------------------------------- entity series
+class _Series:
+    """One entity's events sorted by (time, id): parallel lists, live from
+    `start` on (pruned events sit before it until the next compaction)."""
+
+    __slots__ = ("ids", "start", "times")
+
+    COMPACT_MIN = 32
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.ids: list[int] = []
+        self.start = 0
+
+    def __len__(self) -> int:
+        return len(self.times) - self.start
+
+    @property
+    def newest_time(self) -> int | None:
+        return self.times[-1] if len(self.times) > self.start else None
+
+    def _slot(self, time_ns: int, tx_id: int) -> tuple[int, bool]:
+        """Index just past the events <= (time, id), and whether the event
+        itself is stored (at index - 1)."""
+        times, ids = self.times, self.ids
+        if times and times[-1] == time_ns and ids[-1] == tx_id:  # just appended
+            return len(times), True
+        lo = bisect_left(times, time_ns, self.start)
+        hi = bisect_right(times, time_ns, lo)
+        if lo == hi:
+            return lo, False
+        j = bisect_right(ids, tx_id, lo, hi)
+        return j, j > lo and ids[j - 1] == tx_id
+
+    def _insert_at(self, time_ns: int, tx_id: int) -> int:
+        """Insert the (new) event in order; returns its index."""
+        times, ids = self.times, self.ids
+        if not times or time_ns > times[-1] or (time_ns == times[-1] and tx_id > ids[-1]):
+            times.append(time_ns)
+            ids.append(tx_id)
+            return len(times) - 1
+        i, _ = self._slot(time_ns, tx_id)
+        times.insert(i, time_ns)
+        ids.insert(i, tx_id)
+        return i
+
+    def _prune_to(self, cutoff_ns: int) -> int:
+        """Drop events at or before `cutoff_ns`; returns the old start."""
+        old = self.start
+        self.start = bisect_right(self.times, cutoff_ns, old)
+        return old
+
+    def _should_compact(self) -> bool:
+        return self.start >= self.COMPACT_MIN and 2 * self.start >= len(self.times)
+
+
+class _Customer(_Series):
+    __slots__ = ("amounts", "pre")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.amounts: list[float] = []
+        # pre[i] = sum of amounts[:i] (since the last compaction).
+        self.pre: list[float] = [0.0]
+
+    def insert(self, time_ns: int, tx_id: int, amount: float) -> None:
+        i = self._insert_at(time_ns, tx_id)
+        if i == len(self.amounts):
+            self.amounts.append(amount)
+            self.pre.append(self.pre[-1] + amount)
+            return
+        self.amounts.insert(i, amount)
+        # Rebuild from i on, adding in the same order as appends would.
+        tail = accumulate(self.amounts[i:], initial=self.pre[i])
+        next(tail)
+        del self.pre[i + 1 :]
+        self.pre.extend(tail)
+
+    def prune(self, cutoff_ns: int) -> None:
+        self._prune_to(cutoff_ns)
+        if self._should_compact():
+            s = self.start
+            del self.times[:s], self.ids[:s], self.amounts[:s]
+            self.pre = list(accumulate(self.amounts, initial=0.0))
+            self.start = 0
+
+    def window_sums(
+        self, time_ns: int, tx_id: int, amount: float, windows: Sequence[Window]
+    ) -> tuple[list[int], list[float]]:
+        times, pre, start = self.times, self.pre, self.start
+        hi_q, stored = self._slot(time_ns, tx_id)
+        counts: list[int] = []
+        sums: list[float] = []
+        for begin, end in windows:
+            lo = bisect_right(times, time_ns - begin, start)
+            if end is None:
+                count, total = hi_q - lo, pre[hi_q] - pre[lo]
+                if not stored:  # a read or an unrecorded event counts itself
+                    count, total = count + 1, total + amount
+            else:
+                hi = max(lo, bisect_right(times, time_ns - end, start))
+                count, total = hi - lo, pre[hi] - pre[lo]
+            counts.append(count)
+            sums.append(total)
+        return counts, sums
+
+
+_Pair = tuple[int, int]  # (labelled_at, key) of a fraud label
+
+
+class _Terminal(_Series):
+    __slots__ = ("fraud_at", "fraud_keys", "pending")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Fraud labels with labelled_at <= newest_time ("applied"): their keys
+        # sorted, and (labelled_at, key) sorted for out-of-order requests.
+        self.fraud_keys: list[int] = []
+        self.fraud_at: list[_Pair] = []
+        # Fraud labels that arrived "after" the terminal's newest event.
+        self.pending: list[_Pair] = []
+
+    def insert(self, time_ns: int, tx_id: int) -> None:
+        self._insert_at(time_ns, tx_id)
+        newest = self.times[-1]
+        if self.pending and self.pending[0][0] <= newest:
+            j = bisect_right(self.pending, (newest, math.inf))
+            for pair in self.pending[:j]:
+                self._apply(pair)
+            del self.pending[:j]
+
+    def _apply(self, pair: _Pair) -> None:
+        insort(self.fraud_keys, pair[1])
+        insort(self.fraud_at, pair)
+
+    def prune(self, cutoff_ns: int) -> list[int]:
+        """Drop events at or before `cutoff_ns`; returns their ids."""
+        old = self._prune_to(cutoff_ns)
+        gone = self.ids[old : self.start]
+        if self._should_compact():
+            s = self.start
+            del self.times[:s], self.ids[:s]
+            self.start = 0
+            first = _key(self.times[0], self.ids[0])
+            del self.fraud_keys[: bisect_left(self.fraud_keys, first)]
+            self.fraud_at = [p for p in self.fraud_at if p[1] >= first]
+            self.pending = [p for p in self.pending if p[1] >= first]
+        return gone
+
+    def set_fraud(self, key: int, labelled_at_ns: int, fraud: bool, *, was_fraud: bool,
+                  was_at: int) -> None:
+        newest = self.times[-1]
+        if was_fraud:
+            old = (was_at, key)
+            if was_at <= newest:
+                _remove(self.fraud_keys, key)
+                _remove(self.fraud_at, old)
+            else:
+                _remove(self.pending, old)
+        if fraud:
+            pair = (labelled_at_ns, key)
+            if labelled_at_ns <= newest:
+                self._apply(pair)
+            else:
+                insort(self.pending, pair)
+
+    def window_counts(
+        self, time_ns: int, tx_id: int, windows: Sequence[Window]
+    ) -> tuple[list[int], list[int]]:
+        times, start = self.times, self.start
+        hi_q, stored = self._slot(time_ns, tx_id)
+        newest = self.newest_time
+        # Labels of pruned events may linger before the first live key until
+        # the next compaction: never count them.
+        first = _key(times[start], self.ids[start]) if newest is not None else 0
+        q_key = _key(time_ns, tx_id)
+        # Label corrections for this request's time (usually none): waiting
+        # labels that arrived by then, or applied ones that arrived after it.
+        extra: list[int] = []
+        sign = 1
+        if newest is None or time_ns >= newest:
+            for at, key in self.pending:
+                if at > time_ns:
+                    break
+                extra.append(key)
+        else:
+            sign = -1
+            for at, key in reversed(self.fraud_at):
+                if at <= time_ns:
+                    break
+                extra.append(key)
+        counts: list[int] = []
+        frauds: list[int] = []
+        for begin, end in windows:
+            lo = bisect_right(times, time_ns - begin, start)
+            lo_key = max(_time_bound(time_ns - begin), first)
+            if end is None:
+                count = hi_q - lo + (0 if stored else 1)
+                hi_key = q_key + 1
+            else:
+                count = max(0, bisect_right(times, time_ns - end, start) - lo)
+                hi_key = _time_bound(time_ns - end)
+            n = 0
+            if hi_key > lo_key:
+                n = bisect_left(self.fraud_keys, hi_key) - bisect_left(self.fraud_keys, lo_key)
+                for key in extra:
+                    if lo_key <= key < hi_key:
+                        n += sign
+            counts.append(count)
+            frauds.append(n)
+        return counts, frauds
+
+
+_T = TypeVar("_T")
+
+
+def _remove(items: list[_T], value: _T) -> None:
+    i = bisect_left(items, value)  # type: ignore[type-var]
+    if i < len(items) and items[i] == value:
+        del items[i]
+
+
+def _query(
+    customer: _Customer | None,
+    terminal: _Terminal | None,
+    event: TxEvent,
+    plan: WindowPlan,
+    recorded: bool,
+) -> WindowSums:
+    t, tid = event.time_ns, event.transaction_id
+    if customer is None:
+        c_counts = [1 if end is None else 0 for _, end in plan.customer]
+        c_sums = [event.amount if end is None else 0.0 for _, end in plan.customer]
+    else:
+        c_counts, c_sums = customer.window_sums(t, tid, event.amount, plan.customer)
+    if terminal is None:
+        t_counts = [1 if end is None else 0 for _, end in plan.terminal]
+        t_frauds = [0] * len(plan.terminal)
+    else:
+        t_counts, t_frauds = terminal.window_counts(t, tid, plan.terminal)
+    return WindowSums(tuple(c_counts), tuple(c_sums), tuple(t_counts), tuple(t_frauds), recorded)
+
+
+# --------------------------------------------------------------------- journal
+class _Journal:
+    """Numbered append-only segments `<snapshot name>.journal.<n>` beside the
+    snapshot. Every entry is written through to the OS at once; fsync runs on
+    a background thread every `fsync_seconds` and on `sync()`."""
+
+    def __init__(self, snapshot_path: Path, fsync_seconds: float) -> None:
+        self.dir = snapshot_path.parent
+        self.prefix = f"{snapshot_path.name}.journal."
+        self.fsync_seconds = fsync_seconds
+        self._lock = threading.Lock()  # fd, seq, dirty; taken after the store's
+        self._fd: int | None = None
+        self._broken = False
+        self._dirty = False
+        self.seq = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def segments(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.dir.glob(self.prefix + "*"):
+            suffix = path.name[len(self.prefix) :]
+            if suffix.isdigit():
+                found.append((int(suffix), path))
+        return sorted(found)
+
+    def path_of(self, seq: int) -> Path:
+        return self.dir / f"{self.prefix}{seq:010d}"
+
+    def start(self, seq: int) -> None:
+        with self._lock:
+            self._open(seq)
+        self._thread = threading.Thread(target=self._flusher, name="state-journal", daemon=True)
+        self._thread.start()
+
+    def _open(self, seq: int) -> None:
+        fd = os.open(self.path_of(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd, self.seq, self._broken, self._dirty = fd, seq, False, False
+        _fsync_dir(self.dir)  # the new file's name survives a power cut too
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def write(self, line: bytes) -> None:
+        """Append one entry; raises StateUnavailableError (and the caller
+        changes nothing) if it could not be written."""
+        with self._lock:
+            try:
+                if self._broken or self._fd is None:
+                    # A failed write may have left a torn line: never append
+                    # good entries after it, start the next segment instead.
+                    self._close_fd_quietly()
+                    self._open(self.seq + 1)
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view) :]  # type: ignore[arg-type]
+                self._dirty = True
+            except OSError as exc:
+                self._broken = True
+                raise StateUnavailableError("the state journal could not be written") from exc
+
+    def _close_fd_quietly(self) -> None:
+        try:
+            self._close_fd()
+        except OSError:
+            self._fd = None
+
+    def sync(self) -> None:
+        with self._lock:
+            if self._dirty and self._fd is not None:
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    self._broken = True
+                    raise StateUnavailableError("the state journal could not be synced") from exc
+                self._dirty = False
+
+    def rotate(self) -> int:
+        """Close the current segment (fsynced) and open the next; returns the
+        new segment's number: every entry so far is in an earlier one."""
+        with self._lock:
+            self._close_fd()
+            self._open(self.seq + 1)
+            return self.seq
+
+    def _flusher(self) -> None:
+        while not self._stop.wait(self.fsync_seconds):
+            try:
+                self.sync()
+            except StateUnavailableError:
+                log.exception("state journal fsync failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            self._close_fd()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the file data is synced
+    finally:
+        os.close(fd)
+
+
+def _read_segment(path: Path) -> list[list[Any]]:
+    """A segment's entries; lines that do not parse are writes cut short by a
+    crash or a failed write (never acknowledged): skipped."""
+    entries = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not line:
+            continue
+        try:
+            entry = orjson.loads(line)
+            if not isinstance(entry, list) or entry[0] not in ("r", "l"):
+                raise ValueError("not a journal entry")
+        except (orjson.JSONDecodeError, ValueError, IndexError):
+            log.warning("%s:%d: skipping a torn journal line", path.name, number)
+            continue
+        entries.append(entry)
+    return entries
 
 
 # --------------------------------------------------------------------- memory
-class _Series:
-    """One entity's events as parallel lists sorted by (time, id): columns
-    make the numpy arrays for the kernel cheap to build."""
-
-    __slots__ = ("cols",)
-
-    def __init__(self, n_cols: int, cols: list[list[Any]] | None = None) -> None:
-        self.cols: list[list[Any]] = cols if cols is not None else [[] for _ in range(n_cols)]
-
-    def _find(self, time_ns: int, tx_id: int) -> int:
-        times, ids = self.cols[0], self.cols[1]
-        i = bisect.bisect_left(times, time_ns)
-        while i < len(times) and times[i] == time_ns and ids[i] < tx_id:
-            i += 1
-        return i
-
-    def insert(self, row: tuple[Any, ...]) -> None:
-        i = self._find(row[0], row[1])
-        for col, value in zip(self.cols, row, strict=True):
-            col.insert(i, value)
-
-    def locate(self, time_ns: int, tx_id: int) -> int | None:
-        i = self._find(time_ns, tx_id)
-        times, ids = self.cols[0], self.cols[1]
-        return i if i < len(times) and times[i] == time_ns and ids[i] == tx_id else None
-
-    def prune(self, cutoff_ns: int) -> None:
-        i = bisect.bisect_right(self.cols[0], cutoff_ns)
-        if i:
-            for col in self.cols:
-                del col[:i]
-
-    @property
-    def last_time(self) -> int | None:
-        return self.cols[0][-1] if self.cols[0] else None
-
-
-def _empty_customer() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
-
-
 class MemoryStateStore:
     """In-process state for one API process. Thread-safe (one lock).
 
-    With `snapshot_path`, `snapshot()` writes the whole state atomically and
-    a new store on the same path starts from it, so a restart loses nothing
-    recorded before the last snapshot.
+    With `snapshot_path`, every change is journaled beside it, `snapshot()`
+    writes the whole state atomically, and a new store on the same path
+    starts from the snapshot plus the journal (see the module docstring).
     """
 
-    # Every this many writes, entities that have gone quiet for longer than
-    # their horizon are dropped, so the number of entities is bounded too.
+    # Every this many recorded events, entities that have gone quiet for
+    # longer than their horizon (against the robust watermark) are dropped,
+    # so the number of entities is bounded too.
     SWEEP_EVERY = 20_000
+    WATERMARK_SAMPLE = 1001
 
-    def __init__(self, snapshot_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        snapshot_path: str | os.PathLike[str] | None = None,
+        *,
+        journal_fsync_seconds: float = 1.0,
+    ) -> None:
         self._path = Path(snapshot_path) if snapshot_path is not None else None
         self._lock = threading.Lock()
-        self._customers: dict[str, _Series] = {}  # time, id, amount
-        self._terminals: dict[str, _Series] = {}  # time, id, label, labelled_at
-        self._tx: dict[int, tuple[str, int]] = {}  # id -> (terminal, time)
-        self._tx_expiry: list[tuple[int, int]] = []  # heap of (time, id)
+        self._snapshot_lock = threading.Lock()
+        self._customers: dict[str, _Customer] = {}
+        self._terminals: dict[str, _Terminal] = {}
+        # id -> [terminal, time, fingerprint, label, labelled_at]: a list, so
+        # that the snapshot serialises it as it is.
+        self._tx: dict[int, list[Any]] = {}
+        self._recent: deque[int] = deque(maxlen=self.WATERMARK_SAMPLE)
         self._writes = 0
-        self._clock = None  # latest event time seen
-        if self._path is not None and self._path.exists():
-            self._load(self._path)
+        self._journal: _Journal | None = None
+        self._closed = False
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._journal = _Journal(self._path, journal_fsync_seconds)
+            self._start_from_disk()
 
     # ------------------------------------------------------------------ API
-    def record_and_read(self, event: TxEvent, horizons: Horizons) -> Histories:
+    def record_and_query(
+        self, event: TxEvent, plan: WindowPlan, *, record: bool = True
+    ) -> WindowSums:
+        check_event(event)
         with self._lock:
-            recorded = event.transaction_id not in self._tx
-            if recorded:
-                self._record(event, horizons)
-            return self._read(event.customer, event.terminal, recorded)
-
-    def read(self, customer: str, terminal: str) -> Histories:
-        with self._lock:
-            return self._read(customer, terminal, recorded=False)
+            recorded = False
+            if record:
+                known = self._tx.get(event.transaction_id)
+                if known is not None:
+                    if known[2] != event.fingerprint:
+                        raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
+                elif self._retains(event, plan.horizons):
+                    if self._journal is not None:
+                        self._journal.write(_record_line(event, plan.horizons))
+                    self._record(event, plan.horizons)
+                    recorded = True
+            return _query(
+                self._customers.get(event.customer),
+                self._terminals.get(event.terminal),
+                event,
+                plan,
+                recorded,
+            )
 
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
+        _check_int64(transaction_id, "transaction_id")
+        _check_int64(labelled_at_ns, "labelled_at")
         with self._lock:
-            known = self._tx.get(transaction_id)
-            if known is None:
+            if transaction_id not in self._tx:
                 return False
-            terminal, time_ns = known
-            series = self._terminals.get(terminal)
-            i = series.locate(time_ns, transaction_id) if series is not None else None
-            if series is None or i is None:
-                return False
-            series.cols[2][i] = int(bool(is_fraud))
-            series.cols[3][i] = labelled_at_ns
-            return True
+            if self._journal is not None:
+                line = orjson.dumps(["l", transaction_id, int(bool(is_fraud)), labelled_at_ns])
+                self._journal.write(line + b"\n")
+            self._label(transaction_id, bool(is_fraud), labelled_at_ns)
+        if self._journal is not None:
+            # Outside the lock: scoring goes on while the disk syncs. An
+            # acknowledged label is on disk (a failed sync answers 503 and
+            # posting the label again is harmless).
+            self._journal.sync()
+        return True
+
+    def lookup(self, transaction_id: int) -> tuple[int, int] | None:
+        """(label, labelled_at) of a known transaction (label UNKNOWN_LABEL
+        until one arrives), None if unknown or expired."""
+        with self._lock:
+            entry = self._tx.get(transaction_id)
+            return None if entry is None else (entry[3], entry[4])
+
+    def ping(self) -> bool:
+        return not self._closed
 
     def snapshot(self) -> None:
-        if self._path is None:
+        if self._path is None or self._journal is None:
             raise ValueError("this MemoryStateStore has no snapshot_path")
-        with self._lock:
-            payload = orjson.dumps(
-                {
-                    "version": _SNAPSHOT_VERSION,
-                    "clock": self._clock,
-                    "customers": {k: s.cols for k, s in self._customers.items()},
-                    "terminals": {k: s.cols for k, s in self._terminals.items()},
-                    "tx": {str(k): v for k, v in self._tx.items()},
-                }
-            )
-        # Write beside the target and rename: a crash mid-write leaves the
-        # previous snapshot intact, never a truncated one.
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_name(f".{self._path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with self._snapshot_lock:
+            with self._lock:
+                # Everything so far goes into the snapshot; later entries go
+                # to the new segment, which the snapshot names as its first.
+                next_seq = self._journal.rotate()
+                payload = self._serialise(next_seq)
+                counts = (len(self._customers), len(self._terminals), len(self._tx))
+            self._write_atomically(payload)
+            for seq, path in self._journal.segments():
+                if seq < next_seq:
+                    path.unlink(missing_ok=True)
         log.info(
-            "state snapshot written: %d customers, %d terminals, %d transactions",
-            len(self._customers),
-            len(self._terminals),
-            len(self._tx),
+            "state snapshot written: %d customers, %d terminals, %d transactions", *counts
         )
 
     def close(self) -> None:
+        if self._closed:
+            return
         if self._path is not None:
             self.snapshot()
+        if self._journal is not None:
+            self._journal.close()
+        self._closed = True
 
     def __len__(self) -> int:
         """Number of transactions currently indexed."""
         return len(self._tx)
 
     # ------------------------------------------------------------- internals
+    def _retains(self, event: TxEvent, horizons: Horizons) -> bool:
+        terminal = self._terminals.get(event.terminal)
+        newest = terminal.newest_time if terminal is not None else None
+        return newest is None or event.time_ns > newest - horizons.terminal_ns
+
     def _record(self, event: TxEvent, horizons: Horizons) -> None:
+        """Apply a recorded event (it passed `_retains`). Never raises for a
+        checked event: the journal already holds it."""
         t, tid = event.time_ns, event.transaction_id
-        customer = self._customers.setdefault(event.customer, _Series(3))
-        customer.insert((t, tid, event.amount))
-        customer.prune(_cutoff(t, horizons.customer_ns))
-        terminal = self._terminals.setdefault(event.terminal, _Series(4))
-        terminal.insert((t, tid, UNKNOWN_LABEL, 0))
-        terminal.prune(_cutoff(t, horizons.terminal_ns))
-        self._tx[tid] = (event.terminal, t)
-        heapq.heappush(self._tx_expiry, (t, tid))
-        tx_cutoff = _cutoff(t, horizons.terminal_ns)
-        while self._tx_expiry and self._tx_expiry[0][0] <= tx_cutoff:
-            _, old = heapq.heappop(self._tx_expiry)
-            self._tx.pop(old, None)
-        self._clock = t if self._clock is None else max(self._clock, t)
+        customer = self._customers.get(event.customer)
+        if customer is None:
+            customer = self._customers[event.customer] = _Customer()
+        newest = customer.newest_time
+        if newest is None or t > newest - horizons.customer_ns:
+            customer.insert(t, tid, event.amount)
+            customer.prune(max(t, newest if newest is not None else t) - horizons.customer_ns)
+        terminal = self._terminals.get(event.terminal)
+        if terminal is None:
+            terminal = self._terminals[event.terminal] = _Terminal()
+        terminal.insert(t, tid)
+        self._tx[tid] = [event.terminal, t, event.fingerprint, UNKNOWN_LABEL, 0]
+        assert terminal.newest_time is not None
+        for gone in terminal.prune(terminal.newest_time - horizons.terminal_ns):
+            self._tx.pop(gone, None)
+        self._recent.append(t)
         self._writes += 1
         if self._writes % self.SWEEP_EVERY == 0:
             self._sweep(horizons)
 
+    def _label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> None:
+        entry = self._tx[transaction_id]
+        terminal = self._terminals[entry[0]]
+        terminal.set_fraud(
+            _key(entry[1], transaction_id),
+            labelled_at_ns,
+            is_fraud,
+            was_fraud=entry[3] == 1,
+            was_at=entry[4],
+        )
+        entry[3], entry[4] = int(is_fraud), labelled_at_ns
+
+    def watermark(self) -> int | None:
+        """The robust event-time watermark the idle sweep uses: the median of
+        the last WATERMARK_SAMPLE recorded event times."""
+        return median_low(self._recent) if self._recent else None
+
     def _sweep(self, horizons: Horizons) -> None:
-        assert self._clock is not None
+        mark = self.watermark()
+        if mark is None:
+            return
         for entities, horizon in (
             (self._customers, horizons.customer_ns),
             (self._terminals, horizons.terminal_ns),
         ):
-            cutoff = _cutoff(self._clock, horizon)
-            stale = [k for k, s in entities.items() if s.last_time is None or s.last_time <= cutoff]
+            cutoff = mark - horizon
+            stale = [
+                k for k, s in entities.items() if s.newest_time is None or s.newest_time <= cutoff
+            ]
             for key in stale:
-                del entities[key]
+                series = entities.pop(key)
+                if isinstance(series, _Terminal):
+                    for tid in series.ids[series.start :]:
+                        self._tx.pop(tid, None)
 
-    def _read(self, customer: str, terminal: str, recorded: bool) -> Histories:
-        c = self._customers.get(customer)
-        if c is None:
-            c_arrays = _empty_customer()
-        else:
-            c_arrays = (
-                np.array(c.cols[0], np.int64),
-                np.array(c.cols[1], np.int64),
-                np.array(c.cols[2], np.float64),
-            )
-        t = self._terminals.get(terminal)
-        cols = t.cols if t is not None else [[], [], [], []]
-        return Histories(
-            customer=CustomerHistory(*c_arrays),
-            terminal=TerminalHistory(
-                np.array(cols[0], np.int64),
-                np.array(cols[1], np.int64),
-                np.array(cols[2], np.int8),
-                np.array(cols[3], np.int64),
-            ),
-            recorded=recorded,
+    # ------------------------------------------------------------ persistence
+    def _serialise(self, next_seq: int) -> bytes:
+        def columns(s: _Series, *extra: list[Any]) -> list[list[Any]]:
+            return [s.times[s.start :], s.ids[s.start :], *(c[s.start :] for c in extra)]
+
+        return orjson.dumps(
+            {
+                "version": _SNAPSHOT_VERSION,
+                "journal_seq": next_seq,
+                "writes": self._writes,
+                "recent": list(self._recent),
+                "customers": {k: columns(c, c.amounts) for k, c in self._customers.items()},
+                "terminals": {k: columns(t) for k, t in self._terminals.items()},
+                "tx": self._tx,
+            },
+            option=orjson.OPT_NON_STR_KEYS,
         )
 
-    def _load(self, path: Path) -> None:
+    def _write_atomically(self, payload: bytes) -> None:
+        assert self._path is not None
+        # Beside the target, then rename: a crash mid-write leaves the
+        # previous snapshot intact, never a truncated one.
+        tmp = self._path.with_name(f".{self._path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._path)
+            _fsync_dir(self._path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _start_from_disk(self) -> None:
+        assert self._path is not None and self._journal is not None
+        first_seq = 0
+        if self._path.exists():
+            first_seq = self._load(self._path)
+        replayed = 0
+        last_seq = first_seq - 1
+        for seq, path in self._journal.segments():
+            last_seq = max(last_seq, seq)
+            if seq < first_seq:
+                path.unlink(missing_ok=True)  # already in the snapshot
+                continue
+            for entry in _read_segment(path):
+                self._replay(entry, path)
+                replayed += 1
+        if replayed:
+            log.info("state journal replayed: %d entries", replayed)
+        self._journal.start(last_seq + 1)
+
+    def _replay(self, entry: list[Any], path: Path) -> None:
+        try:
+            if entry[0] == "r":
+                _, tid, t, customer, terminal, amount, fingerprint, h_c, h_t = entry
+                event = TxEvent(tid, t, customer, terminal, float(amount), fingerprint)
+                check_event(event)
+                horizons = Horizons(h_c, h_t)
+                # Same decisions as when it was first applied (the state is
+                # the same): a repeated id or a too-old event changes nothing.
+                if tid not in self._tx and self._retains(event, horizons):
+                    self._record(event, horizons)
+            else:
+                _, tid, label, at = entry
+                if tid in self._tx:
+                    self._label(tid, bool(label), at)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: skipping a malformed journal entry (%s)", path.name, exc)
+
+    def _load(self, path: Path) -> int:
         raw = orjson.loads(path.read_bytes())
-        if raw.get("version") != _SNAPSHOT_VERSION:
-            raise ValueError(f"{path}: unsupported state snapshot version {raw.get('version')!r}")
-        self._clock = raw["clock"]
-        self._customers = {k: _Series(3, cols) for k, cols in raw["customers"].items()}
-        self._terminals = {k: _Series(4, cols) for k, cols in raw["terminals"].items()}
-        self._tx = {int(k): (v[0], v[1]) for k, v in raw["tx"].items()}
-        self._tx_expiry = [(t, tid) for tid, (_, t) in self._tx.items()]
-        heapq.heapify(self._tx_expiry)
+        version = raw.get("version") if isinstance(raw, dict) else None
+        if version == 1:
+            # The old format holds raw customer and terminal ids, which can
+            # neither be matched to keyed digests nor kept: start empty.
+            log.warning("%s: old snapshot format with raw ids; starting without it", path)
+            return 0
+        if version != _SNAPSHOT_VERSION:
+            raise ValueError(f"{path}: unsupported state snapshot version {version!r}")
+        for key, (times, ids, amounts) in raw["customers"].items():
+            c = self._customers[key] = _Customer()
+            c.times, c.ids, c.amounts = times, ids, [float(a) for a in amounts]
+            c.pre = list(accumulate(c.amounts, initial=0.0))
+        for key, (times, ids) in raw["terminals"].items():
+            t = self._terminals[key] = _Terminal()
+            t.times, t.ids = times, ids
+        self._tx = {int(k): v for k, v in raw["tx"].items()}
+        for tid, entry in self._tx.items():
+            if entry[3] == 1:
+                terminal = self._terminals[entry[0]]
+                pair = (entry[4], _key(entry[1], tid))
+                (terminal.fraud_at if entry[4] <= terminal.times[-1] else terminal.pending).append(
+                    pair
+                )
+        for terminal in self._terminals.values():
+            terminal.fraud_at.sort()
+            terminal.pending.sort()
+            terminal.fraud_keys = sorted(k for _, k in terminal.fraud_at)
+        self._writes = raw["writes"]
+        self._recent.extend(raw["recent"])
         log.info(
             "state snapshot loaded: %d customers, %d terminals, %d transactions",
             len(self._customers),
             len(self._terminals),
             len(self._tx),
         )
+        return int(raw["journal_seq"])
+
+
+def _record_line(event: TxEvent, horizons: Horizons) -> bytes:
+    # The horizons go with the entry: replay must prune exactly as it was.
+    return (
+        orjson.dumps(
+            [
+                "r",
+                event.transaction_id,
+                event.time_ns,
+                event.customer,
+                event.terminal,
+                event.amount,
+                event.fingerprint,
+                horizons.customer_ns,
+                horizons.terminal_ns,
+            ]
+        )
+        + b"\n"
+    )
 
 
 # ---------------------------------------------------------------------- redis
-# Time strings are zero-padded to 19 digits so that Redis' lexicographic order
-# on sorted-set members is time order (Lua numbers are doubles and cannot hold
-# nanosecond times exactly, so the scripts never do arithmetic on them).
-_TIME_DIGITS = 19
+# Times and ids go into Redis as unsigned 20-digit decimals (value + 2**63),
+# so that Redis' lexicographic order on sorted-set members is numeric order
+# for every int64, before 1970 included (Lua numbers are doubles and cannot
+# hold nanosecond times exactly, so the scripts never do arithmetic on them).
+_DIGITS = 20
+_BIAS = 2**63
+_TOP = 10**_DIGITS - 1
 
-# One round trip per request: record (unless the id is known), prune, return
-# both histories and the labels of the terminal's events.
-# KEYS: customer zset, terminal zset, tx hash, tx expiry zset, labels hash.
-# ARGV: id, time, amount, customer cutoff, terminal cutoff (time strings, ''
-#       for none), customer ttl ms, terminal ttl ms, record flag.
+
+def _enc(value: int) -> str:
+    """An int64 (or a bound beyond it, clamped) as a sortable string."""
+    return f"{min(max(value + _BIAS, 0), _TOP):0{_DIGITS}d}"
+
+
+def _prune_bound(cutoff_ns: int) -> str:
+    """ZRANGEBYLEX max for the members at or before `cutoff_ns` ('' if none
+    can be): ':' < ';', so every "<time>:..." member with time <= cutoff sorts
+    below "(<cutoff>;"."""
+    return "" if cutoff_ns < INT64_MIN else f"({_enc(cutoff_ns)};"
+
+
+# One round trip per request: unless the id is known (a retry) or its
+# terminal can no longer hold it, record it and prune both entities (the
+# terminal's pruned transactions leave the id index and its labels), then
+# return both histories and the terminal's labels.
+# KEYS: customer zset, terminal zset, the id's tx key, terminal labels hash.
+# ARGV: 1 id, 2 time, 3 amount, 4/5 customer/terminal prune bound ('' none),
+#       6/7 customer/terminal ttl ms, 8 record flag, 9 fingerprint,
+#       10/11 customer/terminal keep bound (time + horizon: an entity keeps
+#       the event iff its newest time sorts below), 12 tx key prefix,
+#       13 terminal digest.
 _RECORD_AND_READ = """
-local id, t = ARGV[1], ARGV[2]
 local added = 0
-if ARGV[8] == '1' and redis.call('HSETNX', KEYS[3], id, t) == 1 then
-  redis.call('ZADD', KEYS[1], 0, t .. ':' .. id .. ':' .. ARGV[3])
-  redis.call('ZADD', KEYS[2], 0, t .. ':' .. id)
-  redis.call('ZADD', KEYS[4], 0, t .. ':' .. id)
-  added = 1
-end
-local function ids_of(members)
-  local out = {}
-  for i, m in ipairs(members) do out[i] = string.sub(m, __ID_START__) end
-  return out
-end
-local function chunked(cmd, key, args)
-  local out = {}
-  for i = 1, #args, 1000 do
-    local part = redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
-    if type(part) == 'table' then
-      for _, v in ipairs(part) do out[#out + 1] = v end
-    end
-  end
-  return out
-end
-if added == 1 then
-  if ARGV[4] ~= '' then redis.call('ZREMRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[4] .. ';') end
-  if ARGV[5] ~= '' then
-    redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[5] .. ';')
-    local old = redis.call('ZRANGEBYLEX', KEYS[4], '-', '(' .. ARGV[5] .. ';', 'LIMIT', 0, 1000)
-    if #old > 0 then
-      local ids = ids_of(old)
-      chunked('HDEL', KEYS[3], ids)
-      chunked('HDEL', KEYS[5], ids)
-      chunked('ZREM', KEYS[4], old)
-    end
-  end
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  redis.call('PEXPIRE', KEYS[2], ARGV[7])
-end
-local customer = redis.call('ZRANGE', KEYS[1], 0, -1)
-local terminal = redis.call('ZRANGE', KEYS[2], 0, -1)
-local labels = {}
-if #terminal > 0 then
-  local ids = ids_of(terminal)
-  for i = 1, #ids, 1000 do
-    local part = redis.call('HMGET', KEYS[5], unpack(ids, i, math.min(i + 999, #ids)))
-    for j = 1, #part do
-      labels[#labels + 1] = part[j] or '-'
+if ARGV[8] == '1' then
+  local known = redis.call('GET', KEYS[3])
+  if known then
+    local fingerprint = string.match(known, '^%S+ %S+ (%S*)$')
+    if fingerprint ~= ARGV[9] then return {-1} end
+  else
+    local last = redis.call('ZRANGE', KEYS[2], -1, -1)
+    if #last == 0 or string.sub(last[1], 1, 20) < ARGV[11] then
+      local member = ARGV[2] .. ':' .. ARGV[1]
+      local clast = redis.call('ZRANGE', KEYS[1], -1, -1)
+      if #clast == 0 or string.sub(clast[1], 1, 20) < ARGV[10] then
+        redis.call('ZADD', KEYS[1], 0, member .. ':' .. ARGV[3])
+        if ARGV[4] ~= '' then redis.call('ZREMRANGEBYLEX', KEYS[1], '-', ARGV[4]) end
+      end
+      redis.call('PEXPIRE', KEYS[1], ARGV[6])
+      redis.call('ZADD', KEYS[2], 0, member)
+      redis.call('SET', KEYS[3], ARGV[13] .. ' ' .. ARGV[2] .. ' ' .. ARGV[9], 'PX', ARGV[7])
+      if ARGV[5] ~= '' then
+        while true do
+          local old = redis.call('ZRANGEBYLEX', KEYS[2], '-', ARGV[5], 'LIMIT', 0, 1000)
+          if #old == 0 then break end
+          local txkeys, fields = {}, {}
+          for i, m in ipairs(old) do
+            local id = string.sub(m, 22)
+            txkeys[i] = ARGV[12] .. id
+            fields[i] = id
+          end
+          redis.call('DEL', unpack(txkeys))
+          redis.call('HDEL', KEYS[4], unpack(fields))
+          redis.call('ZREM', KEYS[2], unpack(old))
+        end
+      end
+      redis.call('PEXPIRE', KEYS[2], ARGV[7])
+      redis.call('PEXPIRE', KEYS[4], ARGV[7])
+      added = 1
     end
   end
 end
--- One string per list: far cheaper for the client to parse than hundreds
+-- One string per list: far cheaper for the client to parse than thousands
 -- of separate replies.
-return {added, table.concat(customer, ' '), table.concat(terminal, ' '),
-        table.concat(labels, ' ')}
-""".replace("__ID_START__", str(_TIME_DIGITS + 2))
+return {added, table.concat(redis.call('ZRANGE', KEYS[1], 0, -1), ' '),
+        table.concat(redis.call('ZRANGE', KEYS[2], 0, -1), ' '),
+        table.concat(redis.call('HGETALL', KEYS[4]), ' ')}
+"""
 
-# KEYS: tx hash, labels hash. ARGV: id, "label:labelled_at".
+# KEYS: the id's tx key. ARGV: id, "label:labelled_at", labels hash prefix.
+# The labels hash lives as long as its terminal (the record script sets its
+# expiry); a first label gets the transaction's remaining time meanwhile.
 _ADD_LABEL = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local known = redis.call('GET', KEYS[1])
+if not known then return 0 end
+local labels = ARGV[3] .. string.match(known, '^(%S+) ')
+redis.call('HSET', labels, ARGV[1], ARGV[2])
+if redis.call('PTTL', labels) < 0 then
+  redis.call('PEXPIRE', labels, math.max(redis.call('PTTL', KEYS[1]), 1))
+end
 return 1
 """
 
 # Wall-clock expiry of an idle entity's keys, beyond its horizon in event
-# time: a safety net for entities that stop transacting (pruning by event
-# time only happens when the entity is written).
+# time: the sweep for entities that stop transacting (pruning by event time
+# only happens when the entity is written), and a clock that no record moves.
 _TTL_MARGIN_MS = 86_400_000
 
 
-def _time_str(time_ns: int) -> str:
-    if not 0 <= time_ns < 10**_TIME_DIGITS:
-        raise ValueError("the Redis state store needs times at or after 1970-01-01")
-    return f"{time_ns:0{_TIME_DIGITS}d}"
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
 
-
-def _entity_digest(key: str) -> str:
-    # Customer and terminal ids are personal data: keep them out of the key
-    # space (visible in MONITOR, SLOWLOG, key dumps).
-    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+    return (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError, OSError)
 
 
 class RedisStateStore:
     """State in Redis, shared by several API replicas.
 
     Each request costs one round trip (a Lua script, atomic on the server).
-    Keys live under `prefix:`; entity keys hold a digest of the id, not the id.
+    Keys live under `prefix:`; entity keys hold the (already hashed) entity
+    key, never a raw id. The scripts touch per-transaction keys they compute
+    themselves, so this needs one Redis instance (not a cluster).
+
+    A call that cannot reach Redis within `socket_timeout` seconds raises
+    StateUnavailableError; the client reconnects by itself on the next call.
+    Reads return whole histories, so a request costs O(history) here (the
+    memory store answers in O(log history)).
     """
 
     def __init__(
@@ -407,60 +1021,87 @@ class RedisStateStore:
         prefix: str = "gendetect",
         *,
         client: Any = None,
-        socket_timeout: float = 2.0,
+        socket_timeout: float = 0.2,
     ) -> None:
-        import redis  # optional at import time: only this store needs it
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.prefix = prefix
+        self._errors = _redis_errors()
         self._redis = (
             client
             if client is not None
             else redis.Redis.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                # One immediate retry on a dropped connection (Redis restarted:
+                # the pooled socket is stale), none on a timeout, so a call
+                # never waits much longer than the timeout.
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             )
         )
         self._record_script = self._redis.register_script(_RECORD_AND_READ)
         self._label_script = self._redis.register_script(_ADD_LABEL)
-        self._tx_key = f"{prefix}:tx"
-        self._tx_expiry_key = f"{prefix}:txz"
-        self._labels_key = f"{prefix}:lab"
+
+    def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except self._errors as exc:
+            # No record values in the message: it may reach logs and clients.
+            raise StateUnavailableError(
+                f"the state store did not answer ({type(exc).__name__})"
+            ) from exc
 
     def ping(self) -> bool:
-        return bool(self._redis.ping())
+        try:
+            return bool(self._redis.ping())
+        except Exception:
+            return False
 
-    def _keys(self, customer: str, terminal: str) -> list[str]:
-        return [
-            f"{self.prefix}:c:{_entity_digest(customer)}",
-            f"{self.prefix}:t:{_entity_digest(terminal)}",
-            self._tx_key,
-            self._tx_expiry_key,
-            self._labels_key,
+    def _tx_key(self, transaction_id: int) -> str:
+        return f"{self.prefix}:x:{_enc(transaction_id)}"
+
+    def record_and_query(
+        self, event: TxEvent, plan: WindowPlan, *, record: bool = True
+    ) -> WindowSums:
+        check_event(event)
+        t, h = event.time_ns, plan.horizons
+        keys = [
+            f"{self.prefix}:c:{event.customer}",
+            f"{self.prefix}:t:{event.terminal}",
+            self._tx_key(event.transaction_id),
+            f"{self.prefix}:l:{event.terminal}",
         ]
-
-    def record_and_read(self, event: TxEvent, horizons: Horizons) -> Histories:
-        c_cut = _cutoff(event.time_ns, horizons.customer_ns)
-        t_cut = _cutoff(event.time_ns, horizons.terminal_ns)
         args = [
-            event.transaction_id,
-            _time_str(event.time_ns),
-            repr(float(event.amount)),
-            _time_str(c_cut) if c_cut >= 0 else "",
-            _time_str(t_cut) if t_cut >= 0 else "",
-            horizons.customer_ns // 1_000_000 + _TTL_MARGIN_MS,
-            horizons.terminal_ns // 1_000_000 + _TTL_MARGIN_MS,
-            "1",
+            _enc(event.transaction_id),
+            _enc(t),
+            repr(event.amount),
+            _prune_bound(t - h.customer_ns),
+            _prune_bound(t - h.terminal_ns),
+            h.customer_ns // 1_000_000 + _TTL_MARGIN_MS,
+            h.terminal_ns // 1_000_000 + _TTL_MARGIN_MS,
+            "1" if record else "0",
+            event.fingerprint,
+            _enc(t + h.customer_ns),
+            _enc(t + h.terminal_ns),
+            f"{self.prefix}:x:",
+            event.terminal,
         ]
-        reply = self._record_script(keys=self._keys(event.customer, event.terminal), args=args)
-        return _parse_histories(reply)
-
-    def read(self, customer: str, terminal: str) -> Histories:
-        args = ["0", "0", "0", "", "", 0, 0, "0"]
-        return _parse_histories(self._record_script(keys=self._keys(customer, terminal), args=args))
+        reply = self._call(self._record_script, keys=keys, args=args)
+        if reply[0] == -1:
+            raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
+        customer, terminal = _parse_histories(reply)
+        return _query(customer, terminal, event, plan, bool(reply[0]))
 
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
-        value = f"{int(bool(is_fraud))}:{_time_str(max(labelled_at_ns, 0))}"
-        keys = [self._tx_key, self._labels_key]
-        return bool(self._label_script(keys=keys, args=[transaction_id, value]))
+        _check_int64(transaction_id, "transaction_id")
+        _check_int64(labelled_at_ns, "labelled_at")
+        value = f"{int(bool(is_fraud))}:{_enc(labelled_at_ns)}"
+        args = [_enc(transaction_id), value, f"{self.prefix}:l:"]
+        keys = [self._tx_key(transaction_id)]
+        return bool(self._call(self._label_script, keys=keys, args=args))
 
     def snapshot(self) -> None:
         """Nothing to do: Redis persists on its own (RDB/AOF)."""
@@ -482,34 +1123,34 @@ class RedisStateStore:
         return deleted
 
 
-def _parse_histories(reply: list[Any]) -> Histories:
-    """Members come as space-separated "time:id[:amount]" strings; labels as
-    "label:labelled_at" or "-" (not arrived), aligned with the terminal's."""
-    added, customer, terminal, labels = reply
-    c = customer.replace(b":", b" ").split()
-    t = terminal.replace(b":", b" ").split()
-    label_values = labels.split()
-    known = [v != b"-" for v in label_values]
-    return Histories(
-        customer=CustomerHistory(
-            np.array([int(v) for v in c[0::3]], np.int64),
-            np.array([int(v) for v in c[1::3]], np.int64),
-            np.array([float(v) for v in c[2::3]], np.float64),
-        ),
-        terminal=TerminalHistory(
-            np.array([int(v) for v in t[0::2]], np.int64),
-            np.array([int(v) for v in t[1::2]], np.int64),
-            np.array(
-                [
-                    int(v[:1]) if k else UNKNOWN_LABEL
-                    for v, k in zip(label_values, known, strict=True)
-                ],
-                np.int8,
-            ),
-            np.array(
-                [int(v[2:]) if k else 0 for v, k in zip(label_values, known, strict=True)],
-                np.int64,
-            ),
-        ),
-        recorded=bool(added),
-    )
+def _parse_histories(reply: list[Any]) -> tuple[_Customer | None, _Terminal | None]:
+    """Members come sorted as space-separated "time:id[:amount]" strings;
+    labels as "id label:labelled_at" pairs. Built into the memory store's
+    series, so both stores answer windows with the same code."""
+    _, customer_raw, terminal_raw, labels_raw = reply
+    customer = terminal = None
+    if customer_raw:
+        c = customer_raw.replace(b":", b" ").split()
+        customer = _Customer()
+        customer.times = [int(v) - _BIAS for v in c[0::3]]
+        customer.ids = [int(v) - _BIAS for v in c[1::3]]
+        customer.amounts = [float(v) for v in c[2::3]]
+        customer.pre = list(accumulate(customer.amounts, initial=0.0))
+    if terminal_raw:
+        m = terminal_raw.replace(b":", b" ").split()
+        terminal = _Terminal()
+        terminal.times = [int(v) - _BIAS for v in m[0::2]]
+        terminal.ids = [int(v) - _BIAS for v in m[1::2]]
+        time_of = dict(zip(terminal.ids, terminal.times, strict=True))
+        newest = terminal.times[-1]
+        fields = labels_raw.split()
+        for field, value in zip(fields[0::2], fields[1::2], strict=True):
+            tid = int(field) - _BIAS
+            if value[:1] != b"1" or tid not in time_of:
+                continue
+            pair = (int(value[2:]) - _BIAS, _key(time_of[tid], tid))
+            (terminal.fraud_at if pair[0] <= newest else terminal.pending).append(pair)
+        terminal.fraud_at.sort()
+        terminal.pending.sort()
+        terminal.fraud_keys = sorted(k for _, k in terminal.fraud_at)
+    return customer, terminal

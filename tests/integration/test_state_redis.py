@@ -147,7 +147,7 @@ def test_pruning_and_expiry(store: RedisStateStore) -> None:
     # terminal's (delay 7 + 30), the latest included.
     assert redis_client.zcard(customer_keys[0]) == 30
     assert redis_client.zcard(terminal_keys[0]) == 37
-    assert redis_client.hlen(f"{store.prefix}:tx") == 37
+    assert len(list(redis_client.scan_iter(match=f"{store.prefix}:x:*"))) == 37
     assert redis_client.pttl(customer_keys[0]) > 0
     assert not online.add_label(0, True, START + timedelta(days=40))
     assert online.add_label(39, True, START + timedelta(days=40))

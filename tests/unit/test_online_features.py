@@ -112,10 +112,15 @@ def test_unknown_or_expired_label_is_refused() -> None:
     online = OnlineWindowFeatures()
     assert not online.add_label(123, True, START)
     online.compute_and_record(tx(1, START))
-    # 38 days on (beyond delay + longest terminal window) tx 1 has expired.
+    # Another terminal's time does not expire tx 1 (each terminal's own clock).
     online.compute_and_record(tx(2, START + timedelta(days=38), customer=3, terminal=4))
+    assert online.add_label(1, False, START + timedelta(days=38))
+    # 38 days on at its own terminal (beyond delay + longest terminal window)
+    # tx 1 has expired.
+    online.compute_and_record(tx(3, START + timedelta(days=38), customer=3, terminal=2))
     assert not online.add_label(1, True, START + timedelta(days=38))
     assert online.add_label(2, False, START + timedelta(days=38))
+    assert online.add_label(3, False, START + timedelta(days=38))
 
 
 def test_retry_does_not_count_twice_and_compute_does_not_record() -> None:
@@ -138,13 +143,20 @@ def test_history_is_pruned_to_the_horizon(
     config = online.config
     # Each entity keeps only events within its horizon of its latest one.
     for series in store._customers.values():
-        assert series.cols[0][0] > series.cols[0][-1] - config.customer_horizon_ns
+        assert series.times[series.start] > series.times[-1] - config.customer_horizon_ns
     for series in store._terminals.values():
-        assert series.cols[0][0] > series.cols[0][-1] - config.terminal_horizon_ns
-    # The label index covers only the last delay + longest window.
-    last = to_ns(simulated["timestamp"].max())
-    recent = simulated["timestamp"] > pd.Timestamp(last - config.terminal_horizon_ns)
-    assert len(store) == recent.sum()
+        assert series.times[series.start] > series.times[-1] - config.terminal_horizon_ns
+    # The label index covers, per terminal, the last delay + longest window
+    # before that terminal's own latest transaction.
+    newest = simulated.groupby("terminal_id")["timestamp"].transform("max")
+    recent = simulated["timestamp"] > newest - pd.Timedelta(config.terminal_horizon_ns, "ns")
+    held = simulated.loc[recent]
+    indexed = held["transaction_id"].map(lambda t: int(t) in store._tx)
+    assert len(store) == indexed.sum() and indexed.mean() > 0.99
+    # The rest belong to terminals that went quiet for longer than the
+    # horizon and were swept as a whole.
+    for terminal in held.loc[~indexed, "terminal_id"]:
+        assert online.entity_digest(terminal) not in store._terminals
 
 
 def test_snapshot_restores_state(tmp_path, simulated: pd.DataFrame) -> None:
@@ -153,7 +165,11 @@ def test_snapshot_restores_state(tmp_path, simulated: pd.DataFrame) -> None:
     head, tail = simulated.iloc[:5000], simulated.iloc[5000:5200]
     replay(head, first)
     first.store.snapshot()
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+    # No temp files left; the journal goes on in a fresh, empty segment.
+    files = sorted(p.name for p in path.parent.iterdir())
+    assert files == [path.name, f"{path.name}.journal.0000000001"]
+    assert (path.parent / files[1]).stat().st_size == 0
+    assert all((path.parent / f).stat().st_mode & 0o777 == 0o600 for f in files)
 
     restored = OnlineWindowFeatures(WindowConfig(), MemoryStateStore(path))
     records = tail[["transaction_id", "timestamp", "customer_id", "terminal_id", "amount"]]
