@@ -71,7 +71,9 @@ class ScoringService:
         except ValidationError as exc:
             if any(e["type"] == "too_long" and e["loc"] == ("records",) for e in exc.errors()):
                 limit = self.settings.max_batch_size
-                raise ApiError(413, "batch_too_large", f"at most {limit} records per batch",
+                # 422, not 413: the document says maxItems, so this is a body
+                # that violates the schema (413 is for bytes beyond the limit).
+                raise ApiError(422, "batch_too_large", f"at most {limit} records per batch",
                                [{"field": "records", "message": f"more than {limit} records"}],
                                ) from None
             raise invalid(exc) from None
@@ -114,7 +116,7 @@ class ScoringService:
         except ValidationError as exc:
             raise invalid(exc) from None
         if len(items) > self.max_labels:
-            raise ApiError(413, "batch_too_large", f"at most {self.max_labels} labels per request",
+            raise ApiError(422, "batch_too_large", f"at most {self.max_labels} labels per request",
                            [{"field": "body", "message": f"more than {self.max_labels} labels"}])
         now = datetime.now(UTC)
 

@@ -200,8 +200,9 @@ def test_malformed_json_is_422(client: httpx.Client) -> None:
 def test_batch_limits_and_errors(server: ServerProcess, client: httpx.Client) -> None:
     too_many = [fresh() for _ in range(server.max_batch + 1)]
     r = client.post("/v1/score/batch", json={"records": too_many})
-    assert r.status_code == 413, r.text
+    assert r.status_code == 422, r.text  # the document's maxItems
     assert r.json()["error"]["code"] == "batch_too_large"
+    assert r.json()["error"]["fields"][0]["field"] == "records"
     r = client.post("/v1/score/batch", json={"records": []})
     assert r.status_code == 422
     assert r.json()["error"]["fields"][0]["field"] == "records"

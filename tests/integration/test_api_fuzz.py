@@ -1,0 +1,60 @@
+"""Schemathesis against the real server: generated requests over every
+operation of the OpenAPI document, valid and invalid. No response may be a
+server error, and every response must match the document (status code,
+content type, body schema)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
+          "response_schema_conformance,negative_data_rejection")
+MIN_CASES = 1000
+
+
+def test_generated_requests_never_break_the_server_or_the_document(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.ndjson"
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")), "run",
+        f"{server.url}/openapi.json",
+        "--checks", CHECKS,
+        "--max-examples", "150",
+        "--seed", "1",
+        "--workers", "2",
+        "--max-time", "60",
+        "--request-timeout", "10",
+        "--suppress-health-check", "all",
+        "-H", f"X-API-Key: {server.api_key}",
+        "--report", "ndjson", "--report-ndjson-path", str(report),
+        "--no-color",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, check=False)
+    output = done.stdout + done.stderr
+    cases = _count_cases(report)
+    assert done.returncode == 0, output[-6000:]
+    assert cases >= MIN_CASES, f"only {cases} generated cases:\n{output[-3000:]}"
+
+
+def _count_cases(report: Path) -> int:
+    """Test cases (requests) that schemathesis sent, from its event log."""
+    count = 0
+    for line in report.read_text().splitlines():
+        event = json.loads(line)
+        for name, body in event.items():
+            if name == "ScenarioFinished":
+                for case in (body.get("recorder") or {}).get("cases", {}).values():
+                    count += 1 if case else 0
+    return count
