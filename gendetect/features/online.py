@@ -49,7 +49,7 @@ _NS = 1_000_000_000
 # Without a configured secret the ids are still not stored as they are, but
 # anyone can recompute these digests: pass a secret (the API does).
 _DEFAULT_ENTITY_KEY = b"gendetect-unkeyed-entity-digest"
-_FINGERPRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_FINGERPRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def to_ns(value: Any) -> int:
@@ -128,9 +128,12 @@ def _entity_key(value: Any, field: str) -> str:
 
 
 def _fingerprint_default(value: Any) -> Any:
-    # Types orjson does not serialise itself; deterministic for equal values.
+    # Types orjson does not serialise itself; deterministic for equal values,
+    # nanoseconds included (orjson's own numpy support drops them).
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
+    if isinstance(value, np.datetime64):
+        return str(value)
     if isinstance(value, np.generic):
         return value.item()
     return f"{type(value).__name__}:{value}"
