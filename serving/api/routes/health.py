@@ -36,8 +36,7 @@ async def readyz(request: Request, manager: ManagerDep) -> Response:
     if served.online is not None:
         timeout = request.app.state.settings.state_timeout_seconds
         try:
-            ping = getattr(served.online, "ping", lambda: True)  # TEMP until OnlineState.ping
-            up = await asyncio.wait_for(asyncio.to_thread(ping), timeout * 2)
+            up = await asyncio.wait_for(asyncio.to_thread(served.online.ping), timeout * 2)
         except TimeoutError:
             up = False
         request.app.state.metrics.state_store_up(up)
