@@ -20,7 +20,7 @@ from gendetect.errors import ModelNotReadyError
 from gendetect.tracking import RegisteredModel, alias_version, load_registered_bundle, set_alias
 from training.config import TrainingConfig, as_config, load_config
 from training.data import PreparedData, load_prepared
-from training.runs import run_job, set_threads
+from training.runs import fail_stale_runs, run_job, set_threads
 from training.train import TrainOutcome, evaluate, train_one
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ def retrain(
     aliases: last, once every challenger is complete."""
     config = as_config(config)
     data, fp = load_prepared(data_path, config)
+    # Runs a killed job left RUNNING, before this job starts its own.
+    fail_stale_runs(settings, max_age_hours=config.jobs.stale_run_hours)
     outcomes = [train_one(kind, data, config, settings, fingerprint_info=fp) for kind in kinds]
     decision = decide(outcomes, data, config, settings)
     version = decision.best.registered.version
@@ -122,4 +124,4 @@ def cli_main(args: argparse.Namespace) -> int:
         print(f"{verdict} '{settings.champion_alias}': {decision.reason}")
         return 0
 
-    return run_job("retrain", settings, config.jobs.stale_run_hours, job)
+    return run_job("retrain", settings, job)

@@ -6,7 +6,8 @@
 - SIGTERM and SIGINT raise `JobInterrupted` in the job; `run_job` marks the
   process's RUNNING runs FAILED and returns 128 + the signal number.
 - SIGKILL cannot be caught: the next job (train or retrain) marks stale
-  RUNNING runs of the experiment FAILED at its start, and logs each one.
+  RUNNING runs of the experiment FAILED before it starts its own runs (once
+  its input is read), and logs each one.
 
 Stale, i.e. certainly dead: the run was started on this host (same host
 name, boot and pid namespace) and its pid is gone, is a zombie, or now
@@ -221,12 +222,13 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def run_job(name: str, settings: Settings, stale_run_hours: float, body: Callable[[], int]) -> int:
-    """Run a job's body: first mark stale runs FAILED, then on SIGTERM/SIGINT
-    mark this process's runs FAILED, say so in one line, exit 128 + signal."""
+def run_job(name: str, settings: Settings, body: Callable[[], int]) -> int:
+    """Run a job's body; on SIGTERM/SIGINT mark this process's runs FAILED,
+    say so in one line and return 128 + the signal number. (The body calls
+    `fail_stale_runs` once its input is read and valid: a bad input is
+    reported without touching the store.)"""
     with signals_interrupt():
         try:
-            fail_stale_runs(settings, max_age_hours=stale_run_hours)
             return body()
         except JobInterrupted as exc:
             # Runs the interrupt did not pass through (e.g. one being created).

@@ -38,7 +38,7 @@ from gendetect.tracking import (
 from training.config import TrainingConfig, as_config, load_config
 from training.data import PreparedData, load_prepared, prepare_data
 from training.model_card import model_card
-from training.runs import job_run, run_job, set_threads
+from training.runs import fail_stale_runs, job_run, run_job, set_threads
 
 # load_config, prepare_data, load_prepared and PreparedData live in
 # training.config / training.data; they stay importable from here for the
@@ -201,6 +201,7 @@ def cli_main(args: argparse.Namespace) -> int:
 
     def job() -> int:
         data, fp = load_prepared(args.data, config)
+        fail_stale_runs(settings, max_age_hours=config.jobs.stale_run_hours)
         outcome = train_one(
             args.model, data, config, settings, fingerprint_info=fp, alias=args.alias
         )
@@ -211,4 +212,4 @@ def cli_main(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return run_job("train", settings, config.jobs.stale_run_hours, job)
+    return run_job("train", settings, job)

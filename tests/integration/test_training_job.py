@@ -378,3 +378,28 @@ def test_train_error_in_a_real_process(
     small_transactions.drop(columns=["amount"]).to_parquet(path)
     proc = _run_cli("train", "--model", "vae", "--data", str(path), "--epochs", "1", cwd=tmp_path)
     _assert_user_error(proc.returncode, proc.stderr, str(path), "column 'amount'")
+
+
+@pytest.mark.parametrize("name", ["empty.parquet", "empty.csv", "header-only.csv"])
+def test_train_on_a_file_without_rows(
+    gendetect_home: Path,
+    tmp_path: Path,
+    small_transactions: pd.DataFrame,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    # Before: a 0-row parquet gave a traceback (exit 1), a header-only CSV
+    # "expected numbers, found object".
+    path = tmp_path / name
+    if name == "empty.parquet":
+        small_transactions.head(0).to_parquet(path)
+    elif name == "empty.csv":
+        path.write_text("")
+    else:
+        small_transactions.head(0).to_csv(path, index=False)
+    code = cli(["train", "--model", "vae", "--data", str(path), "--epochs", "1"])
+    err = capsys.readouterr().err
+    _assert_user_error(code, err, str(path), "no rows")
+    assert err.strip().splitlines() == [
+        f"gendetect train: error: {path}: the file has no rows (empty, or a header only)"
+    ]
