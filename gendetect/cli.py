@@ -1,81 +1,94 @@
-"""The `gendetect` command: thin glue that parses arguments and imports each
-command's implementation lazily, so `gendetect --help` stays fast and the core
-library never imports the web or job layers at import time."""
+"""The `gendetect` command: a thin top layer that parses arguments and runs a
+command's implementation, imported lazily so `gendetect --help` stays fast.
+
+Commands are not named here. Each layer declares its own (the core's in
+`gendetect.commands`, the jobs' in `training.commands`, the API's in
+`serving.commands`) and registers them under the `gendetect.commands` entry
+point group in pyproject.toml, so the core's import graph never reaches the
+job or web layers (the import-linter contract checks it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 
-from gendetect.errors import GendetectError
+from gendetect import __version__
+from gendetect.errors import CliError, GendetectError
 
-# command name -> "module:function"; each function takes the parsed Namespace
-# and returns an exit code.
-_COMMANDS: dict[str, str] = {
-    "simulate": "gendetect.data.simulator:cli_main",
-    "features": "gendetect.features.offline_cli:cli_main",
-    "train": "training.train:cli_main",
-    "retrain": "training.retrain:cli_main",
-    "serve": "serving.server:cli_main",
-    "score": "training.batch_score:cli_main",
-}
+ENTRY_POINT_GROUP = "gendetect.commands"
+
+__all__ = ["ENTRY_POINT_GROUP", "CliError", "Command", "main"]
 
 
-class CliError(GendetectError):
-    """A user-facing error: printed without a traceback, exit code 2."""
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: str  # "module:function"; the function takes the Namespace, returns an exit code
+    # Listed in this order in `gendetect --help` (lower first).
+    order: int = 100
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _commands() -> list[Command]:
+    found: list[Command] = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        found.extend(point.load())
+    if not found:
+        raise CliError("no commands registered: install the package (pip install -e .)")
+    return sorted(found, key=lambda c: (c.order, c.name))
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default where there is one (not "default: None")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.required or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gendetect", description="Fraud detection with generative models (VAE, GAN)."
+        prog="gendetect",
+        description="Fraud detection with generative models (VAE, GAN, ensemble): simulate, "
+        "train and register in MLflow, score files, serve a REST API.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("simulate", help="write simulated card transactions")
-    p.add_argument("--days", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--customers", type=int, default=5000)
-    p.add_argument("--terminals", type=int, default=10000)
-    p.add_argument("--start-date", default="2024-01-01")
-    p.add_argument("--out", required=True, help="output file (.parquet or .csv)")
-
-    p = sub.add_parser("features", help="add behaviour (window) features to a transactions file")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--config", default=None, help="YAML training config (window settings)")
-
-    p = sub.add_parser("train", help="train a detector as one MLflow run and register it")
-    p.add_argument("--model", choices=["vae", "gan", "ensemble"], default="vae")
-    p.add_argument("--data", required=True)
-    p.add_argument("--config", default=None, help="YAML training config")
-    p.add_argument("--alias", default=None, help="registry alias to set on the new version")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-
-    p = sub.add_parser("retrain", help="train challengers, compare with the champion, promote")
-    p.add_argument("--data", required=True)
-    p.add_argument("--config", default=None)
-    p.add_argument("--models", default="vae,gan")
-
-    p = sub.add_parser("serve", help="start the scoring API")
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--model-uri", default=None, help="defaults to models:/<name>@<alias>")
-
-    p = sub.add_parser("score", help="batch-score a file with a registered model")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--model-uri", default=None)
+    parser.add_argument("--version", action="version", version=f"gendetect {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in commands:
+        p = sub.add_parser(command.name, help=command.help, description=command.help,
+                           formatter_class=_HelpFormatter)
+        command.add_arguments(p)
+        p.set_defaults(_run=command.run)
     return parser
 
 
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """--quiet for commands that show progress (on by default on a terminal)."""
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress output (it is off anyway when stderr is not a terminal)")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    module_name, func_name = _COMMANDS[args.command].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
     try:
+        commands = _commands()
+    except GendetectError as exc:
+        print(f"gendetect: error: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser(commands).parse_args(argv)
+    module_name, func_name = args._run.split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
         return int(func(args) or 0)
     except GendetectError as exc:
         print(f"gendetect {args.command}: error: {exc}", file=sys.stderr)

@@ -9,15 +9,42 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from gendetect.errors import GendetectError
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GENDETECT_", extra="ignore")
+    # A typo in the YAML file is an error; unknown GENDETECT_* variables are
+    # not (other tools share the prefix space of the environment).
+    model_config = SettingsConfigDict(env_prefix="GENDETECT_", extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then GENDETECT_* variables, then the YAML file named by
+        GENDETECT_CONFIG_FILE (pydantic-settings' own YAML source)."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("GENDETECT_CONFIG_FILE")
+        if path:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"GENDETECT_CONFIG_FILE: {path}: no such file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
 
     home: Path = Field(Path(".gendetect"), description="local state folder")
     tracking_uri: str | None = Field(
@@ -94,23 +121,35 @@ class Settings(BaseSettings):
         path = self.home / "secrets" / "hash.key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_hex(32).encode())
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first: use theirs
+                pass
+            else:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(secrets.token_hex(32).encode())
         return path.read_bytes().strip()
 
 
-def _yaml_overrides() -> dict[str, Any]:
-    path = os.environ.get("GENDETECT_CONFIG_FILE")
-    if not path:
-        return {}
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of settings")
-    # Environment variables win over the file: drop keys that the env sets.
-    return {k: v for k, v in raw.items() if f"GENDETECT_{k.upper()}" not in os.environ}
+class SettingsError(GendetectError):
+    """Settings that do not validate: names the key and where it came from."""
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings(**_yaml_overrides())
+    try:
+        return Settings()
+    except (ValidationError, FileNotFoundError) as exc:
+        raise SettingsError(describe_settings_error(exc)) from None
+
+
+def describe_settings_error(exc: Exception) -> str:
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    where = os.environ.get("GENDETECT_CONFIG_FILE") or "environment"
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        key = ".".join(str(p) for p in err["loc"]) or "settings"
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(f"key '{key}' (GENDETECT_{key.upper()}): {message}")
+    return f"settings from {where}: " + "; ".join(problems)

@@ -32,6 +32,10 @@ class InputError(GendetectError, ValueError):
         return f"{prefix}: {self.message}" if prefix else self.message
 
 
+class CliError(GendetectError):
+    """A user-facing command-line error: printed without a traceback, exit 2."""
+
+
 class ModelNotReadyError(GendetectError):
     """No model could be loaded from the configured registry."""
 

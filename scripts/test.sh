@@ -16,6 +16,8 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 
 ruff check .
+# Dependencies point one way (pyproject.toml [tool.importlinter]).
+lint-imports --no-cache
 # One intra-op thread per process: small models on a busy 2-core machine are
 # many times slower with torch's default thread count.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1

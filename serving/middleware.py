@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.api.errors import ApiError, log_unexpected
+from serving.errors import ApiError, log_unexpected
 from serving.metrics import Metrics
 
 access_log = logging.getLogger("gendetect.serving.access")

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from gendetect.config import Settings
-from serving.api.errors import CORE_ERRORS, ApiError, from_core_error, invalid
+from serving.errors import CORE_ERRORS, ApiError, from_core_error, invalid
 from serving.metrics import Metrics
 from serving.model_manager import ServedModel
 from serving.responses import LabelIn

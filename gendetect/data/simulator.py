@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from gendetect.errors import CliError
+
 GRID_SIZE = 100.0
 SECONDS_PER_DAY = 86_400
 TIME_OF_DAY_MEAN = SECONDS_PER_DAY / 2
@@ -339,7 +341,6 @@ def compromise_cards(
 
 def cli_main(args: argparse.Namespace) -> int:
     """`gendetect simulate`: simulate and write a transactions file."""
-    from gendetect.cli import CliError
     from gendetect.data.io import WRITE_SUFFIXES, write_table
 
     # Check the output format before spending time simulating.

@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader
 
 from gendetect.config import Settings
 from gendetect.errors import ModelNotReadyError
-from serving.api.errors import ApiError
+from serving.errors import ApiError
 from serving.model_manager import ModelManager, ServedModel
 from serving.scoring import ScoringService
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from serving.api.deps import CurrentModel, ManagerDep
-from serving.api.errors import ApiError
+from serving.errors import ApiError
 from serving.model_manager import ModelManager, ServedModel
 from serving.responses import ModelInfo, ReloadResult, schema_fields
 

@@ -1,0 +1,49 @@
+"""The job commands (`train`, `retrain`, `score`), registered with the
+`gendetect` command through the `gendetect.commands` entry point group."""
+
+from __future__ import annotations
+
+import argparse
+
+from gendetect.cli import Command, add_quiet
+from gendetect.models.registry import list_detector_kinds
+
+
+def _train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=list_detector_kinds(), default="vae",
+                   help="detector kind (registered models and the ensemble)")
+    p.add_argument("--data", required=True, help="transactions file (.parquet or .csv)")
+    p.add_argument("--config", default=None,
+                   help="YAML training config merged over training/configs/default.yaml")
+    p.add_argument("--alias", default=None, help="registry alias to set on the new version")
+    p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
+    p.add_argument("--epochs", type=int, default=None, help="overrides the config's max epochs")
+    add_quiet(p)
+
+
+def _retrain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="transactions file (.parquet or .csv)")
+    p.add_argument("--config", default=None,
+                   help="YAML training config merged over training/configs/default.yaml")
+    p.add_argument("--models", default="vae,gan",
+                   help=f"comma-separated challenger kinds from {', '.join(list_detector_kinds())}")
+    add_quiet(p)
+
+
+def _score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="file to score (.parquet or .csv)")
+    p.add_argument("--out", required=True, help="output file (.parquet or .csv)")
+    p.add_argument("--model-uri", default=None,
+                   help="registry URI (default: models:/<name>@<champion alias>)")
+    add_quiet(p)
+
+
+COMMANDS = [
+    Command("train", "train a detector as one MLflow run and register it", _train,
+            "training.train:cli_main", order=30),
+    Command("retrain", "train challengers, compare with the champion on the same held-out "
+            "period, promote only what is better", _retrain, "training.retrain:cli_main",
+            order=40),
+    Command("score", "batch-score a file with a registered model", _score,
+            "training.batch_score:cli_main", order=50),
+]
