@@ -15,8 +15,8 @@ from gendetect import __version__
 from gendetect.config import Settings, get_settings
 from gendetect.errors import GendetectError
 from serving.api.deps import ApiKey
-from serving.errors import add_error_handlers
 from serving.api.routes import health, labels, model, score
+from serving.errors import add_error_handlers
 from serving.metrics import Metrics
 from serving.middleware import Observability, RequestGuard
 from serving.model_manager import ModelManager
