@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -214,6 +215,10 @@ def signals_interrupt() -> Iterator[None]:
             fired = True
             raise JobInterrupted(signum)
 
+    if threading.current_thread() is not threading.main_thread():
+        # Only the main thread may set handlers (and receives signals).
+        yield
+        return
     previous = {s: signal.signal(s, handler) for s in _SIGNALS}
     try:
         yield
