@@ -14,9 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	# compat mode: a .pth on the project root, the plain editable install for a
-	# flat layout (no meta-path finder, no setuptools warning about it).
-	$(BIN)/pip install --quiet -e ".[dev,bench]" --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	touch $@
 
 demo: setup
