@@ -93,7 +93,7 @@ def fit_module(
             max_epochs=config.max_epochs,
             accelerator=config.accelerator,
             devices=config.devices,
-            strategy=config.strategy,
+            strategy=_strategy_for(module, config.strategy),
             num_nodes=config.num_nodes,
             deterministic=True,
             logger=False,
@@ -118,6 +118,17 @@ def fit_module(
         checkpoint_path=checkpoint.best_model_path if checkpoint else None,
         global_rank=trainer.global_rank,
     )
+
+
+def _strategy_for(module: pl.LightningModule, strategy: str) -> str:
+    """The DDP variant that finds unused parameters, for modules that need it:
+    "ddp" -> "ddp_find_unused_parameters_true" (likewise ddp_spawn, ddp_fork,
+    ddp_notebook). Other strategies and explicit variants pass unchanged."""
+    if not getattr(module, "ddp_find_unused_parameters", False):
+        return strategy
+    if strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        return f"{strategy}_find_unused_parameters_true"
+    return strategy
 
 
 class _quiet_lightning:

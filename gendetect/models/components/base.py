@@ -42,6 +42,10 @@ class GenerativeModule(pl.LightningModule):
     """Lightning wiring around `self.model`, a GenerativeNetwork."""
 
     model: GenerativeNetwork
+    # True where some parameters get no gradient in some backward passes (the
+    # GAN's two optimisers): DDP must then look for unused parameters, or it
+    # stops at the first step (training.py picks the matching strategy).
+    ddp_find_unused_parameters: bool = False
 
     def log_epoch(self, name: str, value: torch.Tensor, batch_size: int) -> None:
         """An epoch mean. sync_dist: under DDP each rank sees its own shard, and

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 
 class GAN(GenerativeModule):
+    # The discriminator's step leaves the generator and encoder without gradients.
+    ddp_find_unused_parameters = True
+
     def __init__(
         self,
         n_features: int,
