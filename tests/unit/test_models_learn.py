@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 from gendetect import make_detector
 from gendetect.data.simulator import SCENARIO1_THRESHOLD, simulate_transactions
 from gendetect.features.pipeline import FeaturePipeline
+from gendetect.models import MODEL_KINDS
 from gendetect.schema import load_schema
 
 DAYS = 80
@@ -52,7 +53,7 @@ def test_held_out_data_has_scenario_1_frauds(split: tuple[pd.DataFrame, pd.DataF
     assert (test.loc[test["fraud_scenario"] == 0, "amount"] <= SCENARIO1_THRESHOLD).all()
 
 
-@pytest.mark.parametrize("kind", ["vae", "gan"])
+@pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_detector_ranks_scenario_1_frauds_high(
     kind: str, split: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
