@@ -10,14 +10,16 @@ early stopping and the best epoch agree everywhere. Only rank 0's result is
 meant to be used: with "ddp" the caller's process is rank 0 and trains its
 module in place; Lightning starts the other ranks by running the caller's
 script again, and in those `TrainingResult.global_rank` is not 0 (callers
-that save or register a model check `is_global_zero`). With the spawning
-strategies the weights and history come back from rank 0 into the caller's
-module (callbacks.BestWeights).
+that save or register a model check `is_global_zero`; a job that does work
+before training, such as opening an MLflow run, checks
+`is_rank_zero_process()` first). With the spawning strategies the weights and
+history come back from rank 0 into the caller's module (callbacks.BestWeights).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -118,6 +120,24 @@ def fit_module(
         checkpoint_path=checkpoint.best_model_path if checkpoint else None,
         global_rank=trainer.global_rank,
     )
+
+
+# Global rank variables of the launchers: torchrun, SLURM, LSF.
+_GLOBAL_RANK_VARIABLES = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def is_rank_zero_process() -> bool:
+    """Whether this process is (or will be) global rank 0, from the
+    environment alone, so it can be asked before any Trainer exists.
+
+    Under "ddp" Lightning runs the caller's command again for the other
+    ranks, with LOCAL_RANK (and NODE_RANK on other machines) set; torchrun
+    and SLURM set a global rank. A plain process has none of these.
+    """
+    for name in _GLOBAL_RANK_VARIABLES:
+        if name in os.environ:
+            return int(os.environ[name]) == 0
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def _strategy_for(module: pl.LightningModule, strategy: str) -> str:

@@ -7,7 +7,8 @@ block): that process is rank 0, Lightning starts rank 1 from the same
 command line, and every rank writes what it fitted to the output folder.
 The test then checks, from outside:
 - both ranks trained (ranks 0 and 1 report themselves, only rank 0 is
-  `is_global_zero` and only it saved a bundle);
+  `is_global_zero` and only it saved a bundle), and each knew its rank from
+  the environment before training (`is_rank_zero_process`);
 - gradients were averaged: both ranks end with the same scores;
 - the saved bundle is a normal one: it loads, scores finitely and exactly
   as rank 0 scored, and predicts and explains.
@@ -57,6 +58,7 @@ def test_two_process_ddp_fit_gives_a_normal_bundle(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = {r: json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)}
     assert ranks[0]["is_global_zero"] and not ranks[1]["is_global_zero"]
+    assert ranks[0]["rank_zero_env"] and not ranks[1]["rank_zero_env"]
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["bundle"]  # rank 0 only
     scores = {r: np.load(tmp_path / f"scores_rank{r}.npy") for r in (0, 1)}
@@ -87,8 +89,11 @@ def _fit_as_one_rank(out: Path, accelerator: str, devices: int) -> None:
     import torch.distributed as dist
 
     import gendetect
+    from gendetect.models.training import is_rank_zero_process
 
     torch.set_num_threads(1)
+    # Asked before any Trainer exists, as a job opening an MLflow run would.
+    rank_zero_env = is_rank_zero_process()
     det = gendetect.make_detector(
         "ensemble", accelerator=accelerator, devices=devices, strategy="ddp", **FIT
     ).fit(_data(1500, seed=0))
@@ -98,6 +103,7 @@ def _fit_as_one_rank(out: Path, accelerator: str, devices: int) -> None:
     report = {
         "rank": rank,
         "is_global_zero": det.core.is_global_zero,
+        "rank_zero_env": rank_zero_env,
         "world_size": dist.get_world_size() if dist.is_initialized() else 1,
         "history": {m.kind: m.training_.history for m in det.core.members},
     }

@@ -18,7 +18,7 @@ from gendetect.models.data import (
     validation_loader,
 )
 from gendetect.models.gan import GAN
-from gendetect.models.training import _strategy_for
+from gendetect.models.training import _strategy_for, is_rank_zero_process
 from gendetect.models.vae import VAE
 
 X = np.arange(1000 * 3, dtype=np.float64).reshape(1000, 3)
@@ -109,3 +109,23 @@ def test_progress_prints_one_line_per_epoch_with_both_losses(
 def test_no_progress_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     make_detector("vae", max_epochs=2, accelerator="cpu").fit(np.ones((200, 3)))
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "zero"),
+    [
+        ({}, True),
+        ({"LOCAL_RANK": "1"}, False),  # a rank Lightning's "ddp" started
+        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),  # rank 0 of another machine
+        ({"RANK": "0", "LOCAL_RANK": "0"}, True),  # torchrun
+        ({"SLURM_PROCID": "3"}, False),
+    ],
+)
+def test_rank_zero_is_known_from_the_environment(
+    env: dict[str, str], zero: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert is_rank_zero_process() is zero

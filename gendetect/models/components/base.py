@@ -52,11 +52,3 @@ class GenerativeModule(pl.LightningModule):
         early stopping and the best-epoch choice must agree on every rank (a
         no-op in a single process)."""
         self.log(name, value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
-
-    @torch.no_grad()
-    def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.feature_errors(x)
-
-    @torch.no_grad()
-    def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self.model.extra_score(x)
