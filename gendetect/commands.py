@@ -1,4 +1,4 @@
-"""The core's commands (`simulate`, `features`), registered with the
+"""The core's commands (`simulate`, `features`, `db`, `labels`), registered with the
 `gendetect` command through the `gendetect.commands` entry point group."""
 
 from __future__ import annotations
@@ -25,9 +25,41 @@ def _features(p: argparse.ArgumentParser) -> None:
     add_quiet(p)
 
 
+def _database_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--database-url", default=None,
+                   help="SQLAlchemy URL (default: GENDETECT_DATABASE_URL, else SQLite in "
+                   "GENDETECT_HOME)")
+
+
+def _db(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _database_url(sub.add_parser("upgrade", help="create or upgrade the schema (migrations)"))
+    _database_url(sub.add_parser("current", help="show the schema revision (exit 1 if it is "
+                                 "not the one this version uses)"))
+
+
+def _labels(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = sub.add_parser(
+        "export", help="write the verdicts as a labels file (transaction_id, label, "
+        "labelled_at) for training")
+    export.add_argument("--since", default=None,
+                        help="labels known from this ISO date/time on (default: all)")
+    export.add_argument("--until", default=None,
+                        help="only verdicts before this ISO date/time (exclusive; default: now)")
+    export.add_argument("--out", required=True, help="output file (.csv or .parquet)")
+    export.add_argument("--label-column", default="is_fraud",
+                        help="name of the 0/1 label column (the schema's label field)")
+    _database_url(export)
+
+
 COMMANDS = [
     Command("simulate", "write simulated card transactions (the handbook's design)",
             _simulate, "gendetect.data.simulator:cli_main", order=10),
     Command("features", "add the behaviour (window) features to a transactions file",
             _features, "gendetect.features.offline_cli:cli_main", order=20),
+    Command("db", "the audit and verdict database: create or upgrade its schema",
+            _db, "gendetect.stores.cli:db_main", order=70),
+    Command("labels", "export analysts' verdicts as a labels file for training",
+            _labels, "gendetect.stores.cli:labels_main", order=75),
 ]

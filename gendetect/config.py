@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,30 @@ from pydantic_settings import (
 )
 
 from gendetect.errors import GendetectError
+
+# What a key may do (serving.auth maps routes to them): score (POST /v1/score*),
+# feedback (verdicts and labels), review (the alert queue and decisions), admin
+# (model reload). Any valid key may read /v1/model.
+Scope = Literal["score", "feedback", "review", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("score", "feedback", "review", "admin")
+KEY_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class ApiKeySpec(BaseModel):
+    """One named key of GENDETECT_API_KEYS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr = Field(description="the secret a client sends as X-API-Key")
+    scopes: list[Scope] = Field(min_length=1)
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        # Short keys can be guessed; the message never quotes the key.
+        if len(value.get_secret_value().strip()) < 16:
+            raise ValueError("keys must have at least 16 characters")
+        return value
 
 
 class Settings(BaseSettings):
@@ -76,7 +100,32 @@ class Settings(BaseSettings):
         "default: a random key created once in <home>/secrets/hash.key (mode 0600). Replicas "
         "that share state must share this key.",
     )
-    api_key: SecretStr | None = Field(None, description="if set, required as X-API-Key")
+    api_key: SecretStr | None = Field(
+        None, description="if set, required as X-API-Key; a single key with every scope "
+        "(kept for compatibility; see api_keys)"
+    )
+    api_keys: dict[str, ApiKeySpec] = Field(
+        default_factory=dict,
+        description='named keys with scopes, e.g. GENDETECT_API_KEYS=\'{"checkout": {"key": '
+        '"...", "scopes": ["score"]}, "analysts": {"key": "...", "scopes": ["review", '
+        '"feedback"]}}\' (JSON in the environment, a mapping in the YAML file)',
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the audit/verdict database; default a SQLite "
+        "file <home>/gendetect.db; postgresql://... uses psycopg (the postgres extra)"
+    )
+    audit_enabled: bool = Field(
+        True, description="store every decision the API returns before answering"
+    )
+    database_timeout_seconds: float = Field(
+        2.0, gt=0, le=60,
+        description="the longest a request waits on the database (audit commit, connection, "
+        "lock); past it scoring answers 503 audit_unavailable",
+    )
+    audit_queue_max: int = Field(
+        20_000, ge=1, description="decisions waiting for their commit beyond this are refused "
+        "with 503 at once (back-pressure while the database is slow)",
+    )
     metrics_require_key: bool = Field(False, description="/metrics needs the API key too")
     docs_require_key: bool = Field(
         False, description="/docs, /redoc and /openapi.json need the API key too"
@@ -105,6 +154,25 @@ class Settings(BaseSettings):
     @property
     def resolved_model_uri(self) -> str:
         return self.model_uri or f"models:/{self.model_name}@{self.champion_alias}"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _key_names(cls, value: dict[str, ApiKeySpec]) -> dict[str, ApiKeySpec]:
+        import re
+
+        for name in value:
+            if not re.match(KEY_NAME_PATTERN, name):
+                raise ValueError(f"key name {name!r}: letters, digits, '_', '.', '-' (1-64)")
+        secrets_seen = [spec.key.get_secret_value() for spec in value.values()]
+        if len(set(secrets_seen)) != len(secrets_seen):
+            raise ValueError("two names share one key: their scopes would be ambiguous")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'gendetect.db').resolve()}"
 
     @property
     def state_snapshot_path(self) -> Path:

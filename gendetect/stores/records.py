@@ -1,0 +1,130 @@
+"""What the audit writes for one decision, built from the validated record
+and the decision the API returns, and the decision read back from a row.
+
+Written: the transaction id, the record's event time, the request time, the
+model, score, risk, flag, threshold, top features and reasons, a keyed
+fingerprint of the whole record, the key's name, and the schema's entity ids
+as keyed hashes (the online state's digest: HMAC-SHA256, 128 bits). Not
+written: any other record field; in particular nothing the schema flags
+`pii` (an entity id only as its hash).
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from numbers import Integral
+from typing import Any
+
+import orjson
+
+from gendetect.schema import Schema
+
+_FINGERPRINT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def utc_naive(value: datetime) -> datetime:
+    """Times are stored in UTC without a zone (naive values are UTC)."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def entity_digest(key: bytes, value: Any) -> str:
+    """The keyed hash of an entity id, equal to the online state's
+    (gendetect.features.online.OnlineWindowFeatures.entity_digest): 42 and
+    "42" are the same customer."""
+    text = str(int(value)) if isinstance(value, Integral) and not isinstance(value, bool) else (
+        str(value))
+    return hmac.digest(key, text.encode(), "sha256")[:16].hex()
+
+
+def record_fingerprint(key: bytes, record: Mapping[str, Any]) -> str:
+    """A keyed digest of the whole record: equal for equal records, and,
+    keyed, not a way to test guesses of the personal fields it covers."""
+    try:
+        blob = orjson.dumps(record, option=_FINGERPRINT, default=str)
+    except (TypeError, orjson.JSONEncodeError):
+        blob = repr(sorted((str(k), repr(v)) for k, v in record.items())).encode()
+    return hmac.digest(key, blob, "sha256")[:16].hex()
+
+
+@dataclass(slots=True)
+class AuditRow:
+    transaction_id: int | None
+    decision: dict[str, Any]  # as returned to the client
+    fingerprint: str
+    entities: list[tuple[str, str]]  # (field, keyed hash)
+    event_time: datetime | None
+    decided_at: datetime
+    key_name: str | None
+
+    def values(self, decision_id: uuid.UUID) -> dict[str, Any]:
+        d = self.decision
+        model = d["model"]
+        return {
+            "id": decision_id,
+            "transaction_id": self.transaction_id,
+            "decided_at": self.decided_at,
+            "event_time": self.event_time,
+            "model_name": model["name"],
+            "model_version": model["version"],
+            "score": d["score"],
+            "risk": d["risk"],
+            "is_fraud": d["is_fraud"],
+            "threshold": d["threshold"],
+            "top_features": d["top_features"],
+            "top_reasons": d["top_reasons"],
+            "fingerprint": self.fingerprint,
+            "key_name": self.key_name,
+        }
+
+
+class RowBuilder:
+    """Audit rows for one schema and hash key."""
+
+    def __init__(self, schema: Schema, hash_key: bytes) -> None:
+        self.key = hash_key
+        fields = schema.fields
+        self.id_field = next((f.name for f in fields if f.kind == "id" and not f.pii), None)
+        self.time_field = next(
+            (f.name for f in fields if f.kind == "timestamp" and not f.pii), None
+        )
+        self.entity_fields = [f.name for f in fields if f.kind == "entity"]
+
+    def rows(self, records: Sequence[Mapping[str, Any]], decisions: Sequence[dict[str, Any]],
+             decided_at: datetime, key_name: str | None) -> list[AuditRow]:
+        at = utc_naive(decided_at)
+        key = self.key
+        out = []
+        for record, decision in zip(records, decisions, strict=True):
+            when = record.get(self.time_field) if self.time_field else None
+            tid = record.get(self.id_field) if self.id_field else None
+            out.append(AuditRow(
+                transaction_id=int(tid) if tid is not None else None,
+                decision=decision,
+                fingerprint=record_fingerprint(key, record),
+                entities=[(f, entity_digest(key, record[f])) for f in self.entity_fields
+                          if record.get(f) is not None],
+                event_time=utc_naive(when) if isinstance(when, datetime) else None,
+                decided_at=at,
+                key_name=key_name,
+            ))
+        return out
+
+
+def decision_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The decision as the API returned it, from a `decisions` row."""
+    return {
+        "score": row["score"],
+        "risk": row["risk"],
+        "is_fraud": bool(row["is_fraud"]),
+        "threshold": row["threshold"],
+        "top_features": row["top_features"],
+        "top_reasons": row["top_reasons"],
+        "model": {"name": row["model_name"], "version": row["model_version"]},
+        "transaction_id": row["transaction_id"],
+    }

@@ -1,0 +1,113 @@
+"""The stores' tables. Times are UTC, stored without a zone (SQLite has
+none; both databases then compare them the same way). Floats are doubles, so
+a stored decision reads back bit for bit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints: migrations can refer to them on every database.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+LABELS = ("fraud", "genuine")
+# SQLite makes only INTEGER PRIMARY KEY columns autoincrement.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Decision(Base):
+    """One decision the API returned: what it needs to answer again exactly
+    (an idempotent retry) and what an analyst asks ("which model, why")."""
+
+    __tablename__ = "decisions"
+    # Made by the writer, not the database: entity rows refer to it in the
+    # same multi-row insert, without a round trip for generated keys.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    transaction_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    decided_at: Mapped[datetime] = mapped_column(DateTime())
+    event_time: Mapped[datetime | None] = mapped_column(DateTime())
+    model_name: Mapped[str] = mapped_column(String(256))
+    model_version: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Double())
+    risk: Mapped[float] = mapped_column(Double())
+    is_fraud: Mapped[bool]
+    threshold: Mapped[float] = mapped_column(Double())
+    top_features: Mapped[list[dict[str, Any]]] = mapped_column(JSON())
+    top_reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON())
+    # Keyed hash of the whole validated record: a retry with other content
+    # under the same id is a conflict, not a replay.
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    key_name: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_decisions_decided_at_id", "decided_at", "id"),
+        # The review queue reads flagged decisions newest first.
+        Index("ix_decisions_flagged", "decided_at", "id",
+              postgresql_where=text("is_fraud"), sqlite_where=text("is_fraud")),
+    )
+
+
+class DecisionEntity(Base):
+    """The keyed hashes of a decision's entity ids (customer, terminal, ...),
+    one row each, so that decisions can be found by entity."""
+
+    __tablename__ = "decision_entities"
+    field: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(32), primary_key=True)
+    decision_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Verdict(Base):
+    """An analyst's verdict; rows are never changed: a changed verdict is a
+    new row, and the latest (labelled_at, then id) wins."""
+
+    __tablename__ = "verdicts"
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[int] = mapped_column(BigInteger)
+    label: Mapped[str] = mapped_column(String(16))
+    analyst: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text())
+    labelled_at: Mapped[datetime] = mapped_column(DateTime())
+    received_at: Mapped[datetime] = mapped_column(DateTime())
+    key_name: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (
+        CheckConstraint("label IN ('fraud', 'genuine')", name="label"),
+        Index("ix_verdicts_transaction", "transaction_id", "labelled_at", "id"),
+        Index("ix_verdicts_labelled_at", "labelled_at"),
+    )
+
+
+decisions = Decision.__table__
+decision_entities = DecisionEntity.__table__
+verdicts = Verdict.__table__
