@@ -8,13 +8,15 @@ by a robust spread (IQR/1.349, falling back to the standard deviation, then
 the order of extreme values is kept (an anomaly stays the most anomalous) but
 one outlier cannot blow up the loss.
 
-Values further than CLIP_ROBUST_UNITS spreads from the median are clipped
-there before the compression: a validated record is finite, but an extreme
-one (an amount of 1e300, a spread of 1e-12) would overflow to infinity in
-the division or in float32, and the network would return NaN. A million
-spreads is far beyond anything seen in training, so ordinary inputs are
-untouched; after compression the network sees at most soft_limit +
-log1p(1e6 - soft_limit), about 18.8 with the default limit of 5.
+Values further than CLIP_ROBUST_UNITS (1e12) spreads from the median are
+clipped there before the compression: a validated record is finite, but an
+extreme one (1e308 in a column whose spread is below 1) overflows to
+infinity in the division, and the network then returns NaN. 1e12 spreads is
+beyond any real feature (the schema caps amounts at 1e6), so ordinary inputs
+are untouched and extremes stay ordered far out; after compression the
+network sees at most soft_limit + log1p(1e12 - soft_limit), about 32.6 with
+the default limit of 5, and even without compression (soft_limit=inf) the
+squared errors of such inputs stay within float32.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-CLIP_ROBUST_UNITS = 1e6
+CLIP_ROBUST_UNITS = 1e12
 # Below this a spread counts as zero (binary and near-constant columns).
 _MIN_SPREAD = 1e-12
 
