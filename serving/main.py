@@ -1,6 +1,7 @@
-"""The scoring API's app factory: settings, the model manager, the scoring
-service, middleware and one router per resource. What each part does lives
-in its own module (see serving/README in the repository's room table)."""
+"""The scoring API's app factory: settings, API keys, the model manager,
+the database (audit, verdicts), the scoring and feedback services,
+middleware and one router per resource. What each part does lives in its
+own module (see the room table in the architecture document)."""
 
 from __future__ import annotations
 
@@ -13,48 +14,38 @@ from fastapi import APIRouter, FastAPI
 
 from gendetect import __version__
 from gendetect.config import Settings, get_settings
-from gendetect.errors import GendetectError
 from serving.api.deps import ApiKey
-from serving.api.routes import health, labels, model, score
+from serving.api.routes import feedback, health, model, review, score
+from serving.auth import ConfigurationError, KeyRing
 from serving.errors import add_error_handlers
+from serving.feedback import FeedbackService
 from serving.metrics import Metrics
 from serving.middleware import Observability, RequestGuard
 from serving.model_manager import ModelManager
 from serving.openapi import build_openapi, docs_router
 from serving.responses import ErrorResponse
 from serving.scoring import ScoringService, body_limits
+from serving.stores import Stores
+
+__all__ = ["ConfigurationError", "create_app"]
 
 log = logging.getLogger("gendetect.serving")
 
 
-class ConfigurationError(GendetectError):
-    """A setting that would leave the service in a half-open state."""
-
-
-def api_key_bytes(settings: Settings) -> bytes | None:
-    if settings.api_key is None:
-        log.warning("no GENDETECT_API_KEY: the API is open to anyone who can reach it")
-        return None
-    key = settings.api_key.get_secret_value()
-    if not key.strip():
-        raise ConfigurationError(
-            "GENDETECT_API_KEY is set but empty: set a non-empty key, or unset the variable "
-            "to run without authentication"
-        )
-    return key.encode()
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    api_key = api_key_bytes(settings)
+    keys = KeyRing.from_settings(settings)  # refuses half-open key settings
     metrics = Metrics()
     manager = ModelManager(settings, metrics)
+    stores = Stores(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load in the background: the process answers /healthz at once and
         # /readyz says 503 until the model is in.
+        # The database schema likewise: scoring answers 503 until it is ready.
         tasks = [asyncio.create_task(manager.load_until_ready(), name="model-load"),
+                 asyncio.create_task(stores.prepare(), name="database-schema"),
                  asyncio.create_task(_snapshot_loop(manager, settings), name="state-snapshot")]
         if settings.model_poll_seconds > 0:
             tasks.append(asyncio.create_task(
@@ -65,8 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            # Final snapshot, so a restart continues every entity's history.
+            # Final snapshot, so a restart continues every entity's history;
+            # the audit writer commits what is queued.
             await asyncio.to_thread(manager.close)
+            await asyncio.to_thread(stores.close)
 
     app = FastAPI(
         title="gendetect scoring API",
@@ -79,16 +72,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.manager = manager
-    app.state.scoring = ScoringService(settings, metrics)
-    app.state.api_key = api_key
+    app.state.stores = stores
+    app.state.scoring = ScoringService(settings, metrics, stores)
+    app.state.feedback = FeedbackService(settings, stores)
+    app.state.keys = keys
     add_error_handlers(app)
 
-    protected = [ApiKey] if api_key is not None else []
-    errors = {code: {"model": ErrorResponse} for code in (401, 409, 413, 415, 422, 503)}
-    if api_key is None:
+    # Every /v1 route authenticates (401); each needs its scope (403).
+    protected = [ApiKey] if not keys.is_open else []
+    errors = {code: {"model": ErrorResponse} for code in (401, 403, 409, 413, 415, 422, 503)}
+    if keys.is_open:
         errors.pop(401)
+        errors.pop(403)
     v1 = APIRouter(prefix="/v1", dependencies=protected, responses=errors)  # type: ignore[arg-type]
-    for resource in (score, labels, model):
+    for resource in (score, feedback, review, model):
         v1.include_router(resource.router)
     app.include_router(health.router)
     app.include_router(health.metrics_router,

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from serving.feedback_models import VerdictIn
 from serving.model_manager import ModelManager
 from serving.responses import LabelIn
 
@@ -83,8 +84,10 @@ def add_request_bodies(
     components = doc.setdefault("components", {}).setdefault("schemas", {})
     _set_body(doc, "/v1/score", _register(components, record_model))
     _set_body(doc, "/v1/score/batch", _register(components, batch_model))
-    label = _register(components, LabelIn)
-    _set_body(doc, "/v1/labels", {"anyOf": [label, {"type": "array", "items": label}]})
+    # The feedback routes read bytes too (one object or a list).
+    for path, model in (("/v1/labels", LabelIn), ("/v1/feedback", VerdictIn)):
+        one = _register(components, model)
+        _set_body(doc, path, {"anyOf": [one, {"type": "array", "items": one}]})
     return doc
 
 

@@ -14,6 +14,13 @@ schema), decisions out.
   validated before the state store is touched. A transaction id that is
   already recorded is an idempotent retry when its content is the same (the
   same decision comes back, counted once) and a 409 when it differs.
+- With the audit on (serving.stores), every decision is committed to the
+  database before it is returned (group commit, gendetect.stores.audit), and
+  a retried transaction gets the stored decision back exactly, even if
+  another model version is served since. The database unreachable: 503
+  `audit_unavailable`, and nothing is returned that was not stored. The
+  behaviour state has recorded the transaction by then; a retry with the
+  same content is recognised there and counted once.
 """
 
 from __future__ import annotations
@@ -22,50 +29,54 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from gendetect.config import Settings
+from serving.auth import Principal
 from serving.errors import CORE_ERRORS, ApiError, from_core_error, invalid
 from serving.metrics import Metrics
 from serving.model_manager import ServedModel
-from serving.responses import LabelIn
+from serving.stores import Stores
 
 # Batches up to this size are scored on the event loop (a few ms at most).
 INLINE_BATCH_MAX = 32
-# A generous bound on one JSON record and one label: bodies beyond it (times
-# the batch limit for batches) are refused with 413 before they are read.
+# A generous bound on one JSON record: bodies beyond it (times the batch
+# limit for batches) are refused with 413 before they are read.
 MAX_RECORD_BYTES = 16_384
-MAX_LABEL_BYTES = 512
-
-_LABEL = TypeAdapter(LabelIn)
 
 
 def body_limits(settings: Settings) -> dict[str, int]:
     """Body limit per POST route (the RequestGuard middleware enforces them)."""
+    from serving.feedback import feedback_body_limits
+
     return {
         "/v1/score": MAX_RECORD_BYTES,
         "/v1/score/batch": settings.max_batch_size * MAX_RECORD_BYTES + 1024,
-        "/v1/labels": settings.max_batch_size * MAX_LABEL_BYTES + 1024,
+        **feedback_body_limits(settings),
     }
 
 
 class ScoringService:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, stores: Stores) -> None:
         self.settings = settings
         self.metrics = metrics
-        self._labels = TypeAdapter(list[LabelIn])
-        self.max_labels = settings.max_batch_size
+        self.stores = stores
 
-    async def score_one(self, served: ServedModel, body: bytes) -> dict[str, Any]:
+    async def score_one(self, served: ServedModel, body: bytes,
+                        caller: Principal) -> dict[str, Any]:
         try:
             record = served.record_model.model_validate_json(body).model_dump(by_alias=True)
         except ValidationError as exc:
             raise invalid(exc) from None
+        decided_at = datetime.now(UTC)
         inline = served.online is None or served.online.runs_inline
         decisions = await self._run(inline, served, [record])
-        return decisions[0]
+        stored = await self.stores.audit(served.bundle.schema, [record], decisions, decided_at,
+                                         caller.name)
+        return stored[0]
 
-    async def score_batch(self, served: ServedModel, body: bytes) -> dict[str, Any]:
+    async def score_batch(self, served: ServedModel, body: bytes,
+                          caller: Principal) -> dict[str, Any]:
         try:
             batch = served.batch_model.model_validate_json(body)
         except ValidationError as exc:
@@ -79,10 +90,14 @@ class ScoringService:
             raise invalid(exc) from None
         records = [r.model_dump(by_alias=True) for r in batch.records]  # type: ignore[attr-defined]
         _check_batch_ids(records, served.id_field)
+        decided_at = datetime.now(UTC)
         inline = len(records) <= INLINE_BATCH_MAX and (
             served.online is None or served.online.runs_inline
         )
-        return {"results": await self._run(inline, served, records), "model": served.model_ref}
+        decisions = await self._run(inline, served, records)
+        stored = await self.stores.audit(served.bundle.schema, records, decisions, decided_at,
+                                         caller.name)
+        return {"results": stored, "model": served.model_ref}
 
     async def _run(self, inline: bool, served: ServedModel,
                    records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -104,39 +119,6 @@ class ScoringService:
             flagged += decision["is_fraud"]
         self.metrics.observe_scores(len(records), flagged)
         return decisions
-
-    async def add_labels(self, served: ServedModel, body: bytes) -> dict[str, Any]:
-        online = served.online
-        if online is None:
-            raise ApiError(409, "labels_not_used",
-                           "the served model has no behaviour features that use labels")
-        many = body.lstrip()[:1] == b"["
-        try:
-            items = self._labels.validate_json(body) if many else [_LABEL.validate_json(body)]
-        except ValidationError as exc:
-            raise invalid(exc) from None
-        if len(items) > self.max_labels:
-            raise ApiError(422, "batch_too_large", f"at most {self.max_labels} labels per request",
-                           [{"field": "body", "message": f"more than {self.max_labels} labels"}])
-        now = datetime.now(UTC)
-
-        def apply() -> list[int]:
-            return [
-                item.transaction_id
-                for item in items
-                if not online.add_label(item.transaction_id, bool(item.is_fraud),
-                                        item.labelled_at or now)
-            ]
-
-        try:
-            unknown = apply() if online.runs_inline else await asyncio.to_thread(apply)
-        except CORE_ERRORS as exc:
-            raise from_core_error(exc) from None
-        if not many and unknown:
-            raise ApiError(404, "unknown_transaction",
-                           "no scored transaction with this id in the online state",
-                           [{"field": "transaction_id", "message": "unknown"}])
-        return {"accepted": len(items) - len(unknown), "unknown": unknown}
 
 
 def _check_batch_ids(records: list[dict[str, Any]], id_field: str | None) -> None:

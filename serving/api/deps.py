@@ -1,23 +1,26 @@
 """Dependencies, declared once: the settings, the model being served, the
-scoring service, and the API-key check."""
+services, and the key check with its scopes (serving.auth)."""
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from gendetect.config import Settings
+from gendetect.config import Scope, Settings
 from gendetect.errors import ModelNotReadyError
+from serving.auth import KeyRing, Principal
 from serving.errors import ApiError
+from serving.feedback import FeedbackService
 from serving.model_manager import ModelManager, ServedModel
 from serving.scoring import ScoringService
+from serving.stores import Stores
 
 _KEY_HEADER = APIKeyHeader(
     name="X-API-Key", auto_error=False,
-    description="required on /v1/* when the server has an API key",
+    description="required on /v1/* when the server has API keys; each route needs a scope",
 )
 
 
@@ -33,9 +36,19 @@ def _scoring(request: Request) -> ScoringService:
     return request.app.state.scoring  # type: ignore[no-any-return]
 
 
+def _feedback(request: Request) -> FeedbackService:
+    return request.app.state.feedback  # type: ignore[no-any-return]
+
+
+def _stores(request: Request) -> Stores:
+    return request.app.state.stores  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ManagerDep = Annotated[ModelManager, Depends(_manager)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
+FeedbackDep = Annotated[FeedbackService, Depends(_feedback)]
+StoresDep = Annotated[Stores, Depends(_stores)]
 
 
 def _served(manager: ManagerDep) -> ServedModel:
@@ -50,14 +63,38 @@ CurrentModel = Annotated[ServedModel, Depends(_served)]
 
 def require_api_key(
     request: Request, key: Annotated[str | None, Security(_KEY_HEADER)] = None
-) -> None:
-    expected: bytes | None = request.app.state.api_key
-    if expected is None:
-        return
-    # Constant-time comparison: response timing must not leak the key.
-    if not key or not hmac.compare_digest(key.encode(), expected):
+) -> Principal:
+    """Who calls (401 for a missing or wrong key); on every /v1 route."""
+    ring: KeyRing = request.app.state.keys
+    principal = ring.identify(key)
+    if principal is None:
         raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header",
                        headers={"WWW-Authenticate": "APIKey"})
+    return principal
 
 
 ApiKey = Depends(require_api_key)
+Caller = Annotated[Principal, Depends(require_api_key)]
+
+
+def require_scope(scope: Scope) -> Callable[..., Principal]:
+    """A dependency: the caller's key must carry `scope` (403 otherwise)."""
+
+    def check(principal: Caller) -> Principal:
+        if not principal.may(scope):
+            raise ApiError(403, "forbidden", f"this API key lacks the {scope!r} scope")
+        return principal
+
+    check.__name__ = f"require_{scope}_scope"
+    return check
+
+
+def scoped(scope: Scope) -> Any:
+    """`Annotated[Principal, ...]` for a route parameter that needs `scope`."""
+    return Annotated[Principal, Depends(require_scope(scope))]
+
+
+ScoreKey = scoped("score")
+FeedbackKey = scoped("feedback")
+ReviewKey = scoped("review")
+AdminKey = scoped("admin")

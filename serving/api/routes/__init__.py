@@ -1,1 +1,2 @@
-"""One router per resource: score, labels, model, health."""
+"""One router per resource: score, feedback (and labels), review (alerts and
+decisions), model, health."""

@@ -26,7 +26,8 @@ async def healthz() -> Response:
     return _json({"status": "ok"})
 
 
-@router.get("/readyz", summary="A model is loaded and its state store answers",
+@router.get("/readyz", summary="A model is loaded, its state store answers, and so does the "
+            "audit database (when the audit is on)",
             response_model=ReadyStatus, responses={503: {"model": ReadyStatus}})
 async def readyz(request: Request, manager: ManagerDep) -> Response:
     served = manager.current
@@ -42,6 +43,14 @@ async def readyz(request: Request, manager: ManagerDep) -> Response:
         request.app.state.metrics.state_store_up(up)
         if not up:
             return _json({"status": "unavailable", "reason": "state store not answering",
+                          "model": served.model_ref}, 503)
+    stores = request.app.state.stores
+    if stores.writer is not None:
+        # Scoring needs the audit database: without it every score is a 503.
+        up = await asyncio.to_thread(stores.ping)
+        if not up:
+            reason = stores.problem or "audit database not answering"
+            return _json({"status": "unavailable", "reason": reason,
                           "model": served.model_ref}, 503)
     return _json({"status": "ready", "model": served.model_ref})
 

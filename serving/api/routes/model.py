@@ -1,4 +1,4 @@
-"""The model being served, and swapping it."""
+"""The model being served (any key), and swapping it (scope admin)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from serving.api.deps import CurrentModel, ManagerDep
+from serving.api.deps import AdminKey, CurrentModel, ManagerDep
 from serving.errors import ApiError
 from serving.model_manager import ModelManager, ServedModel
 from serving.responses import ModelInfo, ReloadResult, schema_fields
@@ -21,7 +21,7 @@ async def model_info(served: CurrentModel, manager: ManagerDep) -> dict[str, Any
 
 @router.post("/model/reload", summary="Load what the registry URI points at now (e.g. after "
              "the champion alias moved); requests keep flowing", response_model=ReloadResult)
-async def reload(manager: ManagerDep, force: bool = False) -> dict[str, Any]:
+async def reload(manager: ManagerDep, _caller: AdminKey, force: bool = False) -> dict[str, Any]:
     try:
         result = await manager.reload(force=force)
     except Exception as exc:

@@ -1,0 +1,86 @@
+"""Request and response models of the feedback and review routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+
+from gendetect.schema import FieldSpec
+from serving.request_models import DEFAULT_MAX_SKEW_SECONDS, TransactionId, time_bounds
+from serving.responses import FeatureContribution, ModelRef, ReasonContribution
+
+MAX_NOTE_CHARS = 1000
+MAX_ANALYST_CHARS = 128
+_VERDICT_TIME = FieldSpec("labelled_at", "timestamp")
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+VerdictTime = Annotated[
+    datetime, Field(strict=True), AfterValidator(time_bounds(_VERDICT_TIME,
+                                                             DEFAULT_MAX_SKEW_SECONDS)),
+]
+
+
+class VerdictIn(BaseModel):
+    """An analyst's verdict on a transaction this service scored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: TransactionId
+    label: Literal["fraud", "genuine"]
+    analyst: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ANALYST_CHARS),
+                       AfterValidator(_not_blank)] = Field(
+        description="who decided (an analyst id or name); kept with the verdict")
+    note: Annotated[StrictStr, Field(max_length=MAX_NOTE_CHARS)] | None = None
+    labelled_at: VerdictTime | None = Field(
+        None, description="when the verdict was made; default: when it arrives")
+
+
+class FeedbackResult(BaseModel):
+    accepted: int = Field(description="verdicts for known transactions (stored + duplicates)")
+    stored: int = Field(description="new verdict rows")
+    duplicates: int = Field(description="verdicts equal to a stored one: nothing written")
+    unknown: list[int] = Field(description="transaction ids this service never scored: "
+                               "nothing stored for them")
+
+
+class VerdictOut(BaseModel):
+    label: Literal["fraud", "genuine"]
+    analyst: str
+    note: str | None
+    labelled_at: str
+    received_at: str
+    source: Literal["feedback", "labels"]
+
+
+class StoredDecision(BaseModel):
+    transaction_id: int | None
+    score: float
+    risk: float
+    is_fraud: bool
+    threshold: float
+    top_features: list[FeatureContribution]
+    top_reasons: list[ReasonContribution]
+    model: ModelRef
+    decided_at: str = Field(description="when the API decided (UTC)")
+    event_time: str | None = Field(description="the transaction's own timestamp (UTC)")
+
+
+class AlertPage(BaseModel):
+    alerts: list[StoredDecision] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at "
+                                    "the end")
+
+
+class DecisionHistory(BaseModel):
+    transaction_id: int
+    decision: StoredDecision | None = Field(description="null when the audit was off")
+    verdicts: list[VerdictOut] = Field(description="oldest first")
+    label: Literal["fraud", "genuine"] | None = Field(description="the latest verdict's label")
