@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: starts what the tests need (Redis on 127.0.0.1), runs the
-# linter and the whole suite. `.ci/run` runs exactly this (via `make test`).
+# The test command: starts what the tests need (Redis on 127.0.0.1), makes
+# sure PostgreSQL on 127.0.0.1:5432 answers and has the test database, runs
+# the linters and the whole suite. `.ci/run` runs exactly this (via `make test`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,31 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     sleep 0.1
   done
 fi
+
+# PostgreSQL: the store tests run against it and must fail, not skip, when it
+# is missing (GENDETECT_REQUIRE_POSTGRES). The machine runs one (trust auth,
+# user postgres); start it if it has stopped.
+PG_HOST=127.0.0.1 PG_PORT=5432 PG_USER=postgres PG_TEST_DB=gendetect_test
+if ! pg_isready -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    for _ in $(seq 1 50); do
+      pg_isready -q -h "$PG_HOST" -p "$PG_PORT" && break
+      sleep 0.2
+    done
+  fi
+fi
+if ! pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; then
+  echo "error: PostgreSQL is not reachable on $PG_HOST:$PG_PORT (the store tests need it)" >&2
+  exit 1
+fi
+if ! psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = '$PG_TEST_DB'" | grep -q 1; then
+  createdb -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$PG_TEST_DB"
+fi
+export GENDETECT_TEST_POSTGRES_URL="postgresql://$PG_USER@$PG_HOST:$PG_PORT/$PG_TEST_DB"
+export GENDETECT_REQUIRE_POSTGRES=1
 
 ruff check .
 # Dependencies point one way (pyproject.toml [tool.importlinter]).
