@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from gendetect import tracking
-from tests.integration.test_api import (
+from tests.integration.api_helpers import (
     T0,
     _entity_ids,
     assert_same_decision,

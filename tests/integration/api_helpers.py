@@ -1,0 +1,79 @@
+"""Shared by the API tests: request bodies, the offline expectation of a
+decision, and comparisons. One module instance for every test file, so that
+the id counters never hand out the same transaction id twice in a session."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from gendetect.features.windows import add_window_features
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import RegisteredFixture
+
+# Ids far from the simulator's, so tests never share an entity's history.
+_tx_ids = itertools.count(50_000_000)
+_entity_ids = itertools.count(5_000_000)
+T0 = datetime(2024, 3, 1, 10, 0, 0)
+
+
+def record(row: pd.Series | dict[str, Any]) -> dict[str, Any]:
+    """A request body from a transactions row (labels excluded)."""
+    ts = pd.Timestamp(row["timestamp"]).to_pydatetime()
+    return {
+        "transaction_id": int(row["transaction_id"]),
+        "timestamp": ts.isoformat(),
+        "customer_id": int(row["customer_id"]),
+        "terminal_id": int(row["terminal_id"]),
+        "amount": float(row["amount"]),
+    }
+
+
+def fresh(at: datetime = T0, *, customer: int | None = None, terminal: int | None = None,
+          amount: float = 42.5) -> dict[str, Any]:
+    return {
+        "transaction_id": next(_tx_ids),
+        "timestamp": at.isoformat(),
+        "customer_id": customer if customer is not None else next(_entity_ids),
+        "terminal_id": terminal if terminal is not None else next(_entity_ids),
+        "amount": amount,
+    }
+
+
+def offline_windows(records: list[dict[str, Any]], labels: list[int] | None = None,
+                    *, registered: RegisteredFixture) -> list[dict[str, float]]:
+    """Window features from the offline engine over exactly these records."""
+    config = registered.bundle.pipeline.window_config
+    frame = pd.DataFrame(records)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    frame["is_fraud"] = labels if labels is not None else 0
+    out = add_window_features(frame, config)
+    return out[list(config.feature_names)].to_dict("records")
+
+
+def expected(registered: RegisteredFixture, records: list[dict[str, Any]],
+             windows: list[dict[str, float]]) -> list[dict[str, Any]]:
+    return registered.bundle.score_records(records, windows)
+
+
+def assert_same_decision(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert got["score"] == pytest.approx(want["score"], rel=1e-9, abs=1e-12)
+    assert got["risk"] == pytest.approx(want["risk"], rel=1e-9, abs=1e-12)
+    assert got["is_fraud"] == want["is_fraud"]
+    assert got["threshold"] == pytest.approx(want["threshold"], rel=1e-12)
+    for key, name in (("top_features", "feature"), ("top_reasons", "reason")):
+        assert [f[name] for f in got[key]] == [f[name] for f in want[key]]
+        for g, w in zip(got[key], want[key], strict=True):
+            assert g["contribution"] == pytest.approx(w["contribution"], rel=1e-9, abs=1e-12)
+
+
+def post_raw(client: httpx.Client, path: str, body: str | bytes) -> httpx.Response:
+    return client.post(path, content=body, headers={"Content-Type": "application/json"})
+
+
