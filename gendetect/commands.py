@@ -21,7 +21,7 @@ def _features(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="transactions file (.parquet or .csv)")
     p.add_argument("--out", required=True, help="output file with the window features added")
     p.add_argument("--config", default=None,
-                   help="YAML training config whose windows: settings to use")
+                   help="YAML file with a windows: mapping (default: the schema's windows)")
     add_quiet(p)
 
 
