@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -172,8 +173,14 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+# Settings of the stores and keys that a developer's environment must not
+# pass to the servers the tests start (each test says what it wants).
+STORE_ENV = ("GENDETECT_DATABASE_URL", "GENDETECT_API_KEYS", "GENDETECT_AUDIT_ENABLED",
+             "GENDETECT_HASH_KEY")
+
+
 def server_env(settings: Settings, home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV and k not in STORE_ENV}
     env.update(
         GENDETECT_HOME=str(home),
         GENDETECT_TRACKING_URI=settings.resolved_tracking_uri,
@@ -213,8 +220,44 @@ def server(
         proc.stop()
 
 
+def audit_db(home: Path) -> Any:
+    """The server's default database (SQLite under its home), to read its
+    tables as the tests check them."""
+    from sqlalchemy import create_engine
+
+    return create_engine(f"sqlite:///{home / 'gendetect.db'}")
+
+
+def table_rows(engine: Any, table: str) -> list[dict[str, Any]]:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(text(f"SELECT * FROM {table}")).mappings()]
+
+
 @pytest.fixture
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, headers={"X-API-Key": server.api_key},
                       timeout=30) as c:
         yield c
+
+
+@pytest.fixture
+def server_factory(registered_model: RegisteredFixture, tmp_path: Path) -> Iterator[Any]:
+    """Make servers with their own home and settings (not started); killed
+    afterwards. No API key unless the test passes one."""
+    started: list[ServerProcess] = []
+
+    def make(home: Path | None = None, **extra: str) -> ServerProcess:
+        home = home or tmp_path / f"server-{len(started)}"
+        env = server_env(registered_model.settings, home,
+                         GENDETECT_STATE_SNAPSHOT_SECONDS="3600", **extra)
+        proc = ServerProcess(home, env)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        if proc.process is not None:
+            proc.process.kill()
+            proc.process.wait()
