@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.integration.conftest import audit_db, table_rows
-from tests.integration.test_api import (
+from tests.integration.api_helpers import (
     T0,
     _entity_ids,
     assert_same_decision,
@@ -21,6 +20,7 @@ from tests.integration.test_api import (
     offline_windows,
     post_raw,
 )
+from tests.integration.conftest import audit_db, table_rows
 
 if TYPE_CHECKING:
     from tests.integration.conftest import RegisteredFixture, ServerProcess
