@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,12 @@ def _signature(bundle: FraudModelBundle, example: pd.DataFrame) -> ModelSignatur
     schema's optional ones (labels, evaluation-only columns) optional, so
     that MLflow neither drops labels that feed terminal risk nor demands
     columns production data does not have."""
-    inferred = infer_signature(example, _output_example(bundle, example))
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values: ids and
+        # counts are integers by the schema, which validates them before scoring.
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column",
+                                category=UserWarning)
+        inferred = infer_signature(example, _output_example(bundle, example))
     optional = {f.name for f in bundle.schema.fields if not f.required}
     inputs = MlflowSchema(
         [ColSpec(c.type, c.name, required=c.name not in optional) for c in inferred.inputs]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gendetect.cli import show_progress
 from gendetect.config import Settings, get_settings
 from gendetect.errors import ModelNotReadyError
 from gendetect.tracking import RegisteredModel, alias_version, load_registered_bundle, set_alias
@@ -111,7 +112,8 @@ def cli_main(args: argparse.Namespace) -> int:
     set_threads()
     settings = get_settings()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
-    config = load_config(args.config)
+    overrides = {"model": {"progress": True}} if show_progress(args) else None
+    config = load_config(args.config, overrides=overrides)
 
     def job() -> int:
         decision = retrain(args.data, kinds, config, settings)

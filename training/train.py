@@ -26,6 +26,7 @@ import pandas as pd
 
 from gendetect import metrics
 from gendetect.bundle import FraudModelBundle
+from gendetect.cli import show_progress
 from gendetect.config import Settings, get_settings
 from gendetect.tracking import (
     RegisteredModel,
@@ -197,6 +198,8 @@ def cli_main(args: argparse.Namespace) -> int:
         model["seed"] = args.seed
     if args.epochs is not None:
         model["max_epochs"] = args.epochs
+    if show_progress(args):
+        model["progress"] = True  # one line per epoch on stderr
     config = load_config(args.config, overrides={"model": model} if model else None)
 
     def job() -> int:
