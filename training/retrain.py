@@ -18,6 +18,7 @@ import numpy as np
 from gendetect.cli import show_progress
 from gendetect.config import Settings, get_settings
 from gendetect.errors import ModelNotReadyError
+from gendetect.models.training import is_rank_zero_process
 from gendetect.tracking import RegisteredModel, alias_version, load_registered_bundle, set_alias
 from training.config import TrainingConfig, as_config, load_config
 from training.data import PreparedData, load_prepared
@@ -96,10 +97,16 @@ def retrain(
     aliases: last, once every challenger is complete."""
     config = as_config(config)
     data, fp = load_prepared(data_path, config)
+    if not is_rank_zero_process():
+        # An extra DDP rank: train the same sequence of models, decide nothing.
+        for kind in kinds:
+            train_one(kind, data, config, settings)
+        raise SystemExit(0)
     # Runs a killed job left RUNNING, before this job starts its own.
     fail_stale_runs(settings, max_age_hours=config.jobs.stale_run_hours)
     outcomes = [train_one(kind, data, config, settings, fingerprint_info=fp) for kind in kinds]
     decision = decide(outcomes, data, config, settings)
+    assert decision.best.registered is not None
     version = decision.best.registered.version
     set_alias(settings, settings.challenger_alias, version)
     if decision.promoted:

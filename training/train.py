@@ -28,6 +28,7 @@ from gendetect import metrics
 from gendetect.bundle import FraudModelBundle
 from gendetect.cli import show_progress
 from gendetect.config import Settings, get_settings
+from gendetect.models.training import is_rank_zero_process
 from gendetect.tracking import (
     RegisteredModel,
     configure,
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 class TrainOutcome:
     kind: str
     bundle: FraudModelBundle
-    registered: RegisteredModel
+    registered: RegisteredModel | None  # None on an extra DDP rank
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -105,10 +106,16 @@ def train_one(
     it leaves a complete version without the alias."""
     started = time.perf_counter()
     config = as_config(config)
-    experiment_id = ensure_experiment(settings)
     bundle = FraudModelBundle(
         kind, schema=data.schema, alert_rate=config.alert_rate, **config.model_params()
     )
+    if not is_rank_zero_process():
+        # An extra rank that Lightning's "ddp" started by running this command
+        # again: it trains its shard with rank 0 and leaves the run, the
+        # artifacts and the registry to rank 0.
+        bundle.fit(data.train)
+        return TrainOutcome(kind, bundle, None, {}, time.perf_counter() - started)
+    experiment_id = ensure_experiment(settings)
     tags = {"gendetect.kind": kind, "gendetect.source": Path(data.source).name}
     with job_run(experiment_id, f"train-{kind}", tags) as run:
         mlflow.log_params(
@@ -204,10 +211,14 @@ def cli_main(args: argparse.Namespace) -> int:
 
     def job() -> int:
         data, fp = load_prepared(args.data, config)
+        if not is_rank_zero_process():
+            train_one(args.model, data, config, settings)  # trains its shard only
+            return 0
         fail_stale_runs(settings, max_age_hours=config.jobs.stale_run_hours)
         outcome = train_one(
             args.model, data, config, settings, fingerprint_info=fp, alias=args.alias
         )
+        assert outcome.registered is not None
         shown = {k: round(v, 4) for k, v in outcome.metrics.items()}
         print(
             f"registered {outcome.registered.name} version {outcome.registered.version} "
