@@ -19,24 +19,138 @@ import platform
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from gendetect.calibration import EmpiricalCalibrator
-from gendetect.detector import DetectorCore, DetectorParams, NeuralDetector
+from gendetect.detector import DetectorCore, DetectorParams, NeuralDetector, _finite
 from gendetect.errors import InputError
-from gendetect.features.pipeline import FeaturePipeline
+from gendetect.features.pipeline import FeaturePipeline, WindowHistory
 from gendetect.features.scaling import RobustScaler
-from gendetect.reasons import ReasonMap, top_shares
+from gendetect.reasons import ReasonMap, top_share_indices, top_shares
 from gendetect.schema import Schema, load_schema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 BUNDLE_FORMAT = 1
 _MANIFEST = "bundle.json"
 # Decision columns holding lists of {name, contribution} records.
 EXPLANATION_COLUMNS = ("top_features", "top_reasons")
+# The key inside each explanation record, per explanation column.
+EXPLANATION_KEYS = {"top_features": "feature", "top_reasons": "reason"}
+# True where the behaviour features were computed from the scored batch's own
+# rows (no earlier history), False where they were given as input columns.
+BATCH_HISTORY_COLUMN = "batch_history_only"
+# Which rows of a batch get explanations: the flagged ones (what an analyst
+# reviews, ~alert_rate of the rows), all, or none.
+EXPLAIN_MODES = ("flagged", "all", "none")
+# Rows per network call in batch scoring: the activations of a block stay in
+# the CPU's cache (measured on the 20-feature GAN: 4k-8k rows per call is
+# ~2x faster than one call over 300k rows, whose intermediates spill to RAM).
+SCORE_BLOCK_ROWS = 8192
+
+
+@dataclass
+class BatchDecisions:
+    """Decisions for a batch, column by column: what `score_records` returns
+    per record, without a Python object per row. Explanations exist for the
+    rows in `explained` (sorted row positions) only; as lists they are None
+    elsewhere."""
+
+    score: np.ndarray
+    risk: np.ndarray
+    is_fraud: np.ndarray
+    threshold: float
+    explained: np.ndarray
+    feature_names: tuple[str, ...]
+    feature_idx: np.ndarray
+    feature_share: np.ndarray
+    reason_names: tuple[str, ...]
+    reason_idx: np.ndarray
+    reason_share: np.ndarray
+    batch_history_only: bool
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    @property
+    def n_flagged(self) -> int:
+        return int(self.is_fraud.sum())
+
+    def _parts(self, column: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        if column == "top_features":
+            return self.feature_names, self.feature_idx, self.feature_share
+        return self.reason_names, self.reason_idx, self.reason_share
+
+    def explanation_lists(self, column: str) -> list[list[dict[str, Any]] | None]:
+        """One entry per row: the [{feature|reason, contribution}] list of
+        `score_records`, None for rows without an explanation."""
+        names, idx, share = self._parts(column)
+        key = EXPLANATION_KEYS[column]
+        out: list[list[dict[str, Any]] | None] = [None] * len(self)
+        for row, js, ss in zip(self.explained.tolist(), idx.tolist(), share.tolist(), strict=True):
+            out[row] = [{key: names[j], "contribution": c} for j, c in zip(js, ss, strict=True)]
+        return out
+
+    def explanation_json(self, column: str) -> list[str | None]:
+        """As `explanation_lists`, each list as JSON text (for CSV files)."""
+        return [None if v is None else json.dumps(v) for v in self.explanation_lists(column)]
+
+    def to_pandas(self, index: Any = None, *, json_text: bool = False) -> pd.DataFrame:
+        """score, risk, is_fraud, threshold, top_features, top_reasons and
+        batch_history_only; explanations as lists of dicts (JSON text with
+        `json_text`)."""
+        n = len(self)
+        columns: dict[str, Any] = {
+            "score": self.score,
+            "risk": self.risk,
+            "is_fraud": self.is_fraud,
+            "threshold": np.full(n, self.threshold),
+        }
+        for column in EXPLANATION_COLUMNS:
+            lists = self.explanation_json(column) if json_text else self.explanation_lists(column)
+            columns[column] = pd.Series(lists, dtype=object, index=index)
+        columns[BATCH_HISTORY_COLUMN] = np.full(n, self.batch_history_only)
+        return pd.DataFrame(columns, index=index)
+
+    def to_arrow(self, prefix: str = "") -> pa.Table:
+        """The decisions as an Arrow table (for Parquet): explanations as
+        list<struct<feature|reason: string, contribution: double>>, null for
+        rows without one. Built from the index arrays, no Python per row."""
+        import pyarrow as pa
+
+        n = len(self)
+        arrays: dict[str, pa.Array] = {
+            "score": pa.array(self.score, pa.float64()),
+            "risk": pa.array(self.risk, pa.float64()),
+            "is_fraud": pa.array(self.is_fraud, pa.bool_()),
+            "threshold": pa.array(np.full(n, self.threshold), pa.float64()),
+        }
+        has = np.zeros(n, dtype=bool)
+        has[self.explained] = True
+        for column in EXPLANATION_COLUMNS:
+            names, idx, share = self._parts(column)
+            k = idx.shape[1] if idx.ndim == 2 else 0
+            lengths = np.where(has, k, 0)
+            offsets = np.zeros(n + 1, dtype=np.int32)
+            np.cumsum(lengths, out=offsets[1:])
+            values = pa.StructArray.from_arrays(
+                [
+                    pa.array(np.asarray(names, dtype=object)[idx.ravel()], pa.string()),
+                    pa.array(share.ravel(), pa.float64()),
+                ],
+                names=[EXPLANATION_KEYS[column], "contribution"],
+            )
+            arrays[column] = pa.ListArray.from_arrays(
+                pa.array(offsets), values, mask=pa.array(~has)
+            )
+        arrays[BATCH_HISTORY_COLUMN] = pa.array(np.full(n, self.batch_history_only))
+        return pa.table({prefix + name: array for name, array in arrays.items()})
 
 
 class FraudModelBundle:
@@ -146,10 +260,88 @@ class FraudModelBundle:
             self._reason_map = ReasonMap.build(self.feature_names, self.schema.reasons)
         return self._reason_map
 
-    def score_frame(self, df: pd.DataFrame, *, source: str | None = None) -> pd.DataFrame:
-        """Batch scoring: one output row per input row, in input order."""
-        scores, contributions = self._score_parts(self._features(df, source=source))
-        return pd.DataFrame(self._decisions(scores, contributions), index=df.index)
+    def score_frame(
+        self, df: pd.DataFrame, *, source: str | None = None, explain: str = "all"
+    ) -> pd.DataFrame:
+        """Batch scoring: one output row per input row, in input order, with
+        explanations as lists of dicts (see `score_batch` for the columns)."""
+        return self.score_batch(df, source=source, explain=explain).to_pandas(index=df.index)
+
+    def score_batch(
+        self,
+        X: pd.DataFrame | np.ndarray,
+        *,
+        explain: str = "flagged",
+        source: str | None = None,
+        history: WindowHistory | None = None,
+    ) -> BatchDecisions:
+        """Column-wise batch scoring. Behaviour features: the frame's own
+        columns when it carries all of them (precomputed over a longer
+        history), else computed from the frame's rows, after `history` (the
+        tail of earlier chunks of the same time-ordered stream) when given.
+        `explain`: "flagged" (default), "all" or "none"."""
+        if isinstance(X, pd.DataFrame):
+            self.schema.validate_frame(X, source=source)
+            pipeline = self._pipeline()
+            cols, from_batch = pipeline.batch_columns(X, history)
+            x = pipeline.transform(cols)
+        else:
+            x, from_batch = self._features(X, source=source), False
+        return self.score_matrix(x, explain=explain, batch_history_only=from_batch)
+
+    def score_matrix(
+        self, x: np.ndarray, *, explain: str = "flagged", batch_history_only: bool = False
+    ) -> BatchDecisions:
+        """Decisions for a feature matrix (the pipeline's output).
+
+        The networks run on blocks of SCORE_BLOCK_ROWS rows in float32 (as
+        on the API's path); everything after them is the detector's float64
+        arithmetic, so scores equal `score_records` up to the float32
+        rounding that a different batch size gives the matrix products
+        (~1e-7 relative) and are the same on every run for the same input.
+        """
+        if explain not in EXPLAIN_MODES:
+            raise InputError(f"explain must be one of {EXPLAIN_MODES}, got {explain!r}",
+                             field="explain")
+        threshold = self._threshold()
+        n = len(x)
+        scores = np.empty(n)
+        kept_rows: list[np.ndarray] = []
+        kept: list[np.ndarray] = []
+        for start in range(0, n, SCORE_BLOCK_ROWS):
+            block_scores, contributions = self._block_parts(x[start : start + SCORE_BLOCK_ROWS])
+            scores[start : start + len(block_scores)] = block_scores
+            if explain == "all":
+                kept.append(contributions)
+            elif explain == "flagged":
+                rows = np.flatnonzero(block_scores >= threshold)
+                if len(rows):
+                    kept_rows.append(rows + start)
+                    kept.append(contributions[rows])
+        if explain == "all":
+            explained = np.arange(n)
+        else:
+            explained = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int64)
+        d = len(self.feature_names)
+        contributions = np.concatenate(kept) if kept else np.zeros((0, d))
+        feature_idx, feature_share = top_share_indices(contributions, self.top_k)
+        reason_idx, reason_share = top_share_indices(
+            self.reason_map.sums(contributions), self.top_k
+        )
+        return BatchDecisions(
+            score=scores,
+            risk=self.calibrator.risk(scores),
+            is_fraud=scores >= threshold,
+            threshold=threshold,
+            explained=explained.astype(np.int64),
+            feature_names=tuple(self.feature_names),
+            feature_idx=feature_idx,
+            feature_share=feature_share,
+            reason_names=tuple(self.reason_map.reasons),
+            reason_idx=reason_idx,
+            reason_share=reason_share,
+            batch_history_only=batch_history_only,
+        )
 
     def score_records(
         self,
@@ -200,21 +392,67 @@ class FraudModelBundle:
             raise RuntimeError("the bundle is not fitted: call fit() or load()")
         return self.core.score_parts(x)
 
+    def _block_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`DetectorCore.score_parts` for one block of batch scoring, from
+        the detector's own pieces: the same scaler, the networks' public
+        outputs, each member's `_score_from` and the core's ensemble
+        weights, in the same order of operations. What differs: the block
+        is converted to float32 once for all members, and the GAN's
+        discriminator is not run when its weight is 0 (it then adds exactly
+        0 to the score; it is half of the GAN's forward pass)."""
+        import torch
+
+        core = self._core()
+        t = torch.as_tensor(core.scaler.transform(x), dtype=torch.float32)
+        parts = []
+        with torch.inference_mode():
+            for member in core.members:
+                assert member.module is not None
+                network = member.module.model
+                errors = _finite(network.feature_errors(t).numpy().astype(np.float64))
+                disc = None
+                if member.params.disc_weight != 0:
+                    extra = network.extra_score(t)
+                    disc = None if extra is None else _finite(extra.numpy().astype(np.float64))
+                parts.append(member._score_from(errors, disc))
+        if len(parts) == 1:
+            return parts[0]
+        score = np.zeros(len(x))
+        contributions = np.zeros(x.shape)
+        for member, weight, (s, contrib) in zip(core.members, core._weights(), parts, strict=True):
+            center, spread = member.score_center_spread_
+            score += weight * (s - center) / spread
+            contributions += weight * contrib / spread
+        return score, contributions
+
+    def _core(self) -> DetectorCore:
+        if self.core is None:
+            raise RuntimeError("the bundle is not fitted: call fit() or load()")
+        return self.core
+
     def _decisions(self, scores: np.ndarray, contributions: np.ndarray) -> list[dict[str, Any]]:
-        risks = self.calibrator.risk(scores)
+        risks = self.calibrator.risk(scores).tolist()
         threshold = self._threshold()
-        features = top_shares(contributions, self.feature_names, self.top_k)
-        reasons = self.reason_map.top(contributions, self.top_k)
+        names, reasons = self.feature_names, self.reason_map.reasons
+        f_idx, f_share = top_share_indices(contributions, self.top_k)
+        r_idx, r_share = top_share_indices(self.reason_map.sums(contributions), self.top_k)
         return [
             {
-                "score": float(s),
-                "risk": float(r),
-                "is_fraud": bool(s >= threshold),
+                "score": s,
+                "risk": r,
+                "is_fraud": s >= threshold,
                 "threshold": threshold,
-                "top_features": [{"feature": f, "contribution": c} for f, c in expl],
-                "top_reasons": [{"reason": name, "contribution": c} for name, c in why],
+                "top_features": [
+                    {"feature": names[j], "contribution": c} for j, c in zip(fj, fc, strict=True)
+                ],
+                "top_reasons": [
+                    {"reason": reasons[j], "contribution": c} for j, c in zip(rj, rc, strict=True)
+                ],
             }
-            for s, r, expl, why in zip(scores, risks, features, reasons, strict=True)
+            for s, r, fj, fc, rj, rc in zip(
+                scores.tolist(), risks, f_idx.tolist(), f_share.tolist(), r_idx.tolist(),
+                r_share.tolist(), strict=True,
+            )
         ]
 
     # ---------------------------------------------------------- persistence
@@ -284,11 +522,10 @@ class FraudModelBundle:
 
 
 def explanations_as_json(decisions: pd.DataFrame) -> pd.DataFrame:
-    """The explanation columns of `score_frame` output as JSON strings, so
-    they travel through file formats and pyfunc consumers (REST, Spark) that
-    take only plain columns. Modifies and returns `decisions`."""
+    """The explanation columns of `score_frame` output as JSON strings (for
+    CSV files, which have no list type). Modifies and returns `decisions`."""
     for column in EXPLANATION_COLUMNS:
-        decisions[column] = [json.dumps(v) for v in decisions[column]]
+        decisions[column] = [None if v is None else json.dumps(v) for v in decisions[column]]
     return decisions
 
 

@@ -74,7 +74,21 @@ class ReasonMap:
     def top(self, contributions: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
         """Per row, the top_k reasons with their share of the total
         contribution (shares over all reasons sum to 1)."""
-        return top_shares(contributions @ self.matrix, self.reasons, top_k)
+        return top_shares(self.sums(contributions), self.reasons, top_k)
+
+    def sums(self, contributions: np.ndarray) -> np.ndarray:
+        """Per row, the summed contributions of each reason's features."""
+        return contributions @ self.matrix
+
+
+def top_share_indices(values: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column-wise form of `top_shares`: per row of non-negative `values`, the
+    indices (n, k) of the top_k columns by share of the row's total, largest
+    first (ties keep column order), and those shares (n, k)."""
+    shares = values / np.maximum(values.sum(axis=1, keepdims=True), 1e-12)
+    k = min(top_k, shares.shape[1])
+    top = np.argsort(-shares, axis=1, kind="stable")[:, :k]
+    return top, np.take_along_axis(shares, top, axis=1)
 
 
 def top_shares(
@@ -82,7 +96,8 @@ def top_shares(
 ) -> list[list[tuple[str, float]]]:
     """Per row of non-negative `values`, the top_k columns by share of the
     row's total, largest first (ties keep column order)."""
-    shares = values / np.maximum(values.sum(axis=1, keepdims=True), 1e-12)
-    k = min(top_k, shares.shape[1])
-    top = np.argsort(-shares, axis=1, kind="stable")[:, :k]
-    return [[(names[j], float(row[j])) for j in idx] for idx, row in zip(top, shares, strict=True)]
+    top, shares = top_share_indices(values, top_k)
+    return [
+        [(names[j], float(s)) for j, s in zip(idx.tolist(), row.tolist(), strict=True)]
+        for idx, row in zip(top, shares, strict=True)
+    ]

@@ -102,19 +102,72 @@ class FeaturePipeline:
         history), unless the frame already carries all of them, e.g. a file
         written by `gendetect features` over a longer history.
         """
+        return self.batch_columns(df)[0]
+
+    def batch_columns(
+        self, df: pd.DataFrame, history: WindowHistory | None = None
+    ) -> tuple[Columns, bool]:
+        """Columns for a validated DataFrame and whether its behaviour
+        features were computed from rows of this batch (and `history`, the
+        tail carried over from earlier chunks of the same stream) rather
+        than given as columns.
+
+        Given window features (all of them, finite) are used as they are:
+        that is how precomputed features from `gendetect features` or
+        gendetect.spark reach every surface with one meaning. Some but not
+        all of them is an error: mixing given and recomputed values would
+        give features of two different histories.
+        """
         cols: Columns = {}
         for name in self.needed_fields:
             if name in self._timestamp_fields:
                 cols[name] = timestamps_to_ns(df[name])
             else:
                 cols[name] = df[name].to_numpy()
-        if self.window_config is not None:
-            names = self.window_feature_names
-            if not set(names).issubset(df.columns):
-                df = self.with_window_features(df)
+        if self.window_config is None:
+            return cols, False
+        names = self.window_feature_names
+        present = [n for n in names if n in df.columns]
+        if present and len(present) < len(names):
+            missing = [n for n in names if n not in df.columns]
+            raise InputError(
+                f"behaviour features given in part: {len(present)} of {len(names)} columns; "
+                f"pass all of them or none (missing: {missing[:4]})",
+                field=missing[0],
+            )
+        if present:
             for name in names:
-                cols[name] = df[name].to_numpy(dtype=np.float64)
-        return cols
+                values = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    raise InputError(
+                        f"{int(bad.sum())} missing, NaN or infinite value(s) in a given behaviour "
+                        f"feature (first at row {int(np.argmax(bad))})",
+                        field=name,
+                    )
+                cols[name] = values
+            return cols, False
+        cols.update(self.window_columns(df, history, cols.get(self.window_config.time_col)))
+        return cols, True
+
+    def window_columns(
+        self,
+        df: pd.DataFrame,
+        history: WindowHistory | None = None,
+        time_ns: np.ndarray | None = None,
+    ) -> Columns:
+        """The behaviour features of `df`'s rows from the offline engine's
+        kernels, called on arrays (no copy of the frame). With `history`,
+        the rows of earlier chunks within the windows' reach count too."""
+        config = self.window_config
+        assert config is not None
+        for name in (config.time_col, config.customer_col, config.terminal_col, config.amount_col):
+            if name not in df.columns:
+                raise InputError("required for behaviour features", field=name)
+        if time_ns is None:
+            time_ns = timestamps_to_ns(df[config.time_col])
+        history = history if history is not None else WindowHistory(config)
+        return history.features(df, time_ns)
 
     def with_window_features(self, df: pd.DataFrame) -> pd.DataFrame:
         from gendetect.features.windows import add_window_features
@@ -180,6 +233,108 @@ class FeaturePipeline:
 
     def transform_frame(self, df: pd.DataFrame) -> np.ndarray:
         return self.transform(self.columns_from_frame(df))
+
+
+class WindowHistory:
+    """Behaviour features over a stream of chunks in time order, exact.
+
+    A row's window features depend on earlier rows of its customer and
+    terminal, which may sit in earlier chunks. Each chunk is computed with
+    the offline engine's kernels over the carried tail of history (every
+    earlier row within the longest window's reach, customer window or
+    terminal delay + window) followed by the chunk; only the chunk's rows
+    are answered. The result equals the engine on the whole stream at once
+    (up to the rounding of sums started at another row, ~1e-15 relative).
+
+    Chunks must come in time order, and rows with the same timestamp must
+    not be split across chunks (the tie rule orders them by transaction id,
+    which a later chunk could violate): `split_at_last_time` gives the
+    cut. A row position stands in for the id when the id is not an integer
+    column, counted over the whole stream as the offline engine does.
+    """
+
+    def __init__(self, config: WindowConfig) -> None:
+        self.config = config
+        self.rows_seen = 0
+        self.last_time: int | None = None
+        self._reach = max(config.customer_horizon_ns, config.terminal_horizon_ns)
+        self._tail: dict[str, np.ndarray] | None = None
+        self._warned_no_label = False
+
+    @property
+    def tail_rows(self) -> int:
+        return 0 if self._tail is None else len(self._tail["time"])
+
+    def features(self, df: pd.DataFrame, time_ns: np.ndarray) -> Columns:
+        from gendetect.features.windows import (
+            customer_window_features,
+            terminal_window_features,
+        )
+
+        config = self.config
+        n = len(df)
+        if n and self.last_time is not None and int(time_ns.min()) <= self.last_time:
+            first = int(np.argmax(time_ns <= self.last_time))
+            raise InputError(
+                f"rows are not in time order across chunks (row {self.rows_seen + first} is not "
+                "after the previous chunk): sort the file by time, or score it in one piece",
+                field=config.time_col,
+            )
+        if config.id_col in df.columns and pd.api.types.is_integer_dtype(df[config.id_col]):
+            order = df[config.id_col].to_numpy(dtype=np.int64)
+        else:
+            order = np.arange(self.rows_seen, self.rows_seen + n, dtype=np.int64)
+        if config.label_col in df.columns:
+            label = df[config.label_col].to_numpy(dtype=np.float64, na_value=0.0)
+        else:
+            if not self._warned_no_label:
+                # Unlabelled history: terminal risk is 0 everywhere. Say so once:
+                # the model then sees no delayed-label signal.
+                log.warning("no %r column: terminal risk features are 0", config.label_col)
+                self._warned_no_label = True
+            label = np.zeros(n)
+        chunk = {
+            "time": np.asarray(time_ns, dtype=np.int64),
+            "order": order,
+            "customer": df[config.customer_col].to_numpy(),
+            "terminal": df[config.terminal_col].to_numpy(),
+            "amount": df[config.amount_col].to_numpy(dtype=np.float64),
+            "label": label,
+        }
+        tail = self._tail
+        if tail is None or len(tail["time"]) == 0:
+            events, queries = chunk, None
+        else:
+            events = {k: np.concatenate([tail[k], v]) for k, v in chunk.items()}
+            queries = np.arange(len(tail["time"]), len(events["time"]), dtype=np.int64)
+        out: Columns = {}
+        if n:
+            customer = pd.factorize(events["customer"])[0].astype(np.int64)
+            terminal = pd.factorize(events["terminal"])[0].astype(np.int64)
+            out |= customer_window_features(
+                customer, events["time"], events["order"], events["amount"], config, queries
+            )
+            out |= terminal_window_features(
+                terminal, events["time"], events["order"], events["label"], config, queries
+            )
+            last = int(events["time"].max())
+            keep = events["time"] > last - self._reach
+            self._tail = {k: v[keep] for k, v in events.items()}
+            self.last_time = last
+        else:
+            out = {name: np.zeros(0) for name in config.feature_names}
+        self.rows_seen += n
+        return {name: out[name] for name in config.feature_names}
+
+
+def split_at_last_time(time_ns: np.ndarray) -> int:
+    """Where to cut a time-ordered chunk so that the rows at its last
+    timestamp go to the next chunk: the number of rows before them (0 when
+    all rows share one timestamp)."""
+    if len(time_ns) == 0:
+        return 0
+    last = time_ns[-1]
+    return int(np.searchsorted(time_ns, last, side="left"))
 
 
 def _as_datetime(value: Any) -> datetime:
