@@ -24,6 +24,7 @@ import hmac
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from fractions import Fraction
 from numbers import Integral, Real
 from typing import Any
 
@@ -46,6 +47,20 @@ from gendetect.features.windows import WindowConfig, _plans, days_to_ns
 
 _EPOCH = datetime(1970, 1, 1)
 _NS = 1_000_000_000
+# Nanoseconds per numpy datetime64 unit (a Fraction below one nanosecond).
+_UNIT_NS: dict[str, int | Fraction] = {
+    "W": 7 * 86_400 * _NS,
+    "D": 86_400 * _NS,
+    "h": 3_600 * _NS,
+    "m": 60 * _NS,
+    "s": _NS,
+    "ms": 1_000_000,
+    "us": 1_000,
+    "ns": 1,
+    "ps": Fraction(1, 1_000),
+    "fs": Fraction(1, 1_000_000),
+    "as": Fraction(1, 1_000_000_000),
+}
 # Without a configured secret the ids are still not stored as they are, but
 # anyone can recompute these digests: pass a secret (the API does).
 _DEFAULT_ENTITY_KEY = b"gendetect-unkeyed-entity-digest"
@@ -70,7 +85,14 @@ def to_ns(value: Any) -> int:
     if isinstance(value, np.datetime64):
         if np.isnat(value):
             raise ValueError("missing timestamp")
-        return int(value.astype("datetime64[ns]").astype(np.int64))
+        # Exact, in Python ints: numpy's own cast to [ns] wraps around
+        # silently for dates beyond 2262.
+        unit, step = np.datetime_data(value.dtype)
+        if unit not in _UNIT_NS:  # years, months: whole days first
+            value, unit, step = value.astype("datetime64[D]"), "D", 1
+        count = int(value.astype(np.int64)) * step
+        per = _UNIT_NS[unit]
+        return count * per if isinstance(per, int) else count // per.denominator
     if isinstance(value, bool):
         raise ValueError("a boolean is not a timestamp")
     if isinstance(value, Integral):
