@@ -7,6 +7,7 @@ constants in code. Models are only ever loaded from the configured registry.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -17,16 +18,26 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import ModelSignature, infer_signature
-from mlflow.types.schema import ColSpec
+from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property
 from mlflow.types.schema import Schema as MlflowSchema
 
-from gendetect.bundle import FraudModelBundle
+from gendetect.bundle import BATCH_HISTORY_COLUMN, EXPLANATION_KEYS, FraudModelBundle
 from gendetect.config import Settings
 from gendetect.errors import ModelNotReadyError
-from gendetect.pyfunc import BUNDLE_ARTIFACT, BundlePyfunc
+from gendetect.pyfunc import BUNDLE_ARTIFACT, DEFAULT_EXPLAIN
 
 log = logging.getLogger(__name__)
 _PYFUNC_ENTRY = str(Path(__file__).with_name("pyfunc_entry.py"))
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# What the logged model's code imports when it loads and scores (the core
+# library's own dependencies on that path), pinned to the versions it was
+# logged with. gendetect itself is not among them: its code travels inside
+# the model (code_paths), so no index needs to have it.
+_RUNTIME_REQUIREMENTS = ("mlflow", "torch", "pytorch-lightning", "numpy", "pandas", "pyarrow",
+                         "pyyaml")
+# Schema field kind -> MLflow column type, for fields the input example lacks.
+_KIND_TYPES = {"numeric": "double", "label": "double", "boolean": "double", "id": "long",
+               "timestamp": "datetime", "entity": "string", "categorical": "string"}
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,19 @@ def log_bundle_model(
             signature=signature,
             input_example=example,
             pip_requirements=_pip_requirements(),
+            code_paths=[str(_package_copy(Path(tmp) / "code"))],
         )
     return LoggedBundle(info.model_uri, info.run_id)
+
+
+def _package_copy(folder: Path) -> Path:
+    """The gendetect package as it is now, without bytecode caches: the
+    model's own code (MLflow puts its folder first on sys.path at load), so
+    that it loads where gendetect is not installed (a Spark executor, a
+    serving image) and always runs the code it was logged with."""
+    target = folder / _PACKAGE_DIR.name
+    shutil.copytree(_PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
 
 
 def register_bundle(
@@ -126,35 +148,44 @@ def _signature(bundle: FraudModelBundle, example: pd.DataFrame) -> ModelSignatur
     """Input columns from the schema: every field the bundle can use, with the
     schema's optional ones (labels, evaluation-only columns) optional, so
     that MLflow neither drops labels that feed terminal risk nor demands
-    columns production data does not have."""
+    columns production data does not have; then the behaviour features,
+    optional (used as given when present, see gendetect.pyfunc). Outputs
+    typed by hand: explanations are lists of records, absent for rows
+    without one, which inference from an example cannot know."""
     with warnings.catch_warnings():
         # MLflow's hint that integer columns cannot hold missing values: ids and
         # counts are integers by the schema, which validates them before scoring.
         warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column",
                                 category=UserWarning)
-        inferred = infer_signature(example, _output_example(bundle, example))
-    optional = {f.name for f in bundle.schema.fields if not f.required}
-    inputs = MlflowSchema(
-        [ColSpec(c.type, c.name, required=c.name not in optional) for c in inferred.inputs]
+        inferred = {c.name: c.type for c in infer_signature(example).inputs}
+    columns = [
+        ColSpec(inferred.get(f.name, _KIND_TYPES.get(f.kind, "string")), f.name,
+                required=f.required)
+        for f in bundle.schema.fields
+    ]
+    taken = {c.name for c in columns}
+    columns += [ColSpec("double", name, required=False)
+                for name in bundle.pipeline.window_feature_names if name not in taken]
+    outputs = [ColSpec("double", "score"), ColSpec("double", "risk"),
+               ColSpec("boolean", "is_fraud"), ColSpec("double", "threshold")]
+    outputs += [
+        ColSpec(Array(Object([Property(key, "string"), Property("contribution", "double")])),
+                column, required=False)
+        for column, key in EXPLANATION_KEYS.items()
+    ]
+    outputs.append(ColSpec("boolean", BATCH_HISTORY_COLUMN))
+    return ModelSignature(
+        inputs=MlflowSchema(columns),
+        outputs=MlflowSchema(outputs),
+        params=ParamSchema([ParamSpec("explain", "string", DEFAULT_EXPLAIN)]),
     )
-    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
-
-
-def _output_example(bundle: FraudModelBundle, example: pd.DataFrame) -> pd.DataFrame:
-    wrapper = BundlePyfunc()
-    wrapper.bundle = bundle
-    return wrapper.predict(None, example)
 
 
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
-    # The serving environment needs gendetect itself; pin what the bundle was built with.
-    return [
-        f"gendetect=={version('gendetect')}",
-        f"torch=={version('torch').split('+')[0]}",
-        f"mlflow=={version('mlflow')}",
-    ]
+    # Local build tags (torch's "+cpu") are not on any index: pin the release.
+    return [f"{name}=={version(name).split('+')[0]}" for name in _RUNTIME_REQUIREMENTS]
 
 
 def set_alias(settings: Settings, alias: str, version: str) -> None:
