@@ -393,37 +393,46 @@ class FraudModelBundle:
         return self.core.score_parts(x)
 
     def _block_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`DetectorCore.score_parts` for one block of batch scoring, from
-        the detector's own pieces: the same scaler, the networks' public
-        outputs, each member's `_score_from` and the core's ensemble
-        weights, in the same order of operations. What differs: the block
-        is converted to float32 once for all members, and the GAN's
-        discriminator is not run when its weight is 0 (it then adds exactly
-        0 to the score; it is half of the GAN's forward pass)."""
+        """`DetectorCore.score_parts` for one block of batch scoring.
+
+        For the plain reconstruction score (no label-aware head, the GAN's
+        discriminator weighted 0) it is computed from the detector's own
+        pieces: the same scaler, the networks' public outputs, each member's
+        `_score_from` and the core's ensemble weights, in the same order of
+        operations, with the block converted to float32 once for all members
+        and without running the discriminator, whose verdict would add
+        exactly 0 (it is half of the GAN's forward pass). Anything else goes
+        through `score_parts` itself."""
+        core = self._core()
+        if not self._plain_reconstruction(core):
+            return core.score_parts(x)
         import torch
 
-        core = self._core()
         t = torch.as_tensor(core.scaler.transform(x), dtype=torch.float32)
         parts = []
         with torch.inference_mode():
             for member in core.members:
                 assert member.module is not None
-                network = member.module.model
-                errors = _finite(network.feature_errors(t).numpy().astype(np.float64))
-                disc = None
-                if member.params.disc_weight != 0:
-                    extra = network.extra_score(t)
-                    disc = None if extra is None else _finite(extra.numpy().astype(np.float64))
-                parts.append(member._score_from(errors, disc))
+                errors = member.module.model.feature_errors(t).numpy().astype(np.float64)
+                parts.append(member._score_from(_finite(errors), None))
         if len(parts) == 1:
             return parts[0]
         score = np.zeros(len(x))
         contributions = np.zeros(x.shape)
         for member, weight, (s, contrib) in zip(core.members, core._weights(), parts, strict=True):
             center, spread = member.score_center_spread_
-            score += weight * (s - center) / spread
+            score += weight * ((s - center) / spread)
             contributions += weight * contrib / spread
         return score, contributions
+
+    @staticmethod
+    def _plain_reconstruction(core: DetectorCore) -> bool:
+        params = core.params
+        return (
+            getattr(core, "head", None) is None
+            and getattr(params, "score", "reconstruction") == "reconstruction"
+            and params.disc_weight == 0
+        )
 
     def _core(self) -> DetectorCore:
         if self.core is None:
