@@ -35,6 +35,13 @@ def _score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output file (.parquet or .csv)")
     p.add_argument("--model-uri", default=None,
                    help="registry URI (default: models:/<name>@<champion alias>)")
+    p.add_argument("--explain", choices=("flagged", "all", "none"), default="flagged",
+                   help="rows that get top features and reasons")
+    p.add_argument("--chunk-rows", type=int, default=1 << 20,
+                   help="rows per chunk when streaming a Parquet file (0: in one piece)")
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local: this process; spark: gendetect.spark on a SparkSession "
+                   "(pyspark extra; --out is then a Parquet folder)")
     add_quiet(p)
 
 
