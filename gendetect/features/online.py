@@ -34,6 +34,7 @@ import pandas as pd
 
 from gendetect.errors import DuplicateTransactionError, InputError
 from gendetect.features.state import (
+    AMOUNT_LIMIT,
     INT64_MAX,
     INT64_MIN,
     Horizons,
@@ -246,6 +247,8 @@ class OnlineWindowFeatures:
             raise InputError("must be a number", field=c.amount_col) from exc
         if not math.isfinite(amount):
             raise InputError("must be finite", field=c.amount_col)
+        if abs(amount) > AMOUNT_LIMIT:
+            raise InputError(f"must be at most {AMOUNT_LIMIT:g} in magnitude", field=c.amount_col)
         return TxEvent(
             transaction_id=_transaction_id(record[c.id_col], c.id_col),
             time_ns=time_ns,

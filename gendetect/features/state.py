@@ -12,8 +12,13 @@ them into features). Per entity the store keeps its events sorted by
 (time, transaction id), the order the offline engine breaks ties in. A
 customer also keeps running prefix sums of its amounts, appended as its
 history grows, so a window's count and amount sum are two binary searches
-and a difference. A terminal keeps the keys of its fraud labels in a sorted
-list, so a window's fraud count is two more binary searches. The one subtle
+and a difference. The sums are exact: integers in units of 2**-64 (every
+amount of magnitude 2**-12 or more is such a whole number), rounded to a
+float once per answer, so no cancellation, order of additions or overflow
+can make them drift from the offline engine's (whose own rounding is the
+only difference left), however long an entity's history runs. A terminal
+keeps the keys of its fraud labels in a sorted list, so a window's fraud
+count is two more binary searches. The one subtle
 rule of terminal risk, a label counts only if it had arrived by the
 request's time (`labelled_at <= t`), is kept exact like this: labels with
 `labelled_at` up to the terminal's newest event time are "applied" (in the
@@ -27,9 +32,9 @@ arrive out of order are inserted in place, which also rebuilds the
 customer's prefix sums from that point: cheap for the usual slightly-late
 event, O(history) only for one far older than the customer's newest.
 Pruned events leave from the front by moving an offset; the lists are
-compacted (and the prefix sums rebuilt from zero, which also bounds their
-rounding) once the pruned part is half of them, so memory per entity stays
-within about twice what its windows hold, and the cost is amortised O(1).
+compacted (and the prefix sums rebased to zero) once the pruned part is
+half of them, so memory per entity stays within about twice what its
+windows hold, and the cost is amortised O(1).
 
 The clock (what decides pruning and expiry) cannot be moved by one record:
 - each entity is pruned by its own newest event time: events at or before
@@ -93,6 +98,9 @@ log = logging.getLogger(__name__)
 UNKNOWN_LABEL = -1
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+# Larger amounts are refused: far beyond any payment, and it keeps every
+# feature (an average of amounts) finite.
+AMOUNT_LIMIT = 1e18
 _SNAPSHOT_VERSION = 2
 DUPLICATE_MESSAGE = "transaction_id already recorded with different content"
 
@@ -192,8 +200,8 @@ def check_event(event: TxEvent) -> None:
     that any later request, the snapshot and the journal can hold."""
     _check_int64(event.transaction_id, "transaction_id")
     _check_int64(event.time_ns, "timestamp")
-    if type(event.amount) is not float or not math.isfinite(event.amount):
-        raise InputError("must be a finite number", field="amount")
+    if type(event.amount) is not float or not abs(event.amount) <= AMOUNT_LIMIT:
+        raise InputError(f"must be a number of magnitude at most {AMOUNT_LIMIT:g}", field="amount")
     for name in ("customer", "terminal", "fingerprint"):
         if type(getattr(event, name)) is not str:
             raise InputError("must be a string", field=name)
@@ -255,24 +263,38 @@ class _Series:
         return self.start >= self.COMPACT_MIN and 2 * self.start >= len(self.times)
 
 
+def _fixed(amount: float) -> int:
+    """`amount` in units of 2**-64, exact for |amount| >= 2**-12 (else to
+    the nearest unit)."""
+    return round(math.ldexp(amount, 64))
+
+
+def _unfixed(units: int) -> float:
+    return math.ldexp(float(units), -64)  # float(int) rounds correctly
+
+
+def _prefix(amounts: list[float]) -> list[int]:
+    return list(accumulate(map(_fixed, amounts), initial=0))
+
+
 class _Customer(_Series):
     __slots__ = ("amounts", "pre")
 
     def __init__(self) -> None:
         super().__init__()
         self.amounts: list[float] = []
-        # pre[i] = sum of amounts[:i] (since the last compaction).
-        self.pre: list[float] = [0.0]
+        # pre[i] = exact sum of amounts[:i] (since the last compaction), in
+        # units of 2**-64.
+        self.pre: list[int] = [0]
 
     def insert(self, time_ns: int, tx_id: int, amount: float) -> None:
         i = self._insert_at(time_ns, tx_id)
         if i == len(self.amounts):
             self.amounts.append(amount)
-            self.pre.append(self.pre[-1] + amount)
+            self.pre.append(self.pre[-1] + _fixed(amount))
             return
         self.amounts.insert(i, amount)
-        # Rebuild from i on, adding in the same order as appends would.
-        tail = accumulate(self.amounts[i:], initial=self.pre[i])
+        tail = accumulate(map(_fixed, self.amounts[i:]), initial=self.pre[i])
         next(tail)
         del self.pre[i + 1 :]
         self.pre.extend(tail)
@@ -282,7 +304,7 @@ class _Customer(_Series):
         if self._should_compact():
             s = self.start
             del self.times[:s], self.ids[:s], self.amounts[:s]
-            self.pre = list(accumulate(self.amounts, initial=0.0))
+            self.pre = _prefix(self.amounts)
             self.start = 0
 
     def window_sums(
@@ -297,12 +319,12 @@ class _Customer(_Series):
             if end is None:
                 count, total = hi_q - lo, pre[hi_q] - pre[lo]
                 if not stored:  # a read or an unrecorded event counts itself
-                    count, total = count + 1, total + amount
+                    count, total = count + 1, total + _fixed(amount)
             else:
                 hi = max(lo, bisect_right(times, time_ns - end, start))
                 count, total = hi - lo, pre[hi] - pre[lo]
             counts.append(count)
-            sums.append(total)
+            sums.append(_unfixed(total))
         return counts, sums
 
 
@@ -849,7 +871,7 @@ class MemoryStateStore:
         for key, (times, ids, amounts) in raw["customers"].items():
             c = self._customers[key] = _Customer()
             c.times, c.ids, c.amounts = times, ids, [float(a) for a in amounts]
-            c.pre = list(accumulate(c.amounts, initial=0.0))
+            c.pre = _prefix(c.amounts)
         for key, (times, ids) in raw["terminals"].items():
             t = self._terminals[key] = _Terminal()
             t.times, t.ids = times, ids
@@ -1135,7 +1157,7 @@ def _parse_histories(reply: list[Any]) -> tuple[_Customer | None, _Terminal | No
         customer.times = [int(v) - _BIAS for v in c[0::3]]
         customer.ids = [int(v) - _BIAS for v in c[1::3]]
         customer.amounts = [float(v) for v in c[2::3]]
-        customer.pre = list(accumulate(customer.amounts, initial=0.0))
+        customer.pre = _prefix(customer.amounts)
     if terminal_raw:
         m = terminal_raw.replace(b":", b" ").split()
         terminal = _Terminal()

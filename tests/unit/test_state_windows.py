@@ -7,6 +7,7 @@ engine on the same events."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -109,6 +110,14 @@ def test_compaction_keeps_sums_and_bounds_memory() -> None:
         assert customer.start <= max(len(customer.times) // 2, _Customer.COMPACT_MIN)
     counts, sums = customer.window_sums(4999, 4999, 0.0, [(window, None)])
     assert counts == [window] and sums == [float(sum(k % 7 for k in range(4900, 5000)))]
+    # Exact sums: a huge amount long gone leaves no rounding behind, and one
+    # still held does not swamp the small ones.
+    customer = _Customer()
+    for k, amount in enumerate([1e18, 0.1, 0.2, 1e-3, 0.3]):
+        customer.insert(k, k, amount)
+    counts, sums = customer.window_sums(4, 4, 0.0, [(4, None), (10, None)])
+    assert counts == [4, 5] and sums[1] == 1e18  # 1e18 + 0.601, correctly rounded
+    assert sums[0] == float(sum(map(Fraction, [0.1, 0.2, 1e-3, 0.3])))
     assert len(customer.times) < 2 * window + _Customer.COMPACT_MIN
     assert len(customer.pre) == len(customer.times) + 1
 
