@@ -1,6 +1,8 @@
 """Online window features backed by a real Redis (127.0.0.1:6379, or
 GENDETECT_REDIS_URL): parity with the offline engine, several replicas
-sharing one store, labels, retries, pruning and key hygiene.
+sharing one store, labels, retries and conflicting duplicates, pruning by
+each entity's own clock, times before 1970, and key hygiene (keyed hashes).
+Faults (Redis dead or frozen) are in test_state_redis_faults.py.
 
 The parity replays cover ~5k and ~2.5k transactions, fewer than the 50k of
 the memory store test (tests/unit/test_online_features.py): each request and
@@ -22,6 +24,7 @@ import pandas as pd
 import pytest
 
 from gendetect.data.simulator import simulate_transactions
+from gendetect.errors import DuplicateTransactionError
 from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import RedisStateStore
 from gendetect.features.windows import WindowConfig, add_window_features
@@ -154,7 +157,50 @@ def test_pruning_and_expiry(store: RedisStateStore) -> None:
 
 
 def test_keys_hold_no_raw_entity_ids(store: RedisStateStore) -> None:
-    online = OnlineWindowFeatures(WindowConfig(), store)
+    online = OnlineWindowFeatures(WindowConfig(), store, entity_key=b"a secret")
     online.compute_and_record(tx(1, START, customer=987654321, terminal=123456789))
+    online.add_label(1, True, START)
     keys = [k.decode() for k in store._redis.scan_iter(match=f"{store.prefix}:*")]
     assert keys and not any("987654321" in k or "123456789" in k for k in keys)
+    # Keyed hashes: the customer's key is the digest under this secret.
+    assert f"{store.prefix}:c:{online.entity_digest(987654321)}" in keys
+    values = b"".join(store._redis.dump(k) or b"" for k in keys)
+    assert b"987654321" not in values and b"123456789" not in values
+
+
+def test_a_future_record_moves_no_other_entitys_clock(store: RedisStateStore) -> None:
+    """A record a year ahead prunes only its own entities and expires only its
+    own terminal's label index (before: a global expiry index, so every
+    later label post got False)."""
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    records = [
+        tx(k, START + timedelta(hours=k), customer=k % 10, terminal=k % 5) for k in range(200)
+    ]
+    for rec in records:
+        online.compute_and_record(rec)
+    last = records[-1]["timestamp"]
+    before = [online.compute(tx(10**6, last, customer=c, terminal=99)) for c in range(10)]
+    online.compute_and_record(tx(10**5, last + timedelta(days=365), customer=0, terminal=0))
+    for rec in records:
+        assert online.add_label(rec["transaction_id"], True, last) == (rec["terminal_id"] != 0)
+    after = [online.compute(tx(10**6, last, customer=c, terminal=99)) for c in range(10)]
+    assert after[1:] == before[1:]  # customer 0 itself was pruned by its own clock
+    assert after[0]["customer_nb_tx_30d"] == 1
+
+
+def test_duplicates_and_times_before_1970(store: RedisStateStore) -> None:
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    old = datetime(1969, 12, 31, 23)
+    first = online.compute_and_record(tx(1, old, amount=5.0))
+    assert online.compute_and_record(tx(1, old, amount=5.0)) == first  # a retry
+    with pytest.raises(DuplicateTransactionError) as info:
+        online.compute_and_record(tx(1, old, amount=6.0))
+    assert info.value.field == "transaction_id"
+    later = online.compute_and_record(tx(2, old + timedelta(hours=2), amount=7.0))
+    assert later["customer_nb_tx_1d"] == 2 and later["customer_avg_amount_1d"] == 6.0
+    # The extremes of int64 ids and times are stored and read back in order.
+    online.compute_and_record(tx(2**63 - 1, old + timedelta(hours=3), amount=9.0))
+    online.compute_and_record(tx(0, old + timedelta(hours=3), amount=3.0))
+    peek = online.compute(tx(5, old + timedelta(hours=3)))
+    assert peek["customer_nb_tx_1d"] == 4  # id 5 sorts between 0 and 2**63 - 1
+    assert online.add_label(2**63 - 1, True, old)
