@@ -83,11 +83,12 @@ import uuid
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
+from math import ldexp
 from pathlib import Path
 from statistics import median_low
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 
@@ -124,8 +125,9 @@ def _time_bound(time_ns: int) -> int:
     return (time_ns + 1) << _SHIFT
 
 
-@dataclass(frozen=True)
-class TxEvent:
+class TxEvent(NamedTuple):
+    # A named tuple: built once per request, several times cheaper than a
+    # frozen dataclass.
     transaction_id: int
     time_ns: int
     customer: str  # a keyed digest of the customer id, never the raw id
@@ -144,6 +146,21 @@ class Horizons:
     terminal_ns: int
 
 
+# A plan's windows as binary-search bounds: the distinct offsets, and per
+# window the rows (indices into the offsets, or _OWN: just past the request
+# itself) of its start and end.
+Bounds = tuple[tuple[int, ...], tuple[tuple[int, int], ...], bool]
+_OWN = -1
+
+
+def bounds_of(windows: Sequence[Window]) -> Bounds:
+    """(offsets, rows, whether any window ends at the request itself)."""
+    offsets = sorted({w for window in windows for w in window if w is not None})
+    row = {w: i for i, w in enumerate(offsets)}
+    rows = tuple((row[begin], _OWN if end is None else row[end]) for begin, end in windows)
+    return tuple(offsets), rows, any(end is None for _, end in windows)
+
+
 @dataclass(frozen=True)
 class WindowPlan:
     """The windows a store answers, and how much history they need."""
@@ -151,10 +168,16 @@ class WindowPlan:
     customer: tuple[Window, ...]
     terminal: tuple[Window, ...]
     horizons: Horizons
+    customer_bounds: Bounds = field(init=False, repr=False, compare=False)
+    terminal_bounds: Bounds = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Derived once per plan, not per request.
+        object.__setattr__(self, "customer_bounds", bounds_of(self.customer))
+        object.__setattr__(self, "terminal_bounds", bounds_of(self.terminal))
 
 
-@dataclass(frozen=True)
-class WindowSums:
+class WindowSums(NamedTuple):
     """Per window: the customer's transaction count and amount sum, and the
     terminal's transaction count and number of frauds known by the request's
     time; each in the plan's order. The request's own transaction is in the
@@ -269,10 +292,6 @@ def _fixed(amount: float) -> int:
     return round(math.ldexp(amount, 64))
 
 
-def _unfixed(units: int) -> float:
-    return math.ldexp(float(units), -64)  # float(int) rounds correctly
-
-
 def _prefix(amounts: list[float]) -> list[int]:
     return list(accumulate(map(_fixed, amounts), initial=0))
 
@@ -281,7 +300,9 @@ class _Customer(_Series):
     __slots__ = ("amounts", "pre")
 
     def __init__(self) -> None:
-        super().__init__()
+        self.times = []
+        self.ids = []
+        self.start = 0
         self.amounts: list[float] = []
         # pre[i] = exact sum of amounts[:i] (since the last compaction), in
         # units of 2**-64.
@@ -308,23 +329,26 @@ class _Customer(_Series):
             self.start = 0
 
     def window_sums(
-        self, time_ns: int, tx_id: int, amount: float, windows: Sequence[Window]
+        self, time_ns: int, tx_id: int, amount: float, bounds: Bounds
     ) -> tuple[list[int], list[float]]:
         times, pre, start = self.times, self.pre, self.start
         hi_q, stored = self._slot(time_ns, tx_id)
+        offsets, rows, _ = bounds
+        pos = [bisect_right(times, time_ns - o, start) for o in offsets]
+        pos.append(hi_q)  # the last row: just past the request itself
+        # A read or an unrecorded event counts itself in the windows it ends.
+        # Sums back to floats: float(int) rounds correctly, ldexp is exact.
+        own_n, own_sum = (0, 0) if stored else (1, _fixed(amount))
         counts: list[int] = []
         sums: list[float] = []
-        for begin, end in windows:
-            lo = bisect_right(times, time_ns - begin, start)
-            if end is None:
-                count, total = hi_q - lo, pre[hi_q] - pre[lo]
-                if not stored:  # a read or an unrecorded event counts itself
-                    count, total = count + 1, total + _fixed(amount)
+        for lo_row, hi_row in rows:
+            lo, hi = pos[lo_row], pos[hi_row]
+            if hi_row == _OWN:
+                counts.append(hi - lo + own_n)
+                sums.append(ldexp(float(pre[hi] - pre[lo] + own_sum), -64))
             else:
-                hi = max(lo, bisect_right(times, time_ns - end, start))
-                count, total = hi - lo, pre[hi] - pre[lo]
-            counts.append(count)
-            sums.append(_unfixed(total))
+                counts.append(hi - lo)
+                sums.append(ldexp(float(pre[hi] - pre[lo]), -64))
         return counts, sums
 
 
@@ -332,12 +356,18 @@ _Pair = tuple[int, int]  # (labelled_at, key) of a fraud label
 
 
 class _Terminal(_Series):
-    __slots__ = ("fraud_at", "fraud_keys", "pending")
+    __slots__ = ("fraud_at", "fraud_keys", "fraud_times", "pending")
 
     def __init__(self) -> None:
-        super().__init__()
-        # Fraud labels with labelled_at <= newest_time ("applied"): their keys
-        # sorted, and (labelled_at, key) sorted for out-of-order requests.
+        self.times = []
+        self.ids = []
+        self.start = 0
+        # Fraud labels with labelled_at <= newest_time ("applied"): their
+        # events' times sorted (what windows bounded by time count, with
+        # small-int comparisons), their keys sorted (for a window that ends
+        # at the request itself, the (time, id) tie rule), and (labelled_at,
+        # key) sorted for out-of-order requests.
+        self.fraud_times: list[int] = []
         self.fraud_keys: list[int] = []
         self.fraud_at: list[_Pair] = []
         # Fraud labels that arrived "after" the terminal's newest event.
@@ -353,6 +383,7 @@ class _Terminal(_Series):
             del self.pending[:j]
 
     def _apply(self, pair: _Pair) -> None:
+        insort(self.fraud_times, pair[1] >> _SHIFT)
         insort(self.fraud_keys, pair[1])
         insort(self.fraud_at, pair)
 
@@ -365,6 +396,7 @@ class _Terminal(_Series):
             del self.times[:s], self.ids[:s]
             self.start = 0
             first = _key(self.times[0], self.ids[0])
+            del self.fraud_times[: bisect_left(self.fraud_times, self.times[0])]
             del self.fraud_keys[: bisect_left(self.fraud_keys, first)]
             self.fraud_at = [p for p in self.fraud_at if p[1] >= first]
             self.pending = [p for p in self.pending if p[1] >= first]
@@ -376,6 +408,7 @@ class _Terminal(_Series):
         if was_fraud:
             old = (was_at, key)
             if was_at <= newest:
+                _remove(self.fraud_times, key >> _SHIFT)
                 _remove(self.fraud_keys, key)
                 _remove(self.fraud_at, old)
             else:
@@ -388,49 +421,49 @@ class _Terminal(_Series):
                 insort(self.pending, pair)
 
     def window_counts(
-        self, time_ns: int, tx_id: int, windows: Sequence[Window]
+        self, time_ns: int, tx_id: int, bounds: Bounds
     ) -> tuple[list[int], list[int]]:
         times, start = self.times, self.start
         hi_q, stored = self._slot(time_ns, tx_id)
-        newest = self.newest_time
-        # Labels of pruned events may linger before the first live key until
-        # the next compaction: never count them.
-        first = _key(times[start], self.ids[start]) if newest is not None else 0
-        q_key = _key(time_ns, tx_id)
+        offsets, rows, ends_at_request = bounds
+        pos = [bisect_right(times, time_ns - o, start) for o in offsets]
+        pos.append(hi_q)  # the last row: just past the request itself
+        own_n = 0 if stored else 1
+        counts = [pos[h] - pos[lo] + (own_n if h == _OWN else 0) for lo, h in rows]
         # Label corrections for this request's time (usually none): waiting
         # labels that arrived by then, or applied ones that arrived after it.
         extra: list[int] = []
         sign = 1
-        if newest is None or time_ns >= newest:
-            for at, key in self.pending:
-                if at > time_ns:
-                    break
-                extra.append(key)
-        else:
+        if len(times) > start and time_ns < times[-1]:
             sign = -1
             for at, key in reversed(self.fraud_at):
                 if at <= time_ns:
                     break
                 extra.append(key)
-        counts: list[int] = []
-        frauds: list[int] = []
-        for begin, end in windows:
-            lo = bisect_right(times, time_ns - begin, start)
-            lo_key = max(_time_bound(time_ns - begin), first)
-            if end is None:
-                count = hi_q - lo + (0 if stored else 1)
-                hi_key = q_key + 1
-            else:
-                count = max(0, bisect_right(times, time_ns - end, start) - lo)
-                hi_key = _time_bound(time_ns - end)
-            n = 0
-            if hi_key > lo_key:
-                n = bisect_left(self.fraud_keys, hi_key) - bisect_left(self.fraud_keys, lo_key)
-                for key in extra:
-                    if lo_key <= key < hi_key:
-                        n += sign
-            counts.append(count)
-            frauds.append(n)
+        else:
+            for at, key in self.pending:
+                if at > time_ns:
+                    break
+                extra.append(key)
+        fraud_times = self.fraud_times
+        if not fraud_times and not extra:
+            return counts, [0] * len(rows)
+        # Applied frauds at or before each bound. Labels of pruned events may
+        # linger before the first live event until the next compaction (all
+        # of them earlier than it): never count them.
+        floor = times[start] - 1
+        at_or_before = [bisect_right(fraud_times, max(time_ns - o, floor)) for o in offsets]
+        first = _key(times[start], self.ids[start])
+        if ends_at_request:
+            own_key = max(_key(time_ns, tx_id) + 1, first)
+            at_or_before.append(bisect_left(self.fraud_keys, own_key))
+        frauds = [at_or_before[h] - at_or_before[lo] for lo, h in rows]
+        if extra:
+            keys = [max(_time_bound(time_ns - o), first) for o in offsets]
+            keys.append(max(_key(time_ns, tx_id) + 1, first))
+            for j, (lo, h) in enumerate(rows):
+                lo_key, hi_key = keys[lo], keys[h]
+                frauds[j] += sign * sum(1 for key in extra if lo_key <= key < hi_key)
         return counts, frauds
 
 
@@ -455,12 +488,12 @@ def _query(
         c_counts = [1 if end is None else 0 for _, end in plan.customer]
         c_sums = [event.amount if end is None else 0.0 for _, end in plan.customer]
     else:
-        c_counts, c_sums = customer.window_sums(t, tid, event.amount, plan.customer)
+        c_counts, c_sums = customer.window_sums(t, tid, event.amount, plan.customer_bounds)
     if terminal is None:
         t_counts = [1 if end is None else 0 for _, end in plan.terminal]
         t_frauds = [0] * len(plan.terminal)
     else:
-        t_counts, t_frauds = terminal.window_counts(t, tid, plan.terminal)
+        t_counts, t_frauds = terminal.window_counts(t, tid, plan.terminal_bounds)
     return WindowSums(tuple(c_counts), tuple(c_sums), tuple(t_counts), tuple(t_frauds), recorded)
 
 
@@ -887,6 +920,7 @@ class MemoryStateStore:
             terminal.fraud_at.sort()
             terminal.pending.sort()
             terminal.fraud_keys = sorted(k for _, k in terminal.fraud_at)
+            terminal.fraud_times = [k >> _SHIFT for k in terminal.fraud_keys]
         self._writes = raw["writes"]
         self._recent.extend(raw["recent"])
         log.info(
@@ -1175,4 +1209,5 @@ def _parse_histories(reply: list[Any]) -> tuple[_Customer | None, _Terminal | No
         terminal.fraud_at.sort()
         terminal.pending.sort()
         terminal.fraud_keys = sorted(k for _, k in terminal.fraud_at)
+        terminal.fraud_times = [k >> _SHIFT for k in terminal.fraud_keys]
     return customer, terminal

@@ -22,6 +22,7 @@ from gendetect.features.state import (
     WindowPlan,
     _Customer,
     _Terminal,
+    bounds_of,
 )
 from gendetect.features.windows import WindowConfig, add_window_features
 from tests.records import tx
@@ -108,14 +109,14 @@ def test_compaction_keeps_sums_and_bounds_memory() -> None:
         customer.prune(k - window)
         # Dead entries stay below half (plus a small minimum) of the list.
         assert customer.start <= max(len(customer.times) // 2, _Customer.COMPACT_MIN)
-    counts, sums = customer.window_sums(4999, 4999, 0.0, [(window, None)])
+    counts, sums = customer.window_sums(4999, 4999, 0.0, bounds_of([(window, None)]))
     assert counts == [window] and sums == [float(sum(k % 7 for k in range(4900, 5000)))]
     # Exact sums: a huge amount long gone leaves no rounding behind, and one
     # still held does not swamp the small ones.
     customer = _Customer()
     for k, amount in enumerate([1e18, 0.1, 0.2, 1e-3, 0.3]):
         customer.insert(k, k, amount)
-    counts, sums = customer.window_sums(4, 4, 0.0, [(4, None), (10, None)])
+    counts, sums = customer.window_sums(4, 4, 0.0, bounds_of([(4, None), (10, None)]))
     assert counts == [4, 5] and sums[1] == 1e18  # 1e18 + 0.601, correctly rounded
     assert sums[0] == float(sum(map(Fraction, [0.1, 0.2, 1e-3, 0.3])))
     assert len(customer.times) < 2 * window + _Customer.COMPACT_MIN
@@ -130,7 +131,7 @@ def test_terminal_compaction_drops_labels_of_pruned_events() -> None:
             terminal.set_fraud((k << 64) + k + 2**63, k, True, was_fraud=False, was_at=0)
         terminal.prune(k - 50)
     assert len(terminal.fraud_keys) <= len(terminal.times)
-    counts, frauds = terminal.window_counts(199, 10**6, [(60, None)])
+    counts, frauds = terminal.window_counts(199, 10**6, bounds_of([(60, None)]))
     # Events 150..199 are held (time > 149); frauds among them: multiples of 3.
     assert counts == [51] and frauds == [len([k for k in range(150, 200) if k % 3 == 0])]
 
