@@ -59,8 +59,9 @@ SCORE_BLOCK_ROWS = 8192
 class BatchDecisions:
     """Decisions for a batch, column by column: what `score_records` returns
     per record, without a Python object per row. Explanations exist for the
-    rows in `explained` (sorted row positions) only; as lists they are None
-    elsewhere."""
+    rows in `explained` (sorted row positions) only; elsewhere they are empty
+    lists, on every surface (Parquet, CSV as "[]", pyfunc, Spark: MLflow's
+    Spark conversion of array<struct> results takes no nulls)."""
 
     score: np.ndarray
     risk: np.ndarray
@@ -87,19 +88,19 @@ class BatchDecisions:
             return self.feature_names, self.feature_idx, self.feature_share
         return self.reason_names, self.reason_idx, self.reason_share
 
-    def explanation_lists(self, column: str) -> list[list[dict[str, Any]] | None]:
+    def explanation_lists(self, column: str) -> list[list[dict[str, Any]]]:
         """One entry per row: the [{feature|reason, contribution}] list of
-        `score_records`, None for rows without an explanation."""
+        `score_records`, empty for rows without an explanation."""
         names, idx, share = self._parts(column)
         key = EXPLANATION_KEYS[column]
-        out: list[list[dict[str, Any]] | None] = [None] * len(self)
+        out: list[list[dict[str, Any]]] = [[] for _ in range(len(self))]
         for row, js, ss in zip(self.explained.tolist(), idx.tolist(), share.tolist(), strict=True):
             out[row] = [{key: names[j], "contribution": c} for j, c in zip(js, ss, strict=True)]
         return out
 
-    def explanation_json(self, column: str) -> list[str | None]:
+    def explanation_json(self, column: str) -> list[str]:
         """As `explanation_lists`, each list as JSON text (for CSV files)."""
-        return [None if v is None else json.dumps(v) for v in self.explanation_lists(column)]
+        return [json.dumps(v) if v else "[]" for v in self.explanation_lists(column)]
 
     def to_pandas(self, index: Any = None, *, json_text: bool = False) -> pd.DataFrame:
         """score, risk, is_fraud, threshold, top_features, top_reasons and
@@ -120,7 +121,7 @@ class BatchDecisions:
 
     def to_arrow(self, prefix: str = "") -> pa.Table:
         """The decisions as an Arrow table (for Parquet): explanations as
-        list<struct<feature|reason: string, contribution: double>>, null for
+        list<struct<feature|reason: string, contribution: double>>, empty for
         rows without one. Built from the index arrays, no Python per row."""
         import pyarrow as pa
 
@@ -146,9 +147,7 @@ class BatchDecisions:
                 ],
                 names=[EXPLANATION_KEYS[column], "contribution"],
             )
-            arrays[column] = pa.ListArray.from_arrays(
-                pa.array(offsets), values, mask=pa.array(~has)
-            )
+            arrays[column] = pa.ListArray.from_arrays(pa.array(offsets), values)
         arrays[BATCH_HISTORY_COLUMN] = pa.array(np.full(n, self.batch_history_only))
         return pa.table({prefix + name: array for name, array in arrays.items()})
 

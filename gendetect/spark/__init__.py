@@ -1,0 +1,20 @@
+"""Spark engine for data beyond one machine (the `spark` extra: pyspark, Java 17).
+
+- `window_features(df, config)`: the behaviour features with Spark's own
+  window functions over (entity, time) ranges, label delay included, equal
+  to the offline engine (gendetect.features.windows) to rounding.
+- `score(df, model_uri)`: the registered pyfunc through
+  `mlflow.pyfunc.spark_udf`, with the window features passed as inputs, so
+  that the scores are those of `gendetect score` and the API.
+- `python -m gendetect.spark` / `gendetect score --engine spark`: both on a
+  file (see gendetect.spark.job).
+
+Importing this package does not import pyspark; its functions do.
+"""
+
+from __future__ import annotations
+
+from gendetect.spark.features import window_features
+from gendetect.spark.job import score, spark_session
+
+__all__ = ["score", "spark_session", "window_features"]
