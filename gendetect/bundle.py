@@ -178,17 +178,27 @@ class FraudModelBundle:
 
     # ------------------------------------------------------------- fitting
     def fit(self, X: pd.DataFrame | np.ndarray, y: Any = None) -> FraudModelBundle:
-        """Learn normal behaviour from X. `y` is ignored (unsupervised), as in PyOD."""
+        """Learn normal behaviour from X, and from labels where there are some.
+
+        `y` (scikit-learn style): per row 1 = confirmed fraud, 0 = confirmed
+        genuine, -1 / NaN = unknown; or the name of a column of X holding
+        them (e.g. the schema's label field); None = no labels (PyOD's
+        unsupervised fit). Confirmed frauds never count as normal data; with
+        at least `label_min_frauds` of them the score becomes label-aware
+        (see gendetect.models.labels). All-unknown labels give exactly the
+        unsupervised detector."""
         started = time.perf_counter()
         columns = _column_names(X)
+        label_column = y if isinstance(y, str) else self.schema.label_field
         self.schema = self.schema.resolve_columns(
-            [c for c in columns if c != self.schema.label_field]
+            [c for c in columns if c not in (self.schema.label_field, label_column)]
         )
         self.pipeline = FeaturePipeline(self.schema)
         # Built now so that a schema naming a missing feature fails before training.
         self._reason_map = ReasonMap.build(self.feature_names, self.schema.reasons)
         x = self._features(X, source=None)
-        self.core = DetectorCore(kind=self.kind, params=self.params).fit(x)
+        labels = _labels(X, y, len(x))
+        self.core = DetectorCore(kind=self.kind, params=self.params).fit(x, labels)
         # Calibrate on the held-out validation rows: training rows score
         # optimistically low, which would put the threshold too low.
         val_scores, _ = self.core.score_parts(x[self.core.validation_index_])
@@ -210,6 +220,8 @@ class FraudModelBundle:
                     for k, r in self.core.training_results().items()
                 },
                 "versions": _versions(),
+                # Which mode, from how many labels of which period (model card).
+                "labels": {**self.core.labels_, **_label_period(X, labels, self.schema)},
             }
         )
         return self
@@ -489,6 +501,7 @@ class FraudModelBundle:
             "calibrator": self.calibrator.to_dict(),
             "scaler": self.core.scaler.to_dict(),
             "members": members,
+            "label_head": self.core.label_state(),
             "metadata": self.metadata,
         }
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
@@ -522,6 +535,7 @@ class FraudModelBundle:
         for i, state in enumerate(manifest["members"]):
             state = {**state, "weights": (folder / f"weights_{i}.pt").read_bytes()}
             core.members.append(NeuralDetector.from_state(state, bundle.params))
+        core.load_label_state(manifest.get("label_head"))
         bundle.core = core
         bundle.calibrator = EmpiricalCalibrator.from_dict(manifest["calibrator"])
         bundle.threshold_ = float(manifest["threshold"])
@@ -538,9 +552,42 @@ def explanations_as_json(decisions: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_detector(kind: str, **params: Any) -> FraudModelBundle:
-    """An unfitted detector: `kind` is 'vae', 'gan' or 'ensemble'; params
-    include `seed`, `schema` (default 'numeric'), `alert_rate`, `max_epochs`..."""
+    """An unfitted detector: `kind` is 'vae', 'vae_mse', 'gan' or 'ensemble';
+    params include `seed`, `schema` (default 'numeric'), `alert_rate`,
+    `max_epochs`, `score` ('reconstruction', or for the GAN 'discriminator'
+    or 'combined'), `label_min_frauds` (confirmed frauds that turn on the
+    label-aware score in `fit(X, y)`)..."""
     return FraudModelBundle(kind, **params)
+
+
+def _labels(X: pd.DataFrame | np.ndarray, y: Any, n_rows: int) -> np.ndarray:
+    """fit's `y` as int8 labels (1, 0, -1); a string names a column of X."""
+    from gendetect.models.labels import normalise_labels
+
+    if isinstance(y, str):
+        if not isinstance(X, pd.DataFrame) or y not in X.columns:
+            raise InputError("label column is missing", field=y)
+        try:
+            return normalise_labels(X[y], n_rows, name=y)
+        except ValueError as exc:
+            raise InputError(str(exc).removeprefix(f"{y}: "), field=y) from None
+    try:
+        return normalise_labels(y, n_rows)
+    except ValueError as exc:
+        raise InputError(str(exc), field="y") from None
+
+
+def _label_period(X: Any, labels: np.ndarray, schema: Schema) -> dict[str, Any]:
+    """First and last timestamp of the labelled rows, where X has one."""
+    stamp = next((f.name for f in schema.fields if f.kind == "timestamp"), None)
+    known = labels >= 0
+    if stamp is None or not isinstance(X, pd.DataFrame) or stamp not in X or not known.any():
+        return {}
+    try:
+        times = pd.to_datetime(X[stamp][known], utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        return {}
+    return {"labelled_from": times.min().isoformat(), "labelled_to": times.max().isoformat()}
 
 
 def _column_names(X: pd.DataFrame | np.ndarray) -> list[str]:

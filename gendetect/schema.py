@@ -66,7 +66,10 @@ class FieldSpec:
 
     @property
     def is_feature(self) -> bool:
-        return self.feature and self.kind in ("numeric", "boolean", "categorical")
+        # A protected attribute (age, sex, ...) is never a model input, whatever
+        # `feature` says: it is read only to report group rates (fairness).
+        return (self.feature and not self.protected
+                and self.kind in ("numeric", "boolean", "categorical"))
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,16 @@ def _validate_column(f: FieldSpec, col: pd.Series, source: str | None) -> None:
             first = int(np.argmax(bad))
             fail(f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {first})")
         finite = values[~bad]
-        if f.kind in ("label", "boolean") and finite.size and not np.isin(finite, (0, 1)).all():
+        if f.kind == "label" and (np.isinf(values).any() or not np.isin(finite, (0, 1, -1)).all()):
+            # Labels are 1 (confirmed fraud), 0 (confirmed genuine) or
+            # -1 / missing (unknown): anything else is a mislabelled file,
+            # never silently "unknown".
+            found = sorted({float(v) for v in values[~np.isnan(values)]} - {0.0, 1.0, -1.0})
+            fail(
+                "labels must be 0 or 1 (genuine or confirmed fraud), -1 or missing (unknown); "
+                f"found {found[:5]}"
+            )
+        if f.kind == "boolean" and finite.size and not np.isin(finite, (0, 1)).all():
             fail("values must be 0 or 1")
         if f.min is not None and finite.size and finite.min() < f.min:
             fail(f"value {finite.min()} below the minimum {f.min}")
