@@ -73,9 +73,14 @@ class OnlineState:
 
     def compute(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
         """Window features per record, recording each one; in order, so a
-        batch's later records see its earlier ones."""
-        compute = self.features.compute_and_record
-        return [compute(r) for r in records]
+        batch's later records see its earlier ones. Invalid input (InputError)
+        and a transaction id already recorded with other content
+        (DuplicateTransactionError, also for one id twice in the batch with
+        different content) are refused before anything is recorded; the same
+        record again is a retry, counted once."""
+        if len(records) == 1:
+            return [self.features.compute_and_record(records[0])]
+        return self.features.compute_and_record_many(records)
 
     def add_label(self, transaction_id: int | str, is_fraud: bool, labelled_at: datetime) -> bool:
         return self.features.add_label(transaction_id, is_fraud, labelled_at)

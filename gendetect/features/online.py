@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from fractions import Fraction
 from numbers import Integral, Real
@@ -219,6 +219,19 @@ class OnlineWindowFeatures:
         except DuplicateTransactionError as exc:
             raise DuplicateTransactionError(exc.message, field=self.config.id_col) from None
         return self._features(sums)
+
+    def compute_and_record_many(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, float]]:
+        """`compute_and_record` for each record in order (later records see
+        earlier ones), all or nothing for invalid input and conflicting
+        duplicates: those raise before anything is recorded."""
+        events = [self._event(r, with_fingerprint=True) for r in records]
+        try:
+            sums = self.store.record_and_query_many(events, self._plan)
+        except DuplicateTransactionError as exc:
+            raise DuplicateTransactionError(exc.message, field=self.config.id_col) from None
+        return [self._features(s) for s in sums]
 
     def compute(self, record: Mapping[str, Any]) -> dict[str, float]:
         """Features of `record` as if it were recorded now, without recording it."""

@@ -200,6 +200,15 @@ class StateStore(Protocol):
         known with another fingerprint."""
         ...
 
+    def record_and_query_many(
+        self, events: Sequence[TxEvent], plan: WindowPlan
+    ) -> list[WindowSums]:
+        """`record_and_query` for each event in order (later ones see earlier
+        ones), after checking them all: if any id is known (or repeated in
+        `events`) with another fingerprint, DuplicateTransactionError is
+        raised before anything is recorded."""
+        ...
+
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
         """Attach a label; False if the transaction is unknown or expired."""
         ...
@@ -476,6 +485,22 @@ def _remove(items: list[_T], value: _T) -> None:
         del items[i]
 
 
+def _check_conflicts(
+    events: Sequence[TxEvent], known_fingerprint: Callable[[int], str | None]
+) -> None:
+    """DuplicateTransactionError if an event's id is known, or earlier in
+    `events`, with another fingerprint."""
+    batch: dict[int, str] = {}
+    for event in events:
+        tid = event.transaction_id
+        have = batch.get(tid)
+        if have is None:
+            have = known_fingerprint(tid)
+        if have is not None and have != event.fingerprint:
+            raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
+        batch.setdefault(tid, event.fingerprint)
+
+
 def _query(
     customer: _Customer | None,
     terminal: _Terminal | None,
@@ -696,6 +721,37 @@ class MemoryStateStore:
                 plan,
                 recorded,
             )
+
+    def record_and_query_many(
+        self, events: Sequence[TxEvent], plan: WindowPlan
+    ) -> list[WindowSums]:
+        for event in events:
+            check_event(event)
+        h = plan.horizons
+        with self._lock:
+            # Conflicts first, and the whole batch in one journal write:
+            # applying never fails after that, so a failing batch changes
+            # nothing.
+            _check_conflicts(events, lambda tid: (e[2] if (e := self._tx.get(tid)) else None))
+            if self._journal is not None:
+                lines = [_record_line(e, h) for e in events if e.transaction_id not in self._tx]
+                if lines:
+                    self._journal.write(b"".join(lines))
+            out = []
+            for event in events:
+                recorded = event.transaction_id not in self._tx and self._retains(event, h)
+                if recorded:
+                    self._record(event, h)
+                out.append(
+                    _query(
+                        self._customers.get(event.customer),
+                        self._terminals.get(event.terminal),
+                        event,
+                        plan,
+                        recorded,
+                    )
+                )
+            return out
 
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
         _check_int64(transaction_id, "transaction_id")
@@ -1150,6 +1206,27 @@ class RedisStateStore:
             raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
         customer, terminal = _parse_histories(reply)
         return _query(customer, terminal, event, plan, bool(reply[0]))
+
+    def record_and_query_many(
+        self, events: Sequence[TxEvent], plan: WindowPlan
+    ) -> list[WindowSums]:
+        """Conflicts are checked for the whole batch first (one read); then
+        each event takes its own atomic script. If Redis fails part-way, the
+        events before are recorded: sending the same batch again is safe
+        (same ids, same fingerprints: retries, counted once)."""
+        for event in events:
+            check_event(event)
+        if not events:
+            return []
+        keys = [self._tx_key(e.transaction_id) for e in events]
+        known = self._call(self._redis.mget, keys=keys)
+        fingerprints = {
+            e.transaction_id: value.split(b" ")[2].decode()
+            for e, value in zip(events, known, strict=True)
+            if value is not None
+        }
+        _check_conflicts(events, fingerprints.get)
+        return [self.record_and_query(e, plan) for e in events]
 
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
         _check_int64(transaction_id, "transaction_id")

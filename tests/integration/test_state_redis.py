@@ -204,3 +204,15 @@ def test_duplicates_and_times_before_1970(store: RedisStateStore) -> None:
     peek = online.compute(tx(5, old + timedelta(hours=3)))
     assert peek["customer_nb_tx_1d"] == 4  # id 5 sorts between 0 and 2**63 - 1
     assert online.add_label(2**63 - 1, True, old)
+
+
+def test_a_batch_with_a_conflict_records_nothing(store: RedisStateStore) -> None:
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    online.compute_and_record(tx(1, START, amount=10.0))
+    good = [tx(k, START + timedelta(minutes=k), amount=float(k)) for k in range(2, 6)]
+    for bad in (tx(1, START, amount=99.0), tx(3, START, amount=1.0)):
+        with pytest.raises(DuplicateTransactionError):
+            online.compute_and_record_many([*good, bad])
+    assert len(list(store._redis.scan_iter(match=f"{store.prefix}:x:*"))) == 1
+    batch = online.compute_and_record_many([*good, good[0]])
+    assert [f["customer_nb_tx_1d"] for f in batch] == [2, 3, 4, 5, 2]

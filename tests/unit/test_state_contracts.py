@@ -130,3 +130,38 @@ def test_ping_and_close() -> None:
     assert store.ping() is True
     store.close()
     store.close()  # twice is fine
+
+
+def test_a_batch_is_all_or_nothing_for_conflicts_and_bad_input(tmp_path: Path) -> None:
+    store = MemoryStateStore(tmp_path / "state.snapshot")
+    online = OnlineWindowFeatures(WindowConfig(), store, entity_key=KEY)
+    online.compute_and_record(tx(1, START, amount=10.0))
+    journal = sorted(tmp_path.glob("state.snapshot.journal.*"))
+    size = sum(p.stat().st_size for p in journal)
+    good = [tx(k, START + timedelta(minutes=k), amount=float(k)) for k in range(2, 6)]
+    for bad in (
+        tx(1, START, amount=99.0),  # known id, other content
+        tx(3, START, amount=1.0),  # repeated in the batch with other content
+        tx(6, START) | {"amount": "a lot"},  # invalid
+    ):
+        with pytest.raises((DuplicateTransactionError, InputError)):
+            online.compute_and_record_many([*good, bad])
+    assert len(store) == 1 and sum(p.stat().st_size for p in journal) == size
+    # Valid: in order, later records see earlier ones, a repeat counts once.
+    records = [*good, good[0], tx(1, START, amount=10.0)]
+    batch = online.compute_and_record_many(records)
+    one_by_one = OnlineWindowFeatures(WindowConfig(), MemoryStateStore(), entity_key=KEY)
+    one_by_one.compute_and_record(tx(1, START, amount=10.0))
+    assert batch == [one_by_one.compute_and_record(r) for r in records]
+    assert len(store) == 5 and batch[-1]["customer_nb_tx_1d"] == 1
+    store.close()
+    assert len(MemoryStateStore(tmp_path / "state.snapshot")) == 5
+
+
+def test_v1_snapshots_with_raw_ids_are_not_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "features.snapshot"
+    path.write_bytes(b'{"version": 1, "customers": {"987654321": [[1], [1], [1.0]]}}')
+    store = MemoryStateStore(path)
+    assert len(store) == 0 and not store._customers
+    store.close()  # the new snapshot replaces it
+    assert b"987654321" not in path.read_bytes()
