@@ -67,8 +67,9 @@ class OnlineState:
 
     @property
     def runs_inline(self) -> bool:
-        """True when a call never waits on the network, so it may run on the
-        event loop; a Redis round trip must not."""
+        """True when `compute` never waits on the network, so it may run on
+        the event loop (the memory store's journal write is one small write
+        to the OS, no fsync); a Redis round trip must not."""
         return self.in_memory
 
     def compute(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
@@ -83,6 +84,10 @@ class OnlineState:
         return self.features.compute_and_record_many(records)
 
     def add_label(self, transaction_id: int | str, is_fraud: bool, labelled_at: datetime) -> bool:
+        """False if the transaction is unknown or expired. With the memory
+        store this fsyncs the journal before it returns (an acknowledged label
+        survives a crash): milliseconds on a slow disk, so do not call it on
+        the event loop even when `runs_inline`."""
         return self.features.add_label(transaction_id, is_fraud, labelled_at)
 
     def ping(self) -> bool:

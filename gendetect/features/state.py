@@ -799,13 +799,20 @@ class MemoryStateStore:
         )
 
     def close(self) -> None:
+        """Write the final snapshot and close the journal. A snapshot that
+        cannot be written (a full disk) is logged, not raised: the journal,
+        synced here, still holds everything, and shutdown goes on."""
         if self._closed:
             return
-        if self._path is not None:
-            self.snapshot()
-        if self._journal is not None:
-            self._journal.close()
         self._closed = True
+        if self._journal is None:
+            return
+        try:
+            self.snapshot()
+        except OSError:
+            log.exception("final state snapshot failed; the journal keeps the state")
+        finally:
+            self._journal.close()
 
     def __len__(self) -> int:
         """Number of transactions currently indexed."""

@@ -256,3 +256,21 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     counts = online.compute(tx(10**9, START + timedelta(minutes=last), customer=0, terminal=99))
     assert counts["customer_nb_tx_1d"] >= len([k for k in records if k % 11 == 0]) + 1
     store.close()
+
+
+def test_close_survives_a_failing_final_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state" / "features.snapshot"
+    online = _open(path)
+    _feed(online, range(25))
+    probe = _probe(online)
+
+    def disk_full(self: MemoryStateStore, payload: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(MemoryStateStore, "_write_atomically", disk_full)
+    online.store.close()  # logged, not raised: shutdown goes on
+    monkeypatch.undo()
+    assert not path.exists()
+    assert _probe(_restarted(path)) == probe  # the journal had it all
