@@ -110,7 +110,12 @@ def _package_copy(folder: Path) -> Path:
 
 
 def register_bundle(
-    logged: LoggedBundle, settings: Settings, *, require_finished: bool = True
+    logged: LoggedBundle,
+    settings: Settings,
+    *,
+    require_finished: bool = True,
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
 ) -> RegisteredModel:
     """Register a logged bundle as a new version of the configured name.
 
@@ -125,7 +130,11 @@ def register_bundle(
             raise ModelNotReadyError(
                 f"run {logged.run_id} is {status}: only finished runs are registered"
             )
-    mv = mlflow.register_model(logged.model_uri, settings.model_name)
+    # Tags are set with the version itself (one call): a version never exists
+    # without the tags a rerun looks it up by (training key, window).
+    mv = mlflow.register_model(logged.model_uri, settings.model_name, tags=tags)
+    if description:
+        client.update_model_version(settings.model_name, mv.version, description=description)
     return RegisteredModel(mv.name, str(mv.version), mv.run_id or logged.run_id)
 
 

@@ -9,6 +9,20 @@ from gendetect.cli import Command, add_quiet
 from gendetect.models.registry import list_detector_kinds
 
 
+def _window_and_labels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", default=None,
+                   help="first day (ISO date or time, UTC) of the training window; the days "
+                   "before it only warm up the behaviour features (default: after the warm-up)")
+    p.add_argument("--until", default=None,
+                   help="end of the training window (exclusive); the held-out period is the "
+                   "evaluation.holdout_days after it (default: the file's last holdout_days)")
+    p.add_argument("--labels", default=None,
+                   help="labels file from `gendetect labels export` (transaction_id, label, "
+                   "labelled_at), over the transactions file's own label column")
+    p.add_argument("--no-verdicts", action="store_true",
+                   help="do not read the verdict store even when GENDETECT_DATABASE_URL is set")
+
+
 def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=list_detector_kinds(), default="vae",
                    help="detector kind (registered models and the ensemble)")
@@ -18,6 +32,7 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alias", default=None, help="registry alias to set on the new version")
     p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
     p.add_argument("--epochs", type=int, default=None, help="overrides the config's max epochs")
+    _window_and_labels(p)
     add_quiet(p)
 
 
@@ -27,6 +42,9 @@ def _retrain(p: argparse.ArgumentParser) -> None:
                    help="YAML training config merged over training/configs/default.yaml")
     p.add_argument("--models", default="vae,gan",
                    help=f"comma-separated challenger kinds from {', '.join(list_detector_kinds())}")
+    p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
+    p.add_argument("--epochs", type=int, default=None, help="overrides the config's max epochs")
+    _window_and_labels(p)
     add_quiet(p)
 
 
@@ -48,9 +66,9 @@ def _score(p: argparse.ArgumentParser) -> None:
 COMMANDS = [
     Command("train", "train a detector as one MLflow run and register it", _train,
             "training.train:cli_main", order=30),
-    Command("retrain", "train challengers, compare with the champion on the same held-out "
-            "period, promote only what is better", _retrain, "training.retrain:cli_main",
-            order=40),
+    Command("retrain", "train challengers on a window, compare with the champion on the same "
+            "held-out period after it, promote only what is better; exit 0 promoted, 3 champion "
+            "kept, 1 failed, 2 bad input", _retrain, "training.retrain:cli_main", order=40),
     Command("score", "batch-score a file with a registered model", _score,
             "training.batch_score:cli_main", order=50),
 ]

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,9 @@ from gendetect.data.split import holdout_split, holdout_windows
 from gendetect.errors import InputError
 from gendetect.features.pipeline import FeaturePipeline
 from gendetect.schema import Schema, load_schema
+from training import labels as label_sources
 from training.config import EvaluationConfig, TrainingConfig, as_config
+from training.labels import LabelSources
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +35,34 @@ class PreparedData:
     test: pd.DataFrame | None
     schema: Schema
     source: str
+    # Training labels known by `window["until"]`: 1 fraud, 0 genuine, -1
+    # unknown (None: the data has no labels at all).
+    y_train: np.ndarray | None = None
+    # since / until of the training rows, end of the held-out period (ISO).
+    window: dict[str, str] = field(default_factory=dict)
+    # How many labels each source gave, and the training labels by class.
+    label_info: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare_data(
-    df: pd.DataFrame, config: TrainingConfig | Mapping[str, Any], source: str
+    df: pd.DataFrame,
+    config: TrainingConfig | Mapping[str, Any],
+    source: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    labels: LabelSources | None = None,
 ) -> PreparedData:
-    """Validate, add behaviour features over the full history, split by time.
+    """Validate, merge the labels, add behaviour features over the full
+    history, split by time.
+
+    Without `since`/`until`: the last `holdout_days` are held out, the
+    `delay_days` before them dropped. With either: training rows are those
+    in [since, until) (since defaults to the first day after the warm-up,
+    until to the start of the last `holdout_days`), and the held-out period
+    is the `holdout_days` after `until`; the days before `since` only warm
+    up the behaviour features. Training labels are those known by the start
+    of the held-out period (see training.labels).
 
     Behaviour features come first so that held-out rows see their real
     history; labels enter them only through the delayed terminal risk."""
@@ -45,18 +70,135 @@ def prepare_data(
     schema = load_schema(config.schema_name)
     schema = schema.resolve_columns([c for c in df.columns if c != schema.label_field])
     schema.validate_frame(df, source=source)
+    label = schema.label_field
+    time_col = next((f.name for f in schema.fields if f.kind == "timestamp"), None)
+    sources = labels or LabelSources()
+    now_frames = sources.frames(label) if label else []
+    had_column = label is not None and label in df.columns
+    if label and now_frames:
+        if "transaction_id" not in df.columns:
+            raise InputError("a labels file or the verdict store needs transaction_id",
+                             source=source)
+        base = (pd.to_numeric(df[label], errors="coerce").to_numpy(np.float64) if had_column
+                else np.full(len(df), np.nan))
+        merged, _ = label_sources.overlay(df["transaction_id"], base, now_frames, label)
+        df = df.assign(**{label: merged})
     pipeline = FeaturePipeline(schema)
     if pipeline.window_config is not None:
-        df = pipeline.with_window_features(df)
+        if label and label in df.columns and df[label].isna().any():
+            # Terminal risk counts known frauds: an unknown label is not one.
+            # The unknowns come back afterwards (evaluation skips them).
+            unknown = df[label].isna().to_numpy()
+            df = pipeline.with_window_features(df.assign(**{label: df[label].fillna(0)}))
+            df[label] = np.where(unknown, np.nan, df[label].to_numpy(np.float64))
+        else:
+            df = pipeline.with_window_features(df)
     evaluation = config.evaluation
     holdout = evaluation.holdout_days
-    time_col = next((f.name for f in schema.fields if f.kind == "timestamp"), None)
-    if not holdout or time_col is None:
-        return PreparedData(df, None, schema, source)
-    train, test = _split(df, time_col, evaluation, warmup_days(pipeline, evaluation), source)
+    windowed = since is not None or until is not None
+    if time_col is None or (not holdout and not windowed):
+        prepared = PreparedData(df, None, schema, source)
+        _add_labels(prepared, df, label, time_col, had_column, sources, None, evaluation)
+        return prepared
+    if windowed:
+        train, test, window = _window_split(
+            df, time_col, since, until, evaluation, warmup_days(pipeline, evaluation), source)
+    else:
+        train, test = _split(df, time_col, evaluation, warmup_days(pipeline, evaluation), source)
+        window = {
+            "since": _iso(pd.to_datetime(train[time_col]).min().normalize()),
+            "until": _iso(pd.to_datetime(test[time_col]).min().normalize()),
+            "holdout_end": _iso(pd.to_datetime(test[time_col]).max().normalize()
+                                + pd.Timedelta(days=1)),
+        }
     if len(train) < 100 or test.empty:
         raise _too_little(holdout, len(train), source)
-    return PreparedData(train, test, schema, source)
+    prepared = PreparedData(train, test, schema, source, window=window)
+    _add_labels(prepared, train, label, time_col, had_column, sources,
+                pd.Timestamp(window["until"]), evaluation)
+    return prepared
+
+
+def _iso(ts: pd.Timestamp) -> str:
+    return pd.Timestamp(ts).isoformat()
+
+
+def _window_split(
+    df: pd.DataFrame,
+    time_col: str,
+    since: datetime | None,
+    until: datetime | None,
+    evaluation: EvaluationConfig,
+    warmup: int,
+    source: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    times = pd.to_datetime(df[time_col])
+    first, last = times.min().normalize(), times.max().normalize() + pd.Timedelta(days=1)
+    holdout = pd.Timedelta(days=evaluation.holdout_days)
+    end = pd.Timestamp(until) if until is not None else last - holdout
+    if since is not None:
+        start = pd.Timestamp(since)
+    else:
+        start = first + pd.Timedelta(days=warmup)
+        if (end - start).days < MIN_TRAIN_DAYS_AFTER_WARMUP:
+            log.warning("too few days to skip the window warm-up: training from the first day")
+            start = first
+    if end <= start:
+        raise InputError(f"--until ({end}) must be after --since ({start})", source=source)
+    hold_end = end + holdout
+    in_train = ((times >= start) & (times < end)).to_numpy()
+    in_test = ((times >= end) & (times < hold_end)).to_numpy()
+    if not in_test.any():
+        raise InputError(
+            f"no held-out rows after --until: the file ends at {times.max()}, the held-out "
+            f"period is [{end}, {hold_end}); choose an earlier --until", source=source)
+    window = {"since": _iso(start), "until": _iso(end), "holdout_end": _iso(hold_end)}
+    return df[in_train], df[in_test], window
+
+
+def _add_labels(
+    prepared: PreparedData,
+    train: pd.DataFrame,
+    label: str | None,
+    time_col: str | None,
+    had_column: bool,
+    sources: LabelSources,
+    cutoff: pd.Timestamp | None,
+    evaluation: EvaluationConfig,
+) -> None:
+    """The training labels known by `cutoff` (all of them without one)."""
+    if label is None:
+        return
+    n = len(train)
+    base = np.full(n, np.nan)
+    from_column = 0
+    if had_column:
+        values = pd.to_numeric(train[label], errors="coerce").to_numpy(np.float64)
+        if cutoff is not None and time_col is not None:
+            delay = pd.Timedelta(days=_label_delay_days(prepared.schema, evaluation))
+            known = (pd.to_datetime(train[time_col]) + delay < cutoff).to_numpy()
+            values = np.where(known, values, np.nan)
+        base = values
+        from_column = int((~np.isnan(values)).sum())
+    frames = sources.frames(label, until=None if cutoff is None else cutoff.to_pydatetime())
+    if not had_column and not frames:
+        return
+    merged, counts = label_sources.overlay(train["transaction_id"], base, frames, label) \
+        if frames else (base, {})
+    y = label_sources.as_training_labels(merged)
+    prepared.y_train = y
+    prepared.label_info = {
+        "known_by": None if cutoff is None else _iso(cutoff),
+        "sources": {"transactions_file": from_column, **counts},
+        **label_sources.summary(y),
+    }
+
+
+def _label_delay_days(schema: Schema, evaluation: EvaluationConfig) -> int:
+    """When a file label counts as known: the schema's label delay (the one
+    the terminal-risk features use), else the evaluation's."""
+    windows = schema.windows or {}
+    return int(windows.get("delay_days", evaluation.delay_days))
 
 
 def _split(
@@ -110,8 +252,14 @@ def warmup_days(pipeline: FeaturePipeline, evaluation: EvaluationConfig) -> int:
 
 
 def load_prepared(
-    path: str, config: TrainingConfig | Mapping[str, Any]
+    path: str,
+    config: TrainingConfig | Mapping[str, Any],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    labels: LabelSources | None = None,
 ) -> tuple[PreparedData, dict[str, Any]]:
     """The file at `path` prepared for training, and its data fingerprint."""
     df = read_table(path)
-    return prepare_data(df, config, source=path), fingerprint(df)
+    prepared = prepare_data(df, config, source=path, since=since, until=until, labels=labels)
+    return prepared, fingerprint(df)

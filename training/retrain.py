@@ -1,29 +1,63 @@
-"""Retraining: train challengers on fresh data, compare them with the current
-champion on the same held-out period, and promote only what is better.
+"""Retraining: train challengers on a window of fresh data, compare them with
+the current champion on the same held-out period after the window, and
+promote only what is better.
 
-Every challenger is registered (and the best one gets the `challenger`
-alias), so a rejected model stays reviewable in the MLflow UI; only a
-measured improvement moves the `champion` alias."""
+One retraining is one MLflow run (`retrain-<since>..<until>`) with each
+challenger as a nested run: the parent logs the window, the datasets, the
+challengers' and the champion's metrics on the same held-out rows, the
+comparison (`comparison.json`: metric, margin, values, how many labels and
+frauds it rests on, the decision) and drift against the champion's training
+reference. Every challenger is registered (the best gets the `challenger`
+alias), so a rejected model stays reviewable; only a measured improvement
+moves `champion`. Aliases move last, after the parent run has ended
+FINISHED: a job killed at any point leaves aliases on finished versions only.
+
+A rerun of the same window with the same data, labels and config finds the
+version its training key names (training.lineage) and reuses it: no second
+version. Exit codes (`cli_main`): 0 promoted, 3 champion kept, 1 failed,
+2 bad input or config, 128 + n interrupted by signal n.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import mlflow
 import numpy as np
 
 from gendetect.cli import show_progress
 from gendetect.config import Settings, get_settings
-from gendetect.errors import ModelNotReadyError
+from gendetect.errors import GendetectError, InputError, ModelNotReadyError
 from gendetect.models.training import is_rank_zero_process
-from gendetect.tracking import RegisteredModel, alias_version, load_registered_bundle, set_alias
+from gendetect.tracking import (
+    RegisteredModel,
+    alias_version,
+    ensure_experiment,
+    load_registered_bundle,
+    set_alias,
+)
+from training import lineage
 from training.config import TrainingConfig, as_config, load_config
 from training.data import PreparedData, load_prepared
-from training.runs import fail_stale_runs, run_job, set_threads
-from training.train import TrainOutcome, evaluate, train_one
+from training.labels import LabelSources
+from training.runs import fail_stale_runs, job_run, run_job, set_threads
+from training.train import (
+    TrainOutcome,
+    evaluate,
+    label_arguments,
+    train_one,
+    window_arguments,
+)
+
+EXIT_PROMOTED = 0
+EXIT_FAILED = 1
+EXIT_KEPT = 3
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +71,19 @@ class PromotionDecision:
     champion: RegisteredModel | None
     champion_value: float | None
     reason: str
+    outcomes: list[TrainOutcome] = field(default_factory=list)
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROMOTED if self.promoted else EXIT_KEPT
 
 
-def champion_value(
-    data: PreparedData, settings: Settings, metric: str
-) -> tuple[RegisteredModel | None, float | None]:
-    """The current champion's metric on the challengers' held-out data."""
+def champion_metrics(
+    data: PreparedData, settings: Settings
+) -> tuple[RegisteredModel | None, dict[str, float] | None]:
+    """The current champion's metrics on the challengers' held-out data."""
     ref = alias_version(settings, settings.champion_alias)
     if ref is None or data.test is None:
         return ref, None
@@ -51,12 +92,21 @@ def champion_value(
             f"models:/{settings.model_name}/{ref.version}", settings
         )
         results, _ = evaluate(bundle, data.test)
-    except (ModelNotReadyError, KeyError, ValueError) as exc:
+    except (ModelNotReadyError, GendetectError, KeyError, ValueError) as exc:
         # A champion that cannot score the new data (e.g. a changed schema)
         # cannot be compared; it is replaced, and the note says why.
         log.warning("champion version %s cannot be evaluated: %s", ref.version, exc)
-        return ref, float("-inf")
-    return ref, results.get(metric)
+        return ref, {}
+    return ref, results
+
+
+def champion_value(
+    data: PreparedData, settings: Settings, metric: str
+) -> tuple[RegisteredModel | None, float | None]:
+    ref, results = champion_metrics(data, settings)
+    if results is None:
+        return ref, None
+    return ref, results.get(metric, float("-inf"))
 
 
 def decide(
@@ -74,13 +124,19 @@ def decide(
         return float(v) if v is not None and np.isfinite(v) else float("-inf")
 
     best = max(outcomes, key=value)
-    champion, current = champion_value(data, settings, metric)
+    champion, champ_results = champion_metrics(data, settings)
+    current = None if champ_results is None else champ_results.get(metric, float("-inf"))
 
     def verdict(promoted: bool, reason: str) -> PromotionDecision:
-        return PromotionDecision(promoted, metric, best, value(best), champion, current, reason)
+        return PromotionDecision(promoted, metric, best, value(best), champion, current, reason,
+                                 outcomes, champ_results or {})
 
     if champion is None:
         return verdict(True, "no champion yet")
+    assert best.registered is not None
+    if best.registered.version == champion.version:
+        return verdict(False, f"the best challenger is the champion (version "
+                       f"{champion.version}, trained from the same inputs)")
     if current is None or not np.isfinite(value(best)):
         return verdict(False, f"no labelled held-out data to compare on {metric}")
     if value(best) > current + margin:
@@ -91,12 +147,22 @@ def decide(
 
 
 def retrain(
-    data_path: str, kinds: list[str], config: TrainingConfig | Mapping[str, Any], settings: Settings
+    data_path: str,
+    kinds: list[str],
+    config: TrainingConfig | Mapping[str, Any],
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    labels: LabelSources | None = None,
 ) -> PromotionDecision:
-    """Train each kind (each registered after its run ends), then move the
-    aliases: last, once every challenger is complete."""
+    """Train (or reuse) each kind in a nested run of one retraining run,
+    compare, end the run, then move the aliases."""
     config = as_config(config)
-    data, fp = load_prepared(data_path, config)
+    data, fp = load_prepared(data_path, config, since=since, until=until, labels=labels)
+    if data.test is None:
+        raise InputError("retraining compares on a held-out period: set "
+                         "evaluation.holdout_days > 0", source=data_path)
     if not is_rank_zero_process():
         # An extra DDP rank: train the same sequence of models, decide nothing.
         for kind in kinds:
@@ -104,8 +170,27 @@ def retrain(
         raise SystemExit(0)
     # Runs a killed job left RUNNING, before this job starts its own.
     fail_stale_runs(settings, max_age_hours=config.jobs.stale_run_hours)
-    outcomes = [train_one(kind, data, config, settings, fingerprint_info=fp) for kind in kinds]
-    decision = decide(outcomes, data, config, settings)
+    experiment_id = ensure_experiment(settings)
+    window = data.window
+    name = f"retrain-{window['since'][:10]}..{window['until'][:10]}"
+    tags = {"gendetect.job": "retrain", **lineage.code_tags(), **lineage.window_tags(window)}
+    with job_run(experiment_id, name, tags) as run:
+        mlflow.log_params({"models": ",".join(kinds), "n_train_rows": len(data.train),
+                           "n_holdout_rows": len(data.test),
+                           "promotion.metric": config.promotion.metric,
+                           "promotion.min_improvement": config.promotion.min_improvement,
+                           **{f"window.{k}": v for k, v in window.items()}})
+        lineage.log_datasets(data.train, data.test, data.source, window,
+                             [f.name for f in data.schema.fields if f.name in data.train.columns])
+        if data.label_info:
+            mlflow.log_dict(data.label_info, "data/labels.json")
+        outcomes = [
+            train_one(kind, data, config, settings, fingerprint_info=fp, reuse=True, nested=True)
+            for kind in kinds
+        ]
+        decision = decide(outcomes, data, config, settings)
+        decision.run_id = run.info.run_id
+        _log_comparison(decision, config)
     assert decision.best.registered is not None
     version = decision.best.registered.version
     set_alias(settings, settings.challenger_alias, version)
@@ -114,23 +199,77 @@ def retrain(
     return decision
 
 
+def _log_comparison(decision: PromotionDecision, config: TrainingConfig) -> None:
+    """Both sides' metrics on the same held-out rows, and the decision."""
+    values: dict[str, float] = {}
+    for o in decision.outcomes:
+        values.update({f"challenger.{o.kind}.{k}": v for k, v in o.metrics.items()})
+    values.update({f"champion.{k}": v for k, v in decision.champion_metrics.items()})
+    best = decision.best.metrics
+    values.update({"n_labels": best.get("n_labels", 0.0), "n_frauds": best.get("n_frauds", 0.0),
+                   "promoted": float(decision.promoted)})
+    mlflow.log_metrics({k: float(v) for k, v in values.items() if np.isfinite(v)})
+    assert decision.best.registered is not None
+    comparison = {
+        "metric": decision.metric,
+        "min_improvement": config.promotion.min_improvement,
+        "challenger": {"kind": decision.best.kind, "version": decision.best.registered.version,
+                       "value": decision.best_value, "reused": decision.best.reused},
+        "champion": None if decision.champion is None else {
+            "version": decision.champion.version, "value": decision.champion_value},
+        "n_labels": int(best.get("n_labels", 0)),
+        "n_frauds": int(best.get("n_frauds", 0)),
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "challengers": [{"kind": o.kind, "version": o.registered.version if o.registered else None,
+                         "reused": o.reused, "metrics": o.metrics} for o in decision.outcomes],
+        "champion_metrics": decision.champion_metrics,
+    }
+    mlflow.log_dict(comparison, "comparison.json")
+    mlflow.set_tags({
+        "gendetect.decision": "promoted" if decision.promoted else "kept",
+        "gendetect.challenger_version": decision.best.registered.version,
+        "gendetect.champion_version": "" if decision.champion is None
+        else decision.champion.version,
+    })
+
+
 def cli_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     set_threads()
     settings = get_settings()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
-    overrides = {"model": {"progress": True}} if show_progress(args) else None
-    config = load_config(args.config, overrides=overrides)
+    model: dict[str, Any] = {}
+    if getattr(args, "seed", None) is not None:
+        model["seed"] = args.seed
+    if getattr(args, "epochs", None) is not None:
+        model["max_epochs"] = args.epochs
+    if show_progress(args):
+        model["progress"] = True
+    config = load_config(args.config, overrides={"model": model} if model else None)
+    since, until = window_arguments(args)
 
     def job() -> int:
-        decision = retrain(args.data, kinds, config, settings)
+        try:
+            decision = retrain(args.data, kinds, config, settings, since=since, until=until,
+                               labels=label_arguments(args, settings))
+        except (GendetectError, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a scheduler needs one exit code for "failed"
+            log.exception("retraining failed")
+            print(f"gendetect retrain: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         o = decision.best
+        assert o.registered is not None
+        reused = " (reused: same inputs)" if o.reused else ""
         print(
-            f"best challenger: {o.kind} version {o.registered.version}, "
-            f"{decision.metric}={decision.best_value:.4f}"
+            f"best challenger: {o.kind} version {o.registered.version}{reused}, "
+            f"{decision.metric}={decision.best_value:.4f} on "
+            f"{int(o.metrics.get('n_labels', 0)):,} labels "
+            f"({int(o.metrics.get('n_frauds', 0)):,} frauds)"
         )
         verdict = "promoted to" if decision.promoted else "not promoted to"
         print(f"{verdict} '{settings.champion_alias}': {decision.reason}")
-        return 0
+        return decision.exit_code
 
     return run_job("retrain", settings, job)

@@ -187,12 +187,16 @@ def fail_own_runs(settings: Settings, reason: str) -> list[str]:
 
 
 @contextmanager
-def job_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[ActiveRun]:
+def job_run(
+    experiment_id: str, run_name: str, tags: dict[str, str], *, nested: bool = False
+) -> Iterator[ActiveRun]:
     """An MLflow run owned by this process (owner tags set at creation, so
     a later job can tell whether it is alive). Any exception ends it FAILED
-    (MLflow's own rule); an interrupt also records which signal."""
+    (MLflow's own rule); an interrupt also records which signal. `nested`:
+    a child of the active run (a retraining's challengers)."""
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, tags={**tags, **owner_tags()}
+        experiment_id=experiment_id, run_name=run_name, tags={**tags, **owner_tags()},
+        nested=nested,
     ) as run:
         try:
             yield run

@@ -40,6 +40,17 @@ SCENARIO3_CUSTOMERS_PER_DAY = 3
 SCENARIO3_DAYS = 14
 SCENARIO3_FACTOR = 5.0
 
+# The protected attribute the simulator can emit (age_groups=True): the
+# customer's age band. Age is a protected ground in anti-discrimination law
+# (EU Charter art. 21, the US ECOA for credit), card issuers hold it, and a
+# fraud model may well learn proxies of it (spending levels, hours): the
+# fairness report of the model card measures flag and false-positive rates
+# per band. Drawn independently of behaviour, so that any gap between bands
+# comes from chance and the model, not from the simulated data.
+AGE_GROUP_COLUMN = "customer_age_group"
+AGE_GROUPS = ("18-34", "35-54", "55+")
+AGE_GROUP_SHARES = (0.35, 0.40, 0.25)
+
 COLUMNS = (
     "transaction_id",
     "timestamp",
@@ -91,9 +102,11 @@ def _make_streams(seed: int) -> dict[str, np.random.Generator]:
     }
 
 
-def _customer_profiles(n: int, rng: np.random.Generator) -> _Customers:
+def _customer_profiles(
+    n: int, rng: np.random.Generator, amount_factor: float = 1.0
+) -> _Customers:
     xy = rng.uniform(0.0, GRID_SIZE, size=(n, 2))
-    mean_amount = rng.uniform(5.0, 100.0, size=n)
+    mean_amount = rng.uniform(5.0, 100.0, size=n) * amount_factor
     mean_tx = rng.uniform(0.0, 4.0, size=n)
     return _Customers(xy, mean_amount, mean_amount / 2.0, mean_tx)
 
@@ -281,16 +294,25 @@ def simulate_transactions(
     start_date: str | pd.Timestamp = "2024-01-01",
     seed: int = 0,
     radius: float = 5.0,
+    amount_factor: float = 1.0,
+    age_groups: bool = False,
 ) -> pd.DataFrame:
     """Simulate `days` days of card transactions with fraud labels.
 
     Returns columns transaction_id, timestamp (naive UTC, ns), customer_id,
     terminal_id, amount, is_fraud, fraud_scenario (0 genuine, 1-3), sorted by
     timestamp. The same arguments always give the same frame.
+
+    `amount_factor` scales every customer's spending profile (a population
+    whose spending has shifted, for drift checks); `age_groups` adds the
+    protected attribute `customer_age_group` (see AGE_GROUP_COLUMN). Their
+    defaults give the frame the other arguments always gave.
     """
     _validate(n_customers, n_terminals, days, radius)
+    if not amount_factor > 0:
+        raise ValueError(f"amount_factor must be > 0, got {amount_factor}")
     streams = _make_streams(seed)
-    customers = _customer_profiles(n_customers, streams["customers"])
+    customers = _customer_profiles(n_customers, streams["customers"], amount_factor)
     terminal_xy = streams["terminals"].uniform(0.0, GRID_SIZE, size=(n_terminals, 2))
     indptr, reachable = _reachable_terminals(customers.xy, terminal_xy, radius)
 
@@ -298,7 +320,14 @@ def simulate_transactions(
     _apply_scenario1(tx)
     _apply_scenario2(tx, n_terminals, days, streams["scenario2"])
     _apply_scenario3(tx, n_customers, days, streams["scenario3"])
-    return _to_frame(tx, _parse_start(start_date))
+    frame = _to_frame(tx, _parse_start(start_date))
+    if age_groups:
+        # Its own stream (not one of _STREAMS): turning it on changes no other column.
+        rng = np.random.default_rng([seed, 0xA6E])
+        band = rng.choice(len(AGE_GROUPS), size=n_customers, p=AGE_GROUP_SHARES)
+        frame[AGE_GROUP_COLUMN] = np.asarray(AGE_GROUPS, dtype=object)[
+            band[frame["customer_id"].to_numpy()]]
+    return frame
 
 
 def compromise_cards(
