@@ -1,12 +1,15 @@
 """Quality benchmark: gendetect's detectors against peers on two tracks.
 
-    python benchmarks/quality.py --data ../shared/data [--track handbook|adbench|all]
-        [--seeds 5] [--quick] [--detectors a,b] [--out benchmarks/results]
+    python benchmarks/quality.py --data ../shared/data [--track handbook|labelled|adbench|all]
+        [--seeds 5] [--draws 5] [--quick] [--detectors a,b] [--out benchmarks/results]
 
 Handbook track: Fraud Detection Handbook chapter 7 unsupervised setup (see
 benchmarks/protocols.py), four consecutive test weeks. ADBench track: twelve
 public tabular anomaly datasets, seeds 0-2. All detectors run in this process
-on identical rows; results go to quality.md and quality.json.
+on identical rows; results go to quality.md and quality.json. Labelled
+track: the handbook protocol with the training week's labels, all of them
+(seeds) or a random 10% of the frauds (draws), gendetect's label-aware kinds
+beside scikit-learn's gradient boosting and PyOD's XGBOD.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class Skip(Exception):
 
 
 def _fit_and_score(
-    spec: peers.DetectorSpec, seed: int, train: Any, test: Any
+    spec: peers.DetectorSpec, seed: int, train: Any, test: Any, y: np.ndarray | None = None
 ) -> tuple[np.ndarray, float, float]:
     try:
         detector = spec.factory(seed)
@@ -64,7 +67,10 @@ def _fit_and_score(
         raise Skip(f"{spec.name}: could not build ({type(exc).__name__}: {exc})") from exc
     try:
         t0 = time.perf_counter()
-        detector.fit(train)
+        if y is None:
+            detector.fit(train)
+        else:
+            detector.fit(train, y)  # type: ignore[call-arg]
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         scores = np.asarray(detector.decision_function(test), dtype=np.float64).ravel()
@@ -191,6 +197,94 @@ def _handbook_run(
         "score_seconds": score_s,
         "metrics": values,
         "recall_by_scenario": {str(k): v for k, v in by_scenario.items()},
+    }
+
+
+# --------------------------------------------------------------------------- labelled
+
+
+# (name, description) of the label settings of the labelled track.
+LABEL_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("all_labels", "every training-week label known"),
+    ("frauds_10pct", "a random 10% of the training-week frauds labelled, the rest unknown"),
+)
+FRAUD_SHARE = 0.10
+
+
+def training_labels(y_true: np.ndarray, setting: str, draw: int) -> np.ndarray:
+    """What the detectors are told: 1 / 0 for every row ("all_labels"), or 1
+    for a random 10% of the frauds (draw = seed of the draw) and -1 for the
+    rest ("frauds_10pct": genuine rows are not confirmed either)."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    if setting == "all_labels":
+        return y_true.copy()
+    frauds = np.flatnonzero(y_true == 1)
+    rng = np.random.default_rng(draw)
+    chosen = rng.choice(frauds, size=max(1, round(FRAUD_SHARE * len(frauds))), replace=False)
+    y = np.full(len(y_true), -1, dtype=np.int64)
+    y[chosen] = 1
+    return y
+
+
+def run_labelled(
+    data_dir: Path,
+    specs: list[peers.DetectorSpec],
+    seeds: Sequence[int],
+    draws: Sequence[int],
+    quick: bool,
+    notes: list[str],
+    n_weeks: int = len(protocols.HANDBOOK_TEST_STARTS),
+) -> dict[str, Any]:
+    """The handbook protocol with training-week labels: "all_labels" over
+    the model seeds, "frauds_10pct" over the draws (draw d also seeds the
+    models). Same rows, same process, same metrics as the handbook track."""
+    df = protocols.load_handbook(data_dir)
+    starts = protocols.HANDBOOK_TEST_STARTS[: 1 if quick else n_weeks]
+    runs: list[dict[str, Any]] = []
+    weeks: dict[str, dict[str, Any]] = {}
+    skipped: set[str] = set()
+    for start in starts:
+        week = protocols.handbook_week(
+            df, start, max_train_rows=QUICK_HANDBOOK_TRAIN_ROWS if quick else None
+        )
+        weeks[start] = _week_info(week)
+        y_true = week.train["TX_FRAUD"].to_numpy()
+        _log(f"labelled week {start}: {weeks[start]}")
+        for setting, _ in LABEL_SETTINGS:
+            for seed in seeds if setting == "all_labels" else draws:
+                y = training_labels(y_true, setting, seed)
+                for spec in specs:
+                    if spec.name in skipped:
+                        continue
+                    try:
+                        scores, fit_s, score_s = _fit_and_score(
+                            spec, seed, week.x_train, week.x_test, y
+                        )
+                    except Skip as exc:
+                        notes.append(f"labelled {start}: {exc}")
+                        _log(f"  skip {exc}")
+                        skipped.add(spec.name)
+                        continue
+                    run = _handbook_run(spec.name, start, seed, week, scores, fit_s, score_s)
+                    run["setting"] = setting
+                    run["labelled_frauds"] = int((y == 1).sum())
+                    runs.append(run)
+                    m = run["metrics"]
+                    _log(
+                        f"  {setting:<12} {spec.name:<24} seed {seed}: AUC {m['roc_auc']:.3f} "
+                        f"AP {m['average_precision']:.3f} "
+                        f"CP@100 {m['card_precision_at_100']:.3f} fit {fit_s:.1f}s"
+                    )
+    return {
+        "protocol": {
+            "split": "the handbook track's (train week, 7-day delay, test week)",
+            "settings": dict(LABEL_SETTINGS),
+            "fraud_share": FRAUD_SHARE,
+            "unknown_labels": "-1 for gendetect; 0 for the supervised peers",
+            "max_train_rows": QUICK_HANDBOOK_TRAIN_ROWS if quick else None,
+        },
+        "weeks": weeks,
+        "runs": runs,
     }
 
 
@@ -332,8 +426,8 @@ def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[
         return results
     previous = report.load_results(path)
     merged = dict(results)
-    order = [s.name for s in peers.all_specs(None)[0]]
-    for name in ("handbook", "adbench"):
+    order = [s.name for s in [*peers.all_specs(None)[0], *peers.labelled_specs()]]
+    for name in ("handbook", "labelled", "adbench"):
         if name not in previous:
             continue
         if name not in results:
@@ -368,7 +462,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data", type=Path, required=True, help="folder with handbook/ and adbench/"
     )
-    parser.add_argument("--track", choices=["handbook", "adbench", "all"], default="all")
+    parser.add_argument(
+        "--track",
+        choices=["handbook", "labelled", "adbench", "all"],
+        default="all",
+        help="all = handbook + adbench; labelled = the handbook protocol with labels",
+    )
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=5,
+        help="labelled track: draws 0..N-1 of the 10%% labelled frauds",
+    )
     parser.add_argument(
         "--seeds",
         type=int,
@@ -414,7 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     explicit = [int(v) for v in args.seed_list.split(",")] if args.seed_list else None
     only = set(args.detectors.split(",")) if args.detectors else None
-    specs, notes = peers.all_specs(only)
+    if args.track == "labelled":
+        specs = [s for s in peers.labelled_specs() if only is None or s.name in only]
+        notes: list[str] = []
+    else:
+        specs, notes = peers.all_specs(only)
     for note in notes:
         _log(note)
 
@@ -453,6 +562,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             write()  # keep progress of long runs
         else:
             notes.append(f"handbook track skipped: {protocols.handbook_path(args.data)} missing")
+    if args.track == "labelled":
+        if not protocols.handbook_path(args.data).exists():
+            notes.append(f"labelled track skipped: {protocols.handbook_path(args.data)} missing")
+        else:
+            draws = [0] if args.quick else list(range(args.draws))
+            results["labelled"] = run_labelled(
+                args.data, specs, handbook_seeds, draws, args.quick, notes, args.weeks
+            )
+            results["labelled"]["sources"] = [_source(results, [s.name for s in specs])]
     if args.track in ("adbench", "all"):
         results["adbench"] = run_adbench(args.data, specs, adbench_seeds, args.quick, notes)
         results["adbench"]["sources"] = [

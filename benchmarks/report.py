@@ -318,6 +318,81 @@ def _adbench_sections(track: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- document
 
 
+# --------------------------------------------------------------------------- labelled
+
+LABELLED_METRICS = ("roc_auc", "average_precision", "card_precision_at_100")
+# Unsupervised rows shown beside the labelled ones, from the handbook track.
+UNSUPERVISED_BESIDE = ("gendetect_ensemble", "two_column_rule", "iforest_100", "pyod_autoencoder")
+
+
+def _week_means(runs: list[dict[str, Any]], metric: str, weeks: Sequence[str]) -> float:
+    """Mean over weeks of the mean over seeds; NaN unless every week ran."""
+    by_week = _group(runs, "test_start")
+    if not all((w,) in by_week for w in weeks):
+        return math.nan
+    return float(np.mean([mean_std([_value(r, metric) for r in by_week[(w,)]])[0] for w in weeks]))
+
+
+def labelled_rows(
+    track: dict[str, Any], handbook: dict[str, Any] | None
+) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(detector, setting, runs) for every row of the labelled tables,
+    labelled rows first, then the unsupervised ones beside them."""
+    rows = []
+    groups = _group(track["runs"], "detector", "setting")
+    settings = _ordered(r["setting"] for r in track["runs"])
+    for setting in settings:
+        for det in _ordered(r["detector"] for r in track["runs"]):
+            if (det, setting) in groups:
+                rows.append((det, setting, groups[(det, setting)]))
+    if handbook:
+        hb = _group(handbook["runs"], "detector")
+        rows += [(d, "no labels", hb[(d,)]) for d in UNSUPERVISED_BESIDE if (d,) in hb]
+    return rows
+
+
+def _labelled_sections(track: dict[str, Any], handbook: dict[str, Any] | None) -> list[str]:
+    runs = track["runs"]
+    if not runs:
+        return ["No labelled runs.", ""]
+    weeks = _ordered(r["test_start"] for r in runs)
+    first = weeks[0]
+    info = track["weeks"][first]
+    lines = [
+        "Settings: " + "; ".join(f"`{k}`: {v}" for k, v in track["protocol"]["settings"].items())
+        + ". gendetect gets unknown labels as -1; the supervised peers see them as 0. "
+        "`no labels` rows are the handbook track's unsupervised runs on the same rows.",
+        "",
+        f"### First test week ({first}), mean ± std over seeds (all_labels) or draws "
+        "(frauds_10pct)",
+        "",
+        f"Training {info['train_days']} ({info['n_train_frauds']} frauds), test "
+        f"{info['test_days']}; {info['n_test']} test rows ({info['n_test_frauds']} frauds).",
+        "",
+    ]
+    rows = []
+    four = []
+    for det, setting, group in labelled_rows(track, handbook):
+        in_first = [r for r in group if r["test_start"] == first]
+        if in_first:
+            cells = [_fmt_ms([_value(r, m) for r in in_first]) for m in LABELLED_METRICS]
+            fit = _fmt_ms([r["fit_seconds"] for r in in_first], 1)
+            rows.append([det, setting, str(len(in_first)), *cells, fit])
+        if len(weeks) > 1:
+            four.append(
+                [det, setting, *(_fmt(_week_means(group, m, weeks)) for m in LABELLED_METRICS)]
+            )
+    rows += [[name, "published", "1", _fmt(a), _fmt(ap), _fmt(cp), "–"]
+             for name, a, ap, cp in HANDBOOK_PUBLISHED if "supervised" in name]
+    lines += _table(
+        ["detector", "labels", "runs", "ROC AUC", "AP", "card P@100", "fit s"], rows
+    )
+    if four:
+        lines += [f"### Mean over the test weeks {', '.join(weeks)}", ""]
+        lines += _table(["detector", "labels", "ROC AUC", "AP", "card P@100"], four)
+    return lines
+
+
 def _sources(track: dict[str, Any]) -> list[str]:
     """Where a track's runs came from (several jobs may share one report)."""
     sources = track.get("sources", [])
@@ -346,7 +421,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Environment: Python {env['python']}, torch {env['versions'].get('torch')}, "
         f"scikit-learn {env['versions'].get('scikit-learn')}, pyod {env['versions'].get('pyod')}; "
         f"{env['cpu_count']} CPUs, torch threads {env['torch_threads']}. "
-        "Higher scores = more anomalous; every detector is fit without labels. "
+        "Higher scores = more anomalous; every detector is fit without labels, except "
+        "in the labelled track. "
         "Fit seconds are wall-clock on this machine, which may have been shared.",
         "",
     ]
@@ -356,6 +432,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     if "handbook" in results:
         lines += ["## Handbook track", "", *_sources(results["handbook"])]
         lines += _handbook_sections(results["handbook"])
+    if "labelled" in results:
+        lines += ["## Labelled track (handbook protocol with labels)", ""]
+        lines += _sources(results["labelled"])
+        lines += _labelled_sections(results["labelled"], results.get("handbook"))
     if "adbench" in results:
         lines += ["## ADBench track", "", *_sources(results["adbench"])]
         lines += _adbench_sections(results["adbench"])
