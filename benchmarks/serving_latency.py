@@ -19,6 +19,16 @@ latency with no queueing). With Nagle's algorithm on (uvicorn issue 3149)
 that figure would sit at ~40 ms.
 
 Writes benchmarks/results/serving.md and serving.json.
+
+    python benchmarks/serving_latency.py --audit [--postgres-url URL] [--rounds 3]
+
+The audit mode instead drives `gendetect serve` three ways in one run, with
+the same requests: the decision audit off, on with the default SQLite file,
+and on with PostgreSQL (a fresh database on the server of --postgres-url,
+default the local one; dropped afterwards). Rounds alternate the three so
+that load from other work on the machine falls on all of them alike; the
+table shows each round and the median. Writes serving_audit.md and
+serving_audit.json.
 """
 
 from __future__ import annotations
@@ -182,13 +192,16 @@ def _base_env(tracking_uri: str, home: Path) -> dict[str, str]:
     return env
 
 
-def start_gendetect(tracking_uri: str, model_name: str, work: Path, cpus: set[int] | None
-                    ) -> Server:
-    home = work / "gendetect-serve"
+def start_gendetect(tracking_uri: str, model_name: str, work: Path, cpus: set[int] | None,
+                    extra_env: dict[str, str] | None = None, tag: str = "") -> Server:
+    home = work / f"gendetect-serve{tag}"
     home.mkdir()
-    log = work / "gendetect-serve.log"
+    log = work / f"gendetect-serve{tag}.log"
     env = _base_env(tracking_uri, home) | {"GENDETECT_TORCH_THREADS": "1",
-                                           "GENDETECT_MODEL_NAME": model_name}
+                                           "GENDETECT_MODEL_NAME": model_name,
+                                           # The default: the decision audit on, SQLite.
+                                           "GENDETECT_AUDIT_ENABLED": "true"}
+    env |= extra_env or {}
     script = Path(sys.executable).with_name("gendetect")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "gendetect.cli"]
     proc = _launch([*cmd, "serve", "--port", "0"], env, log, cpus)
@@ -379,11 +392,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="let the scheduler place servers and load generator (on a machine "
                    "shared with other work, pinning a server to one busy CPU can hurt)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--audit", action="store_true",
+                   help="compare the decision audit off / SQLite / PostgreSQL instead")
+    p.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                   help="audit mode: a server where a scratch database may be created")
+    p.add_argument("--rounds", type=int, default=3, help="audit mode: rounds of the three")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.audit:
+        from benchmarks.serving_audit import run_audit_comparison
+
+        return run_audit_comparison(args)
     work = Path(tempfile.mkdtemp(prefix="gendetect-serving-bench-"))
     server_cpus, client_cpus, pinning = _pinning(args.pin)
     loadavg = os.getloadavg()

@@ -19,6 +19,13 @@ _VERDICT_TIME = FieldSpec("labelled_at", "timestamp")
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
+    return _no_nul(value)
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL characters: refused here, as bad input.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
     return value
 
 
@@ -38,7 +45,8 @@ class VerdictIn(BaseModel):
     analyst: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ANALYST_CHARS),
                        AfterValidator(_not_blank)] = Field(
         description="who decided (an analyst id or name); kept with the verdict")
-    note: Annotated[StrictStr, Field(max_length=MAX_NOTE_CHARS)] | None = None
+    note: Annotated[StrictStr, Field(max_length=MAX_NOTE_CHARS),
+                    AfterValidator(_no_nul)] | None = None
     labelled_at: VerdictTime | None = Field(
         None, description="when the verdict was made; default: when it arrives")
 

@@ -34,6 +34,8 @@ from gendetect.errors import ModelNotReadyError
 
 log = logging.getLogger("gendetect.serving")
 
+SWITCH_INTERVAL_SECONDS = 0.0005
+
 
 def bind_listener(host: str, port: int) -> socket.socket:
     """A listening TCP socket whose accepted connections get TCP_NODELAY."""
@@ -95,6 +97,12 @@ def cli_main(args: argparse.Namespace) -> int:
     import uvicorn
 
     from serving.main import create_app
+
+    # The audit writer is a second thread (gendetect.stores.audit). When the
+    # event loop keeps the CPU busy, a thread that wants the GIL gets it only
+    # after the switch interval (5 ms by default), and every commit needs it
+    # a few times: decisions would wait for the writer, not for the disk.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
     app = create_app(settings)  # refuses half-open settings before the port opens
     sock = bind_listener(settings.host, settings.port)

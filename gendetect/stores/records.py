@@ -57,7 +57,7 @@ class AuditRow:
     transaction_id: int | None
     decision: dict[str, Any]  # as returned to the client
     fingerprint: str
-    entities: list[tuple[str, str]]  # (field, keyed hash)
+    entities: dict[str, str]  # field -> keyed hash
     event_time: datetime | None
     decided_at: datetime
     key_name: str | None
@@ -78,6 +78,7 @@ class AuditRow:
             "threshold": d["threshold"],
             "top_features": d["top_features"],
             "top_reasons": d["top_reasons"],
+            "entities": self.entities,
             "fingerprint": self.fingerprint,
             "key_name": self.key_name,
         }
@@ -107,8 +108,8 @@ class RowBuilder:
                 transaction_id=int(tid) if tid is not None else None,
                 decision=decision,
                 fingerprint=record_fingerprint(key, record),
-                entities=[(f, entity_digest(key, record[f])) for f in self.entity_fields
-                          if record.get(f) is not None],
+                entities={f: entity_digest(key, record[f]) for f in self.entity_fields
+                          if record.get(f) is not None},
                 event_time=utc_naive(when) if isinstance(when, datetime) else None,
                 decided_at=at,
                 key_name=key_name,

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gendetect.errors import InputError
 from gendetect.stores.errors import StoreUnavailableError
 from gendetect.stores.records import decision_from_row, utc_naive
-from gendetect.stores.tables import decision_entities, decisions, verdicts
+from gendetect.stores.tables import decisions, verdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +42,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, hex_id = orjson.loads(raw)
         return datetime.fromisoformat(at), uuid.UUID(hex=hex_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
+    except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
         raise InputError("not a cursor this service returned", field="cursor") from None
+
+
+def _bound(value: datetime, field: str) -> datetime:
+    try:
+        return utc_naive(value)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is past the last UTC time
+        raise InputError("out of range", field=field) from None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -77,15 +84,13 @@ class ReviewStore:
         no_verdict = ~exists().where(verdicts.c.transaction_id == d.transaction_id)
         query = select(decisions).where(d.is_fraud, no_verdict)
         if flt.since is not None:
-            query = query.where(d.decided_at >= utc_naive(flt.since))
+            query = query.where(d.decided_at >= _bound(flt.since, "since"))
         if flt.until is not None:
-            query = query.where(d.decided_at < utc_naive(flt.until))
+            query = query.where(d.decided_at < _bound(flt.until, "until"))
         if flt.model_version is not None:
             query = query.where(d.model_version == flt.model_version)
         if flt.entity is not None:
-            e = decision_entities.c
-            query = query.where(exists().where(
-                e.decision_id == d.id, e.field == flt.entity[0], e.digest == flt.entity[1]))
+            query = query.where(d.entities[flt.entity[0]].as_string() == flt.entity[1])
         if cursor is not None:
             at, last = decode_cursor(cursor)
             query = query.where(or_(d.decided_at < at, and_(d.decided_at == at, d.id < last)))

@@ -35,7 +35,7 @@ from gendetect.stores.errors import SchemaVersionError, StoreUnavailableError
 from gendetect.stores.export import export_labels, latest_labels
 from gendetect.stores.records import RowBuilder, entity_digest
 from gendetect.stores.review import AlertFilter, ReviewStore
-from gendetect.stores.tables import Base, decision_entities, decisions, verdicts
+from gendetect.stores.tables import Base, decisions, verdicts
 from gendetect.stores.verdicts import VerdictIn, VerdictStore
 
 POSTGRES_URL = os.environ.get("GENDETECT_TEST_POSTGRES_URL",
@@ -100,7 +100,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         url = request.getfixturevalue("postgres_url")
         eng = make_engine(url, timeout=2.0)
         with eng.begin() as conn:
-            for table in ("decision_entities", "verdicts", "decisions", "alembic_version"):
+            for table in ("verdicts", "decisions", "alembic_version"):
                 conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     migrate.ensure_schema(eng)
     yield eng
@@ -182,14 +182,11 @@ def test_rows_hold_keyed_hashes_and_no_pii(engine: Engine, writer: AuditWriter) 
     assert asyncio.run(writer.write(rows([rec], [decision(1)]))) == [None]
     with engine.connect() as conn:
         stored = [dict(r) for r in conn.execute(select(decisions)).mappings()]
-        ents = [dict(r) for r in conn.execute(select(decision_entities)).mappings()]
-        dump = repr(stored) + repr(ents)
+        dump = repr(stored)
     assert str(customer) not in dump and terminal not in dump
     online = OnlineWindowFeatures(entity_key=KEY)
-    assert {(e["field"], e["digest"]) for e in ents} == {
-        ("customer_id", online.entity_digest(customer)),
-        ("terminal_id", online.entity_digest(terminal)),
-    }
+    assert stored[0]["entities"] == {"customer_id": online.entity_digest(customer),
+                                     "terminal_id": online.entity_digest(terminal)}
     assert entity_digest(KEY, "42") == entity_digest(KEY, 42)
     (row,) = stored
     assert row["transaction_id"] == 1 and row["event_time"] == T0
@@ -464,6 +461,6 @@ def test_uuid_ids_order_the_same_on_both_databases(engine: Engine) -> None:
             {"id": i, "transaction_id": None, "decided_at": T0, "event_time": None,
              "model_name": "m", "model_version": "1", "score": 1.0, "risk": 1.0,
              "is_fraud": True, "threshold": 0.5, "top_features": [], "top_reasons": [],
-             "fingerprint": "f", "key_name": None} for i in ids])
+             "entities": {}, "fingerprint": "f", "key_name": None} for i in ids])
         got = list(conn.scalars(select(decisions.c.id).order_by(decisions.c.id)))
     assert got == ids

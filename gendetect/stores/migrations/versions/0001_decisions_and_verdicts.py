@@ -1,4 +1,4 @@
-"""Decision audit, entity hashes and analyst verdicts.
+"""Decision audit (with entity hashes) and analyst verdicts.
 
 Revision ID: 0001
 Revises:
@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("threshold", sa.Double(), nullable=False),
         sa.Column("top_features", sa.JSON(), nullable=False),
         sa.Column("top_reasons", sa.JSON(), nullable=False),
+        sa.Column("entities", sa.JSON(), nullable=False),
         sa.Column("fingerprint", sa.String(32), nullable=False),
         sa.Column("key_name", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_decisions"),
@@ -41,15 +42,6 @@ def upgrade() -> None:
     op.create_index("ix_decisions_decided_at_id", "decisions", ["decided_at", "id"])
     op.create_index("ix_decisions_flagged", "decisions", ["decided_at", "id"],
                     postgresql_where=sa.text("is_fraud"), sqlite_where=sa.text("is_fraud"))
-    op.create_table(
-        "decision_entities",
-        sa.Column("field", sa.String(64), nullable=False),
-        sa.Column("digest", sa.String(32), nullable=False),
-        sa.Column("decision_id", sa.Uuid(), nullable=False),
-        sa.ForeignKeyConstraint(["decision_id"], ["decisions.id"], ondelete="CASCADE",
-                                name="fk_decision_entities_decision_id_decisions"),
-        sa.PrimaryKeyConstraint("field", "digest", "decision_id", name="pk_decision_entities"),
-    )
     op.create_table(
         "verdicts",
         sa.Column("id", _ID, autoincrement=True, nullable=False),
@@ -71,5 +63,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("verdicts")
-    op.drop_table("decision_entities")
     op.drop_table("decisions")
