@@ -43,26 +43,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from gendetect.errors import DuplicateTransactionError
 from gendetect.stores import bulk
 from gendetect.stores.database import IMMEDIATE
 from gendetect.stores.errors import StoreUnavailableError
-from gendetect.stores.records import AuditRow, decision_from_row
+from gendetect.stores.records import AuditRow
+from gendetect.stores.replays import Outcome, insert_checked
 from gendetect.stores.tables import decisions
 
 log = logging.getLogger("gendetect.stores")
 
 # Rows per transaction at most (a burst of large batches is split).
 MAX_GROUP_ROWS = 5000
-# Ids per SELECT ... IN (...) (SQLite's parameter limit is far above).
-_IN_CHUNK = 500
 _STOP = object()
-
-# What a request gets per row: None (stored as given) or the stored decision.
-Outcome = list[dict[str, Any] | None]
 
 
 @dataclass(slots=True)
@@ -208,31 +203,11 @@ class AuditWriter:
         return [[None] * len(item.rows) for item in items]
 
     def _commit(self, items: list[_Item]) -> list[Outcome | BaseException]:
-        ids = {r.transaction_id for i in items for r in i.rows if r.transaction_id is not None}
         conn = self._connection()
         with conn.begin():
-            stored: dict[int, Any] = {}
-            id_list = list(ids)
-            for k in range(0, len(id_list), _IN_CHUNK):
-                chunk = id_list[k : k + _IN_CHUNK]
-                query = select(decisions).where(decisions.c.transaction_id.in_(chunk))
-                for row in conn.execute(query).mappings():
-                    stored[row["transaction_id"]] = row
-            outcomes: list[Outcome | BaseException] = []
-            group: dict[int, AuditRow] = {}
-            new_rows: list[dict[str, Any]] = []
-            for item in items:
-                outcome = _check(item.rows, stored, group)
-                outcomes.append(outcome)
-                if isinstance(outcome, BaseException):
-                    continue
-                new_rows.extend(row.values(uuid.uuid4())
-                                for row, result in zip(item.rows, outcome, strict=True)
-                                if result is None)
-            if new_rows:
-                conn.execute(insert(decisions), new_rows)
+            outcomes, written = insert_checked(conn, [item.rows for item in items])
         self.commits += 1
-        self.rows_written += len(new_rows)
+        self.rows_written += written
         return outcomes
 
     @staticmethod
@@ -253,42 +228,6 @@ def _drain(first: Any, q: queue.SimpleQueue[Any]) -> Iterator[Any]:
             yield q.get_nowait()
         except queue.Empty:
             return
-
-
-def _check(rows: Sequence[AuditRow], stored: dict[int, Any],
-           group: dict[int, AuditRow]) -> Outcome | BaseException:
-    """Per row: None (new), the decision to return (a retry), or a conflict
-    for the whole request. Accepted new rows join `group`."""
-    outcome: Outcome = []
-    mine: dict[int, AuditRow] = {}
-    for row in rows:
-        tid = row.transaction_id
-        if tid is None:
-            outcome.append(None)
-            continue
-        if tid in stored:
-            old = stored[tid]
-            if old["fingerprint"] != row.fingerprint:
-                return _conflict()
-            outcome.append(decision_from_row(old))
-            continue
-        earlier = mine.get(tid) or group.get(tid)
-        if earlier is not None:
-            if earlier.fingerprint != row.fingerprint:
-                return _conflict()
-            outcome.append(earlier.decision)
-            continue
-        mine[tid] = row
-        outcome.append(None)
-    group.update(mine)
-    return outcome
-
-
-def _conflict() -> DuplicateTransactionError:
-    return DuplicateTransactionError(
-        "this transaction id is already recorded with different content",
-        field="transaction_id",
-    )
 
 
 def _resolve(pairs: list[tuple[asyncio.Future[Outcome], Any]]) -> None:
