@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from gendetect import drift
 from gendetect.calibration import EmpiricalCalibrator
 from gendetect.detector import DetectorCore, DetectorParams, NeuralDetector, _finite
 from gendetect.errors import InputError
@@ -204,6 +205,9 @@ class FraudModelBundle:
         val_scores, _ = self.core.score_parts(x[self.core.validation_index_])
         self.calibrator.fit(val_scores)
         self.threshold_ = self.calibrator.threshold_for_alert_rate(self.alert_rate)
+        # What live traffic is compared with for drift (gendetect.drift): the
+        # training inputs, and the scores the threshold was set on.
+        self.metadata["drift_reference"] = drift.make_reference(x, self.feature_names, val_scores)
         self.metadata.update(
             {
                 "kind": self.kind,

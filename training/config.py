@@ -83,6 +83,12 @@ class PromotionConfig(_Section):
         return value
 
 
+class DriftConfig(_Section):
+    # PSI at or above this marks an input (or the score) as drifted in the
+    # retraining run; see gendetect.drift for the reading of the scale.
+    level: Annotated[float, Field(gt=0)] = 0.2
+
+
 class JobsConfig(_Section):
     # A RUNNING run whose process cannot be checked (it was started on another
     # host) is only taken for dead after this long; see training/runs.py.
@@ -127,6 +133,7 @@ class TrainingConfig(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[valid-type]
     promotion: PromotionConfig = PromotionConfig()
+    drift: DriftConfig = DriftConfig()
     jobs: JobsConfig = JobsConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

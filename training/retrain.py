@@ -31,6 +31,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
+from gendetect import drift
 from gendetect.cli import show_progress
 from gendetect.config import Settings, get_settings
 from gendetect.errors import GendetectError, InputError, ModelNotReadyError
@@ -74,6 +75,7 @@ class PromotionDecision:
     outcomes: list[TrainOutcome] = field(default_factory=list)
     champion_metrics: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None
+    drift: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -191,12 +193,44 @@ def retrain(
         decision = decide(outcomes, data, config, settings)
         decision.run_id = run.info.run_id
         _log_comparison(decision, config)
+        decision.drift = _log_drift(decision, data, config, settings)
     assert decision.best.registered is not None
     version = decision.best.registered.version
     set_alias(settings, settings.challenger_alias, version)
     if decision.promoted:
         set_alias(settings, settings.champion_alias, version)
     return decision
+
+
+def _log_drift(decision: PromotionDecision, data: PreparedData, config: TrainingConfig,
+               settings: Settings) -> dict[str, Any]:
+    """PSI of the held-out period (the most recent traffic) against the
+    training reference of the model serving now: the champion, or with none
+    yet the best challenger."""
+    assert data.test is not None
+    bundle = decision.best.bundle
+    against = f"challenger version {decision.best.registered.version}" \
+        if decision.best.registered else "challenger"
+    if decision.champion is not None:
+        try:
+            bundle, _ = load_registered_bundle(
+                f"models:/{settings.model_name}/{decision.champion.version}", settings)
+            against = f"champion version {decision.champion.version}"
+        except (ModelNotReadyError, GendetectError) as exc:
+            log.warning("drift: champion cannot be loaded (%s); against the challenger", exc)
+    try:
+        report = drift.bundle_drift(bundle, data.test, config.drift.level)
+    except (GendetectError, KeyError, ValueError) as exc:
+        log.warning("drift cannot be measured against %s: %s", against, exc)
+        return {}
+    if report is None:
+        log.info("drift: %s has no training reference (made before drift references)", against)
+        return {}
+    mlflow.log_metrics({k: v for k, v in report.as_metrics().items() if np.isfinite(v)})
+    result = {"against": against, **report.as_dict()}
+    mlflow.log_dict(result, "drift.json")
+    mlflow.set_tag("gendetect.drift", ",".join(report.drifted) if report.detected else "none")
+    return result
 
 
 def _log_comparison(decision: PromotionDecision, config: TrainingConfig) -> None:
@@ -270,6 +304,10 @@ def cli_main(args: argparse.Namespace) -> int:
         )
         verdict = "promoted to" if decision.promoted else "not promoted to"
         print(f"{verdict} '{settings.champion_alias}': {decision.reason}")
+        if decision.drift:
+            drifted = ", ".join(decision.drift["drifted"]) or "none"
+            print(f"drift (PSI >= {decision.drift['level']:g}) against "
+                  f"{decision.drift['against']}: {drifted}")
         return decision.exit_code
 
     return run_job("retrain", settings, job)

@@ -102,6 +102,9 @@ def test_windows_promote_keep_and_reuse(
     assert comparison["promoted"] is True
     assert comparison["n_labels"] > 0 and 0 < comparison["n_frauds"] < comparison["n_labels"]
     assert parent.data.metrics["n_labels"] == comparison["n_labels"]
+    # Drift of the held-out period against the serving model's training reference.
+    assert "drift.max_psi" in parent.data.metrics and "drift.amount" in parent.data.metrics
+    assert parent.data.tags["gendetect.drift"]
     experiment = parent.info.experiment_id
     children = client.search_runs(
         [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
