@@ -30,7 +30,9 @@ PREFIX = "gd_"
 _DECISION = "__gd_decision"
 
 
-def spark_session(master: str | None = None, app_name: str = "gendetect") -> SparkSession:
+def spark_session(
+    master: str | None = None, app_name: str = "gendetect", config: dict[str, str] | None = None
+) -> SparkSession:
     """A SparkSession (the active one when there is one) set up for these
     jobs: UTC session time (timestamps reach the model as UTC, as
     everywhere in gendetect) and nanosecond Parquet timestamps read as
@@ -43,6 +45,8 @@ def spark_session(master: str | None = None, app_name: str = "gendetect") -> Spa
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
+    for key, value in (config or {}).items():
+        builder = builder.config(key, value)
     spark = (builder.config("spark.sql.session.timeZone", "UTC")
              .config("spark.sql.legacy.parquet.nanosAsLong", "true").getOrCreate())
     spark.conf.set("spark.sql.session.timeZone", "UTC")
