@@ -1,0 +1,86 @@
+"""Spark's window functions give the offline engine's behaviour features
+(1e-9), ties, label delay and unlabelled files included, on a simulated slice
+and, where the shared data is present, on a slice of the handbook file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gendetect.data.simulator import simulate_transactions
+from gendetect.features.windows import WindowConfig, add_window_features
+
+pytest.importorskip("pyspark")
+pytestmark = pytest.mark.integration
+
+HANDBOOK = Path(__file__).resolve().parents[2].parent / "shared/data/handbook/transactions.parquet"
+RAW = {"TRANSACTION_ID": "transaction_id", "TX_DATETIME": "timestamp",
+       "CUSTOMER_ID": "customer_id", "TERMINAL_ID": "terminal_id", "TX_AMOUNT": "amount",
+       "TX_FRAUD": "is_fraud"}
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    from gendetect.spark import spark_session
+
+    session = spark_session("local[2]", "gendetect-spark-test",
+                            {"spark.sql.shuffle.partitions": "2"})
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def _compare(spark: Any, df: pd.DataFrame, config: WindowConfig, tmp_path: Path,
+             *, drop_label: bool = False) -> None:
+    from gendetect.spark import window_features
+
+    path = tmp_path / "tx.parquet"
+    # Nanosecond timestamps, as pandas writes them.
+    (df.drop(columns=[config.label_col]) if drop_label else df).to_parquet(path, index=False)
+    got = window_features(spark.read.parquet(str(path)), config).toPandas()
+    got = got.sort_values("transaction_id").reset_index(drop=True)
+    expected = add_window_features(df, config).sort_values("transaction_id")
+    expected = expected.reset_index(drop=True)
+    assert len(got) == len(expected)
+    for name in config.feature_names:
+        np.testing.assert_allclose(got[name].to_numpy(), expected[name].to_numpy(),
+                                   rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def _with_ties(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for start in range(10, len(df) - 10, 401):
+        df.loc[start : start + 4, "timestamp"] = df.loc[start, "timestamp"]
+        df.loc[start : start + 4, "customer_id"] = df.loc[start, "customer_id"]
+        df.loc[start : start + 4, "terminal_id"] = df.loc[start, "terminal_id"]
+    return df
+
+
+@pytest.mark.parametrize(
+    "config",
+    [WindowConfig(), WindowConfig(customer_windows_days=(0.5, 3), terminal_windows_days=(2,),
+                                  delay_days=0)],
+    ids=["default", "half-day-no-delay"],
+)
+def test_spark_equals_the_offline_engine(spark: Any, config: WindowConfig,
+                                         tmp_path: Path) -> None:
+    df = simulate_transactions(n_customers=50, n_terminals=80, days=40, seed=1)
+    _compare(spark, _with_ties(df), config, tmp_path)
+
+
+def test_spark_without_a_label_column(spark: Any, tmp_path: Path) -> None:
+    # No labels: terminal risk 0, as the engine with all labels 0.
+    df = simulate_transactions(n_customers=30, n_terminals=40, days=20, seed=2).assign(is_fraud=0)
+    _compare(spark, df, WindowConfig(), tmp_path, drop_label=True)
+
+
+@pytest.mark.handbook
+@pytest.mark.skipif(not HANDBOOK.is_file(), reason=f"handbook data not found at {HANDBOOK}")
+def test_spark_equals_the_offline_engine_on_a_handbook_slice(spark: Any, tmp_path: Path) -> None:
+    df = pd.read_parquet(HANDBOOK, columns=list(RAW)).rename(columns=RAW)
+    _compare(spark, df.iloc[200_000:230_000].reset_index(drop=True), WindowConfig(), tmp_path)
