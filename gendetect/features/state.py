@@ -434,46 +434,64 @@ class _Terminal(_Series):
     ) -> tuple[list[int], list[int]]:
         times, start = self.times, self.start
         hi_q, stored = self._slot(time_ns, tx_id)
-        offsets, rows, ends_at_request = bounds
-        pos = [bisect_right(times, time_ns - o, start) for o in offsets]
+        pos = [bisect_right(times, time_ns - o, start) for o in bounds[0]]
         pos.append(hi_q)  # the last row: just past the request itself
-        own_n = 0 if stored else 1
-        counts = [pos[h] - pos[lo] + (own_n if h == _OWN else 0) for lo, h in rows]
-        # Label corrections for this request's time (usually none): waiting
-        # labels that arrived by then, or applied ones that arrived after it.
-        extra: list[int] = []
-        sign = 1
-        if len(times) > start and time_ns < times[-1]:
-            sign = -1
-            for at, key in reversed(self.fraud_at):
-                if at <= time_ns:
-                    break
-                extra.append(key)
-        else:
-            for at, key in self.pending:
-                if at > time_ns:
-                    break
-                extra.append(key)
-        fraud_times = self.fraud_times
-        if not fraud_times and not extra:
-            return counts, [0] * len(rows)
-        # Applied frauds at or before each bound. Labels of pruned events may
-        # linger before the first live event until the next compaction (all
-        # of them earlier than it): never count them.
-        floor = times[start] - 1
-        at_or_before = [bisect_right(fraud_times, max(time_ns - o, floor)) for o in offsets]
-        first = _key(times[start], self.ids[start])
-        if ends_at_request:
-            own_key = max(_key(time_ns, tx_id) + 1, first)
-            at_or_before.append(bisect_left(self.fraud_keys, own_key))
-        frauds = [at_or_before[h] - at_or_before[lo] for lo, h in rows]
-        if extra:
-            keys = [max(_time_bound(time_ns - o), first) for o in offsets]
-            keys.append(max(_key(time_ns, tx_id) + 1, first))
-            for j, (lo, h) in enumerate(rows):
-                lo_key, hi_key = keys[lo], keys[h]
-                frauds[j] += sign * sum(1 for key in extra if lo_key <= key < hi_key)
-        return counts, frauds
+        return _terminal_answer(
+            self, time_ns, tx_id, bounds, pos, stored, (times[start], self.ids[start])
+        )
+
+
+def _terminal_answer(
+    labels: _Terminal,
+    time_ns: int,
+    tx_id: int,
+    bounds: Bounds,
+    pos: list[int],
+    stored: bool,
+    first: tuple[int, int],
+) -> tuple[list[int], list[int]]:
+    """Counts and frauds per window, from the positions of the bounds in the
+    terminal's events (`pos`: per offset, then the request's own) and its
+    fraud-label lists. `first`: the (time, id) of its first held event;
+    `labels.times[-1]`: its newest time. Shared by both stores."""
+    offsets, rows, ends_at_request = bounds
+    own_n = 0 if stored else 1
+    counts = [pos[h] - pos[lo] + (own_n if h == _OWN else 0) for lo, h in rows]
+    # Label corrections for this request's time (usually none): waiting
+    # labels that arrived by then, or applied ones that arrived after it.
+    extra: list[int] = []
+    sign = 1
+    if time_ns < labels.times[-1]:
+        sign = -1
+        for at, key in reversed(labels.fraud_at):
+            if at <= time_ns:
+                break
+            extra.append(key)
+    else:
+        for at, key in labels.pending:
+            if at > time_ns:
+                break
+            extra.append(key)
+    fraud_times = labels.fraud_times
+    if not fraud_times and not extra:
+        return counts, [0] * len(rows)
+    # Applied frauds at or before each bound. Labels of pruned events may
+    # linger before the first held event until the next compaction (all of
+    # them earlier than it): never count them.
+    floor = first[0] - 1
+    at_or_before = [bisect_right(fraud_times, max(time_ns - o, floor)) for o in offsets]
+    first_key = _key(*first)
+    if ends_at_request:
+        own_key = max(_key(time_ns, tx_id) + 1, first_key)
+        at_or_before.append(bisect_left(labels.fraud_keys, own_key))
+    frauds = [at_or_before[h] - at_or_before[lo] for lo, h in rows]
+    if extra:
+        keys = [max(_time_bound(time_ns - o), first_key) for o in offsets]
+        keys.append(max(_key(time_ns, tx_id) + 1, first_key))
+        for j, (lo, h) in enumerate(rows):
+            lo_key, hi_key = keys[lo], keys[h]
+            frauds[j] += sign * sum(1 for key in extra if lo_key <= key < hi_key)
+    return counts, frauds
 
 
 _T = TypeVar("_T")
