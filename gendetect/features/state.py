@@ -85,7 +85,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from math import ldexp
+from math import fsum, ldexp
 from pathlib import Path
 from statistics import median_low
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -1055,16 +1055,27 @@ def _prune_bound(cutoff_ns: int) -> str:
     return "" if cutoff_ns < INT64_MIN else f"({_enc(cutoff_ns)};"
 
 
+def _count_bound(time_ns: int) -> str:
+    """ZLEXCOUNT max for the members at or before `time_ns` ('-': none)."""
+    return "-" if time_ns < INT64_MIN else f"({_enc(time_ns)};"
+
+
 # One round trip per request: unless the id is known (a retry) or its
 # terminal can no longer hold it, record it and prune both entities (the
-# terminal's pruned transactions leave the id index and its labels), then
-# return both histories and the terminal's labels.
+# terminal's pruned transactions leave the id index and its labels); then
+# answer the windows' bounds by counting (ZLEXCOUNT, O(log n)): per offset
+# the events at or before time - offset, and those up to the request itself.
+# Sums need amounts: the customer's from its widest window's start to the
+# request come back (a customer's window, not a merchant's). The terminal
+# sends only its first and last event and its fraud labels.
 # KEYS: customer zset, terminal zset, the id's tx key, terminal labels hash.
 # ARGV: 1 id, 2 time, 3 amount, 4/5 customer/terminal prune bound ('' none),
 #       6/7 customer/terminal ttl ms, 8 record flag, 9 fingerprint,
 #       10/11 customer/terminal keep bound (time + horizon: an entity keeps
 #       the event iff its newest time sorts below), 12 tx key prefix,
-#       13 terminal digest.
+#       13 terminal digest, 14 the number n of customer offsets, then their
+#       count bounds (ascending offsets), then the number m of terminal
+#       offsets and theirs.
 _RECORD_AND_READ = """
 local added = 0
 if ARGV[8] == '1' then
@@ -1105,23 +1116,49 @@ if ARGV[8] == '1' then
     end
   end
 end
--- One string per list: far cheaper for the client to parse than thousands
--- of separate replies.
-return {added, table.concat(redis.call('ZRANGE', KEYS[1], 0, -1), ' '),
-        table.concat(redis.call('ZRANGE', KEYS[2], 0, -1), ' '),
-        table.concat(redis.call('HGETALL', KEYS[4]), ' ')}
+local me = ARGV[2] .. ':' .. ARGV[1]
+local function counts(key, first, n, own)
+  local out = {}
+  for i = 1, n do out[i] = redis.call('ZLEXCOUNT', key, '-', ARGV[first + i - 1]) end
+  out[n + 1] = redis.call('ZLEXCOUNT', key, '-', own)
+  return out
+end
+local nc = tonumber(ARGV[14])
+local c_counts = counts(KEYS[1], 15, nc, '(' .. me .. ';')
+local c_stored = #redis.call('ZRANGEBYLEX', KEYS[1], '[' .. me .. ':', '(' .. me .. ';',
+                             'LIMIT', 0, 1)
+local widest = ARGV[14 + nc]
+if widest ~= '-' then widest = '[' .. string.sub(widest, 2) end
+local amounts = redis.call('ZRANGEBYLEX', KEYS[1], widest, '(' .. me .. ';')
+for i, m in ipairs(amounts) do amounts[i] = string.sub(m, 43) end
+local nt = tonumber(ARGV[15 + nc])
+local t_counts = counts(KEYS[2], 16 + nc, nt, '[' .. me)
+local t_stored = 0
+if redis.call('ZSCORE', KEYS[2], me) then t_stored = 1 end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1] or ''
+local last = redis.call('ZRANGE', KEYS[2], -1, -1)[1] or ''
+-- Strings, not thousands of separate replies: far cheaper to parse.
+return {added, c_counts, c_stored, table.concat(amounts, ' '), t_counts, t_stored,
+        first, last, table.concat(redis.call('HGETALL', KEYS[4]), ' ')}
 """
 
-# KEYS: the id's tx key. ARGV: id, "label:labelled_at", labels hash prefix.
-# The labels hash lives as long as its terminal (the record script sets its
+# The labels hash of a terminal holds its fraud labels only (a genuine label
+# counts like none): id -> "labelled_at:event time".
+# KEYS: the id's tx key. ARGV: id, '1' or '0', labels hash prefix, labelled_at.
+# The hash lives as long as its terminal (the record script sets its
 # expiry); a first label gets the transaction's remaining time meanwhile.
 _ADD_LABEL = """
 local known = redis.call('GET', KEYS[1])
 if not known then return 0 end
-local labels = ARGV[3] .. string.match(known, '^(%S+) ')
-redis.call('HSET', labels, ARGV[1], ARGV[2])
-if redis.call('PTTL', labels) < 0 then
-  redis.call('PEXPIRE', labels, math.max(redis.call('PTTL', KEYS[1]), 1))
+local terminal, t = string.match(known, '^(%S+) (%S+) ')
+local labels = ARGV[3] .. terminal
+if ARGV[2] == '1' then
+  redis.call('HSET', labels, ARGV[1], ARGV[4] .. ':' .. t)
+  if redis.call('PTTL', labels) < 0 then
+    redis.call('PEXPIRE', labels, math.max(redis.call('PTTL', KEYS[1]), 1))
+  end
+else
+  redis.call('HDEL', labels, ARGV[1])
 end
 return 1
 """
@@ -1226,11 +1263,13 @@ class RedisStateStore:
             f"{self.prefix}:x:",
             event.terminal,
         ]
+        for offsets in (plan.customer_bounds[0], plan.terminal_bounds[0]):
+            args.append(len(offsets))
+            args += [_count_bound(t - o) for o in offsets]
         reply = self._call(self._record_script, keys=keys, args=args)
         if reply[0] == -1:
             raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
-        customer, terminal = _parse_histories(reply)
-        return _query(customer, terminal, event, plan, bool(reply[0]))
+        return _answer_from_reply(reply, event, plan)
 
     def record_and_query_many(
         self, events: Sequence[TxEvent], plan: WindowPlan
@@ -1256,8 +1295,12 @@ class RedisStateStore:
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
         _check_int64(transaction_id, "transaction_id")
         _check_int64(labelled_at_ns, "labelled_at")
-        value = f"{int(bool(is_fraud))}:{_enc(labelled_at_ns)}"
-        args = [_enc(transaction_id), value, f"{self.prefix}:l:"]
+        args = [
+            _enc(transaction_id),
+            "1" if is_fraud else "0",
+            f"{self.prefix}:l:",
+            _enc(labelled_at_ns),
+        ]
         keys = [self._tx_key(transaction_id)]
         return bool(self._call(self._label_script, keys=keys, args=args))
 
@@ -1281,35 +1324,41 @@ class RedisStateStore:
         return deleted
 
 
-def _parse_histories(reply: list[Any]) -> tuple[_Customer | None, _Terminal | None]:
-    """Members come sorted as space-separated "time:id[:amount]" strings;
-    labels as "id label:labelled_at" pairs. Built into the memory store's
-    series, so both stores answer windows with the same code."""
-    _, customer_raw, terminal_raw, labels_raw = reply
-    customer = terminal = None
-    if customer_raw:
-        c = customer_raw.replace(b":", b" ").split()
-        customer = _Customer()
-        customer.times = [int(v) - _BIAS for v in c[0::3]]
-        customer.ids = [int(v) - _BIAS for v in c[1::3]]
-        customer.amounts = [float(v) for v in c[2::3]]
-        customer.pre = _prefix(customer.amounts)
-    if terminal_raw:
-        m = terminal_raw.replace(b":", b" ").split()
-        terminal = _Terminal()
-        terminal.times = [int(v) - _BIAS for v in m[0::2]]
-        terminal.ids = [int(v) - _BIAS for v in m[1::2]]
-        time_of = dict(zip(terminal.ids, terminal.times, strict=True))
-        newest = terminal.times[-1]
+def _answer_from_reply(reply: list[Any], event: TxEvent, plan: WindowPlan) -> WindowSums:
+    """The windows from the record script's counts, the customer's amounts
+    and the terminal's fraud labels, with the memory store's arithmetic
+    (exact sums: math.fsum; the terminal's labels through _terminal_answer)."""
+    added, c_pos, c_stored, amounts_raw, t_pos, t_stored, first, last, labels_raw = reply
+    t, tid = event.time_ns, event.transaction_id
+    # Customer: amounts from the widest window's start (the smallest count)
+    # up to the request.
+    amounts = [float(v) for v in amounts_raw.split()]
+    base = min(c_pos)
+    counts: list[int] = []
+    sums: list[float] = []
+    for lo, h in plan.customer_bounds[1]:
+        part = amounts[c_pos[lo] - base : c_pos[h] - base]
+        if h == _OWN and not c_stored:  # a read or an unrecorded event counts itself
+            part.append(event.amount)
+        counts.append(len(part))
+        sums.append(fsum(part))
+    if not last:  # a terminal without events
+        t_counts = [1 if h == _OWN else 0 for _, h in plan.terminal_bounds[1]]
+        t_frauds = [0] * len(t_counts)
+    else:
+        labels = _Terminal()
+        newest = int(last[:20]) - _BIAS
+        labels.times = [newest]
         fields = labels_raw.split()
         for field, value in zip(fields[0::2], fields[1::2], strict=True):
-            tid = int(field) - _BIAS
-            if value[:1] != b"1" or tid not in time_of:
-                continue
-            pair = (int(value[2:]) - _BIAS, _key(time_of[tid], tid))
-            (terminal.fraud_at if pair[0] <= newest else terminal.pending).append(pair)
-        terminal.fraud_at.sort()
-        terminal.pending.sort()
-        terminal.fraud_keys = sorted(k for _, k in terminal.fraud_at)
-        terminal.fraud_times = [k >> _SHIFT for k in terminal.fraud_keys]
-    return customer, terminal
+            pair = (int(value[:20]) - _BIAS, _key(int(value[21:]) - _BIAS, int(field) - _BIAS))
+            (labels.fraud_at if pair[0] <= newest else labels.pending).append(pair)
+        labels.fraud_at.sort()
+        labels.pending.sort()
+        labels.fraud_keys = sorted(k for _, k in labels.fraud_at)
+        labels.fraud_times = [k >> _SHIFT for k in labels.fraud_keys]
+        held = (int(first[:20]) - _BIAS, int(first[21:]) - _BIAS)
+        t_counts, t_frauds = _terminal_answer(
+            labels, t, tid, plan.terminal_bounds, t_pos, bool(t_stored), held
+        )
+    return WindowSums(tuple(counts), tuple(sums), tuple(t_counts), tuple(t_frauds), bool(added))
