@@ -136,8 +136,10 @@ print(json.dumps({"rows": len(df), "features_s": t_feat, "score_s": t_net + t_de
 def before(src: Path, bundle_dir: Path, rows_file: Path, repeats: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", _BEFORE, str(bundle_dir), str(rows_file),
-                          str(repeats)], capture_output=True, text=True, env=env, cwd=src,
-                         check=True)
+                          str(repeats)], capture_output=True, text=True, env=env, cwd=src)
+    if out.returncode != 0:
+        # E.g. a bundle whose schema the older code cannot read: say why.
+        raise RuntimeError(f"the code in {src} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
