@@ -297,9 +297,10 @@ def run_adbench(
     seeds: Sequence[int],
     quick: bool,
     notes: list[str],
+    only: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     specs = [s for s in specs if peers.ADBENCH in s.tracks and s.input == "features"]
-    files = protocols.adbench_files(data_dir, protocols.ADBENCH_QUICK if quick else None)
+    files = protocols.adbench_files(data_dir, protocols.ADBENCH_QUICK if quick else only)
     if not files:
         notes.append(f"no ADBench files under {data_dir}/adbench")
     runs: list[dict[str, Any]] = []
@@ -433,7 +434,13 @@ def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[
         if name not in results:
             merged[name] = previous[name]
             continue
-        kept = [r for r in previous[name]["runs"] if r["detector"] not in ran]
+        # A run restricted to some datasets (--datasets) replaces only those.
+        done = {r["dataset"] for r in results[name]["runs"] if "dataset" in r}
+        kept = [
+            r
+            for r in previous[name]["runs"]
+            if r["detector"] not in ran or ("dataset" in r and r["dataset"] not in done)
+        ]
         if not kept:
             continue
         track = dict(results[name])
@@ -443,6 +450,8 @@ def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[
         )
         if "weeks" in track:
             track["weeks"] = {**previous[name].get("weeks", {}), **track["weeks"]}
+        if "datasets" in track:
+            track["datasets"] = {**previous[name].get("datasets", {}), **track["datasets"]}
         kept_names = {r["detector"] for r in kept}
         earlier = []
         for src in previous[name].get("sources", []):
@@ -493,6 +502,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "3 ADBench files subsampled to 5k rows",
     )
     parser.add_argument("--detectors", default=None, help="comma-separated subset of detectors")
+    parser.add_argument(
+        "--datasets",
+        default=None,
+        help="ADBench: comma-separated subset of files (stems); with --merge the other "
+        "datasets keep their earlier runs",
+    )
     parser.add_argument(
         "--weeks",
         type=int,
@@ -572,7 +587,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             results["labelled"]["sources"] = [_source(results, [s.name for s in specs])]
     if args.track in ("adbench", "all"):
-        results["adbench"] = run_adbench(args.data, specs, adbench_seeds, args.quick, notes)
+        datasets = tuple(args.datasets.split(",")) if args.datasets else None
+        results["adbench"] = run_adbench(
+            args.data, specs, adbench_seeds, args.quick, notes, datasets
+        )
         results["adbench"]["sources"] = [
             _source(results, [s.name for s in specs if peers.ADBENCH in s.tracks])
         ]

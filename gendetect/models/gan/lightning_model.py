@@ -16,10 +16,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
 from gendetect.models.components import GenerativeModule
 from gendetect.models.gan.loss import (
+    GAUSSIAN_REFERENCE_SCALE,
     adversarial_loss,
+    broadened_reference,
     discriminator_loss,
     latent_recovery_loss,
     noisy_reconstruction_loss,
@@ -49,11 +52,17 @@ class GAN(GenerativeModule):
         r1_every: int = 4,
         feature_matching: bool = False,
         noisy_validation: bool = True,
+        reference_weight: float = 0.0,
+        reference_kind: str = "mix",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.model = GANNetwork(n_features, hidden=hidden, latent_dim=latent_dim)
+        gaussian = reference_weight > 0 and reference_kind == "gaussian"
+        scale = GAUSSIAN_REFERENCE_SCALE if gaussian else 0.0
+        self.model = GANNetwork(
+            n_features, hidden=hidden, latent_dim=latent_dim, reference_scale=scale
+        )
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         opt_d, opt_g = self.optimizers()  # type: ignore[misc]
@@ -69,6 +78,10 @@ class GAN(GenerativeModule):
         logit_real = net.discriminate(x_real)
         logit_fake = net.discriminate(net.generator(z).detach())
         d_loss = discriminator_loss(logit_real, logit_fake)
+        if hp.reference_weight > 0:
+            # Broadened reference records as extra negatives (loss.broadened_reference).
+            reference = broadened_reference(x.detach(), hp.reference_kind)
+            d_loss = d_loss + hp.reference_weight * F.softplus(net.discriminate(reference)).mean()
         if use_r1:
             d_loss = d_loss + 0.5 * hp.r1_weight * every * r1_penalty(logit_real, x_real)
         opt_d.zero_grad()
@@ -123,4 +136,6 @@ def build_gan(n_features: int, params: DetectorParams) -> GAN:
         latent_noise=params.gan_latent_noise,
         feature_matching=params.gan_feature_matching,
         noisy_validation=params.gan_noisy_validation,
+        reference_weight=params.gan_reference_weight_resolved,
+        reference_kind=params.gan_reference_kind,
     )

@@ -17,11 +17,18 @@ from gendetect.models.components import GenerativeNetwork, mlp, squared_error
 
 class GANNetwork(GenerativeNetwork):
     def __init__(
-        self, n_features: int, hidden: Sequence[int] = (64, 32), latent_dim: int = 8
+        self,
+        n_features: int,
+        hidden: Sequence[int] = (64, 32),
+        latent_dim: int = 8,
+        reference_scale: float = 0.0,
     ) -> None:
         super().__init__()
         hidden = list(hidden)
         self.latent_dim = latent_dim
+        # Standard deviation of the Gaussian reference the discriminator was
+        # trained against (0: none); not a weight, so not in the state dict.
+        self.reference_scale = reference_scale
         # Creation order fixes the random initialisation for a seed: keep it.
         self.generator = mlp([latent_dim, *reversed(hidden), n_features])
         self.encoder = mlp([n_features, *hidden, latent_dim])
@@ -49,5 +56,14 @@ class GANNetwork(GenerativeNetwork):
 
     @torch.no_grad()
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The discriminator's verdict: higher = less like the training data."""
-        return -self.discriminate(x)
+        """The discriminator's verdict: higher = less like the training data.
+
+        Trained against a Gaussian reference, the logit estimates log p_data
+        - log p_ref (plus the generator's share); adding -log p_ref =
+        |x|^2 / (2 s^2) (up to a constant) makes it an estimate of -log p_data,
+        which keeps growing in the tails where a smooth discriminator levels off.
+        """
+        verdict = -self.discriminate(x)
+        if self.reference_scale > 0:
+            verdict = verdict + x.pow(2).sum(dim=1) / (2 * self.reference_scale**2)
+        return verdict
