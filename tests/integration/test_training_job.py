@@ -223,10 +223,31 @@ def _assert_same_decisions(got: pd.DataFrame, expected: pd.DataFrame) -> None:
 
 
 def _assert_same_explanations(got: pd.DataFrame, expected: pd.DataFrame, prefix: str = "") -> None:
-    # Plain-column outputs carry the explanations as JSON strings.
+    # Batch surfaces explain the flagged rows (by default) as lists of
+    # {feature|reason, contribution}; the other rows carry an empty list.
+    flagged = expected["is_fraud"].to_numpy(bool)
+    assert flagged.any()
     for column in EXPLANATION_COLUMNS:
-        decoded = [json.loads(v) for v in got[prefix + column]]
-        assert decoded == list(expected[column]), column
+        for value, want, is_flagged in zip(got[prefix + column], expected[column], flagged,
+                                           strict=True):
+            entries = [dict(item) for item in _as_list(value)]
+            if not is_flagged:
+                assert entries == [], column
+                continue
+            want = _as_list(want)
+            assert [_name(e) for e in entries] == [_name(w) for w in want]
+            for e, w in zip(entries, want, strict=True):
+                assert e["contribution"] == pytest.approx(w["contribution"], rel=1e-6, abs=1e-9)
+
+
+def _name(entry: dict[str, object]) -> object:
+    return entry.get("feature", entry.get("reason"))
+
+
+def _as_list(value: object) -> list[dict[str, object]]:
+    if isinstance(value, str):  # CSV output: JSON text
+        return list(json.loads(value))
+    return [dict(v) for v in value]  # type: ignore[union-attr]
 
 
 def test_pyfunc_matches_the_bundle(trained: Trained) -> None:
