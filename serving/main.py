@@ -38,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     manager = ModelManager(settings, metrics)
     stores = Stores(settings)
+    if stores.writer is not None:
+        metrics.watch_audit(stores.writer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,6 +9,8 @@ as they were.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +23,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # `_created` series double every counter's output and no dashboard reads them.
 disable_created_metrics()
@@ -90,6 +94,23 @@ class Metrics:
     def state_store_up(self, up: bool) -> None:
         self._state_up.set(1 if up else 0)
 
+    def watch_audit(self, writer: Any) -> None:
+        """Export the audit writer's counters (commits, rows: their ratio is
+        the group-commit size) and the 503s it caused."""
+        self.registry.register(_AuditCollector(writer))
+
     # ----------------------------------------------------------------- output
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _AuditCollector(Collector):
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("gendetect_audit_commits", "Audit transactions committed "
+                                  "(one per group of concurrent requests).",
+                                  value=self.writer.commits)
+        yield CounterMetricFamily("gendetect_audit_rows", "Decisions written to the audit.",
+                                  value=self.writer.rows_written)

@@ -38,9 +38,17 @@ def test_every_decision_is_in_the_audit(server: ServerProcess, client: httpx.Cli
     results = client.post("/v1/score/batch", json={"records": batch}).json()["results"]
     wanted = {r["transaction_id"]: d for r, d in zip([one, *batch], [single, *results],
                                                      strict=True)}
+    # Bad input is a 422 and writes nothing (single, and a batch with one bad record).
+    bad = {**fresh(T0), "amount": -1.0}
+    assert client.post("/v1/score", json=bad).status_code == 422
+    bad_batch = [fresh(T0), {**fresh(T0), "amount": "x"}]
+    assert client.post("/v1/score/batch", json={"records": bad_batch}).status_code == 422
     rows = {r["transaction_id"]: r for r in table_rows(audit_db(server.home), "decisions")
             if r["transaction_id"] in wanted}
     assert set(rows) == set(wanted)
+    refused = {bad["transaction_id"], *(r["transaction_id"] for r in bad_batch)}
+    assert not refused & {r["transaction_id"] for r in table_rows(audit_db(server.home),
+                                                                    "decisions")}
     for tid, got in wanted.items():
         row = rows[tid]
         assert (row["score"], row["risk"], bool(row["is_fraud"]), row["threshold"]) == (
@@ -49,6 +57,12 @@ def test_every_decision_is_in_the_audit(server: ServerProcess, client: httpx.Cli
         assert row["key_name"] == "default" and row["decided_at"]
     for row in rows.values():
         assert set(json.loads(row["entities"])) == {"customer_id", "terminal_id"}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics").text
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert values["gendetect_audit_rows_total"] >= len(wanted)
+    assert 1 <= values["gendetect_audit_commits_total"] <= values["gendetect_audit_rows_total"]
     data = _db_bytes(server.home)
     for marker in (customer, terminal):
         assert str(marker).encode() not in data  # only keyed hashes at rest
