@@ -257,21 +257,26 @@ class Topology:
         path = "/readyz" if require_model else "/healthz"
         self._wait(name, f"{self.api_url(name)}{path}", timeout)
 
-    def run_trainer(self, *commands: list[str], timeout: float = 900.0) -> None:
+    def run_trainer(self, *commands: list[str], timeout: float = 900.0,
+                    env: dict[str, str] | None = None) -> list[int]:
         """Each command is a `gendetect` argument list, run with the trainer's
-        environment, in order; a non-zero exit (other than 3: champion kept)
-        stops the topology's start with the trainer's log."""
+        environment (plus `env`), in order; a non-zero exit other than 3
+        (champion kept) raises with the trainer's log. Returns the exit codes."""
         folder = self.root / "trainer"
         folder.mkdir(parents=True, exist_ok=True)
         log = folder / "trainer.log"
+        codes = []
         for args in commands:
             with open(log, "ab") as out:
-                code = subprocess.run([_bin("gendetect"), *args], env=self.env("trainer"),
-                                      cwd=folder, stdout=out, stderr=subprocess.STDOUT,
+                code = subprocess.run([_bin("gendetect"), *args],
+                                      env=self.env("trainer", **(env or {})), cwd=folder,
+                                      stdout=out, stderr=subprocess.STDOUT,
                                       timeout=timeout).returncode
+            codes.append(code)
             if code not in (0, 3):
                 raise RuntimeError(f"trainer: gendetect {' '.join(args)} exited {code}:\n"
                                    f"{log.read_text()[-3000:]}")
+        return codes
 
     def default_trainer(self) -> None:
         data = str(self.root / "trainer" / "tx.parquet")

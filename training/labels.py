@@ -22,6 +22,7 @@ period after the window uses every label known now.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
+
+log = logging.getLogger(__name__)
 
 UNKNOWN = -1
 LABELLED_AT = "labelled_at"
@@ -91,9 +94,17 @@ def read_labels_file(path: str, label: str) -> pd.DataFrame:
 def _store_labels(url: str, label: str, until: datetime | None) -> pd.DataFrame:
     from gendetect.stores.database import make_engine
     from gendetect.stores.export import latest_labels
+    from gendetect.stores.migrate import current_revision
 
     engine = make_engine(url)
     try:
+        if current_revision(engine) is None:
+            # A database no API has written to yet (its tables come with the
+            # API's first start): no verdicts, which is not an error.
+            log.warning("the verdict store has no tables yet: no verdicts to read")
+            return pd.DataFrame({"transaction_id": pd.Series(dtype="int64"),
+                                 label: pd.Series(dtype="int64"),
+                                 LABELLED_AT: pd.Series(dtype="datetime64[ns]")})
         return latest_labels(engine, until=until, label_column=label)
     finally:
         engine.dispose()
