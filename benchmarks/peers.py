@@ -157,6 +157,9 @@ def gendetect_specs() -> tuple[list[DetectorSpec], list[str]]:
     variants: list[tuple[str, str, dict[str, Any]]] = [
         *((kind, kind, {}) for kind in GENDETECT_KINDS),
         ("vae_gan", "ensemble", vae_gan),
+        # The GAN scored by its discriminator, alone and with the reconstruction.
+        ("gan_disc", "gan", {"score": "discriminator"}),
+        ("gan_combined", "gan", {"score": "combined"}),
     ]
 
     def build(kind: str, extra: dict[str, Any]) -> Callable[[int], Detector]:
@@ -167,7 +170,11 @@ def gendetect_specs() -> tuple[list[DetectorSpec], list[str]]:
             f"gendetect_{name}",
             build(kind, extra),
             family="gendetect",
-            params={k: list(v) for k, v in extra.items() if k == "ensemble"},
+            params={
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in extra.items()
+                if k in ("ensemble", "score")
+            },
         )
         for name, kind, extra in variants
     ]

@@ -265,6 +265,33 @@ def _adbench_matrix(runs: list[dict], metric: str) -> dict[str, dict[str, float]
     return out
 
 
+ADBENCH_PEERS = ("iforest_100", "pyod_ecod", "pyod_autoencoder", "pyod_vae")
+
+
+def det_ok(matrix: dict[str, dict[str, float]], ds: str, det: str) -> bool:
+    return det in matrix.get(ds, {}) and not math.isnan(matrix[ds][det])
+
+
+def _mean_cell(
+    matrix: dict[str, dict[str, float]], datasets: Sequence[str], det: str, mean: float
+) -> str:
+    n = sum(1 for ds in datasets if det_ok(matrix, ds, det))
+    cell = f"**{_fmt(mean)}**"
+    return cell if n == len(datasets) else f"{cell} ({n}/{len(datasets)})"
+
+
+def worst_gap(
+    matrix: dict[str, dict[str, float]], datasets: Sequence[str], det: str, peers: Sequence[str]
+) -> float:
+    """The largest shortfall of `det` against the best peer on any dataset."""
+    gaps = [
+        max(matrix[ds][p] for p in peers if det_ok(matrix, ds, p)) - matrix[ds][det]
+        for ds in datasets
+        if det_ok(matrix, ds, det) and any(det_ok(matrix, ds, p) for p in peers)
+    ]
+    return max(gaps) if gaps else math.nan
+
+
 def _adbench_sections(track: dict[str, Any]) -> list[str]:
     runs = track["runs"]
     if not runs:
@@ -300,10 +327,19 @@ def _adbench_sections(track: dict[str, Any]) -> list[str]:
             for det in detectors
         }
         ranks = average_ranks(matrix)
-        rows.append(["**mean**", *(f"**{_fmt(means[d])}**" for d in detectors)])
+        # A mean over fewer datasets does not compare: it says on how many.
+        rows.append(["**mean**", *(_mean_cell(matrix, datasets, d, means[d]) for d in detectors)])
         rows.append(
             ["**average rank**", *(f"**{_fmt(ranks.get(d, math.nan), 2)}**" for d in detectors)]
         )
+        peer_names = [d for d in detectors if d in ADBENCH_PEERS]
+        if peer_names:
+            rows.append(
+                [
+                    "worst gap to the best peer",
+                    *(_fmt(worst_gap(matrix, datasets, d, peer_names)) for d in detectors),
+                ]
+            )
         lines += _table(["dataset", *detectors], rows)
 
     lines += ["### Fit seconds (mean over seeds)", ""]

@@ -84,3 +84,6 @@ def test_training_schedule_counts_steps_on_small_data_only() -> None:
     assert patience * steps_per_epoch >= params.patience_steps
     off = DetectorParams(min_train_steps=0, patience_steps=0)
     assert training_schedule(40, off)[1:] == (20, 3)
+    # An explicit max_epochs is used as given, with batch size and patience.
+    explicit = DetectorParams(max_epochs=2, batch_size=128, patience=5)
+    assert training_schedule(40, explicit) == (128, 2, 5)

@@ -53,7 +53,7 @@ class GAN(GenerativeModule):
         feature_matching: bool = False,
         noisy_validation: bool = True,
         reference_weight: float = 0.0,
-        reference_kind: str = "mix",
+        reference_kind: str = "gaussian",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
