@@ -197,7 +197,7 @@ class FraudModelBundle:
         self.pipeline = FeaturePipeline(self.schema)
         # Built now so that a schema naming a missing feature fails before training.
         self._reason_map = ReasonMap.build(self.feature_names, self.schema.reasons)
-        x = self._features(X, source=None)
+        x = self._features(_known_frauds_only(X, self.schema.label_field), source=None)
         labels = _labels(X, y, len(x))
         self.core = DetectorCore(kind=self.kind, params=self.params).fit(x, labels)
         # Calibrate on the held-out validation rows: training rows score
@@ -579,6 +579,18 @@ def _labels(X: pd.DataFrame | np.ndarray, y: Any, n_rows: int) -> np.ndarray:
         return normalise_labels(y, n_rows)
     except ValueError as exc:
         raise InputError(str(exc), field="y") from None
+
+
+def _known_frauds_only(X: Any, label_field: str | None) -> Any:
+    """X with unknown labels (-1) in the label column read as 0, "not known
+    as fraud": what the terminal-risk window features count (a -1 would
+    subtract from the fraud count)."""
+    if not isinstance(X, pd.DataFrame) or label_field is None or label_field not in X:
+        return X
+    column = X[label_field]
+    if not pd.api.types.is_numeric_dtype(column) or not (column < 0).any():
+        return X
+    return X.assign(**{label_field: column.where(column >= 0, 0)})
 
 
 def _label_period(X: Any, labels: np.ndarray, schema: Schema) -> dict[str, Any]:

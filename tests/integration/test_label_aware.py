@@ -35,3 +35,14 @@ def test_label_aware_ap_beats_unsupervised_on_a_held_out_period(kind: str) -> No
     head = test.head(5)
     assert np.isfinite(aware.risk(head)).all()
     assert all(row for row in aware.explain_reasons(head))
+
+
+def test_unknown_labels_in_the_label_column_are_not_negative_frauds() -> None:
+    """-1 in the label column means unknown: the terminal-risk features are
+    those of a 0 (not known as fraud), never a negative fraud count."""
+    df = simulate_transactions(n_customers=60, n_terminals=40, days=20, seed=1)
+    unknown = df.assign(is_fraud=df["is_fraud"].where(df["is_fraud"] == 1, -1))
+    fit = {**FIT, "max_epochs": 1}
+    a = make_detector("vae", **fit).fit(df.assign(is_fraud=df["is_fraud"]))
+    b = make_detector("vae", **fit).fit(unknown)
+    assert np.array_equal(a.decision_function(df), b.decision_function(df))
