@@ -183,3 +183,77 @@ class RecentWindow:
         report = compare(self.reference, rows, self.names, recent, self.level)
         self.last = report
         return report
+
+
+def window_rows_from_env(default: int = 5000) -> int:
+    """GENDETECT_DRIFT_WINDOW_ROWS: how many recent records the API compares."""
+    raw = os.environ.get("GENDETECT_DRIFT_WINDOW_ROWS")
+    value = int(raw) if raw else default
+    if value < 10:
+        raise ValueError("GENDETECT_DRIFT_WINDOW_ROWS must be >= 10")
+    return value
+
+
+class LiveDrift:
+    """Drift of the records a served bundle scores: the last `size` records
+    (as the API validated them, with their online behaviour features) and
+    their scores; every `size // 10` records, their model inputs are built in
+    one vectorised pass (the bundle's own pipeline) and compared with the
+    bundle's training reference in a background thread, so that no request
+    waits for it. `on_report` gets each new report (the /metrics gauges).
+
+    The window should hold about a day of traffic: a shorter one sees a few
+    hours only, and the time-of-day inputs drift by construction."""
+
+    def __init__(self, bundle: Any, *, size: int = 5000, level: float = DEFAULT_LEVEL,
+                 on_report: Any = None) -> None:
+        self.bundle = bundle
+        self.reference = bundle.metadata.get("drift_reference")
+        self.level = level
+        self.every = max(10, size // 10)
+        self.on_report = on_report
+        self._records: deque[Any] = deque(maxlen=size)
+        self._windows: deque[Any] = deque(maxlen=size)
+        self._scores: deque[float] = deque(maxlen=size)
+        self._since = 0
+        self._lock = threading.Lock()
+        self._busy = False
+        self.last: DriftReport | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.reference)
+
+    def add(self, records: Any, windows: Any, scores: Any) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._records.extend(records)
+            self._windows.extend(windows if windows is not None else [None] * len(records))
+            self._scores.extend(float(s) for s in scores)
+            self._since += len(records)
+            # Not before the window is half full: a few dozen rows give noise.
+            full = len(self._records) >= self._records.maxlen // 2  # type: ignore[operator]
+            if self._since < self.every or self._busy or not full:
+                return
+            self._since, self._busy = 0, True
+            snapshot = (list(self._records), list(self._windows), list(self._scores))
+        threading.Thread(target=self._compute, args=snapshot, daemon=True,
+                         name="gendetect-drift").start()
+
+    def _compute(self, records: list[Any], windows: list[Any], scores: list[float]) -> None:
+        try:
+            self.last = self.compute(records, windows, scores)
+            if self.on_report is not None:
+                self.on_report(self.last)
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def compute(self, records: list[Any], windows: list[Any],
+                scores: list[float]) -> DriftReport:
+        pipeline = self.bundle.pipeline
+        given = None if any(w is None for w in windows) else windows
+        x = pipeline.transform(pipeline.columns_from_records(records, given))
+        return compare(self.reference, x, self.bundle.feature_names, np.asarray(scores),
+                       self.level)

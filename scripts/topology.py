@@ -250,10 +250,11 @@ class Topology:
             "--artifacts-destination", str(artifacts),
         ]
 
-    def start_api(self, name: str, *, require_model: bool = True, timeout: float = 180.0) -> None:
+    def start_api(self, name: str, *, require_model: bool = True, timeout: float = 180.0,
+                  **extra: str) -> None:
         port = self.state["ports"].setdefault(name, _free_port())
         self._spawn(name, [_bin("gendetect"), "serve", "--host", "127.0.0.1", "--port",
-                           str(port)], self.env(name, GENDETECT_TORCH_THREADS="1"))
+                           str(port)], self.env(name, GENDETECT_TORCH_THREADS="1", **extra))
         path = "/readyz" if require_model else "/healthz"
         self._wait(name, f"{self.api_url(name)}{path}", timeout)
 

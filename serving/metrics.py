@@ -72,6 +72,22 @@ class Metrics:
         )
         Gauge("gendetect_process_start_time_seconds", "Process start (Unix time).",
               registry=registry).set(time.time())
+        # Drift of recent traffic against the served model's training reference
+        # (gendetect.drift.LiveDrift): PSI per model input and for the score.
+        self._drift_psi = Gauge(
+            "gendetect_drift_psi", "Population stability index of the recent window against "
+            "the training reference, per model input (input=\"score\": the score).",
+            ["input"], registry=registry,
+        )
+        self._drift_detected = Gauge(
+            "gendetect_drift_detected", "1 if any input or the score is at or above the drift "
+            "level, else 0.", registry=registry,
+        )
+        self._drift_level = Gauge("gendetect_drift_level", "The PSI level that marks drift.",
+                                  registry=registry)
+        self._drift_rows = Gauge("gendetect_drift_window_rows",
+                                 "Records in the recent window of the last drift report.",
+                                 registry=registry)
 
     # ---------------------------------------------------------------- updates
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -93,6 +109,16 @@ class Metrics:
 
     def state_store_up(self, up: bool) -> None:
         self._state_up.set(1 if up else 0)
+
+    def drift_report(self, report: Any) -> None:
+        """Set the drift gauges from a gendetect.drift.DriftReport."""
+        self._drift_psi.clear()
+        for name, value in report.features.items():
+            self._drift_psi.labels(name).set(value)
+        self._drift_psi.labels("score").set(report.score)
+        self._drift_detected.set(1 if report.detected else 0)
+        self._drift_level.set(report.level)
+        self._drift_rows.set(report.rows)
 
     def watch_audit(self, writer: Any) -> None:
         """Export the audit writer's counters (commits, rows: their ratio is

@@ -31,7 +31,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gendetect import drift
 from gendetect.config import Settings
+from gendetect.drift import LiveDrift
 from serving.auth import Principal
 from serving.errors import CORE_ERRORS, ApiError, from_core_error, invalid
 from serving.metrics import Metrics
@@ -61,6 +63,10 @@ class ScoringService:
         self.settings = settings
         self.metrics = metrics
         self.stores = stores
+        # Drift of what the served bundle scores (a new one per model swap).
+        self._drift: LiveDrift | None = None
+        self._drift_level = drift.level_from_env()
+        self._drift_rows = drift.window_rows_from_env()
 
     async def score_one(self, served: ServedModel, body: bytes,
                         caller: Principal) -> dict[str, Any]:
@@ -118,7 +124,16 @@ class ScoringService:
                 decision["transaction_id"] = record.get(id_field)
             flagged += decision["is_fraud"]
         self.metrics.observe_scores(len(records), flagged)
+        self._live_drift(served).add(records, windows, [d["score"] for d in decisions])
         return decisions
+
+    def _live_drift(self, served: ServedModel) -> LiveDrift:
+        live = self._drift
+        if live is None or live.bundle is not served.bundle:
+            live = self._drift = LiveDrift(served.bundle, size=self._drift_rows,
+                                           level=self._drift_level,
+                                           on_report=self.metrics.drift_report)
+        return live
 
 
 def _check_batch_ids(records: list[dict[str, Any]], id_field: str | None) -> None:

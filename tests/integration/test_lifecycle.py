@@ -187,7 +187,8 @@ def test_the_whole_loop(topo: Any, data_file: Path) -> None:
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
 
     for name in topo_module_replicas(topo):
-        topo.start_api(name, require_model=True)
+        # A small drift window, so that this short stream gets a report.
+        topo.start_api(name, require_model=True, GENDETECT_DRIFT_WINDOW_ROWS="400")
     urls = [topo.api_url(n) for n in topo_module_replicas(topo)]
     headers = {"X-API-Key": topo.api_key}
     for url in urls:
@@ -213,6 +214,16 @@ def test_the_whole_loop(topo: Any, data_file: Path) -> None:
             response = http.post(f"{urls[k % 2]}/v1/feedback", json=verdicts[start : start + 100])
             assert response.status_code == 200, response.text
             assert not response.json()["unknown"]
+        # Each replica reports drift of what it scored on /metrics.
+        for url in urls:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                text = http.get(f"{url}/metrics").text
+                if 'gendetect_drift_psi{input="score"}' in text:
+                    break
+                time.sleep(0.5)
+            assert 'gendetect_drift_psi{input="amount"}' in text
+            assert "gendetect_drift_detected" in text and "gendetect_drift_level 0.2" in text
 
     # 3. Retrain on the later window with the stored verdicts while a client
     # keeps scoring on both replicas.
@@ -257,6 +268,12 @@ def test_the_whole_loop(topo: Any, data_file: Path) -> None:
     mv = client.get_model_version("gendetect", "2")
     assert mv.tags["gendetect.window.since"] == "2024-01-15T00:00:00"
     assert mv.description.startswith("# gendetect vae detector")
+    # Batch scoring against the same server scores with the new champion.
+    sample = topo.root / "trainer" / "sample.parquet"
+    df[df["timestamp"] >= "2024-02-01"].head(300).to_parquet(sample)
+    out = topo.root / "trainer" / "scored.parquet"
+    assert topo.run_trainer(["score", "--data", str(sample), "--out", str(out), "-q"]) == [0]
+    assert set(pd.read_parquet(out)["gd_model_version"].astype(str)) == {"2"}
 
 
 def topo_module_replicas(topo: Any) -> tuple[str, ...]:

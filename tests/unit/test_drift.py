@@ -101,3 +101,48 @@ def test_the_drift_level_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("GENDETECT_DRIFT_LEVEL", "0")
     with pytest.raises(ValueError):
         drift.level_from_env()
+
+
+def test_live_drift_of_scored_records_reaches_the_metrics(fitted: FraudModelBundle) -> None:
+    """What the API does: records as validated (with their behaviour
+    features) and their scores; a report every tenth of the window once it
+    is half full, computed off the request path, sets the /metrics gauges."""
+    import time
+
+    from serving.metrics import Metrics
+
+    data = _prepared(seed=1, amount_factor=2.5).train.iloc[::7].head(300)
+    window_cols = list(fitted.pipeline.window_feature_names)
+    records = data.drop(columns=window_cols).to_dict("records")
+    windows = data[window_cols].to_dict("records")
+    scores = fitted.decision_function(data)
+    metrics = Metrics()
+    live = drift.LiveDrift(fitted, size=200, on_report=metrics.drift_report)
+    live.add(records[:50], windows[:50], scores[:50])
+    assert live.last is None and not live._busy  # a quarter full: no report yet
+    for i in range(50, 300, 50):
+        live.add(records[i : i + 50], windows[i : i + 50], scores[i : i + 50])
+        deadline = time.monotonic() + 30
+        while live._busy and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert live.last is not None and live.last.rows == 200 and live.last.detected
+    # The same model inputs as the batch path: the same PSI on the same rows.
+    offline = drift.bundle_drift(fitted, data.iloc[-200:])
+    assert offline is not None
+    assert live.last.features == pytest.approx(offline.features)
+    assert live.last.score == pytest.approx(offline.score)
+    text = metrics.render().decode()
+    assert f'gendetect_drift_psi{{input="amount"}} {live.last.features["amount"]}' in text
+    assert "gendetect_drift_detected 1.0" in text and "gendetect_drift_level 0.2" in text
+    assert "gendetect_drift_window_rows 200.0" in text
+
+
+def test_live_drift_is_off_for_a_bundle_without_reference(fitted: FraudModelBundle) -> None:
+    class Old:
+        def __init__(self) -> None:
+            self.metadata: dict[str, object] = {}
+
+    live = drift.LiveDrift(Old(), size=100)
+    assert not live.enabled
+    live.add([{}] * 20, None, [0.0] * 20)  # nothing kept, nothing computed
+    assert live.last is None
