@@ -85,7 +85,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from math import fsum, ldexp
+from math import ldexp
 from pathlib import Path
 from statistics import median_low
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -1055,6 +1055,11 @@ def _prune_bound(cutoff_ns: int) -> str:
     return "" if cutoff_ns < INT64_MIN else f"({_enc(cutoff_ns)};"
 
 
+# Added to every amount (in units of 2**-64) in Redis prefix sums: keeps them
+# positive (|amount| <= AMOUNT_LIMIT < 2**60).
+_U_BIAS = 2**124
+
+
 def _count_bound(time_ns: int) -> str:
     """ZLEXCOUNT max for the members at or before `time_ns` ('-': none)."""
     return "-" if time_ns < INT64_MIN else f"({_enc(time_ns)};"
@@ -1063,21 +1068,54 @@ def _count_bound(time_ns: int) -> str:
 # One round trip per request: unless the id is known (a retry) or its
 # terminal can no longer hold it, record it and prune both entities (the
 # terminal's pruned transactions leave the id index and its labels); then
-# answer the windows' bounds by counting (ZLEXCOUNT, O(log n)): per offset
-# the events at or before time - offset, and those up to the request itself.
-# Sums need amounts: the customer's from its widest window's start to the
-# request come back (a customer's window, not a merchant's). The terminal
-# sends only its first and last event and its fraud labels.
-# KEYS: customer zset, terminal zset, the id's tx key, terminal labels hash.
+# answer the windows' bounds in O(log n) each: per offset the number of
+# events at or before time - offset (ZLEXCOUNT), and those up to the request
+# itself, and for the customer the running prefix sum at each bound.
+#
+# A customer's member is "<time>:<id>:<amount>:<prefix>", the prefix being
+# the exact running sum, up to and including it, of u = amount in units of
+# 2**-64 plus 2**124 (so always positive: the script only adds decimal
+# strings; the client subtracts count * 2**124 again). An event older than
+# the customer's newest rewrites the prefixes of the later members (the slow
+# path, as in the memory store). The terminal sends its first and last event
+# and its fraud labels.
+# KEYS: customer zset, terminal zset, the id's tx key, terminal labels hash,
+#       customer prefix base (the running sum up to its last pruned member).
 # ARGV: 1 id, 2 time, 3 amount, 4/5 customer/terminal prune bound ('' none),
 #       6/7 customer/terminal ttl ms, 8 record flag, 9 fingerprint,
 #       10/11 customer/terminal keep bound (time + horizon: an entity keeps
 #       the event iff its newest time sorts below), 12 tx key prefix,
-#       13 terminal digest, 14 the number n of customer offsets, then their
-#       count bounds (ascending offsets), then the number m of terminal
+#       13 terminal digest, 14 u, 15 the number n of customer offsets, then
+#       their count bounds (ascending offsets), then the number m of terminal
 #       offsets and theirs.
 _RECORD_AND_READ = """
+local function add(a, b)
+  -- Sum of two non-negative decimal strings, seven digits at a time (exact
+  -- in Lua's doubles).
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    -- (string.sub counts negative indices from the end: guard them)
+    local x, y = 0, 0
+    if i > 0 then x = tonumber(string.sub(a, math.max(i - 6, 1), i)) end
+    if j > 0 then y = tonumber(string.sub(b, math.max(j - 6, 1), j)) end
+    local sum = x + y + carry
+    carry = math.floor(sum / 10000000)
+    table.insert(out, 1, string.format('%07d', sum % 10000000))
+    i, j = i - 7, j - 7
+  end
+  local text = string.gsub(table.concat(out), '^0+', '')
+  if text == '' then return '0' end
+  return text
+end
+local function prefix_before(key, bound)
+  -- The running sum up to the last member below `bound`; with none, the sum
+  -- up to the last pruned one (kept in KEYS[5]).
+  local m = redis.call('ZREVRANGEBYLEX', key, bound, '-', 'LIMIT', 0, 1)[1]
+  if not m then return redis.call('GET', KEYS[5]) or '0' end
+  return string.match(m, ':(%d+)$')
+end
 local added = 0
+local me = ARGV[2] .. ':' .. ARGV[1]
 if ARGV[8] == '1' then
   local known = redis.call('GET', KEYS[3])
   if known then
@@ -1086,14 +1124,27 @@ if ARGV[8] == '1' then
   else
     local last = redis.call('ZRANGE', KEYS[2], -1, -1)
     if #last == 0 or string.sub(last[1], 1, 20) < ARGV[11] then
-      local member = ARGV[2] .. ':' .. ARGV[1]
       local clast = redis.call('ZRANGE', KEYS[1], -1, -1)
       if #clast == 0 or string.sub(clast[1], 1, 20) < ARGV[10] then
-        redis.call('ZADD', KEYS[1], 0, member .. ':' .. ARGV[3])
-        if ARGV[4] ~= '' then redis.call('ZREMRANGEBYLEX', KEYS[1], '-', ARGV[4]) end
+        local later = redis.call('ZRANGEBYLEX', KEYS[1], '(' .. me .. ';', '+')
+        local prefix = add(prefix_before(KEYS[1], '(' .. me .. ':'), ARGV[14])
+        redis.call('ZADD', KEYS[1], 0, me .. ':' .. ARGV[3] .. ':' .. prefix)
+        for _, m in ipairs(later) do
+          local head, p = string.match(m, '^(.*):(%d+)$')
+          redis.call('ZREM', KEYS[1], m)
+          redis.call('ZADD', KEYS[1], 0, head .. ':' .. add(p, ARGV[14]))
+        end
+        if ARGV[4] ~= '' then
+          local gone = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[4], '-', 'LIMIT', 0, 1)[1]
+          if gone then
+            redis.call('SET', KEYS[5], string.match(gone, ':(%d+)$'))
+            redis.call('ZREMRANGEBYLEX', KEYS[1], '-', ARGV[4])
+          end
+        end
       end
       redis.call('PEXPIRE', KEYS[1], ARGV[6])
-      redis.call('ZADD', KEYS[2], 0, member)
+      redis.call('PEXPIRE', KEYS[5], ARGV[6])
+      redis.call('ZADD', KEYS[2], 0, me)
       redis.call('SET', KEYS[3], ARGV[13] .. ' ' .. ARGV[2] .. ' ' .. ARGV[9], 'PX', ARGV[7])
       if ARGV[5] ~= '' then
         while true do
@@ -1116,30 +1167,30 @@ if ARGV[8] == '1' then
     end
   end
 end
-local me = ARGV[2] .. ':' .. ARGV[1]
 local function counts(key, first, n, own)
   local out = {}
   for i = 1, n do out[i] = redis.call('ZLEXCOUNT', key, '-', ARGV[first + i - 1]) end
   out[n + 1] = redis.call('ZLEXCOUNT', key, '-', own)
   return out
 end
-local nc = tonumber(ARGV[14])
-local c_counts = counts(KEYS[1], 15, nc, '(' .. me .. ';')
+local nc = tonumber(ARGV[15])
+local c_counts = counts(KEYS[1], 16, nc, '(' .. me .. ';')
+local c_prefix = {}
+for i = 1, nc do
+  if ARGV[15 + i] == '-' then c_prefix[i] = '0'
+  else c_prefix[i] = prefix_before(KEYS[1], ARGV[15 + i]) end
+end
+c_prefix[nc + 1] = prefix_before(KEYS[1], '(' .. me .. ';')
 local c_stored = #redis.call('ZRANGEBYLEX', KEYS[1], '[' .. me .. ':', '(' .. me .. ';',
                              'LIMIT', 0, 1)
-local widest = ARGV[14 + nc]
-if widest ~= '-' then widest = '[' .. string.sub(widest, 2) end
-local amounts = redis.call('ZRANGEBYLEX', KEYS[1], widest, '(' .. me .. ';')
-for i, m in ipairs(amounts) do amounts[i] = string.sub(m, 43) end
-local nt = tonumber(ARGV[15 + nc])
-local t_counts = counts(KEYS[2], 16 + nc, nt, '[' .. me)
+local nt = tonumber(ARGV[16 + nc])
+local t_counts = counts(KEYS[2], 17 + nc, nt, '[' .. me)
 local t_stored = 0
 if redis.call('ZSCORE', KEYS[2], me) then t_stored = 1 end
 local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1] or ''
 local last = redis.call('ZRANGE', KEYS[2], -1, -1)[1] or ''
--- Strings, not thousands of separate replies: far cheaper to parse.
-return {added, c_counts, c_stored, table.concat(amounts, ' '), t_counts, t_stored,
-        first, last, table.concat(redis.call('HGETALL', KEYS[4]), ' ')}
+return {added, c_counts, c_prefix, c_stored, t_counts, t_stored, first, last,
+        table.concat(redis.call('HGETALL', KEYS[4]), ' ')}
 """
 
 # The labels hash of a terminal holds its fraud labels only (a genuine label
@@ -1247,6 +1298,7 @@ class RedisStateStore:
             f"{self.prefix}:t:{event.terminal}",
             self._tx_key(event.transaction_id),
             f"{self.prefix}:l:{event.terminal}",
+            f"{self.prefix}:cb:{event.customer}",
         ]
         args = [
             _enc(event.transaction_id),
@@ -1262,6 +1314,7 @@ class RedisStateStore:
             _enc(t + h.terminal_ns),
             f"{self.prefix}:x:",
             event.terminal,
+            str(_fixed(event.amount) + _U_BIAS),
         ]
         for offsets in (plan.customer_bounds[0], plan.terminal_bounds[0]):
             args.append(len(offsets))
@@ -1325,23 +1378,22 @@ class RedisStateStore:
 
 
 def _answer_from_reply(reply: list[Any], event: TxEvent, plan: WindowPlan) -> WindowSums:
-    """The windows from the record script's counts, the customer's amounts
-    and the terminal's fraud labels, with the memory store's arithmetic
-    (exact sums: math.fsum; the terminal's labels through _terminal_answer)."""
-    added, c_pos, c_stored, amounts_raw, t_pos, t_stored, first, last, labels_raw = reply
+    """The windows from the record script's counts and prefix sums and the
+    terminal's fraud labels, with the memory store's arithmetic (the same
+    exact fixed-point sums; the labels through _terminal_answer)."""
+    added, c_pos, c_prefix, c_stored, t_pos, t_stored, first, last, labels_raw = reply
     t, tid = event.time_ns, event.transaction_id
-    # Customer: amounts from the widest window's start (the smallest count)
-    # up to the request.
-    amounts = [float(v) for v in amounts_raw.split()]
-    base = min(c_pos)
+    pre = [int(p) for p in c_prefix]  # running sums at the bounds
+    own_n, own_sum = (0, 0) if c_stored else (1, _fixed(event.amount))
     counts: list[int] = []
     sums: list[float] = []
     for lo, h in plan.customer_bounds[1]:
-        part = amounts[c_pos[lo] - base : c_pos[h] - base]
-        if h == _OWN and not c_stored:  # a read or an unrecorded event counts itself
-            part.append(event.amount)
-        counts.append(len(part))
-        sums.append(fsum(part))
+        n = c_pos[h] - c_pos[lo]
+        total = pre[h] - pre[lo] - n * _U_BIAS
+        if h == _OWN:  # a read or an unrecorded event counts itself
+            n, total = n + own_n, total + own_sum
+        counts.append(n)
+        sums.append(ldexp(float(total), -64))
     if not last:  # a terminal without events
         t_counts = [1 if h == _OWN else 0 for _, h in plan.terminal_bounds[1]]
         t_frauds = [0] * len(t_counts)
