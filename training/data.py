@@ -35,7 +35,7 @@ class PreparedData:
     test: pd.DataFrame | None
     schema: Schema
     source: str
-    # Training labels known by `window["until"]`: 1 fraud, 0 genuine, -1
+    # Training labels known by `window["holdout_start"]`: 1 fraud, 0 genuine, -1
     # unknown (None: the data has no labels at all).
     y_train: np.ndarray | None = None
     # since / until of the training rows, end of the held-out period (ISO).
@@ -105,17 +105,20 @@ def prepare_data(
             df, time_col, since, until, evaluation, warmup_days(pipeline, evaluation), source)
     else:
         train, test = _split(df, time_col, evaluation, warmup_days(pipeline, evaluation), source)
+        # Train | delay_days | held-out: labels count as known by the start of
+        # the held-out period (the gap is the time they take to arrive).
+        day = pd.Timedelta(days=1)
         window = {
             "since": _iso(pd.to_datetime(train[time_col]).min().normalize()),
-            "until": _iso(pd.to_datetime(test[time_col]).min().normalize()),
-            "holdout_end": _iso(pd.to_datetime(test[time_col]).max().normalize()
-                                + pd.Timedelta(days=1)),
+            "until": _iso(pd.to_datetime(train[time_col]).max().normalize() + day),
+            "holdout_start": _iso(pd.to_datetime(test[time_col]).min().normalize()),
+            "holdout_end": _iso(pd.to_datetime(test[time_col]).max().normalize() + day),
         }
     if len(train) < 100 or test.empty:
         raise _too_little(holdout, len(train), source)
     prepared = PreparedData(train, test, schema, source, window=window)
     _add_labels(prepared, train, label, time_col, had_column, sources,
-                pd.Timestamp(window["until"]), evaluation)
+                pd.Timestamp(window["holdout_start"]), evaluation)
     return prepared
 
 
@@ -152,7 +155,8 @@ def _window_split(
         raise InputError(
             f"no held-out rows after --until: the file ends at {times.max()}, the held-out "
             f"period is [{end}, {hold_end}); choose an earlier --until", source=source)
-    window = {"since": _iso(start), "until": _iso(end), "holdout_end": _iso(hold_end)}
+    window = {"since": _iso(start), "until": _iso(end), "holdout_start": _iso(end),
+              "holdout_end": _iso(hold_end)}
     return df[in_train], df[in_test], window
 
 

@@ -42,7 +42,7 @@ from gendetect.tracking import RegisteredModel, configure
 CODE_VERSION_TAG = "gendetect.code_version"
 TRAINING_KEY_TAG = "gendetect.training_key"
 WINDOW_TAGS = ("gendetect.window.since", "gendetect.window.until",
-               "gendetect.window.holdout_end")
+               "gendetect.window.holdout_start", "gendetect.window.holdout_end")
 # Headline metrics copied onto a version's tags (when the run has them).
 HEADLINE = ("average_precision", "roc_auc", "card_precision_at_100", "precision_at_alert_rate",
             "recall_at_alert_rate")
@@ -86,7 +86,7 @@ def code_tags() -> dict[str, str]:
 
 
 def window_tags(window: dict[str, str]) -> dict[str, str]:
-    keys = ("since", "until", "holdout_end")
+    keys = ("since", "until", "holdout_start", "holdout_end")
     return {tag: window[k] for tag, k in zip(WINDOW_TAGS, keys, strict=True) if k in window}
 
 
@@ -101,7 +101,7 @@ def log_datasets(train: pd.DataFrame, test: pd.DataFrame | None, source: str,
     digests: dict[str, str] = {}
     parts = {"training": (train, window.get("since"), window.get("until"))}
     if test is not None:
-        parts["evaluation"] = (test, window.get("until"), window.get("holdout_end"))
+        parts["evaluation"] = (test, window.get("holdout_start"), window.get("holdout_end"))
     for context, (frame, start, end) in parts.items():
         frame = frame[[c for c in columns if c in frame.columns]]
         digest = digest_rows(frame)

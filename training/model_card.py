@@ -81,7 +81,7 @@ def _window_line(window: dict[str, str]) -> str:
     if not window:
         return "the whole file (no held-out period)"
     return (f"trained on [{window['since']}, {window['until']}), evaluated on "
-            f"[{window['until']}, {window['holdout_end']})")
+            f"[{window['holdout_start']}, {window['holdout_end']})")
 
 
 def _label_sources_line(info: dict[str, Any]) -> str:
