@@ -1079,8 +1079,13 @@ def _count_bound(time_ns: int) -> str:
 # the customer's newest rewrites the prefixes of the later members (the slow
 # path, as in the memory store). The terminal sends its first and last event
 # and its fraud labels.
+# A terminal's fraud labels: "<id>" -> "<labelled_at>:<time>" (hash), the
+# applied ones (labelled_at <= its newest time) by event, "<time>:<id>", and
+# by arrival, "<labelled_at>:<time>:<id>", and the waiting ones by arrival:
+# windows count applied frauds with ZLEXCOUNT as they count events.
 # KEYS: customer zset, terminal zset, the id's tx key, terminal labels hash,
-#       customer prefix base (the running sum up to its last pruned member).
+#       customer prefix base (the running sum up to its last pruned member),
+#       terminal applied frauds by event, by arrival, waiting frauds.
 # ARGV: 1 id, 2 time, 3 amount, 4/5 customer/terminal prune bound ('' none),
 #       6/7 customer/terminal ttl ms, 8 record flag, 9 fingerprint,
 #       10/11 customer/terminal keep bound (time + horizon: an entity keeps
@@ -1157,12 +1162,30 @@ if ARGV[8] == '1' then
             fields[i] = id
           end
           redis.call('DEL', unpack(txkeys))
+          local values = redis.call('HMGET', KEYS[4], unpack(fields))
+          for i, v in ipairs(old) do
+            if values[i] then  -- a fraud label of a pruned event: out of every list
+              local by_at = values[i] .. ':' .. fields[i]
+              redis.call('ZREM', KEYS[6], v)
+              redis.call('ZREM', KEYS[7], by_at)
+              redis.call('ZREM', KEYS[8], by_at)
+            end
+          end
           redis.call('HDEL', KEYS[4], unpack(fields))
           redis.call('ZREM', KEYS[2], unpack(old))
         end
       end
-      redis.call('PEXPIRE', KEYS[2], ARGV[7])
-      redis.call('PEXPIRE', KEYS[4], ARGV[7])
+      -- Waiting labels the terminal's newest time has reached are applied.
+      local newest = string.sub(redis.call('ZRANGE', KEYS[2], -1, -1)[1], 1, 20)
+      local due = redis.call('ZRANGEBYLEX', KEYS[8], '-', '(' .. newest .. ';')
+      for _, m in ipairs(due) do
+        redis.call('ZREM', KEYS[8], m)
+        redis.call('ZADD', KEYS[7], 0, m)
+        redis.call('ZADD', KEYS[6], 0, string.sub(m, 22))
+      end
+      for k = 2, 8 do
+        if k ~= 3 and k ~= 5 then redis.call('PEXPIRE', KEYS[k], ARGV[7]) end
+      end
       added = 1
     end
   end
@@ -1187,29 +1210,60 @@ local nt = tonumber(ARGV[16 + nc])
 local t_counts = counts(KEYS[2], 17 + nc, nt, '[' .. me)
 local t_stored = 0
 if redis.call('ZSCORE', KEYS[2], me) then t_stored = 1 end
-local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1] or ''
+local f_counts = counts(KEYS[6], 17 + nc, nt, '[' .. me)
+-- Corrections for this request's time: waiting labels that arrived by then
+-- (a request at or after the newest time), or applied ones that arrived
+-- after it (an earlier request).
 local last = redis.call('ZRANGE', KEYS[2], -1, -1)[1] or ''
-return {added, c_counts, c_prefix, c_stored, t_counts, t_stored, first, last,
-        table.concat(redis.call('HGETALL', KEYS[4]), ' ')}
+local late, sign = {}, 1
+if last == '' or ARGV[2] >= string.sub(last, 1, 20) then
+  late = redis.call('ZRANGEBYLEX', KEYS[8], '-', '(' .. ARGV[2] .. ';')
+else
+  late = redis.call('ZRANGEBYLEX', KEYS[7], '(' .. ARGV[2] .. ';', '+')
+  sign = -1
+end
+return {added, c_counts, c_prefix, c_stored, t_counts, t_stored, f_counts, sign,
+        table.concat(late, ' ')}
 """
 
-# The labels hash of a terminal holds its fraud labels only (a genuine label
-# counts like none): id -> "labelled_at:event time".
-# KEYS: the id's tx key. ARGV: id, '1' or '0', labels hash prefix, labelled_at.
-# The hash lives as long as its terminal (the record script sets its
-# expiry); a first label gets the transaction's remaining time meanwhile.
+# A label: out of the fraud lists if it was a fraud; a fraud goes into the
+# applied lists if it arrived by the terminal's newest time, else it waits.
+# KEYS: the id's tx key. ARGV: id, '1' or '0', key prefix, labelled_at.
+# New keys get the transaction's remaining time until the next record of
+# the terminal sets their expiry.
 _ADD_LABEL = """
 local known = redis.call('GET', KEYS[1])
 if not known then return 0 end
 local terminal, t = string.match(known, '^(%S+) (%S+) ')
-local labels = ARGV[3] .. terminal
-if ARGV[2] == '1' then
-  redis.call('HSET', labels, ARGV[1], ARGV[4] .. ':' .. t)
-  if redis.call('PTTL', labels) < 0 then
-    redis.call('PEXPIRE', labels, math.max(redis.call('PTTL', KEYS[1]), 1))
-  end
-else
+local labels = ARGV[3] .. 'l:' .. terminal
+local by_event = ARGV[3] .. 'fe:' .. terminal
+local by_at = ARGV[3] .. 'fa:' .. terminal
+local waiting = ARGV[3] .. 'fw:' .. terminal
+local member = t .. ':' .. ARGV[1]
+local old = redis.call('HGET', labels, ARGV[1])
+if old then
+  redis.call('ZREM', by_event, member)
+  redis.call('ZREM', by_at, old .. ':' .. ARGV[1])
+  redis.call('ZREM', waiting, old .. ':' .. ARGV[1])
+end
+if ARGV[2] ~= '1' then
   redis.call('HDEL', labels, ARGV[1])
+  return 1
+end
+local value = ARGV[4] .. ':' .. t
+redis.call('HSET', labels, ARGV[1], value)
+local newest = string.sub(redis.call('ZRANGE', ARGV[3] .. 't:' .. terminal, -1, -1)[1], 1, 20)
+if ARGV[4] <= newest then
+  redis.call('ZADD', by_event, 0, member)
+  redis.call('ZADD', by_at, 0, value .. ':' .. ARGV[1])
+else
+  redis.call('ZADD', waiting, 0, value .. ':' .. ARGV[1])
+end
+local ttl = math.max(redis.call('PTTL', KEYS[1]), 1)
+for _, key in ipairs({labels, by_event, by_at, waiting}) do
+  if redis.call('EXISTS', key) == 1 and redis.call('PTTL', key) < 0 then
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
 return 1
 """
@@ -1299,6 +1353,9 @@ class RedisStateStore:
             self._tx_key(event.transaction_id),
             f"{self.prefix}:l:{event.terminal}",
             f"{self.prefix}:cb:{event.customer}",
+            f"{self.prefix}:fe:{event.terminal}",
+            f"{self.prefix}:fa:{event.terminal}",
+            f"{self.prefix}:fw:{event.terminal}",
         ]
         args = [
             _enc(event.transaction_id),
@@ -1351,7 +1408,7 @@ class RedisStateStore:
         args = [
             _enc(transaction_id),
             "1" if is_fraud else "0",
-            f"{self.prefix}:l:",
+            f"{self.prefix}:",
             _enc(labelled_at_ns),
         ]
         keys = [self._tx_key(transaction_id)]
@@ -1378,10 +1435,10 @@ class RedisStateStore:
 
 
 def _answer_from_reply(reply: list[Any], event: TxEvent, plan: WindowPlan) -> WindowSums:
-    """The windows from the record script's counts and prefix sums and the
-    terminal's fraud labels, with the memory store's arithmetic (the same
-    exact fixed-point sums; the labels through _terminal_answer)."""
-    added, c_pos, c_prefix, c_stored, t_pos, t_stored, first, last, labels_raw = reply
+    """The windows from the record script's counts, prefix sums and label
+    corrections, with the memory store's arithmetic (the same exact
+    fixed-point sums, the same rule for labels that arrived late)."""
+    added, c_pos, c_prefix, c_stored, t_pos, t_stored, f_pos, sign, late = reply
     t, tid = event.time_ns, event.transaction_id
     pre = [int(p) for p in c_prefix]  # running sums at the bounds
     own_n, own_sum = (0, 0) if c_stored else (1, _fixed(event.amount))
@@ -1394,23 +1451,16 @@ def _answer_from_reply(reply: list[Any], event: TxEvent, plan: WindowPlan) -> Wi
             n, total = n + own_n, total + own_sum
         counts.append(n)
         sums.append(ldexp(float(total), -64))
-    if not last:  # a terminal without events
-        t_counts = [1 if h == _OWN else 0 for _, h in plan.terminal_bounds[1]]
-        t_frauds = [0] * len(t_counts)
-    else:
-        labels = _Terminal()
-        newest = int(last[:20]) - _BIAS
-        labels.times = [newest]
-        fields = labels_raw.split()
-        for field, value in zip(fields[0::2], fields[1::2], strict=True):
-            pair = (int(value[:20]) - _BIAS, _key(int(value[21:]) - _BIAS, int(field) - _BIAS))
-            (labels.fraud_at if pair[0] <= newest else labels.pending).append(pair)
-        labels.fraud_at.sort()
-        labels.pending.sort()
-        labels.fraud_keys = sorted(k for _, k in labels.fraud_at)
-        labels.fraud_times = [k >> _SHIFT for k in labels.fraud_keys]
-        held = (int(first[:20]) - _BIAS, int(first[21:]) - _BIAS)
-        t_counts, t_frauds = _terminal_answer(
-            labels, t, tid, plan.terminal_bounds, t_pos, bool(t_stored), held
-        )
+    own_t = 0 if t_stored else 1
+    rows = plan.terminal_bounds[1]
+    t_counts = [t_pos[h] - t_pos[lo] + (own_t if h == _OWN else 0) for lo, h in rows]
+    t_frauds = [f_pos[h] - f_pos[lo] for lo, h in rows]
+    if late:
+        # "<labelled_at>:<time>:<id>": in a window by its event's key.
+        keys = [_key(int(m[21:41]) - _BIAS, int(m[42:]) - _BIAS) for m in late.split()]
+        bounds = [_time_bound(t - o) for o in plan.terminal_bounds[0]]
+        bounds.append(_key(t, tid) + 1)
+        for j, (lo, h) in enumerate(rows):
+            lo_key, hi_key = bounds[lo], bounds[h]
+            t_frauds[j] += sign * sum(1 for key in keys if lo_key <= key < hi_key)
     return WindowSums(tuple(counts), tuple(sums), tuple(t_counts), tuple(t_frauds), bool(added))

@@ -216,3 +216,34 @@ def test_a_batch_with_a_conflict_records_nothing(store: RedisStateStore) -> None
     assert len(list(store._redis.scan_iter(match=f"{store.prefix}:x:*"))) == 1
     batch = online.compute_and_record_many([*good, good[0]])
     assert [f["customer_nb_tx_1d"] for f in batch] == [2, 3, 4, 5, 2]
+
+
+def test_labels_that_arrive_after_a_requests_time(store: RedisStateStore) -> None:
+    """The `labelled_at <= t` rule on both paths: an out-of-order request
+    ignores a label that arrived after its time, and a read counts a label
+    still waiting (it arrived after the terminal's newest time)."""
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    day = timedelta(days=1)
+    online.compute_and_record(tx(1, START + day, customer=1, terminal=9))
+    online.compute_and_record(tx(2, START + 9 * day, customer=2, terminal=9))  # newest
+    assert online.add_label(1, True, START + 8.5 * day)
+    before = online.compute_and_record(tx(3, START + 8 * day, customer=3, terminal=9))
+    after = online.compute_and_record(tx(4, START + 8.6 * day, customer=3, terminal=9))
+    assert before["terminal_nb_tx_1d"] == 1 and before["terminal_risk_1d"] == 0.0
+    assert after["terminal_nb_tx_1d"] == 1 and after["terminal_risk_1d"] == 1.0
+
+    online.compute_and_record(tx(11, START + day, terminal=19))
+    assert online.add_label(11, True, START + 8.5 * day)  # later than the terminal's newest
+    early = online.compute(tx(12, START + 8.4 * day, customer=5, terminal=19))
+    late = online.compute(tx(12, START + 8.6 * day, customer=5, terminal=19))
+    assert early["terminal_risk_1d"] == 0.0 and late["terminal_risk_1d"] == 1.0
+    recorded = online.compute_and_record(tx(13, START + 8.6 * day, customer=5, terminal=19))
+    assert recorded["terminal_risk_1d"] == 1.0  # now applied
+    assert online.compute(tx(14, START + 8.4 * day, customer=5, terminal=19))[
+        "terminal_risk_1d"
+    ] == 0.0
+    # Changed and withdrawn labels count as their latest value.
+    assert online.add_label(11, False, START + 2 * day)
+    assert online.compute(tx(15, START + 8.6 * day, customer=5, terminal=19))[
+        "terminal_risk_1d"
+    ] == 0.0
