@@ -36,6 +36,14 @@ compacted (and the prefix sums rebased to zero) once the pruned part is
 half of them, so memory per entity stays within about twice what its
 windows hold, and the cost is amortised O(1).
 
+The Redis store keeps the same things in sorted sets ordered by (time, id)
+(times and ids as 20-digit unsigned decimals, so lexicographic order is
+numeric order for every int64, 1969 included): a customer's members carry
+the exact running prefix sum of its amounts, a terminal's fraud labels sit
+in sorted sets of their own (applied by event and by arrival, waiting by
+arrival), and the script answers each window bound by counting members
+(ZLEXCOUNT) and reading the prefix sum there: O(log n) per bound as well.
+
 The clock (what decides pruning and expiry) cannot be moved by one record:
 - each entity is pruned by its own newest event time: events at or before
   newest - horizon (the longest window; for terminals plus the label delay)
@@ -1290,8 +1298,10 @@ class RedisStateStore:
 
     A call that cannot reach Redis within `socket_timeout` seconds raises
     StateUnavailableError; the client reconnects by itself on the next call.
-    Reads return whole histories, so a request costs O(history) here (the
-    memory store answers in O(log history)).
+    Windows are answered on the server by counting members (ZLEXCOUNT) and
+    reading running prefix sums at the bounds, O(log n) each; an event older
+    than its customer's newest rewrites the later members' prefixes (O(n),
+    like the memory store's out-of-order path).
     """
 
     def __init__(
