@@ -199,7 +199,7 @@ def write_results(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         "# Online features: hot entity vs fresh entities",
         "",
         f"Machine: {result['machine']}. Per-record cost of `compute_and_record` (us), "
-        f"{result['records']:,} timed records each, hot and fresh alternating. "
+        f"{result['records']:,} timed records each, hot and fresh in pairs (random order). "
         "The hot customer and terminal hold `history` transactions in their windows "
         "(2% labelled fraud, labels arriving 7 days later). Target: hot <= 1.5x fresh "
         "at p50 and p99.",
