@@ -13,7 +13,12 @@ PORT="${GENDETECT_PORT:-8000}"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 gendetect simulate --days "$DAYS" --seed 0 --out "$DATA"
-gendetect retrain --data "$DATA" --models vae,gan
+# Exit codes: 0 promoted, 3 the champion was kept (a rerun of the demo), else failed.
+status=0
+gendetect retrain --data "$DATA" --models vae,gan || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then
+  exit "$status"
+fi
 
 cat <<MSG
 
