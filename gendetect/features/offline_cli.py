@@ -4,6 +4,8 @@ file (the offline engine; training files are prepared with it)."""
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +45,23 @@ def load_window_config(path: str | None) -> WindowConfig:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    from gendetect.cli import show_progress
+
+    progress = show_progress(args)
+    started = time.perf_counter()
     config = load_window_config(args.config)
     df = read_table(args.data)
+    if progress:
+        print(f"features: {len(df):,} rows read in {time.perf_counter() - started:.1f} s; "
+              "computing the window features", file=sys.stderr, flush=True)
     try:
         out = add_window_features(df, config)
     except InputError as exc:
         # Name the file: the user may have passed several.
         raise InputError(exc.message, field=exc.field, source=str(args.data)) from exc
     write_table(out, args.out)
+    if progress:
+        print(f"features: {len(out):,} rows done in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr, flush=True)
     print(f"{args.out}: {len(out)} rows, {len(config.feature_names)} window features added")
     return 0
