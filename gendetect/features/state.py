@@ -17,10 +17,10 @@ amount of magnitude 2**-12 or more is such a whole number), rounded to a
 float once per answer, so no cancellation, order of additions or overflow
 can make them drift from the offline engine's (whose own rounding is the
 only difference left), however long an entity's history runs. A terminal
-keeps the keys of its fraud labels in a sorted list, so a window's fraud
-count is two more binary searches. The one subtle
-rule of terminal risk, a label counts only if it had arrived by the
-request's time (`labelled_at <= t`), is kept exact like this: labels with
+keeps its fraud labels' event times (and keys) in sorted lists, so a
+window's fraud count is two more binary searches. The one subtle rule of
+terminal risk, a label counts only if it had arrived by the request's time
+(`labelled_at <= t`), is kept exact like this: labels with
 `labelled_at` up to the terminal's newest event time are "applied" (in the
 sorted list), later ones wait in a small list ordered by `labelled_at` and
 are applied as the terminal's time passes them. A request at or after the
