@@ -20,7 +20,7 @@ VARIANTS = [(kind, {}) for kind in list_detector_kinds()] + [
 ]
 
 
-def _check(kind: str, extra: dict[str, str], x: np.ndarray, x_test: np.ndarray) -> None:
+def _check(kind: str, extra: dict[str, object], x: np.ndarray, x_test: np.ndarray) -> None:
     bundle = make_detector(kind, **FIT, **extra).fit(x)
     scores = bundle.decision_function(x_test)
     assert scores.shape == (len(x_test),) and np.isfinite(scores).all()
@@ -32,11 +32,14 @@ def _check(kind: str, extra: dict[str, str], x: np.ndarray, x_test: np.ndarray) 
 
 
 @pytest.mark.parametrize(("kind", "extra"), VARIANTS)
-def test_tiny_synthetic_table(kind: str, extra: dict[str, str]) -> None:
+def test_tiny_synthetic_table(kind: str, extra: dict[str, object]) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 5))
     x[:, 4] = rng.integers(0, 2, size=40)  # a binary column: zero IQR
-    _check(kind, extra, x[:30], x)
+    # The automatic schedule with a lower step floor (the default's 1000
+    # steps run in the file test below): what breaks tiny data is the batch,
+    # validation and scale handling, not the number of steps.
+    _check(kind, {**extra, "min_train_steps": 200, "patience_steps": 50}, x[:30], x)
 
 
 def _smallest_adbench() -> Path:
@@ -47,12 +50,12 @@ def _smallest_adbench() -> Path:
     return min(files[:5], key=lambda p: len(np.load(p)["y"]))
 
 
-@pytest.mark.parametrize(("kind", "extra"), VARIANTS)
-def test_smallest_adbench_file(kind: str, extra: dict[str, str]) -> None:
+@pytest.mark.parametrize("kind", list_detector_kinds())
+def test_smallest_adbench_file(kind: str) -> None:
     path = _smallest_adbench()
     with np.load(path, allow_pickle=False) as data:
         x = np.asarray(data["X"], dtype=np.float64)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(x))
     cut = int(0.7 * len(x))
-    _check(kind, extra, x[order[:cut]], x[order[cut:]])
+    _check(kind, {}, x[order[:cut]], x[order[cut:]])
