@@ -302,13 +302,16 @@ def test_score_writes_an_output_file(trained: Trained, capsys: pytest.CaptureFix
 
 # ---------------------------------------------------------------- retrain
 def _retrain(
-    t: Trained, name: str, config: dict[str, object], capsys: pytest.CaptureFixture[str]
+    t: Trained, name: str, config: dict[str, object], capsys: pytest.CaptureFixture[str],
+    exit_code: int = 0,
 ) -> str:
     path = t.work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     get_settings.cache_clear()
     capsys.readouterr()
-    assert cli(["retrain", "--data", str(t.data), "--models", "vae", "--config", str(path)]) == 0
+    # Exit codes: 0 promoted, 3 the champion kept (training/retrain.py).
+    code = cli(["retrain", "--data", str(t.data), "--models", "vae", "--config", str(path)])
+    assert code == exit_code
     return capsys.readouterr().out
 
 
@@ -347,6 +350,7 @@ def test_retrain_promotes_then_refuses(
         "refuse",
         {"model": {"max_epochs": EPOCHS}, "promotion": {"min_improvement": 1e9}},
         capsys,
+        exit_code=3,
     )
     newest = _latest_version(trained)
     assert int(newest) == int(new) + 1
