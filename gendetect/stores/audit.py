@@ -81,7 +81,7 @@ class AuditWriter:
         # The writer's own connection, kept between groups (no pool checkout
         # and pre-ping per commit); replaced after any database error.
         self._conn: Connection | None = None
-        self.commits = 0  # groups committed (for tests and metrics)
+        self.commits = 0  # transactions that wrote rows (for tests and metrics)
         self.rows_written = 0
 
     def start(self) -> None:
@@ -206,8 +206,9 @@ class AuditWriter:
         conn = self._connection()
         with conn.begin():
             outcomes, written = insert_checked(conn, [item.rows for item in items])
-        self.commits += 1
-        self.rows_written += written
+        if written:  # a group of retries only writes nothing
+            self.commits += 1
+            self.rows_written += written
         return outcomes
 
     @staticmethod

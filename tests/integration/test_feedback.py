@@ -14,6 +14,7 @@ import pytest
 from tests.integration.api_helpers import (
     T0,
     _entity_ids,
+    _tx_ids,
     assert_same_decision,
     expected,
     fresh,
@@ -82,11 +83,14 @@ def test_bad_verdicts_are_422_naming_the_field_and_write_nothing(
 def test_unknown_transactions_are_refused(server: ServerProcess, client: httpx.Client) -> None:
     db = audit_db(server.home)
     before = len(table_rows(db, "verdicts"))
-    r = client.post("/v1/feedback", json=verdict(7))
+    # Ids from the session's counter that no request used (the fuzz test
+    # scores small ids too).
+    never, also_never = next(_tx_ids), next(_tx_ids)
+    r = client.post("/v1/feedback", json=verdict(never))
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_transaction"
     tid = scored(client)["transaction_id"]
-    r = client.post("/v1/feedback", json=[verdict(8), verdict(tid)])
-    assert r.json() == {"accepted": 1, "stored": 1, "duplicates": 0, "unknown": [8]}
+    r = client.post("/v1/feedback", json=[verdict(also_never), verdict(tid)])
+    assert r.json() == {"accepted": 1, "stored": 1, "duplicates": 0, "unknown": [also_never]}
     assert len(table_rows(db, "verdicts")) == before + 1
 
 
@@ -142,7 +146,7 @@ def test_the_review_queue(client: httpx.Client) -> None:
     r = client.get("/v1/alerts", params={"limit": 0, "since": "yesterday"})
     assert r.status_code == 422
     assert {f["field"] for f in r.json()["error"]["fields"]} == {"limit", "since"}
-    assert client.get("/v1/decisions/1").status_code == 404
+    assert client.get(f"/v1/decisions/{next(_tx_ids)}").status_code == 404
 
 
 def test_a_verdict_feeds_terminal_risk_like_the_offline_engine(
