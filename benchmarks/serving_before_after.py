@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     (work / "registry").mkdir()
     print("training and registering with the old code ...", flush=True)
     tracking_uri = _register_with(before, work / "registry")
-    records = request_records(args.warmup + args.requests)
+    records = request_records(args.warmup + args.requests + 50)
     bodies = [json.dumps(r).encode() for r in records]
     if client_cpus:
         os.sched_setaffinity(0, client_cpus)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             server = start_gendetect(tracking_uri, "gendetect", work, server_cpus,
                                      extra_env=extra[setup], tag=f"-{r}-{i}")
             try:
-                result = run_load(server, bodies, args.concurrency, args.warmup, 0)["load"]
+                result = run_load(server, bodies, args.concurrency, args.warmup, 50)["load"]
             finally:
                 server.stop()
             runs[setup].append(result)
