@@ -281,7 +281,9 @@ class Topology:
 
     def default_trainer(self) -> None:
         data = str(self.root / "trainer" / "tx.parquet")
-        self.run_trainer(["simulate", "--days", "45", "--customers", "500", "--terminals",
+        # 60 days: the 37-day warm-up (longest window + label delay) is skipped
+        # and the model learns steady-state traffic.
+        self.run_trainer(["simulate", "--days", "60", "--customers", "500", "--terminals",
                           "1000", "--out", data],
                          ["retrain", "--data", data, "--models", "vae", "-q"])
 
