@@ -14,6 +14,11 @@ def _simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--customers", type=int, default=5000, help="number of customers")
     p.add_argument("--terminals", type=int, default=10000, help="number of terminals")
     p.add_argument("--start-date", default="2024-01-01", help="first day (ISO date)")
+    p.add_argument("--amount-factor", type=float, default=1.0,
+                   help="scale every customer's spending (a drifted population)")
+    p.add_argument("--age-groups", action="store_true",
+                   help="add customer_age_group, a protected attribute (never a model input; "
+                   "reported per group in the model card)")
     p.add_argument("--out", required=True, help="output file (.parquet or .csv)")
 
 

@@ -12,7 +12,9 @@ HOST="${GENDETECT_HOST:-127.0.0.1}"
 PORT="${GENDETECT_PORT:-8000}"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-gendetect simulate --days "$DAYS" --seed 0 --out "$DATA"
+# --age-groups: a protected attribute the model card reports flag and false-positive
+# rates for (never a model input).
+gendetect simulate --days "$DAYS" --seed 0 --age-groups --out "$DATA"
 # Exit codes: 0 promoted, 3 the champion was kept (a rerun of the demo), else failed.
 status=0
 gendetect retrain --data "$DATA" --models vae,gan || status=$?

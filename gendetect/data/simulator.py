@@ -382,6 +382,8 @@ def cli_main(args: argparse.Namespace) -> int:
             days=args.days,
             start_date=args.start_date,
             seed=args.seed,
+            amount_factor=getattr(args, "amount_factor", 1.0),
+            age_groups=getattr(args, "age_groups", False),
         )
     except ValueError as exc:  # bad numbers or an unparseable --start-date
         raise CliError(str(exc)) from exc
