@@ -3,7 +3,7 @@ services, and the key check with its scopes (serving.auth)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -18,29 +18,32 @@ from serving.model_manager import ModelManager, ServedModel
 from serving.scoring import ScoringService
 from serving.stores import Stores
 
+# Every dependency is `async def` on purpose: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop per dependency per request
+# (most of a request's cost, measured), and none of these ever blocks.
 _KEY_HEADER = APIKeyHeader(
     name="X-API-Key", auto_error=False,
     description="required on /v1/* when the server has API keys; each route needs a scope",
 )
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _manager(request: Request) -> ModelManager:
+async def _manager(request: Request) -> ModelManager:
     return request.app.state.manager  # type: ignore[no-any-return]
 
 
-def _scoring(request: Request) -> ScoringService:
+async def _scoring(request: Request) -> ScoringService:
     return request.app.state.scoring  # type: ignore[no-any-return]
 
 
-def _feedback(request: Request) -> FeedbackService:
+async def _feedback(request: Request) -> FeedbackService:
     return request.app.state.feedback  # type: ignore[no-any-return]
 
 
-def _stores(request: Request) -> Stores:
+async def _stores(request: Request) -> Stores:
     return request.app.state.stores  # type: ignore[no-any-return]
 
 
@@ -51,7 +54,7 @@ FeedbackDep = Annotated[FeedbackService, Depends(_feedback)]
 StoresDep = Annotated[Stores, Depends(_stores)]
 
 
-def _served(manager: ManagerDep) -> ServedModel:
+async def _served(manager: ManagerDep) -> ServedModel:
     try:
         return manager.require()
     except ModelNotReadyError as exc:
@@ -61,7 +64,7 @@ def _served(manager: ManagerDep) -> ServedModel:
 CurrentModel = Annotated[ServedModel, Depends(_served)]
 
 
-def require_api_key(
+async def require_api_key(
     request: Request, key: Annotated[str | None, Security(_KEY_HEADER)] = None
 ) -> Principal:
     """Who calls (401 for a missing or wrong key); on every /v1 route."""
@@ -77,10 +80,10 @@ ApiKey = Depends(require_api_key)
 Caller = Annotated[Principal, Depends(require_api_key)]
 
 
-def require_scope(scope: Scope) -> Callable[..., Principal]:
+def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller's key must carry `scope` (403 otherwise)."""
 
-    def check(principal: Caller) -> Principal:
+    async def check(principal: Caller) -> Principal:
         if not principal.may(scope):
             raise ApiError(403, "forbidden", f"this API key lacks the {scope!r} scope")
         return principal
