@@ -18,6 +18,7 @@ from serving.api.deps import ApiKey
 from serving.api.routes import feedback, health, model, review, score
 from serving.auth import ConfigurationError, KeyRing
 from serving.errors import add_error_handlers
+from serving.fastpath import ScoringFastPath
 from serving.feedback import FeedbackService
 from serving.metrics import Metrics
 from serving.middleware import Observability, RequestGuard
@@ -32,7 +33,7 @@ __all__ = ["ConfigurationError", "create_app"]
 log = logging.getLogger("gendetect.serving")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> FastAPI:
     settings = settings or get_settings()
     keys = KeyRing.from_settings(settings)  # refuses half-open key settings
     metrics = Metrics()
@@ -96,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs_router(app, protected if settings.docs_require_key else []))
     app.openapi = lambda: build_openapi(app, manager)  # type: ignore[method-assign]
 
+    if fast_path:  # innermost: after the body limits, inside metrics and logs
+        app.add_middleware(ScoringFastPath, state=app.state)
     app.add_middleware(RequestGuard, limits=body_limits(settings))
     app.add_middleware(Observability, metrics=metrics, current_version=manager.current_version)
     return app

@@ -89,9 +89,12 @@ async def _too_large(send: Send, limit: int) -> None:
     await send_json(send, 413, error.body())
 
 
-async def send_json(send: Send, status: int, payload: bytes) -> None:
+async def send_json(send: Send, status: int, payload: bytes,
+                    headers: Mapping[str, str] | None = None) -> None:
     length = (b"content-length", str(len(payload)).encode())
-    await send({"type": "http.response.start", "status": status, "headers": [_JSON, length]})
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [_JSON, length, *extra]})
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -100,6 +103,9 @@ def route_template(scope: Scope) -> str:
     metric labels must stay few. FastAPI >= 0.16x keeps included routers
     nested, so the route object's own path lacks the prefixes; the effective
     route context has the full template."""
+    fast = scope.get("gendetect.route")  # answered by serving.fastpath
+    if fast:
+        return str(fast)
     context = scope.get("fastapi", {}).get("effective_route_context")
     template = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)
     if template:

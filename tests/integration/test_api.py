@@ -368,6 +368,39 @@ def test_reload_swaps_the_model_without_dropping_requests(
     assert httpx.get(f"{server.url}/readyz").json()["model"]["version"] == new
 
 
+# ---------------------------------------------------------- fast path off
+def test_fastapi_routes_answer_like_the_fast_path(
+    registered_model: RegisteredFixture, tmp_path: Path
+) -> None:
+    """The scoring routes are normally answered by serving.fastpath; the
+    FastAPI routes behind it run the same service and must answer the same."""
+    from fastapi.testclient import TestClient
+
+    from serving.main import create_app
+
+    settings = registered_model.settings.model_copy(update={"home": tmp_path,
+                                                            "api_key": None})
+    answers = []
+    rec = fresh()
+    bad = {**fresh(), "amount": float("nan")}
+    for fast_path in (True, False):
+        (tmp_path / str(fast_path)).mkdir()
+        app = create_app(settings.model_copy(update={"home": tmp_path / str(fast_path)}),
+                         fast_path=fast_path)
+        with TestClient(app) as c:
+            deadline = time.monotonic() + 60
+            while c.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            one = c.post("/v1/score", json=rec)
+            batch = c.post("/v1/score/batch", json={"records": [rec, fresh()]})
+            invalid = post_raw(c, "/v1/score", json.dumps(bad))
+            answers.append((one.status_code, one.json(), batch.status_code,
+                            invalid.status_code, invalid.json()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 200 and answers[0][3] == 422
+
+
 # ------------------------------------------------------------------ redis
 REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own; cleared after
 
