@@ -373,7 +373,10 @@ def add_window_features(df: pd.DataFrame, config: WindowConfig | None = None) ->
     time_ns = _time_ns(df[config.time_col])
     order = _tie_order(df, config)
     amount = df[config.amount_col].to_numpy(dtype=np.float64)
-    label = df[config.label_col].to_numpy(dtype=np.float64)
+    # Only a confirmed fraud (1) counts toward terminal risk: unknown labels
+    # (-1 or missing, as fit(X, y) takes them) are not known as fraud.
+    label = df[config.label_col].to_numpy(dtype=np.float64, na_value=np.nan)
+    label = np.where(label == 1, 1.0, 0.0)
     features = customer_window_features(
         _entity_codes(df[config.customer_col]), time_ns, order, amount, config
     )
