@@ -76,6 +76,9 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Alembic's per-plugin and per-context INFO lines at start say nothing to
+    # an operator; the schema check logs its own line (gendetect.stores).
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def cli_main(args: argparse.Namespace) -> int:
