@@ -63,25 +63,14 @@ def _start(server_factory: Any, **env: str) -> ServerProcess:
 
 
 @pytest.fixture
-def own_server(registered_model: RegisteredFixture, tmp_path: Path) -> Any:
-    """Start servers with their own home and settings; stopped afterwards."""
-    from tests.integration.conftest import ServerProcess, server_env
-
-    started: list[ServerProcess] = []
+def own_server(server_factory: Any) -> Any:
+    """Servers with their own home and settings and an API key (the shared
+    factory kills them afterwards)."""
 
     def make(home: Path | None = None, **extra: str) -> ServerProcess:
-        home = home or tmp_path / f"home-{len(started)}"
-        env = server_env(registered_model.settings, home, GENDETECT_API_KEY="k" * 24,
-                         GENDETECT_STATE_SNAPSHOT_SECONDS="3600", **extra)
-        proc = ServerProcess(home, env)
-        started.append(proc)
-        return proc
+        return server_factory(home, **{"GENDETECT_API_KEY": "k" * 24, **extra})
 
-    yield make
-    for proc in started:
-        if proc.process is not None:
-            proc.process.kill()
-            proc.process.wait()
+    return make
 
 
 # ------------------------------------------------------------ bad values
