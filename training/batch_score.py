@@ -38,7 +38,8 @@ from gendetect.cli import show_progress
 from gendetect.config import get_settings
 from gendetect.data.io import read_table
 from gendetect.errors import InputError
-from gendetect.features.pipeline import WindowHistory, split_at_last_time, timestamps_to_ns
+from gendetect.features.pipeline import WindowHistory, split_at_last_time
+from gendetect.timestamps import column_to_ns
 
 PREFIX = "gd_"
 DEFAULT_CHUNK_ROWS = 1 << 20
@@ -54,8 +55,9 @@ class ScoreSummary:
     # features), score (networks, risk, decisions, explanations), assemble
     # (output columns), write.
     seconds: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("read", "features", "score", "assemble",
-                                               "write"), 0.0)
+        default_factory=lambda: dict.fromkeys(
+            ("read", "features", "score", "assemble", "write"), 0.0
+        )
     )
 
 
@@ -70,15 +72,27 @@ def cli_main(args: argparse.Namespace) -> int:
     if getattr(args, "engine", "local") == "spark":
         from gendetect.spark.job import score_file_with_spark
 
-        return score_file_with_spark(args.data, args.out, model_uri, settings,
-                                     explain=args.explain, progress=show_progress(args))
+        return score_file_with_spark(
+            args.data,
+            args.out,
+            model_uri,
+            settings,
+            explain=args.explain,
+            progress=show_progress(args),
+        )
     from gendetect.tracking import load_registered_bundle
 
     bundle, ref = load_registered_bundle(model_uri, settings)
     progress = _progress_printer(show_progress(args))
-    summary = score_file(bundle, args.data, args.out, explain=args.explain,
-                         chunk_rows=args.chunk_rows, extra={"model_version": ref.version},
-                         on_progress=progress)
+    summary = score_file(
+        bundle,
+        args.data,
+        args.out,
+        explain=args.explain,
+        chunk_rows=args.chunk_rows,
+        extra={"model_version": ref.version},
+        on_progress=progress,
+    )
     print(
         f"scored {summary.rows:,} rows with {ref.name} v{ref.version}: "
         f"{summary.flagged:,} flagged -> {args.out}"
@@ -102,8 +116,9 @@ def score_file(
     renamed, so a reader never sees half a file."""
     data, out = Path(data), Path(out)
     if out.suffix.lower() not in (".parquet", ".csv"):
-        raise InputError(f"cannot write {out.suffix!r} files; expected .parquet or .csv",
-                         source=str(out))
+        raise InputError(
+            f"cannot write {out.suffix!r} files; expected .parquet or .csv", source=str(out)
+        )
     summary = ScoreSummary()
     started = time.perf_counter()
     chunks = _stream_chunks(bundle, data, chunk_rows, summary)
@@ -133,8 +148,9 @@ def score_file(
                 writer.write_table(result)
             else:
                 frame = df.drop(columns=[c for c in df.columns if c.startswith(PREFIX)])
-                frame = frame.join(decisions.to_pandas(frame.index, json_text=True)
-                                   .add_prefix(PREFIX))
+                frame = frame.join(
+                    decisions.to_pandas(frame.index, json_text=True).add_prefix(PREFIX)
+                )
                 for name, value in (extra or {}).items():
                     frame[PREFIX + name] = value
                 t4 = time.perf_counter()
@@ -185,8 +201,11 @@ def _stream_chunks(
         return _whole(data, summary)
     time_col = _time_column_needing_order(bundle, parquet.schema_arrow.names)
     if time_col is not None and not _in_time_order(parquet, time_col):
-        print(f"{data}: rows are not in time order: scored in one piece "
-              f"({parquet.metadata.num_rows:,} rows in memory)", file=sys.stderr)
+        print(
+            f"{data}: rows are not in time order: scored in one piece "
+            f"({parquet.metadata.num_rows:,} rows in memory)",
+            file=sys.stderr,
+        )
         return _whole(data, summary)
     summary.streamed = True
     return _parquet_chunks(parquet, chunk_rows, time_col)
@@ -214,7 +233,7 @@ def _time_column_needing_order(bundle: FraudModelBundle, columns: list[str]) -> 
 def _in_time_order(parquet: pq.ParquetFile, time_col: str) -> bool:
     if time_col not in parquet.schema_arrow.names:
         return True  # validation names the missing column on the first chunk
-    times = timestamps_to_ns(parquet.read(columns=[time_col]).column(0).to_pandas())
+    times = column_to_ns(parquet.read(columns=[time_col]).column(0).to_pandas())
     return bool(np.all(times[1:] >= times[:-1]))
 
 
@@ -232,7 +251,7 @@ def _parquet_chunks(
         if time_col is None:
             yield table
             continue
-        times = timestamps_to_ns(table.column(time_col).to_pandas())
+        times = column_to_ns(table.column(time_col).to_pandas())
         cut = split_at_last_time(times)
         pending = table.slice(cut)
         if cut:
@@ -271,8 +290,7 @@ def _progress_printer(enabled: bool) -> Callable[[int, int | None, float], None]
         share = f" ({100 * done / total:.0f}%)" if total else ""
         of = f" / {total:,}" if total else ""
         rate = done / seconds if seconds > 0 else 0.0
-        print(f"score: {done:,}{of} rows{share}, {rate:,.0f} rows/s", file=sys.stderr,
-              flush=True)
+        print(f"score: {done:,}{of} rows{share}, {rate:,.0f} rows/s", file=sys.stderr, flush=True)
 
     return show
 

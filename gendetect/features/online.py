@@ -23,8 +23,6 @@ import hashlib
 import hmac
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from fractions import Fraction
 from numbers import Integral, Real
 from typing import Any
 
@@ -44,71 +42,13 @@ from gendetect.features.state import (
     WindowPlan,
     WindowSums,
 )
-from gendetect.features.windows import WindowConfig, _plans, days_to_ns
+from gendetect.features.windows import WindowConfig, _plans
+from gendetect.timestamps import days_to_ns, to_ns
 
-_EPOCH = datetime(1970, 1, 1)
-_NS = 1_000_000_000
-# Nanoseconds per numpy datetime64 unit (a Fraction below one nanosecond).
-_UNIT_NS: dict[str, int | Fraction] = {
-    "W": 7 * 86_400 * _NS,
-    "D": 86_400 * _NS,
-    "h": 3_600 * _NS,
-    "m": 60 * _NS,
-    "s": _NS,
-    "ms": 1_000_000,
-    "us": 1_000,
-    "ns": 1,
-    "ps": Fraction(1, 1_000),
-    "fs": Fraction(1, 1_000_000),
-    "as": Fraction(1, 1_000_000_000),
-}
 # Without a configured secret the ids are still not stored as they are, but
 # anyone can recompute these digests: pass a secret (the API does).
 _DEFAULT_ENTITY_KEY = b"gendetect-unkeyed-entity-digest"
 _FINGERPRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-
-
-def to_ns(value: Any) -> int:
-    """A timestamp as int nanoseconds since the epoch, UTC.
-
-    Accepts datetime / pandas Timestamp (naive = UTC), numpy datetime64, ISO
-    8601 strings, and numbers as epoch seconds.
-    """
-    if value is pd.NaT:
-        raise ValueError("missing timestamp")
-    if isinstance(value, pd.Timestamp):
-        return int(value.value)  # always UTC-based ns, whatever the unit
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        delta = value - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * _NS + delta.microseconds * 1_000
-    if isinstance(value, np.datetime64):
-        if np.isnat(value):
-            raise ValueError("missing timestamp")
-        # Exact, in Python ints: numpy's own cast to [ns] wraps around
-        # silently for dates beyond 2262.
-        unit, step = np.datetime_data(value.dtype)
-        if unit not in _UNIT_NS:  # years, months: whole days first
-            value, unit, step = value.astype("datetime64[D]"), "D", 1
-        count = int(value.astype(np.int64)) * step
-        per = _UNIT_NS[unit]
-        return count * per if isinstance(per, int) else count // per.denominator
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a timestamp")
-    if isinstance(value, Integral):
-        return int(value) * _NS
-    if isinstance(value, Real):
-        seconds = float(value)
-        if not math.isfinite(seconds):
-            raise ValueError(f"not a finite time: {seconds}")
-        # Whole and fractional seconds apart: seconds * 1e9 as one float
-        # would round to ~256 ns at today's epoch values.
-        whole = math.floor(seconds)
-        return whole * _NS + round((seconds - whole) * _NS)
-    if isinstance(value, str):
-        return to_ns(pd.Timestamp(value))
-    raise ValueError(f"not a timestamp: {type(value).__name__}")
 
 
 def _transaction_id(value: Any, field: str) -> int:

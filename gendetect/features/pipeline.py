@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +19,7 @@ import pandas as pd
 from gendetect.errors import InputError
 from gendetect.features.derived import DERIVED_FUNCTIONS, TWO_COLUMN_FUNCTIONS
 from gendetect.schema import Schema
+from gendetect.timestamps import column_to_ns, to_ns
 
 if TYPE_CHECKING:
     from gendetect.features.windows import WindowConfig
@@ -27,25 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Columns = dict[str, np.ndarray]
-_EPOCH = datetime(1970, 1, 1)
-
-
-def datetime_to_ns(value: datetime) -> int:
-    """Exact integer nanoseconds since the epoch; naive datetimes are UTC."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-
-
-def timestamps_to_ns(values: pd.Series | np.ndarray | Sequence[Any]) -> np.ndarray:
-    """Timestamps of any common form (datetime64, ISO strings, datetimes) -> int64 ns UTC."""
-    series = pd.Series(values)
-    if not pd.api.types.is_datetime64_any_dtype(series):
-        series = pd.to_datetime(series, utc=True, format="ISO8601")
-    if getattr(series.dt, "tz", None) is not None:
-        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-    return series.to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
 class FeaturePipeline:
@@ -121,7 +102,7 @@ class FeaturePipeline:
         cols: Columns = {}
         for name in self.needed_fields:
             if name in self._timestamp_fields:
-                cols[name] = timestamps_to_ns(df[name])
+                cols[name] = column_to_ns(df[name])
             else:
                 cols[name] = df[name].to_numpy()
         if self.window_config is None:
@@ -165,7 +146,7 @@ class FeaturePipeline:
             if name not in df.columns:
                 raise InputError("required for behaviour features", field=name)
         if time_ns is None:
-            time_ns = timestamps_to_ns(df[config.time_col])
+            time_ns = column_to_ns(df[config.time_col])
         history = history if history is not None else WindowHistory(config)
         return history.features(df, time_ns)
 
@@ -195,7 +176,7 @@ class FeaturePipeline:
             values = [r[name] for r in records]
             if name in self._timestamp_fields:
                 cols[name] = np.fromiter(
-                    (v if isinstance(v, int) else datetime_to_ns(_as_datetime(v)) for v in values),
+                    (v if isinstance(v, int) else _record_time_ns(v) for v in values),
                     dtype=np.int64,
                     count=len(values),
                 )
@@ -337,11 +318,10 @@ def split_at_last_time(time_ns: np.ndarray) -> int:
     return int(np.searchsorted(time_ns, last, side="left"))
 
 
-def _as_datetime(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        return datetime.fromisoformat(value)
-    if isinstance(value, np.datetime64):
-        return pd.Timestamp(value).to_pydatetime()
-    raise InputError(f"not a timestamp: {type(value).__name__}")
+def _record_time_ns(value: Any) -> int:
+    # Validated records carry int ns already; anything else is converted the
+    # one way (gendetect.timestamps), with the API's error type.
+    try:
+        return to_ns(value)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc

@@ -27,18 +27,12 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
-
-NS_PER_DAY = 86_400 * 1_000_000_000
+from gendetect.timestamps import column_to_ns, days_to_ns
 
 # A window as (start_ns, end_ns): events with time > t - start_ns and either
 # time <= t - end_ns, or, when end_ns is None, (time, order) <= the query
 # event's own (time, order) (the window that includes the current event).
 Window = tuple[int, int | None]
-
-
-def days_to_ns(days: float) -> int:
-    """Nanoseconds in `days` days, rounded to whole nanoseconds."""
-    return round(days * NS_PER_DAY)
 
 
 def _as_days_tuple(value: Any, name: str) -> tuple[int | float, ...]:
@@ -327,15 +321,6 @@ def terminal_window_features(
 
 
 # -------------------------------------------------------------------- offline
-def _time_ns(series: pd.Series) -> np.ndarray:
-    if not pd.api.types.is_datetime64_any_dtype(series):
-        series = pd.to_datetime(series, utc=True, format="ISO8601")
-    if getattr(series.dt, "tz", None) is not None:
-        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-    # pandas may hold s/ms/us resolution; the kernel works in ns.
-    return series.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-
-
 def _entity_codes(series: pd.Series) -> np.ndarray:
     codes, _ = pd.factorize(series)
     return codes.astype(np.int64)
@@ -370,7 +355,7 @@ def add_window_features(df: pd.DataFrame, config: WindowConfig | None = None) ->
     """
     config = config or WindowConfig()
     _check_columns(df, config)
-    time_ns = _time_ns(df[config.time_col])
+    time_ns = column_to_ns(df[config.time_col])
     order = _tie_order(df, config)
     amount = df[config.amount_col].to_numpy(dtype=np.float64)
     # Only a confirmed fraud (1) counts toward terminal risk: unknown labels

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gendetect.features.windows import WindowConfig, days_to_ns
+from gendetect.features.windows import WindowConfig
+from gendetect.timestamps import days_to_ns
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -57,22 +58,33 @@ def window_features(df: DataFrame, config: WindowConfig | None = None) -> DataFr
         if name not in df.columns:
             raise ValueError(f"column {name!r} is required for behaviour features")
     id_kind = dict(df.dtypes).get(config.id_col, "")
-    order = (F.col(config.id_col).cast("long") if id_kind in ("bigint", "int", "smallint")
-             else F.monotonically_increasing_id())
-    label = (F.coalesce(F.col(config.label_col).cast("double"), F.lit(0.0))
-             if config.label_col in df.columns else F.lit(0.0))
-    work = (df.withColumn(TIME_NS, time_ns_column(df, config.time_col))
-              .withColumn(_ORDER, order).withColumn(_LABEL, label))
+    order = (
+        F.col(config.id_col).cast("long")
+        if id_kind in ("bigint", "int", "smallint")
+        else F.monotonically_increasing_id()
+    )
+    label = (
+        F.coalesce(F.col(config.label_col).cast("double"), F.lit(0.0))
+        if config.label_col in df.columns
+        else F.lit(0.0)
+    )
+    work = (
+        df.withColumn(TIME_NS, time_ns_column(df, config.time_col))
+        .withColumn(_ORDER, order)
+        .withColumn(_LABEL, label)
+    )
     amount = F.col(config.amount_col).cast("double")
     names = config.feature_names
 
     def later_peers(entity: str, value: Column) -> tuple[Column, Column]:
         """Count and sum over the rows of the same entity and timestamp after
         this one in id order (the engine's windows end at the current row)."""
-        peers = (Window.partitionBy(entity, TIME_NS).orderBy(F.col(_ORDER).desc())
-                 .rowsBetween(Window.unboundedPreceding, -1))
-        return (F.count(F.lit(1)).over(peers),
-                F.coalesce(F.sum(value).over(peers), F.lit(0.0)))
+        peers = (
+            Window.partitionBy(entity, TIME_NS)
+            .orderBy(F.col(_ORDER).desc())
+            .rowsBetween(Window.unboundedPreceding, -1)
+        )
+        return (F.count(F.lit(1)).over(peers), F.coalesce(F.sum(value).over(peers), F.lit(0.0)))
 
     by_customer = Window.partitionBy(config.customer_col).orderBy(TIME_NS)
     later_n, later_sum = later_peers(config.customer_col, amount)
@@ -94,7 +106,6 @@ def window_features(df: DataFrame, config: WindowConfig | None = None) -> DataFr
         if delay == 0:
             nb, frauds = nb - t_later_n, frauds - t_later_sum
         columns[names[offset + 2 * j]] = nb.cast("double")
-        columns[names[offset + 2 * j + 1]] = (
-            F.when(nb > 0, frauds / nb).otherwise(F.lit(0.0)))
+        columns[names[offset + 2 * j + 1]] = F.when(nb > 0, frauds / nb).otherwise(F.lit(0.0))
     kept = [c for c in df.columns if c not in columns]
     return work.select(*kept, *[columns[n].alias(n) for n in names])

@@ -16,8 +16,9 @@ import pytest
 
 from gendetect.bundle import BATCH_HISTORY_COLUMN, FraudModelBundle
 from gendetect.errors import InputError
-from gendetect.features.pipeline import WindowHistory, split_at_last_time, timestamps_to_ns
+from gendetect.features.pipeline import WindowHistory, split_at_last_time
 from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.timestamps import column_to_ns
 from training.batch_score import score_file
 
 RTOL = 1e-6
@@ -30,8 +31,14 @@ def history(small_transactions: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module", params=["gan", "ensemble"])
 def bundle(request: pytest.FixtureRequest, history: pd.DataFrame) -> FraudModelBundle:
-    return FraudModelBundle(request.param, schema="transactions", max_epochs=1, seed=0,
-                            accelerator="cpu", alert_rate=0.05).fit(history)
+    return FraudModelBundle(
+        request.param,
+        schema="transactions",
+        max_epochs=1,
+        seed=0,
+        accelerator="cpu",
+        alert_rate=0.05,
+    ).fit(history)
 
 
 def _api(bundle: FraudModelBundle, df: pd.DataFrame) -> list[dict]:
@@ -92,8 +99,9 @@ def test_arrow_output_is_typed(bundle: FraudModelBundle, history: pd.DataFrame) 
     assert table.schema.field("gd_is_fraud").type == pa.bool_()
     features = table.schema.field("gd_top_features").type
     assert pa.types.is_list(features)
-    assert features.value_type == pa.struct([("feature", pa.string()),
-                                             ("contribution", pa.float64())])
+    assert features.value_type == pa.struct(
+        [("feature", pa.string()), ("contribution", pa.float64())]
+    )
     assert table.schema.field("gd_top_reasons").type.value_type.names == ["reason", "contribution"]
     rows = table.column("gd_top_features").to_pylist()
     frame = decisions.to_pandas()
@@ -138,8 +146,9 @@ def _with_ties(df: pd.DataFrame) -> pd.DataFrame:
     for start in range(50, len(df) - 20, 997):
         df.loc[start : start + 6, "timestamp"] = df.loc[start, "timestamp"]
         df.loc[start : start + 6, "customer_id"] = df.loc[start, "customer_id"]
-        df.loc[start : start + 6, "transaction_id"] = df.loc[start : start + 6,
-                                                             "transaction_id"].to_numpy()[::-1]
+        df.loc[start : start + 6, "transaction_id"] = df.loc[
+            start : start + 6, "transaction_id"
+        ].to_numpy()[::-1]
     return df
 
 
@@ -167,15 +176,16 @@ def test_carried_history_is_exact(history: pd.DataFrame, chunk: int) -> None:
     df = _with_ties(history)
     expected = add_window_features(df, config)
     stream = WindowHistory(config)
-    times = timestamps_to_ns(df["timestamp"])
+    times = column_to_ns(df["timestamp"])
     parts = [
         pd.DataFrame(stream.features(df.iloc[a:b], times[a:b])) for a, b in _chunks(times, chunk)
     ]
     got = pd.concat(parts, ignore_index=True)
     assert len(got) == len(df)
     for name in config.feature_names:
-        np.testing.assert_allclose(got[name].to_numpy(), expected[name].to_numpy(),
-                                   rtol=1e-9, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(
+            got[name].to_numpy(), expected[name].to_numpy(), rtol=1e-9, atol=1e-9, err_msg=name
+        )
     # The tail holds the rows within the windows' reach, no more.
     reach = max(config.customer_horizon_ns, config.terminal_horizon_ns)
     assert stream.tail_rows == int((times > times.max() - reach).sum())
@@ -185,9 +195,9 @@ def test_streaming_refuses_rows_out_of_time_order(history: pd.DataFrame) -> None
     config = WindowConfig()
     stream = WindowHistory(config)
     later, earlier = history.iloc[3000:], history.iloc[:3000]
-    stream.features(later, timestamps_to_ns(later["timestamp"]))
+    stream.features(later, column_to_ns(later["timestamp"]))
     with pytest.raises(InputError, match="time order"):
-        stream.features(earlier, timestamps_to_ns(earlier["timestamp"]))
+        stream.features(earlier, column_to_ns(earlier["timestamp"]))
 
 
 def _scores(path: Path) -> pd.DataFrame:
@@ -199,11 +209,13 @@ def test_score_file_streams_like_one_piece(
 ) -> None:
     data = tmp_path / "tx.parquet"
     # Small row groups: the reader streams them as chunks.
-    pq.write_table(pa.Table.from_pandas(_with_ties(history), preserve_index=False), data,
-                   row_group_size=700)
+    pq.write_table(
+        pa.Table.from_pandas(_with_ties(history), preserve_index=False), data, row_group_size=700
+    )
     whole = score_file(bundle, data, tmp_path / "whole.parquet", chunk_rows=0)
-    streamed = score_file(bundle, data, tmp_path / "streamed.parquet", chunk_rows=999,
-                          extra={"model_version": "7"})
+    streamed = score_file(
+        bundle, data, tmp_path / "streamed.parquet", chunk_rows=999, extra={"model_version": "7"}
+    )
     assert streamed.streamed and streamed.chunks > 3 and not whole.streamed
     a, b = _scores(tmp_path / "whole.parquet"), _scores(tmp_path / "streamed.parquet")
     assert len(a) == len(b) == len(history)
@@ -217,13 +229,14 @@ def test_score_file_streams_like_one_piece(
 
 
 def test_score_file_out_of_time_order_is_scored_in_one_piece(
-    bundle: FraudModelBundle, history: pd.DataFrame, tmp_path: Path,
+    bundle: FraudModelBundle,
+    history: pd.DataFrame,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     shuffled = history.sample(frac=1.0, random_state=0)
     data = tmp_path / "shuffled.parquet"
-    pq.write_table(pa.Table.from_pandas(shuffled, preserve_index=False), data,
-                   row_group_size=500)
+    pq.write_table(pa.Table.from_pandas(shuffled, preserve_index=False), data, row_group_size=500)
     summary = score_file(bundle, data, tmp_path / "out.parquet", chunk_rows=800)
     assert not summary.streamed
     assert "not in time order" in capsys.readouterr().err

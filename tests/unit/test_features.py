@@ -4,15 +4,13 @@ record path) and the robust scaler."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from gendetect.features import derived
-from gendetect.features.pipeline import FeaturePipeline, datetime_to_ns, timestamps_to_ns
+from gendetect.features.pipeline import FeaturePipeline
 from gendetect.features.scaling import RobustScaler
 from gendetect.schema import Schema, load_schema
 
@@ -81,42 +79,6 @@ def test_log1p() -> None:
 
 
 # ---------------------------------------------------------------- timestamps
-@pytest.mark.parametrize(
-    "value",
-    [
-        datetime(2024, 3, 10, 12, 34, 56, 789_123),
-        datetime(1970, 1, 1),
-        datetime(1969, 7, 20, 20, 17, 40, 1),
-        datetime(2024, 3, 10, 1, 59, 59, tzinfo=ZoneInfo("America/New_York")),
-        datetime(2024, 3, 10, 3, 0, 0, tzinfo=ZoneInfo("America/New_York")),  # after DST
-        datetime(2024, 10, 27, 2, 30, tzinfo=ZoneInfo("Europe/Paris")),
-        datetime(2024, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))),
-        datetime(2024, 1, 1, 0, 0, tzinfo=UTC),
-    ],
-)
-def test_datetime_to_ns_matches_pandas(value: datetime) -> None:
-    assert datetime_to_ns(value) == pd.Timestamp(value).value
-
-
-def test_timestamps_to_ns_for_common_forms() -> None:
-    naive = pd.Series(
-        pd.to_datetime(["2024-01-01 10:00:00", "2024-06-30 23:59:59.5"], format="ISO8601")
-    )
-    expected = np.array([pd.Timestamp(t).value for t in naive])
-    np.testing.assert_array_equal(timestamps_to_ns(naive), expected)
-    # Other resolutions than ns convert exactly.
-    np.testing.assert_array_equal(timestamps_to_ns(naive.astype("datetime64[us]")), expected)
-    np.testing.assert_array_equal(timestamps_to_ns(naive.astype("datetime64[ms]")), expected)
-    # ISO strings, with and without an offset.
-    iso = ["2024-01-01T10:00:00", "2024-06-30T23:59:59.5"]
-    np.testing.assert_array_equal(timestamps_to_ns(iso), expected)
-    shifted = ["2024-01-01T12:00:00+02:00", "2024-06-30T19:59:59.5-04:00"]
-    np.testing.assert_array_equal(timestamps_to_ns(shifted), expected)
-    # tz-aware datetime64 in a local zone is converted to UTC.
-    paris = naive.dt.tz_localize("UTC").dt.tz_convert("Europe/Paris")
-    np.testing.assert_array_equal(timestamps_to_ns(paris), expected)
-
-
 # ------------------------------------------------------------------ pipeline
 def _numeric_frame(n: int = 50) -> pd.DataFrame:
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ and thread safety."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -13,9 +13,10 @@ import pytest
 
 from gendetect.data.simulator import simulate_transactions
 from gendetect.errors import InputError
-from gendetect.features.online import OnlineWindowFeatures, replay, to_ns
+from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import Horizons, MemoryStateStore
-from gendetect.features.windows import NS_PER_DAY, WindowConfig, add_window_features
+from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.timestamps import NS_PER_DAY
 from tests.records import tx
 
 START = datetime(2024, 3, 1, 12, 0, 0)
@@ -211,28 +212,6 @@ def test_concurrent_requests_are_all_recorded() -> None:
         for c in range(5)
     )
     assert total == 1200 + 5
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        datetime(2024, 3, 1, 12, 0, 0, 250_000),
-        datetime(2024, 3, 1, 13, 0, 0, 250_000, tzinfo=timezone(timedelta(hours=1))),
-        datetime(2024, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC),
-        np.datetime64("2024-03-01T12:00:00.250000000"),
-        pd.Timestamp("2024-03-01 12:00:00.25"),
-        "2024-03-01T12:00:00.25",
-        "2024-03-01T12:00:00.250Z",
-        "2024-03-01T14:00:00.25+02:00",
-        1709294400.25,
-    ],
-)
-def test_timestamp_forms(value: object) -> None:
-    assert to_ns(value) == pd.Timestamp("2024-03-01 12:00:00.25").value
-
-
-def test_epoch_seconds_integer() -> None:
-    assert to_ns(1709294400) == pd.Timestamp("2024-03-01 12:00:00").value
 
 
 @pytest.mark.parametrize(

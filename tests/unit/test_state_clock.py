@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from gendetect.features.online import OnlineWindowFeatures, replay, to_ns
+from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import MemoryStateStore
 from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.timestamps import to_ns
 from tests.records import tx
 
 START = datetime(2018, 4, 1)  # the handbook's dates

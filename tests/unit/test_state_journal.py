@@ -23,9 +23,10 @@ import pytest
 
 from gendetect.errors import StateUnavailableError
 from gendetect.features import state as state_module
-from gendetect.features.online import OnlineWindowFeatures, to_ns
+from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore
 from gendetect.features.windows import WindowConfig
+from gendetect.timestamps import to_ns
 from tests.records import tx
 
 START = datetime(2024, 3, 1)
@@ -208,7 +209,8 @@ CHILD = textwrap.dedent(
     """
     import sys
     from datetime import datetime, timedelta
-    from gendetect.features.online import OnlineWindowFeatures, to_ns
+    from gendetect.features.online import OnlineWindowFeatures
+    from gendetect.timestamps import to_ns
     from gendetect.features.state import MemoryStateStore
     from gendetect.features.windows import WindowConfig
 

@@ -30,9 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gendetect.errors import DuplicateTransactionError
-from gendetect.features.online import OnlineWindowFeatures, to_ns
+from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore, RedisStateStore, StateStore
 from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.timestamps import to_ns
 
 REDIS_URL = os.environ.get("GENDETECT_REDIS_URL", "redis://127.0.0.1:6379/0")
 HOUR = 3600 * 10**9
@@ -156,8 +157,10 @@ class Reference:
         names = config.feature_names
         split = 2 * len(config.customer_windows_days)
         out: dict[str, float] = {}
-        for held, wanted in ((self.customers.get(c, {}), names[:split]),
-                             (self.terminals.get(m, {}), names[split:])):
+        for held, wanted in (
+            (self.customers.get(c, {}), names[:split]),
+            (self.terminals.get(m, {}), names[split:]),
+        ):
             events = list(held.values())
             known = [self.labels.get(e.tid) for e in events]
             if (ev.t, ev.tid) not in held:  # not held: counted as the request itself,
@@ -188,9 +191,7 @@ def _as_record(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _close(a: dict[str, float], b: dict[str, float]) -> bool:
-    return a.keys() == b.keys() and all(
-        abs(a[k] - b[k]) <= 1e-9 * max(1.0, abs(b[k])) for k in a
-    )
+    return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-9 * max(1.0, abs(b[k])) for k in a)
 
 
 def run_stream(store: StateStore, config_index: int, ops: list[tuple[Any, ...]]) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from gendetect.errors import InputError
-from gendetect.features.online import OnlineWindowFeatures, to_ns
+from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import (
     Horizons,
     MemoryStateStore,
@@ -25,6 +25,7 @@ from gendetect.features.state import (
     bounds_of,
 )
 from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.timestamps import to_ns
 from tests.records import tx
 
 T = datetime(2024, 3, 1)

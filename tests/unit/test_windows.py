@@ -12,12 +12,12 @@ import pytest
 from gendetect.cli import main as cli
 from gendetect.errors import InputError
 from gendetect.features.windows import (
-    NS_PER_DAY,
     WindowConfig,
     add_window_features,
     customer_window_features,
     window_sums,
 )
+from gendetect.timestamps import NS_PER_DAY
 
 HOUR_NS = 3600 * 10**9
 T0 = pd.Timestamp("2024-03-01").value
