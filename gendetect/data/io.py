@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from gendetect.errors import InputError
+from gendetect.timestamps import to_utc_datetime64
 
 READ_SUFFIXES = (".parquet", ".csv", ".npz")
 WRITE_SUFFIXES = (".parquet", ".csv")
@@ -46,12 +47,11 @@ def _parse_timestamps(df: pd.DataFrame, source: str) -> pd.DataFrame:
     if TIME_COLUMN not in df.columns:
         return df
     try:
-        parsed = pd.to_datetime(df[TIME_COLUMN], format="ISO8601", utc=True)
+        df[TIME_COLUMN] = to_utc_datetime64(df[TIME_COLUMN])
     except (ValueError, TypeError) as exc:
         raise InputError(
             f"cannot parse timestamps: {exc}", field=TIME_COLUMN, source=source
         ) from exc
-    df[TIME_COLUMN] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
     return df
 
 
