@@ -50,7 +50,7 @@ from gendetect.features.scaling import RobustScaler, fallback_spread, robust_cen
 from gendetect.models.components import GenerativeModule
 from gendetect.models.labels import FRAUD, BoostedHead, label_summary, normalise_labels
 from gendetect.models.registry import ENSEMBLE, get_model, list_detector_kinds, list_models
-from gendetect.models.training import TrainingConfig, TrainingResult, fit_module
+from gendetect.models.training import Hardware, TrainingConfig, TrainingResult, fit_module
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ _MAX_OUTPUT = float(np.finfo(np.float32).max)
 
 
 @dataclass
-class DetectorParams:
+class DetectorParams(Hardware):
     """Defaults are one set for all data sets (no per-dataset tuning)."""
 
     hidden: tuple[int, ...] = (64, 32)
@@ -136,15 +136,6 @@ class DetectorParams:
     # labelled ROC AUC 0.870 / 0.879 at equal AP; 0.5 sits between.
     label_blend: float = 0.5
     seed: int = 0
-    # Training hardware, passed to Lightning's Trainer: e.g. accelerator="gpu",
-    # devices=2, strategy="ddp" (num_nodes for several machines).
-    accelerator: str = "auto"
-    devices: int | str | list[int] = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    checkpoint_dir: str | None = None
-    # One line per epoch (train and validation loss) on stderr while training.
-    progress: bool = False
 
     def __post_init__(self) -> None:
         # Scoring paths that skip the discriminator when disc_weight is 0 (the
@@ -296,13 +287,8 @@ class NeuralDetector:
             batch_size=batch_size,
             patience=patience,
             seed=p.seed,
-            accelerator=p.accelerator,
-            devices=p.devices,
-            strategy=p.strategy,
-            num_nodes=p.num_nodes,
-            checkpoint_dir=p.checkpoint_dir,
-            progress=p.progress,
             name=self.kind,
+            **p.hardware(),
         )
         self.training_ = fit_module(self.module, x_train, x_val, config)
         if p.refit_trim > 0 and p.refit_epochs > 0:
@@ -486,7 +472,10 @@ class DetectorCore:
         self.labels_.update({"mode": "label-aware", "head": "boosting", "trees": head.n_trees})
         logger.info(
             "label-aware mode: %d confirmed fraud(s), %d genuine, %d unknown; %d trees",
-            n_frauds, summary["genuine"], summary["unknown"], head.n_trees,
+            n_frauds,
+            summary["genuine"],
+            summary["unknown"],
+            head.n_trees,
         )
 
     @property

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -34,19 +34,32 @@ from gendetect.models.data import train_loader, validation_loader
 
 
 @dataclass
-class TrainingConfig:
-    max_epochs: int = 20
-    batch_size: int = 256
-    patience: int = 3
-    seed: int = 0
-    # Lightning's hardware settings, passed through to the Trainer.
+class Hardware:
+    """Where and how a module trains: Lightning's Trainer settings, shared by
+    the detector's parameters and the training loop's config."""
+
     accelerator: str = "auto"
+    # e.g. accelerator="gpu", devices=2, strategy="ddp" (num_nodes for
+    # several machines).
     devices: int | str | list[int] = 1
     strategy: str = "auto"
     num_nodes: int = 1
     checkpoint_dir: str | None = None
-    # One line per epoch on stderr (EpochProgress), prefixed with `name`.
+    # One line per epoch (train and validation loss) on stderr (EpochProgress).
     progress: bool = False
+
+    def hardware(self) -> dict[str, Any]:
+        """These settings alone, to pass on to another Hardware subclass."""
+        return {f.name: getattr(self, f.name) for f in fields(Hardware)}
+
+
+@dataclass
+class TrainingConfig(Hardware):
+    max_epochs: int = 20
+    batch_size: int = 256
+    patience: int = 3
+    seed: int = 0
+    # Prefix of the progress lines.
     name: str = ""
 
 
