@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from gendetect.errors import StateUnavailableError
-from gendetect.features import state as state_module
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore
+from gendetect.features.state import journal as state_module
 from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import to_ns
 from tests.records import tx

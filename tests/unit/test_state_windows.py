@@ -15,15 +15,8 @@ import pytest
 
 from gendetect.errors import InputError
 from gendetect.features.online import OnlineWindowFeatures
-from gendetect.features.state import (
-    Horizons,
-    MemoryStateStore,
-    TxEvent,
-    WindowPlan,
-    _Customer,
-    _Terminal,
-    bounds_of,
-)
+from gendetect.features.state import Horizons, MemoryStateStore, TxEvent, WindowPlan, bounds_of
+from gendetect.features.state.series import _Customer, _Terminal
 from gendetect.features.windows import WindowConfig, add_window_features
 from gendetect.timestamps import to_ns
 from tests.records import tx

@@ -1,0 +1,78 @@
+"""Online state for the window features: each customer's and terminal's recent
+transactions, and fraud labels that arrive after the transaction.
+
+Entity keys reach a store already hashed (gendetect.features.online turns
+customer and terminal ids into keyed HMAC digests), so nothing here, in
+memory, in the snapshot, in the journal or in Redis, holds a raw id. Times
+are int nanoseconds since the epoch (UTC), within int64; transaction ids are
+int64 too (both checked here before anything changes).
+
+Modules, one job each; imports point one way (memory -> journal, series,
+model; redis_store -> series, model; journal -> model; series -> model):
+- model: what every store shares: TxEvent, Horizons, WindowPlan,
+  WindowSums, the StateStore protocol, the checks on events and the
+  constants (UNKNOWN_LABEL, AMOUNT_LIMIT, DUPLICATE_MESSAGE, the int64 bounds,
+  the composite (time, id) keys);
+- series: one entity's events (_Series, _Customer, _Terminal), the exact
+  fixed-point sums, and the window answers computed from them (_query);
+- journal: the write-ahead journal of the memory store (numbered segments,
+  fsync, torn-line tolerant reading) and its entry format;
+- memory: MemoryStateStore, in-process, with snapshot and journal;
+- redis_store: RedisStateStore, shared by several replicas, with its Lua
+  scripts and sortable encodings.
+
+The clock (what decides pruning and expiry) cannot be moved by one record:
+- each entity is pruned by its own newest event time: events at or before
+  newest - horizon (the longest window; for terminals plus the label delay)
+  are dropped, so a record dated a year ahead empties only its own customer's
+  and terminal's history;
+- the transaction-id index (used by late labels and to recognise retries)
+  holds exactly the events its terminal still holds: entries leave with
+  their terminal's pruning, never because of another terminal's time;
+- an event that its terminal can no longer hold (at or before the terminal's
+  newest time - horizon) is scored against what is held but not recorded
+  (in neither entity), so the index and both histories stay consistent;
+- entities that go quiet are dropped by a periodic sweep against a robust
+  watermark, the median of the last 1,001 recorded event times (memory
+  store), or by wall-clock key expiry (Redis); neither is the latest event
+  time seen, so a single future-dated record moves neither. Replays of
+  historical data work unchanged: nothing here reads the server clock.
+"""
+
+from gendetect.features.state.memory import MemoryStateStore
+from gendetect.features.state.model import (
+    AMOUNT_LIMIT,
+    DUPLICATE_MESSAGE,
+    INT64_MAX,
+    INT64_MIN,
+    UNKNOWN_LABEL,
+    Bounds,
+    Horizons,
+    StateStore,
+    TxEvent,
+    Window,
+    WindowPlan,
+    WindowSums,
+    bounds_of,
+    check_event,
+)
+from gendetect.features.state.redis_store import RedisStateStore
+
+__all__ = [
+    "AMOUNT_LIMIT",
+    "DUPLICATE_MESSAGE",
+    "INT64_MAX",
+    "INT64_MIN",
+    "UNKNOWN_LABEL",
+    "Bounds",
+    "Horizons",
+    "MemoryStateStore",
+    "RedisStateStore",
+    "StateStore",
+    "TxEvent",
+    "Window",
+    "WindowPlan",
+    "WindowSums",
+    "bounds_of",
+    "check_event",
+]

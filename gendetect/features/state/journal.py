@@ -1,0 +1,176 @@
+"""The memory store's write-ahead journal: numbered append-only segments
+beside the snapshot, written through to the OS on every entry, fsynced by a
+background flusher, and read back skipping torn lines (see
+gendetect.features.state.memory for the durability rules).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gendetect.errors import StateUnavailableError
+from gendetect.features.state.model import Horizons, TxEvent
+
+log = logging.getLogger(__name__)
+
+
+class _Journal:
+    """Numbered append-only segments `<snapshot name>.journal.<n>` beside the
+    snapshot. Every entry is written through to the OS at once; fsync runs on
+    a background thread every `fsync_seconds` and on `sync()`."""
+
+    def __init__(self, snapshot_path: Path, fsync_seconds: float) -> None:
+        self.dir = snapshot_path.parent
+        self.prefix = f"{snapshot_path.name}.journal."
+        self.fsync_seconds = fsync_seconds
+        self._lock = threading.Lock()  # fd, seq, dirty; taken after the store's
+        self._fd: int | None = None
+        self._broken = False
+        self._dirty = False
+        self.seq = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def segments(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.dir.glob(self.prefix + "*"):
+            suffix = path.name[len(self.prefix) :]
+            if suffix.isdigit():
+                found.append((int(suffix), path))
+        return sorted(found)
+
+    def path_of(self, seq: int) -> Path:
+        return self.dir / f"{self.prefix}{seq:010d}"
+
+    def start(self, seq: int) -> None:
+        with self._lock:
+            self._open(seq)
+        self._thread = threading.Thread(target=self._flusher, name="state-journal", daemon=True)
+        self._thread.start()
+
+    def _open(self, seq: int) -> None:
+        fd = os.open(self.path_of(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd, self.seq, self._broken, self._dirty = fd, seq, False, False
+        _fsync_dir(self.dir)  # the new file's name survives a power cut too
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def write(self, line: bytes) -> None:
+        """Append one entry; raises StateUnavailableError (and the caller
+        changes nothing) if it could not be written."""
+        with self._lock:
+            try:
+                if self._broken or self._fd is None:
+                    # A failed write may have left a torn line: never append
+                    # good entries after it, start the next segment instead.
+                    self._close_fd_quietly()
+                    self._open(self.seq + 1)
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view) :]  # type: ignore[arg-type]
+                self._dirty = True
+            except OSError as exc:
+                self._broken = True
+                raise StateUnavailableError("the state journal could not be written") from exc
+
+    def _close_fd_quietly(self) -> None:
+        try:
+            self._close_fd()
+        except OSError:
+            self._fd = None
+
+    def sync(self) -> None:
+        with self._lock:
+            if self._dirty and self._fd is not None:
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    self._broken = True
+                    raise StateUnavailableError("the state journal could not be synced") from exc
+                self._dirty = False
+
+    def rotate(self) -> int:
+        """Close the current segment (fsynced) and open the next; returns the
+        new segment's number: every entry so far is in an earlier one."""
+        with self._lock:
+            self._close_fd()
+            self._open(self.seq + 1)
+            return self.seq
+
+    def _flusher(self) -> None:
+        while not self._stop.wait(self.fsync_seconds):
+            try:
+                self.sync()
+            except StateUnavailableError:
+                log.exception("state journal fsync failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            self._close_fd()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the file data is synced
+    finally:
+        os.close(fd)
+
+
+def _read_segment(path: Path) -> list[list[Any]]:
+    """A segment's entries; lines that do not parse are writes cut short by a
+    crash or a failed write (never acknowledged): skipped."""
+    entries = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not line:
+            continue
+        try:
+            entry = orjson.loads(line)
+            if not isinstance(entry, list) or entry[0] not in ("r", "l"):
+                raise ValueError("not a journal entry")
+        except (orjson.JSONDecodeError, ValueError, IndexError):
+            log.warning("%s:%d: skipping a torn journal line", path.name, number)
+            continue
+        entries.append(entry)
+    return entries
+
+
+def _record_line(event: TxEvent, horizons: Horizons) -> bytes:
+    # The horizons go with the entry: replay must prune exactly as it was.
+    return (
+        orjson.dumps(
+            [
+                "r",
+                event.transaction_id,
+                event.time_ns,
+                event.customer,
+                event.terminal,
+                event.amount,
+                event.fingerprint,
+                horizons.customer_ns,
+                horizons.terminal_ns,
+            ]
+        )
+        + b"\n"
+    )
