@@ -63,12 +63,19 @@ class RobustScaler:
         if self.center_ is None or self.scale_ is None:
             raise RuntimeError("RobustScaler is not fitted")
         # Overflow to inf is expected for absurd inputs and clipped right after.
+        # In place, and the logarithm only where a value exceeds the limit
+        # (a few percent of the entries): the same values as the whole-array
+        # formula at a fraction of the cost on large batches.
         with np.errstate(over="ignore"):
-            z = (np.asarray(x, dtype=np.float64) - self.center_) / self.scale_
-        z = np.clip(z, -CLIP_ROBUST_UNITS, CLIP_ROBUST_UNITS)
+            z = np.subtract(x, self.center_, dtype=np.float64)
+            z /= self.scale_
+        np.clip(z, -CLIP_ROBUST_UNITS, CLIP_ROBUST_UNITS, out=z)
         limit = self.soft_limit
-        excess = np.abs(z) - limit
-        return np.where(excess > 0, np.sign(z) * (limit + np.log1p(np.maximum(excess, 0))), z)
+        beyond = np.abs(z) > limit
+        if beyond.any():
+            far = z[beyond]
+            z[beyond] = np.sign(far) * (limit + np.log1p(np.abs(far) - limit))
+        return z
 
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
         return self.fit(x).transform(x)
