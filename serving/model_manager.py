@@ -15,12 +15,11 @@ Only registry URIs (`models:/name@alias`, `models:/name/version`) are served:
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -28,6 +27,7 @@ from gendetect.config import Settings
 from gendetect.errors import ModelNotReadyError
 from serving.metrics import Metrics
 from serving.request_models import build_batch_model, build_record_model
+from serving.warmup import freeze_heap, warm_up
 
 if TYPE_CHECKING:
     from gendetect.bundle import FraudModelBundle
@@ -124,7 +124,9 @@ class ModelManager:
             self.metrics.model_loaded(served.ref.name, served.ref.version)
             log.info(
                 "serving model %s version %s (alias %s)",
-                served.ref.name, served.ref.version, served.ref.alias,
+                served.ref.name,
+                served.ref.version,
+                served.ref.alias,
             )
             return ReloadResult(
                 True, previous.ref.version if previous else None, served.ref.version
@@ -159,8 +161,11 @@ class ModelManager:
             except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 if message != reported:
-                    log.warning("registry check failed, still serving version %s: %s",
-                                self.current.ref.version, exc)
+                    log.warning(
+                        "registry check failed, still serving version %s: %s",
+                        self.current.ref.version,
+                        exc,
+                    )
                     reported = message
 
     def close(self) -> None:
@@ -194,10 +199,11 @@ class ModelManager:
             loaded_at=datetime.now(UTC),
             trained_at=_trained_at(bundle, ref, self.settings),
         )
-        _warm_up(served)
-        _freeze_heap(first_load=previous is None)
-        log.info("loaded %s version %s in %.2f s", ref.name, ref.version,
-                 time.perf_counter() - started)
+        warm_up(served.bundle, served.online is not None)
+        freeze_heap(first_load=previous is None)
+        log.info(
+            "loaded %s version %s in %.2f s", ref.name, ref.version, time.perf_counter() - started
+        )
         return served
 
     def _online_for(self, bundle: FraudModelBundle) -> OnlineState | None:
@@ -211,19 +217,6 @@ class ModelManager:
         elif self._online.config != config:
             self._online = self._online.with_config(config)
         return self._online
-
-
-def _freeze_heap(first_load: bool) -> None:
-    """Move the objects alive now (torch, MLflow, the model: over half a
-    million) out of the cyclic garbage collector's view. Otherwise each full
-    collection walks them all and stalls the event loop for hundreds of ms,
-    straight into the tail latency. The first load also collects first (no
-    traffic is served yet); a reload only freezes, so that requests never
-    wait on a collection: objects of a replaced model are still freed by
-    reference counting, only cyclic garbage among them stays."""
-    if first_load:
-        gc.collect()
-    gc.freeze()
 
 
 def _trained_at(bundle: FraudModelBundle, ref: RegisteredModel, settings: Settings) -> str | None:
@@ -240,30 +233,3 @@ def _trained_at(bundle: FraudModelBundle, ref: RegisteredModel, settings: Settin
         return None
     millis = run.info.end_time or run.info.start_time
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat() if millis else None
-
-
-def _warm_up(served: ServedModel) -> None:
-    """Score one synthetic record so the first real request does not pay for
-    lazy initialisation (torch kernels, numpy dispatch)."""
-    record: dict[str, Any] = {}
-    for f in served.bundle.schema.input_fields:
-        record[f.name] = _placeholder(f.kind, f.min, f.categories)
-    window = None
-    if served.online is not None:
-        window = [dict.fromkeys(served.bundle.pipeline.window_feature_names, 0.0)]
-    try:
-        served.bundle.score_records([record], window)
-    except Exception as exc:  # a warm-up failure must not stop serving
-        log.debug("warm-up skipped: %s", exc)
-
-
-def _placeholder(kind: str, minimum: float | None, categories: tuple[str, ...] | None) -> Any:
-    if kind == "timestamp":
-        return datetime(2024, 1, 1)
-    if kind == "categorical" and categories:
-        return categories[0]
-    if kind == "boolean":
-        return False
-    if kind in ("entity", "id"):
-        return 0
-    return float(minimum) if minimum is not None else 0.0
