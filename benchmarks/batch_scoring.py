@@ -204,7 +204,7 @@ def spark_run(data_dir: Path, bundle: FraudModelBundle, work: Path) -> dict[str,
 
         settings = Settings(home=work, tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
         tracking.configure(settings)
-        ref = mlflow.search_model_versions(f"name='{settings.model_name}'")[0]
+        ref = mlflow.search_model_versions(filter_string=f"name='{settings.model_name}'")[0]
         uri = f"models:/{ref.name}/{ref.version}"
         featured = spark.read.parquet(str(work / "spark_features"))
         t0 = time.perf_counter()
