@@ -97,6 +97,7 @@ class BoostedHead:
     # (0.476 vs 0.387), in a third of the time.
     max_iter: int = 200
     learning_rate: float = 0.1
+    # The most leaves per tree; fewer with few confirmed frauds (leaves_for).
     max_leaf_nodes: int = 8
     min_samples_leaf: int = 20
     l2_regularization: float = 10.0
@@ -120,7 +121,7 @@ class BoostedHead:
         model = HistGradientBoostingClassifier(
             max_iter=self.max_iter,
             learning_rate=self.learning_rate,
-            max_leaf_nodes=self.max_leaf_nodes,
+            max_leaf_nodes=self.leaves_for(n_pos),
             # A leaf needs some support, but on small data no more than a
             # fraction of the positives (else no split can isolate them).
             min_samples_leaf=max(2, min(self.min_samples_leaf, n_pos // 4)),
@@ -135,6 +136,14 @@ class BoostedHead:
         model.fit(evidence, target)
         self._pack(model)
         return self
+
+    def leaves_for(self, n_frauds: int) -> int:
+        """Leaves per tree for `n_frauds` positives: one per 20 frauds, from 3
+        up to max_leaf_nodes. Development week, 10% of the frauds labelled
+        (60), 5 draws: AP 0.492 with 8 leaves, 0.512 with 4, 0.522 with 3
+        (0.488 with 2); with all 600 labels 8 stays best (AP 0.703; 4 leaves
+        0.698, 16 leaves 0.701)."""
+        return max(3, min(self.max_leaf_nodes, n_frauds // 20))
 
     def _pack(self, model: Any) -> None:
         tables, roots, offset = [], [], 0

@@ -169,3 +169,20 @@ def test_fit_takes_the_label_column_by_name() -> None:
     assert "verdict" not in bundle.feature_names
     with pytest.raises(InputError, match="verdict"):
         make_detector("vae", **FIT).fit(frame.assign(verdict=3.0), y="verdict")
+
+
+def test_boosted_head_grows_smaller_trees_on_few_frauds() -> None:
+    rng = np.random.default_rng(0)
+
+    def leaves_per_tree(n_frauds: int) -> np.ndarray:
+        x = rng.normal(size=(6000, 4))
+        y = np.zeros(len(x), dtype=np.int8)
+        y[np.argsort(-(x[:, 0] + rng.normal(scale=0.5, size=len(x))))[:n_frauds]] = 1
+        head = BoostedHead().fit(x, y, seed=0)
+        ends = np.append(head.roots_[1:], len(head.leaf_))
+        # A packed leaf points at itself; count the real leaves per tree.
+        return np.array([head.leaf_[a:b].sum() for a, b in zip(head.roots_, ends, strict=True)])
+
+    few, many = leaves_per_tree(60), leaves_per_tree(600)
+    assert few.max() <= 3
+    assert many.max() > 3 and many.max() <= 8
