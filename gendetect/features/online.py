@@ -19,15 +19,12 @@ once) or a conflict (DuplicateTransactionError, nothing changes).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 from collections.abc import Mapping, Sequence
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 
 from gendetect.errors import DuplicateTransactionError, InputError
@@ -43,12 +40,8 @@ from gendetect.features.state import (
     WindowSums,
 )
 from gendetect.features.windows import WindowConfig, _plans
+from gendetect.keyed_hash import EntityHasher, record_digest
 from gendetect.timestamps import days_to_ns, to_ns
-
-# Without a configured secret the ids are still not stored as they are, but
-# anyone can recompute these digests: pass a secret (the API does).
-_DEFAULT_ENTITY_KEY = b"gendetect-unkeyed-entity-digest"
-_FINGERPRINT_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def _transaction_id(value: Any, field: str) -> int:
@@ -77,42 +70,6 @@ def _time_ns(value: Any, field: str) -> int:
     return ns
 
 
-def _entity_key(value: Any, field: str) -> str:
-    # 42, np.int64(42), 42.0 and "42" are the same customer.
-    if type(value) is int or type(value) is str:
-        return str(value)
-    if value is None or isinstance(value, bool):
-        raise InputError("must be an id", field=field)
-    if isinstance(value, Integral):
-        return str(int(value))
-    if isinstance(value, Real) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _fingerprint_default(value: Any) -> Any:
-    # Types orjson does not serialise itself; deterministic for equal values,
-    # nanoseconds included (orjson's own numpy support drops them).
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, np.datetime64):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return f"{type(value).__name__}:{value}"
-
-
-def fingerprint(record: Mapping[str, Any]) -> str:
-    """A digest of the whole record (keys sorted, values as given)."""
-    try:
-        blob = orjson.dumps(record, default=_fingerprint_default, option=_FINGERPRINT_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError):
-        # Values orjson refuses even through `default` (e.g. ints beyond 64
-        # bits in a field the windows do not use): their repr, key-sorted.
-        blob = repr(sorted((str(k), repr(v)) for k, v in record.items())).encode()
-    return hashlib.blake2b(blob, digest_size=16).hexdigest()
-
-
 def window_plan(config: WindowConfig) -> WindowPlan:
     """The offline engine's windows for `config`, as a store answers them."""
     customer, terminal = _plans(config)
@@ -136,10 +93,7 @@ class OnlineWindowFeatures:
     ) -> None:
         self.config = config or WindowConfig()
         self.store: StateStore = store if store is not None else MemoryStateStore()
-        # HMAC's keyed inner and outer states, computed once; each digest
-        # starts from a copy (the same digest as hmac.digest, faster).
-        key = entity_key if entity_key is not None else _DEFAULT_ENTITY_KEY
-        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        self._hasher = EntityHasher(entity_key)
         self._plan = window_plan(self.config)
         self._horizons = self._plan.horizons
 
@@ -187,9 +141,7 @@ class OnlineWindowFeatures:
 
     def entity_digest(self, value: Any, field: str = "entity") -> str:
         """The key an entity id is stored under (a keyed hash, 32 hex digits)."""
-        mac = self._hmac.copy()
-        mac.update(_entity_key(value, field).encode())
-        return mac.digest()[:16].hex()
+        return self._hasher.digest(value, field)
 
     # ------------------------------------------------------------- internals
     def _event(self, record: Mapping[str, Any], *, with_fingerprint: bool) -> TxEvent:
@@ -212,7 +164,7 @@ class OnlineWindowFeatures:
             customer=self.entity_digest(record[c.customer_col], c.customer_col),
             terminal=self.entity_digest(record[c.terminal_col], c.terminal_col),
             amount=amount,
-            fingerprint=fingerprint(record) if with_fingerprint else "",
+            fingerprint=record_digest(record) if with_fingerprint else "",
         )
 
     def _features(self, sums: WindowSums) -> dict[str, float]:

@@ -11,19 +11,14 @@ written: any other record field; in particular nothing the schema flags
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from numbers import Integral
 from typing import Any
 
-import orjson
-
+from gendetect.keyed_hash import EntityHasher, record_digest
 from gendetect.schema import Schema
-
-_FINGERPRINT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 def utc_naive(value: datetime) -> datetime:
@@ -31,25 +26,6 @@ def utc_naive(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value
     return value.astimezone(UTC).replace(tzinfo=None)
-
-
-def entity_digest(key: bytes, value: Any) -> str:
-    """The keyed hash of an entity id, equal to the online state's
-    (gendetect.features.online.OnlineWindowFeatures.entity_digest): 42 and
-    "42" are the same customer."""
-    text = str(int(value)) if isinstance(value, Integral) and not isinstance(value, bool) else (
-        str(value))
-    return hmac.digest(key, text.encode(), "sha256")[:16].hex()
-
-
-def record_fingerprint(key: bytes, record: Mapping[str, Any]) -> str:
-    """A keyed digest of the whole record: equal for equal records, and,
-    keyed, not a way to test guesses of the personal fields it covers."""
-    try:
-        blob = orjson.dumps(record, option=_FINGERPRINT, default=str)
-    except (TypeError, orjson.JSONEncodeError):
-        blob = repr(sorted((str(k), repr(v)) for k, v in record.items())).encode()
-    return hmac.digest(key, blob, "sha256")[:16].hex()
 
 
 @dataclass(slots=True)
@@ -89,6 +65,7 @@ class RowBuilder:
 
     def __init__(self, schema: Schema, hash_key: bytes) -> None:
         self.key = hash_key
+        self._entities = EntityHasher(hash_key)
         fields = schema.fields
         self.id_field = next((f.name for f in fields if f.kind == "id" and not f.pii), None)
         self.time_field = next(
@@ -107,8 +84,8 @@ class RowBuilder:
             out.append(AuditRow(
                 transaction_id=int(tid) if tid is not None else None,
                 decision=decision,
-                fingerprint=record_fingerprint(key, record),
-                entities={f: entity_digest(key, record[f]) for f in self.entity_fields
+                fingerprint=record_digest(record, key),
+                entities={f: self._entities.digest(record[f], f) for f in self.entity_fields
                           if record.get(f) is not None},
                 event_time=utc_naive(when) if isinstance(when, datetime) else None,
                 decided_at=at,

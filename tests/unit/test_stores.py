@@ -27,13 +27,14 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, select, text
 
 from gendetect.errors import DuplicateTransactionError
+from gendetect.keyed_hash import EntityHasher
 from gendetect.schema import load_schema
 from gendetect.stores import migrate
 from gendetect.stores.audit import AuditWriter
 from gendetect.stores.database import make_engine, normalise_url
 from gendetect.stores.errors import SchemaVersionError, StoreUnavailableError
 from gendetect.stores.export import export_labels, latest_labels
-from gendetect.stores.records import RowBuilder, entity_digest
+from gendetect.stores.records import RowBuilder
 from gendetect.stores.review import AlertFilter, ReviewStore
 from gendetect.stores.tables import Base, decisions, verdicts
 from gendetect.stores.verdicts import VerdictIn, VerdictStore
@@ -187,7 +188,7 @@ def test_rows_hold_keyed_hashes_and_no_pii(engine: Engine, writer: AuditWriter) 
     online = OnlineWindowFeatures(entity_key=KEY)
     assert stored[0]["entities"] == {"customer_id": online.entity_digest(customer),
                                      "terminal_id": online.entity_digest(terminal)}
-    assert entity_digest(KEY, "42") == entity_digest(KEY, 42)
+    assert EntityHasher(KEY).digest("42") == EntityHasher(KEY).digest(42)
     (row,) = stored
     assert row["transaction_id"] == 1 and row["event_time"] == T0
     assert row["model_version"] == "1" and row["key_name"] == "tester"
@@ -382,7 +383,7 @@ def test_the_alert_queue_pages_newest_first(engine: Engine) -> None:
     assert [a["transaction_id"] for a in only_v2] == [16, 15]
     alert = only_v2[0]
     assert alert["top_reasons"] and alert["model"] == {"name": "gendetect", "version": "2"}
-    digest = entity_digest(KEY, 7)
+    digest = EntityHasher(KEY).digest(7)
     by_customer = review.alerts(AlertFilter(entity=("customer_id", digest)), limit=50,
                                 cursor=None)[0]
     assert len(by_customer) == 8
