@@ -47,4 +47,5 @@ lint-imports --no-cache
 # One intra-op thread per process: small models on a busy 2-core machine are
 # many times slower with torch's default thread count.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-python -m pytest "$@"
+# The slowest tests are listed at the end, to keep the suite within ~15 min.
+python -m pytest --durations=25 "$@"
