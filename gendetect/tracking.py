@@ -7,6 +7,7 @@ constants in code. Models are only ever loaded from the configured registry.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -51,11 +52,25 @@ class RegisteredModel:
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store (creating the local default)."""
     uri = settings.resolved_tracking_uri
+    _quiet_mlflow()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's messages that say nothing to a gendetect user: a progress bar
+    for each artifact download of a few local files, the INFO lines of its
+    store's table creation, and "Validating input example against model
+    signature" at every model log. Its warnings and errors stay; a user's
+    own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR wins."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow.store.db.utils", "mlflow.pyfunc"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 def ensure_experiment(settings: Settings) -> str:

@@ -109,15 +109,16 @@ def log_datasets(train: pd.DataFrame, test: pd.DataFrame | None, source: str,
         with warnings.catch_warnings():
             # "source can be interpreted in multiple ways" (two local-file
             # source types claim file:// URIs) and the integer-column hint of
-            # schema inference: neither applies to a logged dataset.
+            # schema inference: neither applies to a logged dataset. The
+            # schema is inferred lazily, when log_input reads it: both inside.
             warnings.simplefilter("ignore", UserWarning)
             # MLflow shows the first characters of the digest; the full one is a tag.
             dataset = mlflow.data.from_pandas(
                 frame, source=uri, name=f"{Path(source).stem}[{start or ''}, {end or ''})",
                 digest=digest[:16])
-        mlflow.log_input(dataset, context=context, tags={
-            "sha256": digest, "since": str(start or ""), "until": str(end or ""),
-            "rows": str(len(frame)), "source": uri})
+            mlflow.log_input(dataset, context=context, tags={
+                "sha256": digest, "since": str(start or ""), "until": str(end or ""),
+                "rows": str(len(frame)), "source": uri})
     return digests
 
 

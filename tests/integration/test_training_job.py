@@ -45,6 +45,7 @@ class Trained:
     stdout: str
     client: MlflowClient
     tracking_uri: str
+    stderr: str = ""
 
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -100,6 +101,7 @@ def trained(module_gendetect_home: Path) -> Trained:
         train.stdout,
         MlflowClient(tracking_uri=uri, registry_uri=uri),
         uri,
+        train.stderr,
     )
 
 
@@ -127,6 +129,20 @@ def test_train_prints_the_registered_version(trained: Trained) -> None:
     assert "registered gendetect version 1 (vae" in trained.stdout
     assert (trained.home / "mlflow.db").is_file()
     assert not (trained.work / ".gendetect").exists()  # GENDETECT_HOME was used
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        "Inferred schema contains integer column",  # MLflow's signature/dataset hint
+        "Downloading artifacts",  # MLflow's progress bar for a few local files
+        "Validating input example",
+        "Creating initial MLflow database tables",
+        "setuptools",
+    ],
+)
+def test_training_prints_no_library_noise(trained: Trained, noise: str) -> None:
+    assert noise not in trained.stderr and noise not in trained.stdout
 
 
 def test_run_params_and_metrics(trained: Trained) -> None:
