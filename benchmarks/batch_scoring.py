@@ -111,7 +111,8 @@ def rates(r: dict[str, float]) -> dict[str, float]:
 _BEFORE = r"""
 import json, sys, time, torch, numpy as np, pandas as pd
 torch.set_num_threads(1)
-from gendetect.bundle import FraudModelBundle, explanations_as_json
+from gendetect.bundle import FraudModelBundle
+from gendetect.decisions import explanations_as_json
 b = FraudModelBundle.load(sys.argv[1]); df = pd.read_parquet(sys.argv[2]); reps = int(sys.argv[3])
 def best(fn):
     ts = []

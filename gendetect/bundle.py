@@ -19,15 +19,15 @@ import platform
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from gendetect import drift
 from gendetect.calibration import EmpiricalCalibrator
+from gendetect.decisions import BatchDecisions
 from gendetect.detector import DetectorCore, DetectorParams, NeuralDetector, _finite
 from gendetect.errors import InputError
 from gendetect.features.pipeline import FeaturePipeline, WindowHistory
@@ -35,18 +35,8 @@ from gendetect.features.scaling import RobustScaler
 from gendetect.reasons import ReasonMap, top_share_indices, top_shares
 from gendetect.schema import Schema, load_schema
 
-if TYPE_CHECKING:
-    import pyarrow as pa
-
 BUNDLE_FORMAT = 1
 _MANIFEST = "bundle.json"
-# Decision columns holding lists of {name, contribution} records.
-EXPLANATION_COLUMNS = ("top_features", "top_reasons")
-# The key inside each explanation record, per explanation column.
-EXPLANATION_KEYS = {"top_features": "feature", "top_reasons": "reason"}
-# True where the behaviour features were computed from the scored batch's own
-# rows (no earlier history), False where they were given as input columns.
-BATCH_HISTORY_COLUMN = "batch_history_only"
 # Which rows of a batch get explanations: the flagged ones (what an analyst
 # reviews, ~alert_rate of the rows), all, or none.
 EXPLAIN_MODES = ("flagged", "all", "none")
@@ -54,103 +44,6 @@ EXPLAIN_MODES = ("flagged", "all", "none")
 # the CPU's cache (measured on the 20-feature GAN: 4k-8k rows per call is
 # ~2x faster than one call over 300k rows, whose intermediates spill to RAM).
 SCORE_BLOCK_ROWS = 8192
-
-
-@dataclass
-class BatchDecisions:
-    """Decisions for a batch, column by column: what `score_records` returns
-    per record, without a Python object per row. Explanations exist for the
-    rows in `explained` (sorted row positions) only; elsewhere they are empty
-    lists, on every surface (Parquet, CSV as "[]", pyfunc, Spark: MLflow's
-    Spark conversion of array<struct> results takes no nulls)."""
-
-    score: np.ndarray
-    risk: np.ndarray
-    is_fraud: np.ndarray
-    threshold: float
-    explained: np.ndarray
-    feature_names: tuple[str, ...]
-    feature_idx: np.ndarray
-    feature_share: np.ndarray
-    reason_names: tuple[str, ...]
-    reason_idx: np.ndarray
-    reason_share: np.ndarray
-    batch_history_only: bool
-
-    def __len__(self) -> int:
-        return len(self.score)
-
-    @property
-    def n_flagged(self) -> int:
-        return int(self.is_fraud.sum())
-
-    def _parts(self, column: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-        if column == "top_features":
-            return self.feature_names, self.feature_idx, self.feature_share
-        return self.reason_names, self.reason_idx, self.reason_share
-
-    def explanation_lists(self, column: str) -> list[list[dict[str, Any]]]:
-        """One entry per row: the [{feature|reason, contribution}] list of
-        `score_records`, empty for rows without an explanation."""
-        names, idx, share = self._parts(column)
-        key = EXPLANATION_KEYS[column]
-        out: list[list[dict[str, Any]]] = [[] for _ in range(len(self))]
-        for row, js, ss in zip(self.explained.tolist(), idx.tolist(), share.tolist(), strict=True):
-            out[row] = [{key: names[j], "contribution": c} for j, c in zip(js, ss, strict=True)]
-        return out
-
-    def explanation_json(self, column: str) -> list[str]:
-        """As `explanation_lists`, each list as JSON text (for CSV files)."""
-        return [json.dumps(v) if v else "[]" for v in self.explanation_lists(column)]
-
-    def to_pandas(self, index: Any = None, *, json_text: bool = False) -> pd.DataFrame:
-        """score, risk, is_fraud, threshold, top_features, top_reasons and
-        batch_history_only; explanations as lists of dicts (JSON text with
-        `json_text`)."""
-        n = len(self)
-        columns: dict[str, Any] = {
-            "score": self.score,
-            "risk": self.risk,
-            "is_fraud": self.is_fraud,
-            "threshold": np.full(n, self.threshold),
-        }
-        for column in EXPLANATION_COLUMNS:
-            lists = self.explanation_json(column) if json_text else self.explanation_lists(column)
-            columns[column] = pd.Series(lists, dtype=object, index=index)
-        columns[BATCH_HISTORY_COLUMN] = np.full(n, self.batch_history_only)
-        return pd.DataFrame(columns, index=index)
-
-    def to_arrow(self, prefix: str = "") -> pa.Table:
-        """The decisions as an Arrow table (for Parquet): explanations as
-        list<struct<feature|reason: string, contribution: double>>, empty for
-        rows without one. Built from the index arrays, no Python per row."""
-        import pyarrow as pa
-
-        n = len(self)
-        arrays: dict[str, pa.Array] = {
-            "score": pa.array(self.score, pa.float64()),
-            "risk": pa.array(self.risk, pa.float64()),
-            "is_fraud": pa.array(self.is_fraud, pa.bool_()),
-            "threshold": pa.array(np.full(n, self.threshold), pa.float64()),
-        }
-        has = np.zeros(n, dtype=bool)
-        has[self.explained] = True
-        for column in EXPLANATION_COLUMNS:
-            names, idx, share = self._parts(column)
-            k = idx.shape[1] if idx.ndim == 2 else 0
-            lengths = np.where(has, k, 0)
-            offsets = np.zeros(n + 1, dtype=np.int32)
-            np.cumsum(lengths, out=offsets[1:])
-            values = pa.StructArray.from_arrays(
-                [
-                    pa.array(np.asarray(names, dtype=object)[idx.ravel()], pa.string()),
-                    pa.array(share.ravel(), pa.float64()),
-                ],
-                names=[EXPLANATION_KEYS[column], "contribution"],
-            )
-            arrays[column] = pa.ListArray.from_arrays(pa.array(offsets), values)
-        arrays[BATCH_HISTORY_COLUMN] = pa.array(np.full(n, self.batch_history_only))
-        return pa.table({prefix + name: array for name, array in arrays.items()})
 
 
 class FraudModelBundle:
@@ -545,14 +438,6 @@ class FraudModelBundle:
         bundle.threshold_ = float(manifest["threshold"])
         bundle.metadata = manifest["metadata"]
         return bundle
-
-
-def explanations_as_json(decisions: pd.DataFrame) -> pd.DataFrame:
-    """The explanation columns of `score_frame` output as JSON strings (for
-    CSV files, which have no list type). Modifies and returns `decisions`."""
-    for column in EXPLANATION_COLUMNS:
-        decisions[column] = [None if v is None else json.dumps(v) for v in decisions[column]]
-    return decisions
 
 
 def make_detector(kind: str, **params: Any) -> FraudModelBundle:

@@ -22,8 +22,9 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property
 from mlflow.types.schema import Schema as MlflowSchema
 
-from gendetect.bundle import BATCH_HISTORY_COLUMN, EXPLANATION_KEYS, FraudModelBundle
+from gendetect.bundle import FraudModelBundle
 from gendetect.config import Settings
+from gendetect.decisions import BATCH_HISTORY_COLUMN, EXPLANATION_KEYS
 from gendetect.errors import ModelNotReadyError
 from gendetect.pyfunc import BUNDLE_ARTIFACT, DEFAULT_EXPLAIN
 

@@ -33,10 +33,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gendetect.bundle import BatchDecisions, FraudModelBundle
+from gendetect.bundle import FraudModelBundle
 from gendetect.cli import show_progress
 from gendetect.config import get_settings
 from gendetect.data.io import read_table
+from gendetect.decisions import BatchDecisions
 from gendetect.errors import InputError
 from gendetect.features.pipeline import WindowHistory, split_at_last_time
 from gendetect.timestamps import column_to_ns

@@ -25,10 +25,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from gendetect.bundle import EXPLANATION_COLUMNS
 from gendetect.cli import main as cli
 from gendetect.config import get_settings
 from gendetect.data.io import fingerprint, read_table
+from gendetect.decisions import EXPLANATION_COLUMNS
 from gendetect.schema import Schema
 
 pytestmark = pytest.mark.integration

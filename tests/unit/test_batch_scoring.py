@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gendetect.bundle import BATCH_HISTORY_COLUMN, FraudModelBundle
+from gendetect.bundle import FraudModelBundle
+from gendetect.decisions import BATCH_HISTORY_COLUMN
 from gendetect.errors import InputError
 from gendetect.features.pipeline import WindowHistory, split_at_last_time
 from gendetect.features.windows import WindowConfig, add_window_features
