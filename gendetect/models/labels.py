@@ -141,8 +141,8 @@ class BoostedHead:
         """Leaves per tree for `n_frauds` positives: one per 20 frauds, from 3
         up to max_leaf_nodes. Development week, 10% of the frauds labelled
         (60), 5 draws: AP 0.492 with 8 leaves, 0.512 with 4, 0.522 with 3
-        (0.488 with 2); with all 600 labels 8 stays best (AP 0.703; 4 leaves
-        0.698, 16 leaves 0.701)."""
+        (2 leaves, 3 draws: 0.488 against 0.478 for 8); with all 600 labels
+        8 stays best (AP 0.703; 4 leaves 0.698, 16 leaves 0.701)."""
         return max(3, min(self.max_leaf_nodes, n_frauds // 20))
 
     def _pack(self, model: Any) -> None:

@@ -138,7 +138,6 @@ def test_train_prints_the_registered_version(trained: Trained) -> None:
         "Downloading artifacts",  # MLflow's progress bar for a few local files
         "Validating input example",
         "Creating initial MLflow database tables",
-        "setuptools",
     ],
 )
 def test_training_prints_no_library_noise(trained: Trained, noise: str) -> None:
