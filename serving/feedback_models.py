@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
 
 from gendetect.schema import FieldSpec
-from serving.request_models import DEFAULT_MAX_SKEW_SECONDS, TransactionId, time_bounds
+from serving.request_models import TransactionId, timestamp_type
 from serving.responses import FeatureContribution, ModelRef, ReasonContribution
 
 MAX_NOTE_CHARS = 1000
@@ -29,10 +28,7 @@ def _no_nul(value: str) -> str:
     return value
 
 
-VerdictTime = Annotated[
-    datetime, Field(strict=True), AfterValidator(time_bounds(_VERDICT_TIME,
-                                                             DEFAULT_MAX_SKEW_SECONDS)),
-]
+VerdictTime = timestamp_type(_VERDICT_TIME)
 
 
 class VerdictIn(BaseModel):

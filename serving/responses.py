@@ -3,13 +3,12 @@ generated from the served schema in serving.request_models)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from gendetect.schema import FieldSpec, Schema
-from serving.request_models import DEFAULT_MAX_SKEW_SECONDS, TransactionId, time_bounds
+from serving.request_models import TransactionId, timestamp_type
 
 
 class FeatureContribution(BaseModel):
@@ -119,14 +118,8 @@ class LabelIn(BaseModel):
     transaction_id: TransactionId
     # Label files carry 0/1; JSON clients send booleans. Both mean the same.
     is_fraud: StrictBool | Literal[0, 1]
-    labelled_at: (
-        Annotated[
-            datetime,
-            Field(strict=True),
-            AfterValidator(time_bounds(_LABEL_TIME, DEFAULT_MAX_SKEW_SECONDS)),
-        ]
-        | None
-    ) = Field(None, description="when the label became known; default: now")
+    labelled_at: timestamp_type(_LABEL_TIME) | None = Field(  # type: ignore[valid-type]
+        None, description="when the label became known; default: now")
 
 
 class LabelResult(BaseModel):

@@ -280,6 +280,10 @@ def test_labels_feed_terminal_risk(
     r = client.post("/v1/labels", json={"transaction_id": fraud_id, "is_fraud": "yes"})
     assert r.status_code == 422
     assert r.json()["error"]["fields"][0]["field"] == "is_fraud"
+    r = client.post("/v1/labels", json={"transaction_id": fraud_id, "is_fraud": True,
+                                        "labelled_at": "0"})  # not read as epoch seconds
+    assert r.status_code == 422
+    assert r.json()["error"]["fields"][0]["field"] == "labelled_at"
 
     # Seven days later (the label delay) the terminal's 1-day window holds
     # the three transactions, one of them a fraud known since day 1.

@@ -51,6 +51,7 @@ BAD_VERDICTS: list[tuple[str, Any, str]] = [
     ("analyst not a string", {"analyst": 5}, "analyst"),
     ("blank analyst", {"analyst": "   "}, "analyst"),
     ("epoch time", {"labelled_at": 1700000000}, "labelled_at"),
+    ("epoch time as text", {"labelled_at": "0"}, "labelled_at"),
     ("future time", {"labelled_at": "2999-01-01T00:00:00"}, "labelled_at"),
     ("unknown field", {"customer_id": 5}, "customer_id"),
 ]

@@ -113,6 +113,10 @@ def test_unknown_fields_are_forbidden_and_named() -> None:
         ("transaction_id", None),
         ("timestamp", 1714566600),  # epoch numbers are ambiguous (s? ms?)
         ("timestamp", "yesterday"),
+        ("timestamp", "0"),  # pydantic alone reads digit strings as epoch seconds
+        ("timestamp", "20240501"),
+        ("timestamp", "2024-05-01"),  # a date is not a date-time
+        ("timestamp", "2024-13-01T00:00:00"),
         ("channel", "phone"),
         ("is_foreign", "yes"),
         ("is_foreign", 1),

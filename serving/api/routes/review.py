@@ -4,12 +4,9 @@ its verdict history (scope review)."""
 from __future__ import annotations
 
 import asyncio
-import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BeforeValidator
 
 from gendetect.errors import InputError
 from gendetect.schema import INT64_MAX
@@ -18,6 +15,7 @@ from gendetect.stores.review import AlertFilter
 from serving.api.deps import ReviewKey, StoresDep
 from serving.errors import ApiError, from_core_error
 from serving.feedback_models import AlertPage, DecisionHistory
+from serving.request_models import IsoTime
 from serving.responses import ErrorResponse
 from serving.stores import Stores, unavailable
 
@@ -38,26 +36,6 @@ async def _read(stores: Stores, call: Any, *args: Any, **kwargs: Any) -> Any:
         raise from_core_error(exc) from None
 
 
-# RFC 3339 date-times (a missing offset means UTC, as for record timestamps).
-_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)?")
-
-
-def _iso_time(value: Any) -> Any:
-    # Date-times only: pydantic alone would also read "0.5" as seconds since
-    # 1970, which the document does not promise.
-    if isinstance(value, str):
-        if not _DATE_TIME.fullmatch(value):
-            raise ValueError("not an RFC 3339 date-time")
-        # Python reads microseconds: finer fractions are cut, not refused.
-        text = re.sub(r"(\.\d{6})\d+", r"\1", value.upper().replace(" ", "T"))
-        try:
-            return datetime.fromisoformat(text)
-        except ValueError:  # e.g. month 13
-            raise ValueError("not an RFC 3339 date-time") from None
-    return value
-
-
-IsoTime = Annotated[datetime, BeforeValidator(_iso_time)]
 
 
 @router.get("/alerts", summary="The review queue: flagged decisions without a verdict, "
