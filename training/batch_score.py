@@ -201,7 +201,7 @@ def _stream_chunks(
     if parquet.metadata.num_rows <= chunk_rows:
         return _whole(data, summary)
     time_col = _time_column_needing_order(bundle, parquet.schema_arrow.names)
-    if time_col is not None and not _in_time_order(parquet, time_col):
+    if time_col is not None and not _in_time_order(parquet, time_col, data):
         print(
             f"{data}: rows are not in time order: scored in one piece "
             f"({parquet.metadata.num_rows:,} rows in memory)",
@@ -231,10 +231,14 @@ def _time_column_needing_order(bundle: FraudModelBundle, columns: list[str]) -> 
     return pipeline.window_config.time_col
 
 
-def _in_time_order(parquet: pq.ParquetFile, time_col: str) -> bool:
+def _in_time_order(parquet: pq.ParquetFile, time_col: str, data: Path) -> bool:
     if time_col not in parquet.schema_arrow.names:
         return True  # validation names the missing column on the first chunk
-    times = column_to_ns(parquet.read(columns=[time_col]).column(0).to_pandas())
+    try:
+        times = column_to_ns(parquet.read(columns=[time_col]).column(0).to_pandas())
+    except (TypeError, ValueError) as exc:  # the same error as read_table's
+        raise InputError(f"cannot parse timestamps: {exc}", field=time_col,
+                         source=str(data)) from exc
     return bool(np.all(times[1:] >= times[:-1]))
 
 

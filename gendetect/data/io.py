@@ -42,8 +42,8 @@ def _suffix(path: Path) -> str:
 
 
 def _parse_timestamps(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """CSV has no datetime type: parse `timestamp` to naive UTC datetime64[ns]
-    (the resolution the rest of the project expects; pandas would infer us)."""
+    """Parse `timestamp` to naive UTC datetime64[ns] (the resolution the rest
+    of the project expects; pandas would infer us from CSV text)."""
     if TIME_COLUMN not in df.columns:
         return df
     try:
@@ -60,7 +60,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
+    # Parquet has a timestamp type, but a writer may have stored numbers or
+    # text: the same parse (and the same error naming file and column) as CSV.
+    return _parse_timestamps(pd.read_parquet(path), str(path))
 
 
 def _read_npz(path: Path) -> pd.DataFrame:

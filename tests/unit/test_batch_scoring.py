@@ -245,6 +245,19 @@ def test_score_file_out_of_time_order_is_scored_in_one_piece(
     np.testing.assert_allclose(out["gd_score"], bundle.score_batch(shuffled).score, rtol=RTOL)
 
 
+@pytest.mark.parametrize("chunk_rows", [0, 800])  # read whole / streamed
+def test_score_file_numeric_timestamps_name_file_and_column(
+    bundle: FraudModelBundle, history: pd.DataFrame, tmp_path: Path, chunk_rows: int
+) -> None:
+    epochs = history.assign(timestamp=history["timestamp"].astype("int64") // 10**9)
+    data = tmp_path / "epochs.parquet"
+    pq.write_table(pa.Table.from_pandas(epochs, preserve_index=False), data, row_group_size=500)
+    with pytest.raises(InputError, match="not numbers") as info:
+        score_file(bundle, data, tmp_path / "out.parquet", chunk_rows=chunk_rows)
+    assert info.value.field == "timestamp" and info.value.source == str(data)
+    assert not (tmp_path / "out.parquet").exists()
+
+
 def test_score_file_csv_has_json_text(
     bundle: FraudModelBundle, history: pd.DataFrame, tmp_path: Path
 ) -> None:

@@ -85,6 +85,17 @@ def test_csv_bad_timestamps_name_the_column_and_file(tmp_path) -> None:
     assert info.value.field == "timestamp"
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_numeric_timestamps_are_refused_naming_the_column_and_file(tmp_path, suffix) -> None:
+    # Seconds or milliseconds since 1970? Refused rather than guessed.
+    path = tmp_path / f"epochs{suffix}"
+    df = pd.DataFrame({"timestamp": [1_700_000_000, 1_700_000_060], "x": [1.0, 2.0]})
+    df.to_csv(path, index=False) if suffix == ".csv" else df.to_parquet(path)
+    with pytest.raises(InputError, match="not numbers") as info:
+        read_table(path)
+    assert info.value.field == "timestamp" and info.value.source == str(path)
+
+
 def test_npz_in_adbench_format(tmp_path) -> None:
     path = tmp_path / "tiny.npz"
     features = np.array([[0.5, 1.0, -2.0], [3.0, 4.0, 5.0]])

@@ -90,3 +90,9 @@ def test_days_to_ns() -> None:
 def test_column_and_scalar_agree() -> None:
     values = ["2024-01-01T10:00:00", "1969-12-31T23:59:59.999999999", "2262-04-11T00:00:00"]
     assert column_to_ns(values).tolist() == [to_ns(v) for v in values]
+
+
+@pytest.mark.parametrize("column", [[0, 1_709_294_400], [1.5e9, 1.6e9], [True, False]])
+def test_a_column_of_numbers_is_not_read_as_epochs(column: list[object]) -> None:
+    with pytest.raises(TypeError, match="not numbers"):
+        column_to_ns(column)
