@@ -206,7 +206,7 @@ class Schema:
                 if f.required:
                     raise InputError("required column is missing", field=f.name, source=source)
                 continue
-            _validate_column(f, df[f.name], source)
+            validate_column(f, df[f.name], source)
 
     def validate_record(self, record: dict[str, Any]) -> None:
         """Validation for one record as a dict (the Python API's path; the REST
@@ -216,7 +216,7 @@ class Schema:
                 if f.required:
                     raise InputError("field required", field=f.name)
                 continue
-            _validate_column(f, pd.Series([record[f.name]]), None)
+            validate_column(f, pd.Series([record[f.name]]), None)
 
 
 def _parse_reasons(raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -230,7 +230,9 @@ def _parse_reasons(raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple((str(name), tuple(patterns)) for name, patterns in raw.items())
 
 
-def _validate_column(f: FieldSpec, col: pd.Series, source: str | None) -> None:
+def validate_column(f: FieldSpec, col: pd.Series, source: str | None = None) -> None:
+    """Raise InputError naming `f` (and the file, if given) when `col` does
+    not hold values of its kind and range."""
     def fail(message: str) -> None:
         raise InputError(message, field=f.name, source=source)
 
@@ -255,6 +257,24 @@ def _validate_column(f: FieldSpec, col: pd.Series, source: str | None) -> None:
             fail(f"expected integer ids, found {col.dtype}")
         if col.min() < 0 or col.max() > INT64_MAX:
             fail(f"ids must be within 0..{INT64_MAX}")
+        # One id, one transaction: decisions, labels and the window engine's
+        # tie order are keyed by it (the API answers a repeat with 409).
+        repeated = col.duplicated()
+        if repeated.any():
+            fail(f"{int(repeated.sum())} repeated id(s) (first {col[repeated].iloc[0]} "
+                 f"at row {int(np.argmax(repeated.to_numpy()))})")
+    if f.kind == "entity" and len(col):
+        # Integers or text, as in the API. A float column is accepted when
+        # every value is whole (CSV readers turn an integer column with gaps
+        # into floats); 1.5 or True is a wrong column, not an id.
+        if pd.api.types.is_bool_dtype(col):
+            fail("expected integer or text ids, found booleans")
+        if pd.api.types.is_float_dtype(col):
+            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            fractional = values != np.round(values)
+            if fractional.any():
+                fail(f"expected integer or text ids, found {values[fractional][0]:g} "
+                     f"at row {int(np.argmax(fractional))}")
     free_text = f.kind == "entity" or (f.kind == "categorical" and f.categories is None)
     if free_text and len(col) and (col.dtype == object or pd.api.types.is_string_dtype(col)):
         longest = int(col.astype(str).str.len().max())

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
+from gendetect.schema import FieldSpec, validate_column
 from gendetect.timestamps import column_to_ns, days_to_ns
 
 # A window as (start_ns, end_ns): events with time > t - start_ns and either
@@ -344,6 +345,13 @@ def _check_columns(df: pd.DataFrame, config: WindowConfig) -> None:
             raise InputError("required for behaviour features", field=name)
         if df[name].isna().any():
             raise InputError("missing values are not allowed here", field=name)
+    # The same type checks as a schema's columns of these kinds (times are
+    # checked where they are read: the engine itself has no earliest time).
+    for spec in (FieldSpec(config.customer_col, "entity"),
+                 FieldSpec(config.terminal_col, "entity"),
+                 FieldSpec(config.amount_col, "numeric"),
+                 FieldSpec(config.label_col, "label")):
+        validate_column(spec, df[spec.name])
 
 
 def add_window_features(df: pd.DataFrame, config: WindowConfig | None = None) -> pd.DataFrame:
@@ -355,7 +363,10 @@ def add_window_features(df: pd.DataFrame, config: WindowConfig | None = None) ->
     """
     config = config or WindowConfig()
     _check_columns(df, config)
-    time_ns = column_to_ns(df[config.time_col])
+    try:
+        time_ns = column_to_ns(df[config.time_col])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"not a timestamp ({exc})", field=config.time_col) from exc
     order = _tie_order(df, config)
     amount = df[config.amount_col].to_numpy(dtype=np.float64)
     # Only a confirmed fraud (1) counts toward terminal risk: unknown labels

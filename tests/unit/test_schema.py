@@ -135,6 +135,27 @@ def test_missing_entity_id(tx: pd.DataFrame) -> None:
     _assert_names(err, "customer_id")
 
 
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [(lambda c: c.astype(bool), "booleans"), (lambda c: c + 0.5, "found ")],
+    ids=["booleans", "fractions"],
+)
+def test_entity_ids_are_integers_or_text(tx: pd.DataFrame, ids, message: str) -> None:
+    schema = load_schema("transactions")
+    schema.validate_frame(tx.assign(customer_id=tx["customer_id"].astype(float)))  # whole
+    schema.validate_frame(tx.assign(customer_id="c" + tx["customer_id"].astype(str)))
+    err = _error(schema, tx.assign(customer_id=ids(tx["customer_id"])))
+    _assert_names(err, "customer_id")
+    assert message in err.message
+
+
+def test_repeated_transaction_ids(tx: pd.DataFrame) -> None:
+    tx.loc[tx.index[7], "transaction_id"] = tx["transaction_id"].iloc[2]
+    err = _error(load_schema("transactions"), tx)
+    _assert_names(err, "transaction_id")
+    assert "1 repeated id(s)" in err.message and "row 7" in err.message
+
+
 def test_error_without_source_names_only_the_column(tx: pd.DataFrame) -> None:
     err = _error(load_schema("transactions"), tx.drop(columns=["timestamp"]), source=None)
     assert err.source is None

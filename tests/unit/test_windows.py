@@ -246,6 +246,20 @@ def test_missing_values_rejected() -> None:
     assert info.value.field == "amount"
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [("amount", "12.5", "expected numbers"), ("customer_id", True, "booleans"),
+     ("is_fraud", 2, "labels must be"), ("timestamp", "noon", "not a timestamp")],
+)
+def test_wrong_types_are_named_not_crashes(column: str, value: object, message: str) -> None:
+    df = random_frame(20, 0)
+    df[column] = df[column].astype(object)
+    df[column] = [value] * len(df)
+    with pytest.raises(InputError, match=message) as info:
+        add_window_features(df)
+    assert info.value.field == column
+
+
 def test_config_round_trip_and_validation() -> None:
     config = WindowConfig.from_dict(
         {"customer_windows_days": [1, 14], "terminal_windows_days": [3], "delay_days": 2}
