@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,49 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     """--quiet for commands that show progress (on by default on a terminal)."""
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress output (it is off anyway when stderr is not a terminal)")
+
+
+# Argument types: a bad value is argparse's usage error (exit 2, naming the
+# option) instead of a traceback or a message about a config key.
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    # numpy's and torch's generators take seeds in 0 .. 2**32 - 1.
+    value = _int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be within 0..{2**32 - 1}, got {value}")
+    return value
+
+
+_ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def registry_alias(text: str) -> str:
+    """An MLflow registry alias: letters, digits, `_` and `-`; not `latest` or
+    `v<number>`, which MLflow reserves for version references."""
+    if not _ALIAS.fullmatch(text) or text.lower() == "latest" or re.fullmatch(r"[vV]\d+", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an alias: letters, digits, '_' and '-', not 'latest' or 'v<number>'")
+    return text
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 def show_progress(args: argparse.Namespace) -> bool:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from gendetect.cli import Command, add_quiet
+from gendetect.cli import Command, add_quiet, positive_int, seed
 
 
 def _simulate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--days", type=int, default=60, help="days of transactions")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same file)")
-    p.add_argument("--customers", type=int, default=5000, help="number of customers")
-    p.add_argument("--terminals", type=int, default=10000, help="number of terminals")
+    p.add_argument("--days", type=positive_int, default=60, help="days of transactions")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (same seed, same file)")
+    p.add_argument("--customers", type=positive_int, default=5000, help="number of customers")
+    p.add_argument("--terminals", type=positive_int, default=10000, help="number of terminals")
     p.add_argument("--start-date", default="2024-01-01", help="first day (ISO date)")
     p.add_argument("--amount-factor", type=float, default=1.0,
                    help="scale every customer's spending (a drifted population)")

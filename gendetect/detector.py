@@ -184,6 +184,8 @@ class DetectorParams(Hardware):
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
         if self.label_min_frauds < 1 or self.label_blend < 0:
             raise ValueError("label_min_frauds must be >= 1 and label_blend >= 0")
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's generators
+            raise ValueError(f"seed must be within 0..{2**32 - 1}, got {self.seed}")
 
     @property
     def gan_reference_weight_resolved(self) -> float:

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from gendetect.cli import Command, add_quiet
+from gendetect.cli import (
+    Command,
+    add_quiet,
+    non_negative_int,
+    positive_int,
+    registry_alias,
+    seed,
+)
 from gendetect.models.registry import list_detector_kinds
 
 
@@ -29,9 +36,11 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="transactions file (.parquet or .csv)")
     p.add_argument("--config", default=None,
                    help="YAML training config merged over training/configs/default.yaml")
-    p.add_argument("--alias", default=None, help="registry alias to set on the new version")
-    p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
-    p.add_argument("--epochs", type=int, default=None, help="overrides the config's max epochs")
+    p.add_argument("--alias", type=registry_alias, default=None,
+                   help="registry alias to set on the new version")
+    p.add_argument("--seed", type=seed, default=None, help="overrides the config's seed")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="overrides the config's max epochs")
     _window_and_labels(p)
     add_quiet(p)
 
@@ -42,8 +51,9 @@ def _retrain(p: argparse.ArgumentParser) -> None:
                    help="YAML training config merged over training/configs/default.yaml")
     p.add_argument("--models", default="vae,gan",
                    help=f"comma-separated challenger kinds from {', '.join(list_detector_kinds())}")
-    p.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
-    p.add_argument("--epochs", type=int, default=None, help="overrides the config's max epochs")
+    p.add_argument("--seed", type=seed, default=None, help="overrides the config's seed")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="overrides the config's max epochs")
     _window_and_labels(p)
     add_quiet(p)
 
@@ -55,7 +65,7 @@ def _score(p: argparse.ArgumentParser) -> None:
                    help="registry URI (default: models:/<name>@<champion alias>)")
     p.add_argument("--explain", choices=("flagged", "all", "none"), default="flagged",
                    help="rows that get top features and reasons")
-    p.add_argument("--chunk-rows", type=int, default=1 << 20,
+    p.add_argument("--chunk-rows", type=non_negative_int, default=1 << 20,
                    help="rows per chunk when streaming a Parquet file (0: in one piece)")
     p.add_argument("--engine", choices=("local", "spark"), default="local",
                    help="local: this process; spark: gendetect.spark on a SparkSession "

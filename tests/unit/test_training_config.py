@@ -103,6 +103,12 @@ def test_the_detectors_own_checks_name_the_parameter(tmp_path: Path) -> None:
     assert "one weight per ensemble member" in error.message
 
 
+def test_a_seed_the_generators_cannot_take_is_named(tmp_path: Path) -> None:
+    # Before: numpy's "expected non-negative integer" traceback, mid-job.
+    error = _error(_write(tmp_path, "model:\n  seed: -1\n"))
+    assert error.field == "model.seed" and "seed must be within 0..4294967295" in error.message
+
+
 def test_every_problem_is_on_the_one_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "evaluation:\n  holdout_dayz: 3\nmodel:\n  max_epochs: ten\n")
     text = str(_error(path))
@@ -168,3 +174,29 @@ def test_the_cli_prints_one_line_and_exits_2(
     assert err.strip() == (
         f"gendetect {command}: error: {path}: key 'evaluation.holdout_dayz': unknown key"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--seed", "-1"], "argument --seed: must be within 0..4294967295"),
+        (["train", "--epochs", "0"], "argument --epochs: must be >= 1"),
+        (["retrain", "--epochs", "two"], "argument --epochs: not an integer"),
+        (["train", "--alias", ""], "argument --alias: '' is not an alias"),
+        (["train", "--alias", "latest"], "argument --alias: 'latest' is not an alias"),
+        (["train", "--alias", "v2"], "argument --alias: 'v2' is not an alias"),
+        (["score", "--out", "x.parquet", "--chunk-rows", "-1"],
+         "argument --chunk-rows: must be >= 0"),
+        (["simulate", "--out", "x.parquet", "--days", "0"], "argument --days: must be >= 1"),
+    ],
+)
+def test_bad_option_values_name_the_option_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    # Before: --seed -1 ended in a numpy traceback, --epochs 0 blamed the
+    # default config file, --alias '' registered a version without an alias.
+    data = [] if args[0] == "simulate" else ["--data", str(tmp_path / "absent.parquet")]
+    with pytest.raises(SystemExit) as info:
+        cli([*args, *data])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
