@@ -6,17 +6,28 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
+from pathlib import Path
 
 from gendetect.config import get_settings
 from gendetect.errors import CliError
 
 
 def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
     from gendetect.stores.database import make_engine
 
     settings = get_settings()
-    url = getattr(args, "database_url", None) or settings.resolved_database_url
-    return make_engine(url, timeout=settings.database_timeout_seconds)
+    given = getattr(args, "database_url", None)
+    url = given or settings.resolved_database_url
+    where = "--database-url" if given else "GENDETECT_DATABASE_URL"
+    try:
+        return make_engine(url, timeout=settings.database_timeout_seconds)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        # The URL may carry a password: say what is wrong, never echo it.
+        reason = ("no driver for its dialect" if isinstance(exc, NoSuchModuleError)
+                  else "not a SQLAlchemy URL (dialect://user@host/database)")
+        raise CliError(f"{where}: {reason}") from None
 
 
 def db_main(args: argparse.Namespace) -> int:
@@ -48,13 +59,25 @@ def db_main(args: argparse.Namespace) -> int:
 def labels_main(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
+    from gendetect.data.io import WRITE_SUFFIXES
+    from gendetect.stores import migrate
     from gendetect.stores.export import export_labels
 
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     if since is not None and until is not None and until <= since:
         raise CliError("--until must be after --since")
+    # Arguments first: a typo should not wait for (or depend on) the database.
+    if Path(args.out).suffix.lower() not in WRITE_SUFFIXES:
+        raise CliError(f"--out: cannot write {Path(args.out).suffix or 'extensionless'!r} "
+                       f"files; expected one of {', '.join(WRITE_SUFFIXES)}")
+    if not args.label_column.strip():
+        raise CliError("--label-column: must not be empty")
     engine = _engine(args)
     try:
+        current, head = migrate.current_revision(engine), migrate.head_revision()
+        if current != head:
+            raise CliError(f"the database is at schema revision {current or 'empty'}, this "
+                           f"version uses {head}: run `gendetect db upgrade` first")
         n = export_labels(engine, args.out, since, until, label_column=args.label_column)
     except SQLAlchemyError as exc:
         raise CliError(f"database error: {type(exc).__name__}: {_first_line(exc)}") from None

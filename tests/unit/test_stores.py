@@ -454,6 +454,36 @@ def test_db_and_labels_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         get_settings.cache_clear()
 
 
+def test_db_and_labels_commands_refuse_bad_arguments_clearly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from gendetect.cli import main
+    from gendetect.config import get_settings
+
+    monkeypatch.setenv("GENDETECT_HOME", str(tmp_path))
+    monkeypatch.delenv("GENDETECT_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    out = str(tmp_path / "labels.csv")
+    cases = [
+        # Before: a traceback (no driver), or a message echoing the URL.
+        (["db", "upgrade", "--database-url", "nope://x"], "--database-url: no driver"),
+        (["db", "upgrade", "--database-url", "postgresql://u:s3cret@h:port/x"],
+         "--database-url: not a SQLAlchemy URL"),
+        # Before: "no such table: verdicts", or the database asked first.
+        (["labels", "export", "--out", out], "run `gendetect db upgrade` first"),
+        (["labels", "export", "--out", str(tmp_path / "labels.json")], "--out: cannot write"),
+        (["labels", "export", "--out", out, "--label-column", " "], "--label-column"),
+    ]
+    try:
+        for args, message in cases:
+            assert main(args) == 2, args
+            err = capsys.readouterr().err
+            assert message in err and "Traceback" not in err and "s3cret" not in err
+        assert not (tmp_path / "labels.csv").exists()
+    finally:
+        get_settings.cache_clear()
+
+
 def test_uuid_ids_order_the_same_on_both_databases(engine: Engine) -> None:
     # The cursor compares ids: SQLite's hex text and PostgreSQL's uuid must agree.
     ids = sorted(uuid.uuid4() for _ in range(20))
