@@ -5,6 +5,8 @@ SQLite-backed MLflow store, artifacts and the online feature state."""
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import secrets
 from functools import lru_cache
@@ -80,7 +82,7 @@ class Settings(BaseSettings):
     challenger_alias: str = "challenger"
     model_uri: str | None = Field(None, description="default models:/<model_name>@<champion>")
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=0, le=65535, description="0: any free port")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per API process")
     max_batch_size: int = Field(1000, ge=1)
     state_store: Literal["memory", "redis"] = "memory"
@@ -206,9 +208,26 @@ class SettingsError(GendetectError):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except (ValidationError, FileNotFoundError) as exc:
         raise SettingsError(describe_settings_error(exc)) from None
+    _warn_of_misspelt_variables(os.environ)
+    return settings
+
+
+def _warn_of_misspelt_variables(environ: os._Environ[str] | dict[str, str]) -> None:
+    """Environment variables are not refused like unknown keys of the settings
+    file (other GENDETECT_* variables exist: build arguments, test switches),
+    but one that is a near miss of a setting is a typo whose setting silently
+    keeps its default: say so once."""
+    known = [f"GENDETECT_{name.upper()}" for name in Settings.model_fields]
+    for name in sorted(environ):
+        if not name.startswith("GENDETECT_") or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            logging.getLogger("gendetect.config").warning(
+                "%s is not a setting (did you mean %s?): ignored", name, close[0])
 
 
 def describe_settings_error(exc: Exception) -> str:
