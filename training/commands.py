@@ -45,11 +45,24 @@ def _train(p: argparse.ArgumentParser) -> None:
     add_quiet(p)
 
 
+def detector_kinds(text: str) -> str:
+    """A comma-separated list of distinct registered detector kinds."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    known = list_detector_kinds()
+    unknown = [k for k in kinds if k not in known]
+    if not kinds or unknown or len(set(kinds)) != len(kinds):
+        what = (f"unknown {', '.join(unknown)}" if unknown
+                else "repeated kinds" if kinds else "no kinds")
+        raise argparse.ArgumentTypeError(
+            f"{what} in {text!r}: distinct kinds from {', '.join(known)}")
+    return ",".join(kinds)
+
+
 def _retrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="transactions file (.parquet or .csv)")
     p.add_argument("--config", default=None,
                    help="YAML training config merged over training/configs/default.yaml")
-    p.add_argument("--models", default="vae,gan",
+    p.add_argument("--models", type=detector_kinds, default="vae,gan",
                    help=f"comma-separated challenger kinds from {', '.join(list_detector_kinds())}")
     p.add_argument("--seed", type=seed, default=None, help="overrides the config's seed")
     p.add_argument("--epochs", type=positive_int, default=None,

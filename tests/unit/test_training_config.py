@@ -188,6 +188,9 @@ def test_the_cli_prints_one_line_and_exits_2(
         (["score", "--out", "x.parquet", "--chunk-rows", "-1"],
          "argument --chunk-rows: must be >= 0"),
         (["simulate", "--out", "x.parquet", "--days", "0"], "argument --days: must be >= 1"),
+        (["retrain", "--models", "vae,nope"], "argument --models: unknown nope"),
+        (["retrain", "--models", ","], "argument --models: no kinds"),
+        (["retrain", "--models", "vae,vae"], "argument --models: repeated kinds"),
     ],
 )
 def test_bad_option_values_name_the_option_and_exit_2(
