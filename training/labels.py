@@ -84,11 +84,24 @@ def read_labels_file(path: str, label: str) -> pd.DataFrame:
     times = pd.to_datetime(frame[LABELLED_AT], errors="coerce", utc=True)
     if times.isna().any():
         raise InputError("missing or unparseable time(s)", source=path, field=LABELLED_AT)
-    return pd.DataFrame({
-        "transaction_id": frame["transaction_id"].astype("int64"),
+    ids = pd.to_numeric(frame["transaction_id"], errors="coerce")
+    if ids.isna().any() or (ids != ids.round()).any() or (ids < 0).any():
+        raise InputError("transaction ids must be non-negative integers", source=path,
+                         field="transaction_id")
+    out = pd.DataFrame({
+        "transaction_id": ids.astype("int64"),
         label: values.astype("int64"),
         LABELLED_AT: times.dt.tz_localize(None),
-    })
+    }).sort_values(LABELLED_AT, kind="stable")
+    # A transaction may be labelled again (a verdict changed): the newest
+    # label counts. Two different labels at the same time cannot be ordered.
+    same_time = out.duplicated(["transaction_id", LABELLED_AT], keep=False)
+    conflicting = out[same_time].groupby(["transaction_id", LABELLED_AT])[label].nunique() > 1
+    if conflicting.any():
+        tid = int(conflicting[conflicting].index[0][0])
+        raise InputError(f"transaction {tid} has different labels with the same {LABELLED_AT}",
+                         source=path, field=label)
+    return out.drop_duplicates("transaction_id", keep="last").reset_index(drop=True)
 
 
 def _store_labels(url: str, label: str, until: datetime | None) -> pd.DataFrame:
