@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from gendetect.bundle import FraudModelBundle
 from gendetect.cli import show_progress
 from gendetect.config import get_settings
-from gendetect.data.io import read_table
+from gendetect.data.io import prepare_output, read_table
 from gendetect.decisions import BatchDecisions
 from gendetect.errors import InputError
 from gendetect.features.pipeline import WindowHistory, split_at_last_time
@@ -115,15 +115,10 @@ def score_file(
     holds the input columns, then the decisions prefixed `gd_`, then each
     `extra` value as a constant `gd_` column. Written to a temporary file and
     renamed, so a reader never sees half a file."""
-    data, out = Path(data), Path(out)
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise InputError(
-            f"cannot write {out.suffix!r} files; expected .parquet or .csv", source=str(out)
-        )
+    data, out = Path(data), prepare_output(out, inputs=(data,))
     summary = ScoreSummary()
     started = time.perf_counter()
     chunks = _stream_chunks(bundle, data, chunk_rows, summary)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     writer: pq.ParquetWriter | None = None
     history = _history(bundle) if summary.streamed else None

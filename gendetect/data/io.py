@@ -123,20 +123,38 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     return df
 
 
+def prepare_output(path: str | os.PathLike[str],
+                   inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:
+    """Check an output path before any work is done: a type we write, not one
+    of the job's `inputs` (the input would be replaced by the output), and a
+    folder that exists (created) and can be written. InputError otherwise."""
+    path = Path(path)
+    if _suffix(path) not in WRITE_SUFFIXES:
+        raise InputError(
+            f"cannot write {path.suffix!r} files; expected one of {', '.join(WRITE_SUFFIXES)}",
+            source=str(path),
+        )
+    for given in inputs:
+        if path.resolve() == Path(given).resolve():
+            raise InputError("the output would replace the input file: choose another --out",
+                             source=str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create its folder: {exc.strerror}", source=str(path)) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputError("its folder is not writable", source=str(path))
+    return path
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write `df` as .parquet or .csv (by extension), creating parent folders.
 
     Writes to a temporary file in the same folder and renames it into place,
     so readers never see a half-written file even if the process dies.
     """
-    path = Path(path)
+    path = prepare_output(path)
     suffix = _suffix(path)
-    if suffix not in WRITE_SUFFIXES:
-        raise InputError(
-            f"cannot write {path.suffix!r} files; expected one of {', '.join(WRITE_SUFFIXES)}",
-            source=str(path),
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name created by pandas itself (not mkstemp) so the final file
     # gets the usual umask-based permissions rather than 0600.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from gendetect.data.io import read_table, write_table
+from gendetect.data.io import prepare_output, read_table, write_table
 from gendetect.errors import InputError
 from gendetect.features.windows import WindowConfig, add_window_features
 
@@ -50,6 +50,7 @@ def cli_main(args: argparse.Namespace) -> int:
     progress = show_progress(args)
     started = time.perf_counter()
     config = load_window_config(args.config)
+    prepare_output(args.out, inputs=(args.data,))
     df = read_table(args.data)
     if progress:
         print(f"features: {len(df):,} rows read in {time.perf_counter() - started:.1f} s; "

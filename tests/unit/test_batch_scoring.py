@@ -245,6 +245,17 @@ def test_score_file_out_of_time_order_is_scored_in_one_piece(
     np.testing.assert_allclose(out["gd_score"], bundle.score_batch(shuffled).score, rtol=RTOL)
 
 
+def test_score_file_never_writes_over_its_input(
+    bundle: FraudModelBundle, history: pd.DataFrame, tmp_path: Path
+) -> None:
+    data = tmp_path / "tx.parquet"
+    pq.write_table(pa.Table.from_pandas(history, preserve_index=False), data)
+    before = data.read_bytes()
+    with pytest.raises(InputError, match="replace the input"):
+        score_file(bundle, data, tmp_path / "." / "tx.parquet")
+    assert data.read_bytes() == before
+
+
 @pytest.mark.parametrize("chunk_rows", [0, 800])  # read whole / streamed
 def test_score_file_numeric_timestamps_name_file_and_column(
     bundle: FraudModelBundle, history: pd.DataFrame, tmp_path: Path, chunk_rows: int

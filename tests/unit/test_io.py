@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gendetect.data.io import fingerprint, read_table, write_table
+from gendetect.data.io import fingerprint, prepare_output, read_table, write_table
 from gendetect.errors import InputError
 
 
@@ -209,3 +209,21 @@ def test_one_row_is_enough(frame: pd.DataFrame, tmp_path) -> None:
     path = tmp_path / "one.csv"
     write_table(frame.head(1), path)
     assert len(read_table(path)) == 1
+
+
+def test_an_output_that_would_replace_the_input_is_refused(tmp_path) -> None:
+    data = tmp_path / "tx.parquet"
+    pd.DataFrame({"x": [1.0]}).to_parquet(data)
+    for same in (data, tmp_path / "." / "tx.parquet"):
+        with pytest.raises(InputError, match="replace the input"):
+            prepare_output(same, inputs=(data,))
+    assert read_table(data)["x"].tolist() == [1.0]  # untouched
+    assert prepare_output(tmp_path / "out" / "scored.parquet", inputs=(data,)).parent.is_dir()
+
+
+def test_an_output_folder_that_cannot_be_made_is_an_input_error(tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="cannot create its folder") as info:
+        write_table(pd.DataFrame({"x": [1]}), blocker / "out.csv")
+    assert info.value.source == str(blocker / "out.csv")
