@@ -157,6 +157,16 @@ class Settings(BaseSettings):
     def resolved_model_uri(self) -> str:
         return self.model_uri or f"models:/{self.model_name}@{self.champion_alias}"
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        # Caught here, at start: otherwise the API starts and retries a
+        # client that can never connect. The message never quotes the URL
+        # (it may hold a password).
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
     @field_validator("api_keys")
     @classmethod
     def _key_names(cls, value: dict[str, ApiKeySpec]) -> dict[str, ApiKeySpec]:

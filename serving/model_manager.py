@@ -142,7 +142,10 @@ class ModelManager:
             except Exception as exc:  # reported by /readyz; retried
                 message = f"{type(exc).__name__}: {exc}"
                 if message != reported:  # once per distinct problem, not every retry
-                    log.warning("no model yet (%s); retrying every %.0f s", exc, retry_seconds)
+                    # Not only "no model registered": loading the state
+                    # store or the bundle can fail too, so the type is shown.
+                    log.warning("model not ready (%s); retrying every %.0f s", message,
+                                retry_seconds)
                     reported = message
                 await asyncio.sleep(retry_seconds)
 

@@ -55,3 +55,13 @@ def test_a_misspelt_variable_is_reported(
     assert messages == ["GENDETECT_DATABSE_URL is not a setting "
                         "(did you mean GENDETECT_DATABASE_URL?): ignored"]
     assert "postgresql://db/x" not in caplog.text  # values may be secrets
+
+
+def test_a_redis_url_of_another_scheme_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: the API started and retried "no model yet" every 2 s, forever.
+    monkeypatch.setenv("GENDETECT_REDIS_URL", "http://:s3cret@cache:6379/0")
+    with pytest.raises(SettingsError, match="GENDETECT_REDIS_URL") as info:
+        get_settings()
+    assert "redis://" in str(info.value) and "s3cret" not in str(info.value)
