@@ -19,12 +19,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gendetect.config import Settings, get_settings
+from gendetect.errors import InputError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+    from gendetect.schema import Schema
 
 PREFIX = "gd_"
 _DECISION = "__gd_decision"
@@ -108,6 +112,7 @@ def score_file_with_spark(
     from gendetect.spark.features import window_features
     from gendetect.tracking import configure, resolve
 
+    check_paths(data, out)
     configure(settings)
     ref = resolve(model_uri, settings)
     concrete = f"models:/{ref.name}/{ref.version}"
@@ -123,6 +128,7 @@ def score_file_with_spark(
     bundle, _ = load_registered_bundle(concrete, settings)
     pipeline = bundle.pipeline
     assert pipeline is not None
+    check_column_types(df, bundle.schema, data)
     config = pipeline.window_config
     if config is not None and not set(pipeline.window_feature_names) <= set(df.columns):
         df = window_features(df, config)
@@ -136,6 +142,58 @@ def score_file_with_spark(
     print(f"scored {counts['rows']:,} rows with {ref.name} v{ref.version} on Spark: "
           f"{counts['flagged'] or 0:,} flagged -> {out} ({seconds:.1f} s)")
     return 0
+
+
+def check_paths(data: str, out: str) -> None:
+    """Before Spark starts: a local input exists, and the output (a folder
+    Spark replaces) is neither the input nor around or inside it, and not a
+    file or a folder of something else. Remote URIs (s3a://, hdfs://) are
+    left to Spark."""
+    if "://" in data or "://" in out:
+        return
+    source, target = Path(data).resolve(), Path(out).resolve()
+    if not source.exists():
+        raise InputError("file not found", source=data)
+    if target == source or target in source.parents or source in target.parents:
+        raise InputError("the output folder would replace the input: choose another --out",
+                         source=out)
+    if target.is_file():
+        raise InputError("is a file; the Spark engine writes a Parquet folder", source=out)
+    if target.is_dir() and any(target.iterdir()) and not (target / "_SUCCESS").exists():
+        # Spark's overwrite deletes the folder first: only a finished Spark
+        # output (its _SUCCESS marker) may be replaced.
+        raise InputError("a folder that is not an earlier Spark output: choose another --out",
+                         source=out)
+
+
+_NUMBER = ("tinyint", "smallint", "int", "bigint", "float", "double", "decimal")
+_INTEGER = ("tinyint", "smallint", "int", "bigint")
+
+
+def check_column_types(df: DataFrame, schema: Schema, source: str) -> None:
+    """The schema's columns have Spark types of their kind (values are not
+    scanned: bounds and missing values are the model's input checks).
+    Timestamps may be bigint in Parquet only: Spark reads pandas' nanosecond
+    timestamps so (spark.sql.legacy.parquet.nanosAsLong); in a CSV file a
+    column of integers is epoch numbers of unknown unit, refused as locally."""
+    types = dict(df.dtypes)
+    times = ("timestamp", "timestamp_ntz", "date", "string")
+    if not source.lower().endswith(".csv"):
+        times += ("bigint",)
+    for f in schema.fields:
+        kind_of = types.get(f.name)
+        if kind_of is None:
+            if f.required:
+                raise InputError("required column is missing", field=f.name, source=source)
+            continue
+        allowed: tuple[str, ...] | None = {
+            "numeric": _NUMBER, "label": (*_NUMBER, "boolean"), "boolean": (*_NUMBER, "boolean"),
+            "id": _INTEGER, "entity": (*_INTEGER, "string"),
+            "timestamp": times,
+        }.get(f.kind)
+        if allowed is not None and not kind_of.startswith(allowed):
+            raise InputError(f"expected {f.kind} values, found Spark type {kind_of}",
+                             field=f.name, source=source)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

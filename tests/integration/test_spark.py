@@ -84,3 +84,27 @@ def test_spark_without_a_label_column(spark: Any, tmp_path: Path) -> None:
 def test_spark_equals_the_offline_engine_on_a_handbook_slice(spark: Any, tmp_path: Path) -> None:
     df = pd.read_parquet(HANDBOOK, columns=list(RAW)).rename(columns=RAW)
     _compare(spark, df.iloc[200_000:230_000].reset_index(drop=True), WindowConfig(), tmp_path)
+
+
+def test_spark_input_types_are_checked_against_the_schema(spark: Any, tmp_path: Path) -> None:
+    from gendetect.errors import InputError
+    from gendetect.schema import load_schema
+    from gendetect.spark.job import check_column_types
+
+    schema = load_schema("transactions")
+    tx = simulate_transactions(n_customers=20, n_terminals=40, days=2, seed=3)
+    parquet = tmp_path / "tx.parquet"
+    tx.to_parquet(parquet)
+    check_column_types(spark.read.parquet(str(parquet)), schema, str(parquet))  # as written
+    text = tmp_path / "text.parquet"
+    tx.assign(amount=tx["amount"].astype(str)).to_parquet(text)
+    with pytest.raises(InputError, match="found Spark type string") as info:
+        check_column_types(spark.read.parquet(str(text)), schema, str(text))
+    assert info.value.field == "amount" and info.value.source == str(text)
+    # Epoch numbers in a CSV file: refused, as by the local engine.
+    csv = tmp_path / "epochs.csv"
+    tx.assign(timestamp=tx["timestamp"].astype("int64") // 10**9).to_csv(csv, index=False)
+    frame = spark.read.option("header", True).option("inferSchema", True).csv(str(csv))
+    with pytest.raises(InputError) as info:
+        check_column_types(frame, schema, str(csv))
+    assert info.value.field == "timestamp"
