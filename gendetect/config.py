@@ -9,6 +9,7 @@ import difflib
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -225,7 +226,7 @@ def get_settings() -> Settings:
     return settings
 
 
-def _warn_of_misspelt_variables(environ: os._Environ[str] | dict[str, str]) -> None:
+def _warn_of_misspelt_variables(environ: Mapping[str, str]) -> None:
     """Environment variables are not refused like unknown keys of the settings
     file (other GENDETECT_* variables exist: build arguments, test switches),
     but one that is a near miss of a setting is a typo whose setting silently

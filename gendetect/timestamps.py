@@ -96,7 +96,7 @@ def to_utc_datetime64(values: pd.Series | np.ndarray | Sequence[Any]) -> pd.Seri
     # A column of numbers is refused rather than guessed: seconds,
     # milliseconds and nanoseconds since 1970 all look alike (and pandas is
     # moving from refusing them to reading them as epochs).
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+    if pd.api.types.is_numeric_dtype(series):  # booleans included
         raise TypeError(f"timestamps must be date-times or ISO 8601 text, not numbers "
                         f"({series.dtype})")
     if not pd.api.types.is_datetime64_any_dtype(series):

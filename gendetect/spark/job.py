@@ -166,8 +166,14 @@ def check_paths(data: str, out: str) -> None:
                          source=out)
 
 
-_NUMBER = ("tinyint", "smallint", "int", "bigint", "float", "double", "decimal")
 _INTEGER = ("tinyint", "smallint", "int", "bigint")
+_NUMBER = (*_INTEGER, "float", "double", "decimal")
+# Spark type names (without precision: decimal(10,2) -> decimal) per field kind.
+_SPARK_TYPES: dict[str, tuple[str, ...]] = {
+    "numeric": _NUMBER, "label": (*_NUMBER, "boolean"), "boolean": (*_NUMBER, "boolean"),
+    "id": _INTEGER, "entity": (*_INTEGER, "string"),
+    "timestamp": ("timestamp", "timestamp_ntz", "date", "string"),
+}
 
 
 def check_column_types(df: DataFrame, schema: Schema, source: str) -> None:
@@ -177,21 +183,16 @@ def check_column_types(df: DataFrame, schema: Schema, source: str) -> None:
     timestamps so (spark.sql.legacy.parquet.nanosAsLong); in a CSV file a
     column of integers is epoch numbers of unknown unit, refused as locally."""
     types = dict(df.dtypes)
-    times = ("timestamp", "timestamp_ntz", "date", "string")
-    if not source.lower().endswith(".csv"):
-        times += ("bigint",)
     for f in schema.fields:
         kind_of = types.get(f.name)
         if kind_of is None:
             if f.required:
                 raise InputError("required column is missing", field=f.name, source=source)
             continue
-        allowed: tuple[str, ...] | None = {
-            "numeric": _NUMBER, "label": (*_NUMBER, "boolean"), "boolean": (*_NUMBER, "boolean"),
-            "id": _INTEGER, "entity": (*_INTEGER, "string"),
-            "timestamp": times,
-        }.get(f.kind)
-        if allowed is not None and not kind_of.startswith(allowed):
+        allowed = _SPARK_TYPES.get(f.kind)
+        if allowed is not None and f.kind == "timestamp" and not source.lower().endswith(".csv"):
+            allowed = (*allowed, "bigint")
+        if allowed is not None and kind_of.split("(")[0] not in allowed:
             raise InputError(f"expected {f.kind} values, found Spark type {kind_of}",
                              field=f.name, source=source)
 

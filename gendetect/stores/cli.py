@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from pathlib import Path
 
 from gendetect.config import get_settings
 from gendetect.errors import CliError
@@ -59,7 +58,8 @@ def db_main(args: argparse.Namespace) -> int:
 def labels_main(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gendetect.data.io import WRITE_SUFFIXES
+    from gendetect.data.io import prepare_output
+    from gendetect.errors import InputError
     from gendetect.stores import migrate
     from gendetect.stores.export import export_labels
 
@@ -67,9 +67,10 @@ def labels_main(args: argparse.Namespace) -> int:
     if since is not None and until is not None and until <= since:
         raise CliError("--until must be after --since")
     # Arguments first: a typo should not wait for (or depend on) the database.
-    if Path(args.out).suffix.lower() not in WRITE_SUFFIXES:
-        raise CliError(f"--out: cannot write {Path(args.out).suffix or 'extensionless'!r} "
-                       f"files; expected one of {', '.join(WRITE_SUFFIXES)}")
+    try:
+        prepare_output(args.out)
+    except InputError as exc:
+        raise CliError(f"--out: {exc.message}") from None
     if not args.label_column.strip():
         raise CliError("--label-column: must not be empty")
     engine = _engine(args)

@@ -36,8 +36,6 @@ async def _read(stores: Stores, call: Any, *args: Any, **kwargs: Any) -> Any:
         raise from_core_error(exc) from None
 
 
-
-
 @router.get("/alerts", summary="The review queue: flagged decisions without a verdict, "
             "newest first", response_model=AlertPage)
 async def alerts(
