@@ -200,7 +200,11 @@ def start_gendetect(tracking_uri: str, model_name: str, work: Path, cpus: set[in
     env = _base_env(tracking_uri, home) | {"GENDETECT_TORCH_THREADS": "1",
                                            "GENDETECT_MODEL_NAME": model_name,
                                            # The default: the decision audit on, SQLite.
-                                           "GENDETECT_AUDIT_ENABLED": "true"}
+                                           "GENDETECT_AUDIT_ENABLED": "true",
+                                           # Like the peer (mlflow models serve, no
+                                           # auth), on 127.0.0.1: said explicitly,
+                                           # the API refuses to start without keys.
+                                           "GENDETECT_AUTH": "disabled"}
     env |= extra_env or {}
     script = Path(sys.executable).with_name("gendetect")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "gendetect.cli"]

@@ -6,23 +6,27 @@ SQLite-backed MLflow store, artifacts and the online feature state."""
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import secrets
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SettingsSourceError
 
 from gendetect.errors import GendetectError
+from gendetect.private_files import make_private_dir
 
 # What a key may do (serving.auth maps routes to them): score (POST /v1/score*),
 # feedback (verdicts and labels), review (the alert queue and decisions), admin
@@ -30,6 +34,27 @@ from gendetect.errors import GendetectError
 Scope = Literal["score", "feedback", "review", "admin"]
 ALL_SCOPES: tuple[Scope, ...] = ("score", "feedback", "review", "admin")
 KEY_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MIN_KEY_LENGTH = 16
+AuthMode = Literal["required", "disabled"]
+
+
+def key_problem(secret: str) -> str | None:
+    """Why a configured API key must be refused, or None. A key that no
+    client can present is refused at start instead of failing every request:
+    HTTP strips a header value's surrounding spaces, and the server reads
+    X-API-Key as latin-1 bytes, so a key outside printable ASCII never
+    compares equal. The text never quotes the key."""
+    if not secret.strip():
+        return "set but empty"
+    if secret != secret.strip():
+        return ("has leading or trailing whitespace, which HTTP strips from the X-API-Key "
+                "header: no client could present it")
+    if not all(" " <= ch <= "~" for ch in secret):
+        return ("has characters other than printable ASCII, which an X-API-Key header does "
+                "not carry intact: no client could present it")
+    if len(secret) < MIN_KEY_LENGTH:  # short keys can be guessed
+        return f"keys must have at least {MIN_KEY_LENGTH} characters"
+    return None
 
 
 class ApiKeySpec(BaseModel):
@@ -42,10 +67,11 @@ class ApiKeySpec(BaseModel):
 
     @field_validator("key")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        # Short keys can be guessed; the message never quotes the key.
-        if len(value.get_secret_value().strip()) < 16:
-            raise ValueError("keys must have at least 16 characters")
+    def _usable(cls, value: SecretStr) -> SecretStr:
+        # The error's location (api_keys.<name>.key) names the key.
+        problem = key_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -103,15 +129,32 @@ class Settings(BaseSettings):
         "default: a random key created once in <home>/secrets/hash.key (mode 0600). Replicas "
         "that share state must share this key.",
     )
+    accept_new_hash_key: bool = Field(
+        False,
+        description="the hash key changed on purpose (or the old one is lost for good): start "
+        "the online state over (the memory store's snapshot and journal are moved to "
+        "<home>/state/replaced-<time>/, the Redis prefix is cleared) and accept the new key in "
+        "the audit database (its rows are kept). Without it a store written with another key "
+        "stops the API at start. Set it for one start, then remove it.",
+    )
     api_key: SecretStr | None = Field(
-        None, description="if set, required as X-API-Key; a single key with every scope "
+        None, description="one key named 'default' with every scope, sent as X-API-Key "
         "(kept for compatibility; see api_keys)"
     )
-    api_keys: dict[str, ApiKeySpec] = Field(
+    # NoDecode: the JSON is parsed by _parse_api_keys, so that an empty, null or
+    # malformed value is an error naming the variable (pydantic-settings took
+    # null for "unset" and raised a traceback for the rest).
+    api_keys: Annotated[dict[str, ApiKeySpec], NoDecode] = Field(
         default_factory=dict,
+        validate_default=False,  # unset is no keys; set and empty is an error
         description='named keys with scopes, e.g. GENDETECT_API_KEYS=\'{"checkout": {"key": '
         '"...", "scopes": ["score"]}, "analysts": {"key": "...", "scopes": ["review", '
         '"feedback"]}}\' (JSON in the environment, a mapping in the YAML file)',
+    )
+    auth: AuthMode = Field(
+        "required", description="required: every /v1 route needs a key (api_keys or api_key) "
+        "and the API refuses to start without one; disabled: no key is asked for and every "
+        "caller has every scope, admin included (for a local run; logged at start)",
     )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the audit/verdict database; default a SQLite "
@@ -138,6 +181,25 @@ class Settings(BaseSettings):
     )
     model_poll_seconds: float = Field(
         30.0, ge=0, description="how often the API checks the registry alias (0: never)"
+    )
+    # Connection limits (serving.connections, serving.middleware): a client
+    # that holds a connection without finishing its request is cut off.
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="a request's line and headers must arrive within this, "
+        "counted from the connection's opening or from a later request's first byte; else 408 "
+        "(or, before any byte, a silent close) and the connection is closed",
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a request body must arrive within this after its "
+        "headers; else 408 and the connection is closed",
+    )
+    idle_timeout_seconds: float = Field(
+        15.0, gt=0, le=3600, description="a kept-alive connection without a new request for "
+        "this long is closed",
+    )
+    max_connections: int = Field(
+        1000, ge=1, le=100_000, description="requests on connections beyond this many open "
+        "ones are answered 503 and their connection is closed",
     )
     log_level: str = "INFO"
 
@@ -168,11 +230,43 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("api_key")
+    @classmethod
+    def _usable_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = key_problem(value.get_secret_value()) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> Any:
+        # A key setting that is present but says nothing must not read as
+        # "no keys": that used to start the API open. Messages never quote
+        # the value (it holds secrets); JSON errors give line and column only.
+        if value is None:
+            raise ValueError("null: name at least one key, or unset it")
+        if not isinstance(value, str):
+            return value  # a mapping from the YAML file or an argument
+        if not value.strip():
+            raise ValueError("set but empty: name at least one key, or unset it")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno} column "
+                             f"{exc.colno}); expected {{\"<name>\": {{\"key\": \"...\", "
+                             f"\"scopes\": [...]}}}}") from None
+        if parsed is None:
+            raise ValueError("null: name at least one key, or unset it")
+        return parsed
+
     @field_validator("api_keys")
     @classmethod
     def _key_names(cls, value: dict[str, ApiKeySpec]) -> dict[str, ApiKeySpec]:
         import re
 
+        if not value:
+            raise ValueError("names no key: name at least one key, or unset it")
         for name in value:
             if not re.match(KEY_NAME_PATTERN, name):
                 raise ValueError(f"key name {name!r}: letters, digits, '_', '.', '-' (1-64)")
@@ -191,6 +285,13 @@ class Settings(BaseSettings):
     def state_snapshot_path(self) -> Path:
         return self.home / "state" / "features.snapshot"
 
+    @property
+    def hash_key_source(self) -> str:
+        """Where the key of `resolved_hash_key` comes from, for messages."""
+        if self.hash_key is not None:
+            return "GENDETECT_HASH_KEY"
+        return f"the key file {self.home / 'secrets' / 'hash.key'}"
+
     def resolved_hash_key(self) -> bytes:
         """The keyed-hash secret: from the environment when set, else a random
         key made once under `home` (readable by the owner only)."""
@@ -201,7 +302,7 @@ class Settings(BaseSettings):
             return key
         path = self.home / "secrets" / "hash.key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(path.parent)  # <home> too, if this makes it
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:  # another process made it first: use theirs
@@ -220,10 +321,34 @@ class SettingsError(GendetectError):
 def get_settings() -> Settings:
     try:
         settings = Settings()
-    except (ValidationError, FileNotFoundError) as exc:
+    except (ValidationError, FileNotFoundError, SettingsSourceError) as exc:
         raise SettingsError(describe_settings_error(exc)) from None
     _warn_of_misspelt_variables(os.environ)
     return settings
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(variable, the setting it nearly names) for each GENDETECT_* variable
+    that is not a setting but a near miss of one."""
+    known = [f"GENDETECT_{name.upper()}" for name in Settings.model_fields]
+    # Separators dropped or swapped (GENDETECT_APIKEY, GENDETECT_API-KEY) are
+    # a near miss whatever the similarity ratio says.
+    squashed = {_squash(name): name for name in known}
+    found = []
+    for name in sorted(environ):
+        if not name.startswith("GENDETECT_") or name in known:
+            continue
+        close = squashed.get(_squash(name))
+        if close is None:
+            matches = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+            close = matches[0] if matches else None
+        if close is not None:
+            found.append((name, close))
+    return found
+
+
+def _squash(name: str) -> str:
+    return name.upper().replace("_", "").replace("-", "")
 
 
 def _warn_of_misspelt_variables(environ: Mapping[str, str]) -> None:
@@ -231,23 +356,24 @@ def _warn_of_misspelt_variables(environ: Mapping[str, str]) -> None:
     file (other GENDETECT_* variables exist: build arguments, test switches),
     but one that is a near miss of a setting is a typo whose setting silently
     keeps its default: say so once."""
-    known = [f"GENDETECT_{name.upper()}" for name in Settings.model_fields]
-    for name in sorted(environ):
-        if not name.startswith("GENDETECT_") or name in known:
-            continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
-        if close:
-            logging.getLogger("gendetect.config").warning(
-                "%s is not a setting (did you mean %s?): ignored", name, close[0])
+    for name, close in misspelt_variables(environ):
+        logging.getLogger("gendetect.config").warning(
+            "%s is not a setting (did you mean %s?): ignored", name, close)
 
 
 def describe_settings_error(exc: Exception) -> str:
     if not isinstance(exc, ValidationError):
+        # FileNotFoundError, or pydantic-settings' own parse error, which names
+        # the field and never the value.
         return str(exc)
     where = os.environ.get("GENDETECT_CONFIG_FILE") or "environment"
     problems = []
     for err in exc.errors(include_url=False, include_input=False):
         key = ".".join(str(p) for p in err["loc"]) or "settings"
-        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        problems.append(f"key '{key}' (GENDETECT_{key.upper()}): {message}")
+        # The variable is the top-level setting; the rest of the location is
+        # inside its value (api_keys.<name>.key: GENDETECT_API_KEYS).
+        variable = f"GENDETECT_{str(err['loc'][0]).upper()}" if err["loc"] else "settings"
+        message = ("unknown key" if err["type"] == "extra_forbidden"
+                   else err["msg"].removeprefix("Value error, "))
+        problems.append(f"key '{key}' ({variable}): {message}")
     return f"settings from {where}: " + "; ".join(problems)

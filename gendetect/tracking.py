@@ -2,10 +2,19 @@
 
 The registered model name and aliases are configuration (Settings), never
 constants in code. Models are only ever loaded from the configured registry.
+
+A version is created whole: its tags, its description (the model card) and
+the completion tag `gendetect.registration=complete` come with it in one
+registry call, so a job killed at any moment leaves no version without them.
+An alias is set only on a complete version (`set_alias`): one registered
+otherwise (by an older gendetect killed between its calls) is completed or
+passed over by the next retraining (training.lineage.find_version), and
+never given an alias as it is.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -26,6 +35,7 @@ from gendetect.bundle import FraudModelBundle
 from gendetect.config import Settings
 from gendetect.decisions import BATCH_HISTORY_COLUMN, EXPLANATION_KEYS
 from gendetect.errors import ModelNotReadyError
+from gendetect.private_files import create_private_file, make_private_dir
 from gendetect.pyfunc import BUNDLE_ARTIFACT, DEFAULT_EXPLAIN
 
 log = logging.getLogger(__name__)
@@ -50,12 +60,20 @@ class RegisteredModel:
     alias: str | None = None
 
 
+# The tag a version gets in the call that creates it, with its other tags and
+# its description: present means the version is whole (see set_alias).
+COMPLETE_TAG = "gendetect.registration"
+COMPLETE = "complete"
+
+
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store (creating the local default)."""
     uri = settings.resolved_tracking_uri
     _quiet_mlflow()
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # Made by us, 0600 in a 0700 folder, before MLflow's SQLAlchemy would
+        # make it with the umask's mode (an empty file is an empty database).
+        create_private_file(uri.removeprefix("sqlite:///"))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -81,7 +99,9 @@ def ensure_experiment(settings: Settings) -> str:
         return experiment.experiment_id
     location = None
     if settings.resolved_tracking_uri.startswith("sqlite:"):
-        settings.artifact_root.mkdir(parents=True, exist_ok=True)
+        # Private like the store: logged models carry input examples (rows
+        # of training data); what MLflow writes inside inherits the barrier.
+        make_private_dir(settings.artifact_root)
         location = settings.artifact_root.as_uri()
     return client.create_experiment(settings.experiment, artifact_location=location)
 
@@ -92,6 +112,7 @@ class LoggedBundle:
 
     model_uri: str
     run_id: str | None
+    model_id: str | None = None  # MLflow 3's logged model (models:/<model_id>)
 
 
 def log_bundle_model(
@@ -112,7 +133,7 @@ def log_bundle_model(
             pip_requirements=_pip_requirements(),
             code_paths=[str(_package_copy(Path(tmp) / "code"))],
         )
-    return LoggedBundle(info.model_uri, info.run_id)
+    return LoggedBundle(info.model_uri, info.run_id, info.model_id)
 
 
 def _package_copy(folder: Path) -> Path:
@@ -146,12 +167,43 @@ def register_bundle(
             raise ModelNotReadyError(
                 f"run {logged.run_id} is {status}: only finished runs are registered"
             )
-    # Tags are set with the version itself (one call): a version never exists
-    # without the tags a rerun looks it up by (training key, window).
-    mv = mlflow.register_model(logged.model_uri, settings.model_name, tags=tags)
-    if description:
-        client.update_model_version(settings.model_name, mv.version, description=description)
+    _ensure_registered_model(client, settings.model_name)
+    # One call: the version appears with its tags (what a rerun looks it up
+    # by), its description (the model card) and the completion tag, or not
+    # at all. mlflow.register_model takes no description: a second call set
+    # it, and a job killed between the two left a version without its card.
+    mv = client.create_model_version(
+        settings.model_name, logged.model_uri, run_id=logged.run_id,
+        tags={**(tags or {}), COMPLETE_TAG: COMPLETE}, description=description or None,
+        model_id=logged.model_id,
+    )
+    if logged.model_id:
+        _link_logged_model(client, logged.model_id, mv.name, str(mv.version))
     return RegisteredModel(mv.name, str(mv.version), mv.run_id or logged.run_id)
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.create_registered_model(name)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
+    """What mlflow.register_model adds after the version: the logged model's
+    list of its registered versions (the MLflow UI shows it). Informational:
+    a failure here leaves the version complete, so it is only logged."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    try:
+        model = client.get_logged_model(model_id)
+        linked = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+        linked.append({"name": name, "version": version})
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked)})
+    except (mlflow.exceptions.MlflowException, ValueError) as exc:
+        log.warning("version %s of %s: not linked to its logged model %s (%s)", version, name,
+                    model_id, type(exc).__name__)
 
 
 def log_bundle(
@@ -214,7 +266,17 @@ def _pip_requirements() -> list[str]:
 
 
 def set_alias(settings: Settings, alias: str, version: str) -> None:
-    configure(settings).set_registered_model_alias(settings.model_name, alias, version)
+    """Point `alias` at `version`, which must be complete (COMPLETE_TAG):
+    an alias is what the API serves and what a retraining compares with."""
+    client = configure(settings)
+    mv = client.get_model_version(settings.model_name, version)
+    if mv.tags.get(COMPLETE_TAG) != COMPLETE:
+        raise ModelNotReadyError(
+            f"version {version} of {settings.model_name} is incomplete (no "
+            f"{COMPLETE_TAG}={COMPLETE} tag: registered by a job that was interrupted, or by an "
+            f"older gendetect): alias {alias!r} not set; a retraining of its window repairs "
+            f"it, or trains a new version")
+    client.set_registered_model_alias(settings.model_name, alias, version)
 
 
 def alias_version(settings: Settings, alias: str) -> RegisteredModel | None:

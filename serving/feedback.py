@@ -11,8 +11,14 @@ and it answers as before (`accepted`, `unknown`; 404 for one unknown id).
 Verdicts for transactions this service never scored are not stored (see
 gendetect.stores.verdicts): 404 `unknown_transaction` for one, listed in
 `unknown` for a list. Bad input (unknown label, missing id, oversize note,
-wrong types) is a 422 naming the field, and nothing of the request is
-written: the whole body is validated first.
+wrong types, a `labelled_at` before the transaction's own time) is a 422
+naming the field, and nothing of the request is written: the whole body is
+validated first.
+
+The whole write, from the request's arrival (a wait for a worker thread or
+a pooled connection included), takes at most
+`GENDETECT_DATABASE_TIMEOUT_SECONDS`; past it the answer is 503
+`database_unavailable` and the verdicts are not stored, not even later.
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from gendetect.config import Settings
 from gendetect.stores.errors import StoreUnavailableError
-from gendetect.stores.verdicts import ApplyLabel, IntakeResult, VerdictIn
+from gendetect.stores.verdicts import (
+    ApplyLabel,
+    Deadline,
+    IntakeResult,
+    VerdictIn,
+    VerdictTimeError,
+)
 from serving.auth import Principal
 from serving.errors import CORE_ERRORS, ApiError, from_core_error, invalid
 from serving.feedback_models import VerdictIn as VerdictBody
@@ -60,7 +72,7 @@ class FeedbackService:
         many, parsed = self._parse(body, self._verdict, self._verdicts)
         items = [VerdictIn(v.transaction_id, v.label, v.analyst, v.note, v.labelled_at)
                  for v in parsed]  # type: ignore[attr-defined]
-        result = await self._intake(served, items, "feedback", caller)
+        result = await self._intake(served, items, "feedback", caller, many)
         self._unknown_single(many, result)
         return {"accepted": result.accepted, "stored": result.stored,
                 "duplicates": result.duplicates, "unknown": result.unknown}
@@ -71,7 +83,7 @@ class FeedbackService:
         analyst = caller.name or "labels"
         items = [VerdictIn(x.transaction_id, "fraud" if x.is_fraud else "genuine", analyst,
                            None, x.labelled_at) for x in parsed]  # type: ignore[attr-defined]
-        result = await self._intake(served, items, "labels", caller)
+        result = await self._intake(served, items, "labels", caller, many)
         self._unknown_single(many, result)
         return {"accepted": result.accepted, "unknown": result.unknown}
 
@@ -92,23 +104,38 @@ class FeedbackService:
         return is_list, items
 
     async def _intake(self, served: ServedModel, items: list[VerdictIn], source: str,
-                      caller: Principal) -> IntakeResult:
+                      caller: Principal, many: bool) -> IntakeResult:
         self.stores.require_ready("database_unavailable")
+        # Started before the thread hop: a wait for a free worker thread (or
+        # later a pooled connection) is spent from the same budget; behind a
+        # locked database they used to add up to several timeouts.
+        deadline = Deadline(self.settings.database_timeout_seconds)
         online = served.online
         apply: ApplyLabel | None = online.add_label if online is not None else None
         now = datetime.now(UTC)
 
         def run() -> IntakeResult:
             return self.stores.verdicts.add(items, received_at=now, source=source,
-                                            key_name=caller.name, apply=apply)
+                                            key_name=caller.name, apply=apply,
+                                            deadline=deadline)
 
         try:
-            return await asyncio.wait_for(asyncio.to_thread(run),
-                                          self.settings.database_timeout_seconds * 3)
-        except (StoreUnavailableError, TimeoutError) as exc:
-            error = exc if isinstance(exc, StoreUnavailableError) else StoreUnavailableError(
-                "the verdict database did not answer in time")
-            raise unavailable("database_unavailable", error) from None
+            return await asyncio.wait_for(asyncio.to_thread(run), deadline.remaining())
+        except TimeoutError:
+            # The thread may still be waiting on the database: it commits
+            # nothing after this, unless its commit had already begun.
+            message = ("the verdict database did not answer in time; nothing was stored"
+                       if deadline.abandon() else
+                       "the verdict database did not confirm the commit in time; the "
+                       "verdicts may be stored: posting them again stores nothing twice")
+            raise unavailable("database_unavailable", StoreUnavailableError(message)) from None
+        except StoreUnavailableError as exc:
+            raise unavailable("database_unavailable", exc) from None
+        except VerdictTimeError as exc:
+            fields = [{"field": f"[{i}].labelled_at" if many else "labelled_at",
+                       "message": exc.message} for i in exc.items]
+            raise ApiError(422, "invalid_input", f"labelled_at: {exc.message}",
+                           fields) from None
         except CORE_ERRORS as exc:
             raise from_core_error(exc) from None
 

@@ -29,6 +29,10 @@ def _no_nul(value: str) -> str:
 
 
 VerdictTime = timestamp_type(_VERDICT_TIME)
+# Checked against the stored decision when the verdict is written
+# (gendetect.stores.verdicts), so a schema cannot say it: the words can.
+NOT_BEFORE = ("Not before the transaction's own timestamp when this service stored its "
+              "decision (422 naming the field otherwise).")
 
 
 class VerdictIn(BaseModel):
@@ -40,11 +44,13 @@ class VerdictIn(BaseModel):
     label: Literal["fraud", "genuine"]
     analyst: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ANALYST_CHARS),
                        AfterValidator(_not_blank)] = Field(
-        description="who decided (an analyst id or name); kept with the verdict")
+        description="who decided (an analyst id or name); kept with the verdict; not blank, "
+        "no NUL characters")
     note: Annotated[StrictStr, Field(max_length=MAX_NOTE_CHARS),
-                    AfterValidator(_no_nul)] | None = None
+                    AfterValidator(_no_nul)] | None = Field(
+        None, description="free text; no NUL characters")
     labelled_at: VerdictTime | None = Field(
-        None, description="when the verdict was made; default: when it arrives")
+        None, description=f"when the verdict was made; default: when it arrives. {NOT_BEFORE}")
 
 
 class FeedbackResult(BaseModel):

@@ -23,6 +23,7 @@ from serving.feedback import FeedbackService
 from serving.metrics import Metrics
 from serving.middleware import Observability, RequestGuard
 from serving.model_manager import ModelManager
+from serving.online_state import check_state_key
 from serving.openapi import build_openapi, docs_router
 from serving.responses import ErrorResponse
 from serving.scoring import ScoringService, body_limits
@@ -35,7 +36,11 @@ log = logging.getLogger("gendetect.serving")
 
 def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> FastAPI:
     settings = settings or get_settings()
-    keys = KeyRing.from_settings(settings)  # refuses half-open key settings
+    keys = KeyRing.from_settings(settings)  # refuses no keys, unless GENDETECT_AUTH=disabled
+    # A state written with another hash key stops the start here (before the
+    # port opens, exit 2 from `gendetect serve`), not at the model load in
+    # the background, where it would only be retried.
+    check_state_key(settings)
     metrics = Metrics()
     manager = ModelManager(settings, metrics)
     stores = Stores(settings)
@@ -99,7 +104,8 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> F
 
     if fast_path:  # innermost: after the body limits, inside metrics and logs
         app.add_middleware(ScoringFastPath, state=app.state)
-    app.add_middleware(RequestGuard, limits=body_limits(settings))
+    app.add_middleware(RequestGuard, limits=body_limits(settings),
+                       body_timeout=settings.body_timeout_seconds)
     app.add_middleware(Observability, metrics=metrics, current_version=manager.current_version)
     return app
 

@@ -4,6 +4,7 @@ access-log line plus metrics per request."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -24,15 +25,24 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyTooSlow(Exception):
+    pass
+
+
 class RequestGuard:
     """Every POST: a JSON Content-Type when it has a body (415 otherwise: a
     text/plain post is a "simple" cross-origin request that a web page can
     send without a CORS preflight), and a body limit per path (413), checked
-    on the Content-Length header and again while the body streams in."""
+    on the Content-Length header and again while the body streams in. The
+    body must arrive within `body_timeout` seconds of the request head (408,
+    connection closed): a client trickling a body, or sending none after its
+    Content-Length, held a connection and a task for as long as it liked."""
 
-    def __init__(self, app: ASGIApp, limits: Mapping[str, int]) -> None:
+    def __init__(self, app: ASGIApp, limits: Mapping[str, int],
+                 body_timeout: float = 30.0) -> None:
         self.app = app
         self.limits = dict(limits)
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -56,10 +66,15 @@ class RequestGuard:
             return
         received = 0
         started = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
 
         async def limited_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -76,6 +91,13 @@ class RequestGuard:
         except _BodyTooLarge:
             if not started:
                 await _too_large(send, limit)
+        except _BodyTooSlow:
+            if not started:
+                error = ApiError(408, "request_timeout",
+                                 f"request body not received within {self.body_timeout:g} s")
+                # Closed: the rest of the body may still come, and would be
+                # read as the next request.
+                await send_json(send, 408, error.body(), {"Connection": "close"})
 
 
 def _is_json(content_type: bytes) -> bool:

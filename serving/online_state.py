@@ -11,6 +11,15 @@ Entity ids reach either store as keyed hashes (settings.resolved_hash_key());
 replicas sharing Redis must share that key. A store that does not answer
 within settings.state_timeout_seconds raises StateUnavailableError (503);
 `ping()` is what /readyz asks.
+
+Each store records the check value of the hash key it was written with and
+refuses another key (gendetect.key_check): `check_state_key` runs that check
+when the app is made, before the port opens, so that `gendetect serve` stops
+with one line (exit 2) instead of starting every history from zero. A Redis
+that does not answer then is checked by the store at its first call (a
+changed key is a 503 and ping() False until the key is fixed). With
+settings.accept_new_hash_key the old state is moved aside (memory) or its
+prefix cleared (Redis) instead.
 """
 
 from __future__ import annotations
@@ -21,9 +30,12 @@ from datetime import datetime
 from typing import Any
 
 from gendetect.config import Settings
-from gendetect.features.online import OnlineWindowFeatures
+from gendetect.errors import StateUnavailableError
+from gendetect.features.online import OnlineWindowFeatures, Preview
 from gendetect.features.state import MemoryStateStore, RedisStateStore, StateStore
+from gendetect.features.state.memory import check_state_key as check_memory_key
 from gendetect.features.windows import WindowConfig
+from gendetect.key_check import HashKeyChangedError, key_check
 
 log = logging.getLogger("gendetect.serving")
 
@@ -45,18 +57,32 @@ class OnlineState:
 
     @classmethod
     def create(cls, config: WindowConfig, settings: Settings) -> OnlineState:
+        """Open the configured store; HashKeyChangedError (naming where the
+        key comes from) if it was written with another hash key."""
         key = settings.resolved_hash_key()
-        if settings.state_store == "redis":
-            log.info("online state: redis")
-            store: StateStore = RedisStateStore(
-                url=settings.redis_url, socket_timeout=settings.state_timeout_seconds
+        try:
+            if settings.state_store == "redis":
+                log.info("online state: redis")
+                redis_store = _redis_store(settings, key)
+                try:
+                    redis_store.check_key()
+                except StateUnavailableError:
+                    log.warning("online state: Redis does not answer; the hash key is checked "
+                                "at the first call that reaches it")
+                except HashKeyChangedError:
+                    redis_store.close()
+                    raise
+                return cls(config, redis_store, in_memory=False, entity_key=key)
+            path = settings.state_snapshot_path
+            log.info("online state: memory, snapshot and journal at %s", path)
+            store = MemoryStateStore(
+                snapshot_path=path,
+                journal_fsync_seconds=settings.state_journal_fsync_seconds,
+                key_check=key_check(key),
+                accept_new_key=settings.accept_new_hash_key,
             )
-            return cls(config, store, in_memory=False, entity_key=key)
-        path = settings.state_snapshot_path
-        log.info("online state: memory, snapshot and journal at %s", path)
-        store = MemoryStateStore(
-            snapshot_path=path, journal_fsync_seconds=settings.state_journal_fsync_seconds
-        )
+        except HashKeyChangedError as exc:
+            raise exc.with_source(settings.hash_key_source) from None
         return cls(config, store, in_memory=True, entity_key=key)
 
     def with_config(self, config: WindowConfig) -> OnlineState:
@@ -72,16 +98,32 @@ class OnlineState:
         to the OS, no fsync); a Redis round trip must not."""
         return self.in_memory
 
-    def compute(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    def compute(self, records: Sequence[Mapping[str, Any]],
+                fingerprints: Sequence[str] | None = None) -> list[dict[str, float]]:
         """Window features per record, recording each one; in order, so a
         batch's later records see its earlier ones. Invalid input (InputError)
         and a transaction id already recorded with other content
         (DuplicateTransactionError, also for one id twice in the batch with
         different content) are refused before anything is recorded; the same
-        record again is a retry, counted once."""
+        record again is a retry, counted once. For the API without its audit:
+        the state is then the only record of a request."""
         if len(records) == 1:
-            return [self.features.compute_and_record(records[0])]
-        return self.features.compute_and_record_many(records)
+            return [self.features.compute_and_record(
+                records[0], fingerprints[0] if fingerprints is not None else None)]
+        return self.features.compute_and_record_many(records, fingerprints)
+
+    def preview(self, records: Sequence[Mapping[str, Any]],
+                fingerprints: Sequence[str]) -> Preview:
+        """Features as `compute` would give them, recording nothing: with the
+        audit on, a request is recorded here only after its decision is
+        stored (`record`), or forgotten (`discard`)."""
+        return self.features.preview(records, fingerprints)
+
+    def record(self, preview: Preview) -> None:
+        self.features.record(preview)
+
+    def discard(self, preview: Preview) -> None:
+        self.features.discard(preview)
 
     def add_label(self, transaction_id: int | str, is_fraud: bool, labelled_at: datetime) -> bool:
         """False if the transaction is unknown or expired. With the memory
@@ -102,3 +144,36 @@ class OnlineState:
     def close(self) -> None:
         # The memory store writes its final snapshot on close.
         self.store.close()
+
+
+def _redis_store(settings: Settings, key: bytes) -> RedisStateStore:
+    return RedisStateStore(
+        url=settings.redis_url,
+        socket_timeout=settings.state_timeout_seconds,
+        key_check=key_check(key),
+        accept_new_key=settings.accept_new_hash_key,
+    )
+
+
+def check_state_key(settings: Settings) -> None:
+    """The state store's hash-key check, at start before anything is served
+    (serving.main.create_app): HashKeyChangedError, naming the state and
+    where the key comes from, if the state was written with another key
+    (with settings.accept_new_hash_key: the old state is set aside instead).
+    A Redis that does not answer now is left to the store's own check."""
+    key = settings.resolved_hash_key()
+    try:
+        if settings.state_store == "redis":
+            store = _redis_store(settings, key)
+            try:
+                store.check_key()
+            except StateUnavailableError:
+                log.warning("online state: Redis does not answer at start; the hash key is "
+                            "checked when it does")
+            finally:
+                store.close()
+        else:
+            check_memory_key(settings.state_snapshot_path, key_check(key),
+                             accept_new_key=settings.accept_new_hash_key)
+    except HashKeyChangedError as exc:
+        raise exc.with_source(settings.hash_key_source) from None

@@ -3,7 +3,8 @@
 - The scoring routes read raw bytes (their request models come from the
   schema of the model served now and change on a hot swap), so the document
   is FastAPI's plus the generated request bodies, rebuilt when the served
-  version changes.
+  version changes. The feedback routes read bytes too; their bodies (one
+  object or a list of 1 to `GENDETECT_MAX_BATCH_SIZE`) are always there.
 - Swagger UI and ReDoc are served from the assets that the fastapi-offline
   package ships, not from a CDN: fraud systems often run in closed networks.
 """
@@ -71,9 +72,9 @@ def build_openapi(app: FastAPI, manager: ModelManager) -> dict[str, Any]:
                       routes=app.routes)
     if served is not None:
         add_request_bodies(doc, served.record_model, served.batch_model)
+    add_feedback_bodies(doc, app.state.settings.max_batch_size)
     app.state.openapi_cache = (key, doc)
     return doc
-
 
 
 def add_request_bodies(
@@ -84,10 +85,17 @@ def add_request_bodies(
     components = doc.setdefault("components", {}).setdefault("schemas", {})
     _set_body(doc, "/v1/score", _register(components, record_model))
     _set_body(doc, "/v1/score/batch", _register(components, batch_model))
-    # The feedback routes read bytes too (one object or a list).
+    return doc
+
+
+def add_feedback_bodies(doc: dict[str, Any], max_items: int) -> dict[str, Any]:
+    """The feedback bodies: one object, or a list of 1 to `max_items` of
+    them (serving.feedback refuses an empty or longer list with a 422)."""
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
     for path, model in (("/v1/labels", LabelIn), ("/v1/feedback", VerdictIn)):
         one = _register(components, model)
-        _set_body(doc, path, {"anyOf": [one, {"type": "array", "items": one}]})
+        many = {"type": "array", "items": one, "minItems": 1, "maxItems": max_items}
+        _set_body(doc, path, {"anyOf": [one, many]})
     return doc
 
 

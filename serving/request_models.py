@@ -95,11 +95,31 @@ IsoTime = Annotated[datetime, BeforeValidator(date_time_text)]
 
 def timestamp_type(spec: FieldSpec, max_skew_seconds: float = DEFAULT_MAX_SKEW_SECONDS) -> Any:
     """The one request type of every time field: an RFC 3339 / ISO 8601
-    string (no epoch numbers), within the spec's and the clock's bounds."""
+    string (no epoch numbers), within the spec's and the clock's bounds,
+    which its JSON schema states too (see `time_schema`)."""
     return Annotated[
-        datetime, Field(strict=True), BeforeValidator(date_time_text),
-        AfterValidator(time_bounds(spec, max_skew_seconds)),
+        datetime, Field(strict=True, json_schema_extra=time_schema(spec, max_skew_seconds)),
+        BeforeValidator(date_time_text), AfterValidator(time_bounds(spec, max_skew_seconds)),
     ]
+
+
+def time_schema(spec: FieldSpec, max_skew_seconds: float) -> Callable[[dict[str, Any]], None]:
+    """The bounds `time_bounds` enforces, in the OpenAPI document: the
+    earliest time as `formatMinimum` (the JSON Schema vocabulary for bounds
+    on formatted strings), the skew as `x-maxClockSkewSeconds` (the latest
+    moves with the clock: no fixed maximum can say it), and both in words in
+    the description, which is what people and most tools read."""
+    earliest = spec.earliest.to_pydatetime().isoformat().replace("+00:00", "Z")
+    words = (f"RFC 3339 date-time (no epoch numbers; without an offset it means UTC), not "
+             f"before {earliest} and at most {max_skew_seconds:g} s ahead of the server clock.")
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["formatMinimum"] = earliest
+        schema["x-maxClockSkewSeconds"] = max_skew_seconds
+        given = schema.get("description")
+        schema["description"] = f"{given.rstrip()} {words}" if given else words
+
+    return extra
 
 _RECORD_CONFIG = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
 

@@ -116,10 +116,14 @@ class LabelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     transaction_id: TransactionId
-    # Label files carry 0/1; JSON clients send booleans. Both mean the same.
-    is_fraud: StrictBool | Literal[0, 1]
+    # Strict, like every record field: JSON has booleans, and a 1 or "true"
+    # is a client bug to name, not a label to guess (0/1 label files are
+    # read by the training jobs' --labels, not posted here).
+    is_fraud: StrictBool = Field(description="true: fraud, false: genuine (JSON booleans "
+                                 "only)")
     labelled_at: timestamp_type(_LABEL_TIME) | None = Field(  # type: ignore[valid-type]
-        None, description="when the label became known; default: now")
+        None, description="when the label became known; default: now. Not before the "
+        "transaction's own timestamp when this service stored its decision (422 otherwise).")
 
 
 class LabelResult(BaseModel):

@@ -10,35 +10,52 @@ schema), decisions out.
   well under a millisecond and a thread hop would cost about as much. Large
   batches and network-backed stores (Redis) run in a worker thread so that
   health checks stay responsive.
-- Nothing is recorded for a request that fails validation: the whole body is
-  validated before the state store is touched. A transaction id that is
-  already recorded is an idempotent retry when its content is the same (the
-  same decision comes back, counted once) and a 409 when it differs.
-- With the audit on (serving.stores), every decision is committed to the
-  database before it is returned (group commit, gendetect.stores.audit), and
-  a retried transaction gets the stored decision back exactly, even if
-  another model version is served since. The database unreachable: 503
-  `audit_unavailable`, and nothing is returned that was not stored. The
-  behaviour state has recorded the transaction by then; a retry with the
-  same content is recognised there and counted once.
+- Each record gets one identity, a keyed fingerprint of its canonical
+  content (gendetect.keyed_hash.RecordFingerprint), computed once and stored
+  by the behaviour state and the audit alike. A transaction id already
+  decided is an idempotent retry when its content is the same, in whatever
+  spelling (`Z` or `+00:00`, "42" or 42: the same decision comes back,
+  counted once), and a 409 when it differs.
+- Order with the audit on: validation, then the features (previewed: the
+  state store is read, nothing is recorded), the decision, the audit commit
+  (group commit, gendetect.stores.audit), and only then the transaction is
+  recorded in the behaviour state. A request that fails anywhere before the
+  commit (invalid, 409, 503 `audit_unavailable`, a crash) leaves the state
+  as it was: a 503 leaves no trace, a 2xx means stored. Safe under kill -9:
+  a process killed after the commit and before the state write has stored
+  a decision its client never received; the client's retry gets that
+  decision back from the audit and records the transaction then (recording
+  is idempotent), and without a retry one event is missing from the window
+  history, the same loss the journal's fsync period allows. Never the
+  reverse (state without a stored decision). Concurrent requests of one
+  customer still see each other: previewed events count in other previews
+  until they are recorded or discarded (gendetect.features.online).
+- With the audit off, the state is the only record: features are computed
+  and recorded in one atomic step.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from gendetect import drift
 from gendetect.config import Settings
 from gendetect.drift import LiveDrift
+from gendetect.features.online import Preview
+from gendetect.keyed_hash import RecordFingerprint
+from gendetect.schema import Schema
 from serving.auth import Principal
 from serving.errors import CORE_ERRORS, ApiError, from_core_error, invalid
 from serving.metrics import Metrics
 from serving.model_manager import ServedModel
 from serving.stores import Stores
+
+_T = TypeVar("_T")
 
 # Batches up to this size are scored on the event loop (a few ms at most).
 INLINE_BATCH_MAX = 32
@@ -63,6 +80,8 @@ class ScoringService:
         self.settings = settings
         self.metrics = metrics
         self.stores = stores
+        self._hash_key = settings.resolved_hash_key()
+        self._identity: tuple[Schema, RecordFingerprint] | None = None
         # Drift of what the served bundle scores (a new one per model swap).
         self._drift: LiveDrift | None = None
         self._drift_level = drift.level_from_env()
@@ -74,11 +93,10 @@ class ScoringService:
             record = served.record_model.model_validate_json(body).model_dump(by_alias=True)
         except ValidationError as exc:
             raise invalid(exc) from None
-        decided_at = datetime.now(UTC)
+        records = [record]
         inline = served.online is None or served.online.runs_inline
-        decisions = await self._run(inline, served, [record])
-        stored = await self.stores.audit(served.bundle.schema, [record], decisions, decided_at,
-                                         caller.name)
+        stored = await self._decide(served, records, self._fingerprints(served, records),
+                                    caller, inline)
         return stored[0]
 
     async def score_batch(self, served: ServedModel, body: bytes,
@@ -95,26 +113,64 @@ class ScoringService:
                                ) from None
             raise invalid(exc) from None
         records = [r.model_dump(by_alias=True) for r in batch.records]  # type: ignore[attr-defined]
-        _check_batch_ids(records, served.id_field)
-        decided_at = datetime.now(UTC)
+        fingerprints = self._fingerprints(served, records)
+        _check_batch_ids(records, fingerprints, served.id_field)
         inline = len(records) <= INLINE_BATCH_MAX and (
             served.online is None or served.online.runs_inline
         )
-        decisions = await self._run(inline, served, records)
-        stored = await self.stores.audit(served.bundle.schema, records, decisions, decided_at,
-                                         caller.name)
+        stored = await self._decide(served, records, fingerprints, caller, inline)
         return {"results": stored, "model": served.model_ref}
 
-    async def _run(self, inline: bool, served: ServedModel,
-                   records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if inline:
-            return self._score(served, records)
-        return await asyncio.to_thread(self._score, served, records)
-
-    def _score(self, served: ServedModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _decide(self, served: ServedModel, records: list[dict[str, Any]],
+                      fingerprints: list[str], caller: Principal,
+                      inline: bool) -> list[dict[str, Any]]:
+        """Validated records -> stored decisions. With the audit on: features
+        previewed (nothing recorded), decisions scored, stored in the audit,
+        and only then recorded in the behaviour state (see the module
+        docstring for why this order)."""
+        decided_at = datetime.now(UTC)
+        if self.stores.writer is None:  # the state is the only record
+            decisions, _ = await self._run(inline, self._score, served, records,
+                                           fingerprints, True)
+            return decisions
+        # Refused before any work: a request that cannot be stored is not scored.
+        self.stores.require_ready("audit_unavailable")
+        decisions, preview = await self._run(inline, self._score, served, records,
+                                             fingerprints, False)
         try:
-            windows = served.online.compute(records) if served.online is not None else None
-            decisions = served.bundle.score_records(records, windows)
+            stored = await self.stores.audit(served.bundle.schema, records, decisions,
+                                             fingerprints, decided_at, caller.name)
+        except BaseException:
+            if preview is not None:
+                served.online.discard(preview)  # type: ignore[union-attr]
+            raise
+        if preview is not None:
+            await self._run(inline, self._record, served, preview)
+        return stored
+
+    async def _run(self, inline: bool, work: Callable[..., _T], *args: Any) -> _T:
+        if inline:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
+
+    def _score(self, served: ServedModel, records: list[dict[str, Any]],
+               fingerprints: list[str], record_now: bool,
+               ) -> tuple[list[dict[str, Any]], Preview | None]:
+        online, preview = served.online, None
+        try:
+            if online is None:
+                windows = None
+            elif record_now:
+                windows = online.compute(records, fingerprints)
+            else:
+                preview = online.preview(records, fingerprints)
+                windows = preview.features
+            try:
+                decisions = served.bundle.score_records(records, windows)
+            except BaseException:
+                if preview is not None:
+                    online.discard(preview)  # type: ignore[union-attr]
+                raise
         except CORE_ERRORS as exc:
             raise from_core_error(exc) from None
         ref, id_field, flagged = served.model_ref, served.id_field, 0
@@ -125,7 +181,27 @@ class ScoringService:
             flagged += decision["is_fraud"]
         self.metrics.observe_scores(len(records), flagged)
         self._live_drift(served).add(records, windows, [d["score"] for d in decisions])
-        return decisions
+        return decisions, preview
+
+    @staticmethod
+    def _record(served: ServedModel, preview: Preview) -> None:
+        """The stored decisions' transactions into the behaviour state. If the
+        store fails here the decisions are stored but not yet counted: 503,
+        and the client's retry gets its stored decision back and records it
+        (recording is idempotent)."""
+        assert served.online is not None
+        try:
+            served.online.record(preview)
+        except CORE_ERRORS as exc:
+            raise from_core_error(exc) from None
+
+    def _fingerprints(self, served: ServedModel, records: list[dict[str, Any]]) -> list[str]:
+        """One identity per record, for the state and the audit alike."""
+        schema = served.bundle.schema
+        cached = self._identity
+        if cached is None or cached[0] is not schema:
+            cached = self._identity = (schema, RecordFingerprint.for_schema(schema, self._hash_key))
+        return cached[1].digests(records)
 
     def _live_drift(self, served: ServedModel) -> LiveDrift:
         live = self._drift
@@ -136,16 +212,17 @@ class ScoringService:
         return live
 
 
-def _check_batch_ids(records: list[dict[str, Any]], id_field: str | None) -> None:
+def _check_batch_ids(records: list[dict[str, Any]], fingerprints: list[str],
+                     id_field: str | None) -> None:
     """One transaction id twice in a batch with different content is refused
-    before anything is recorded (the same content twice is a retry)."""
+    before anything is recorded (the same content twice, in any spelling, is
+    a retry)."""
     if id_field is None:
         return
-    seen: dict[Any, dict[str, Any]] = {}
-    for i, record in enumerate(records):
-        tid = record.get(id_field)
-        first = seen.setdefault(tid, record)
-        if first is not record and first != record:
+    seen: dict[Any, str] = {}
+    for i, (record, fingerprint) in enumerate(zip(records, fingerprints, strict=True)):
+        first = seen.setdefault(record.get(id_field), fingerprint)
+        if first != fingerprint:
             raise ApiError(409, "duplicate_transaction",
                            "the same transaction id twice in one batch with different content",
                            [{"field": f"records[{i}].{id_field}",

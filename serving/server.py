@@ -20,6 +20,13 @@ HTTP parsing: uvicorn uses httptools when it is installed and h11 (pure
 Python) otherwise; httptools costs about half as much CPU per request.
 uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown (lifespan end,
 state snapshot), so a stopped server exits by that signal.
+
+Connections are bounded (settings `*_timeout_seconds`, `max_connections`):
+a request head must arrive within the header timeout (serving.connections),
+its body within the body timeout (serving.middleware.RequestGuard, 408), a
+kept-alive connection may stay idle for the idle timeout, and requests on
+connections beyond `max_connections` are answered 503 and closed. Before,
+idle or slow connections were held for as long as the client liked.
 """
 
 from __future__ import annotations
@@ -99,6 +106,7 @@ def cli_main(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from serving.connections import deadline_protocol
     from serving.main import create_app
 
     # The audit writer is a second thread (gendetect.stores.audit). When the
@@ -119,7 +127,14 @@ def cli_main(args: argparse.Namespace) -> int:
         lifespan="on",
         log_config=None,  # our logging setup above; uvicorn's loggers propagate to it
         access_log=False,  # the app logs route/status/latency/model itself
-        timeout_keep_alive=30,
+        # Connection limits: a deadline on each request head (uvicorn has
+        # none), the body's in RequestGuard, the idle one uvicorn's own.
+        http=deadline_protocol(settings.header_timeout_seconds),
+        timeout_keep_alive=settings.idle_timeout_seconds,  # type: ignore[arg-type]
+        # uvicorn counts the connection asking among the open ones, and
+        # answers 503 (connection closed) from `limit` on: + 1 admits
+        # max_connections at once.
+        limit_concurrency=settings.max_connections + 1,
         server_header=False,
     )
     server = uvicorn.Server(config)

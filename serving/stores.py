@@ -8,6 +8,13 @@ audit of the decisions the scoring routes return.
   and an unreachable one is retried every few seconds. Until it is ready,
   scoring with the audit on answers 503 `audit_unavailable` and /readyz says
   why.
+- Then the hash key's check value is compared with the one the database
+  recorded (gendetect.stores.hash_key): a database whose decisions were
+  written with another key keeps the service not ready for good (an ERROR
+  log line, /readyz and every audit 503 say why) until the old key is back
+  or GENDETECT_ACCEPT_NEW_HASH_KEY records the new one; its rows are never
+  deleted. Not ready rather than a failed start: the check needs the
+  database, which may come up after the port opened.
 - With `audit_enabled` off nothing is written for scoring; verdicts and the
   review queue still use the database.
 """
@@ -24,10 +31,12 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gendetect.config import Settings
 from gendetect.errors import DuplicateTransactionError
+from gendetect.key_check import HashKeyChangedError, key_check
 from gendetect.schema import Schema
 from gendetect.stores.audit import AuditWriter
-from gendetect.stores.database import make_engine, ping
+from gendetect.stores.database import make_engine
 from gendetect.stores.errors import SchemaVersionError, StoreUnavailableError
+from gendetect.stores.hash_key import check_hash_key
 from gendetect.stores.records import RowBuilder
 from gendetect.stores.review import ReviewStore
 from gendetect.stores.verdicts import VerdictStore
@@ -59,8 +68,9 @@ class Stores:
                        if settings.audit_enabled else None)
         self.verdicts = VerdictStore(self.engine)
         self.review = ReviewStore(self.engine)
-        self.ready = False
+        self.ready = False  # the start-up checks passed and the writer runs
         self.problem: str | None = "database schema not checked yet"
+        self.ping_problem: str | None = None  # what the last readiness probe found
         self._hash_key = settings.resolved_hash_key()
         self._builder: tuple[Schema, RowBuilder] | None = None
 
@@ -74,7 +84,15 @@ class Stores:
         while True:
             try:
                 await asyncio.to_thread(ensure_schema, self.engine)
+                await asyncio.to_thread(check_hash_key, self.engine, key_check(self._hash_key),
+                                        accept_new_key=self.settings.accept_new_hash_key)
                 break
+            except HashKeyChangedError as exc:
+                # Not retried: only a restart with the old key (or the accept
+                # setting) changes the answer.
+                self.problem = str(exc.with_source(self.settings.hash_key_source))
+                log.error("%s", self.problem)
+                return
             except Exception as exc:  # retried: the database may come up later
                 wait = 30.0 if isinstance(exc, SchemaVersionError) else RETRY_SECONDS
                 message = (str(exc) if isinstance(exc, SchemaVersionError)
@@ -95,7 +113,38 @@ class Stores:
         self.engine.dispose()
 
     def ping(self) -> bool:
-        return self.ready and ping(self.engine)
+        """For /readyz: the database answers and holds the schema scoring
+        writes to, at this version's revision, made with this hash key.
+        `SELECT 1` is not enough: a database recreated empty answers it while
+        every audit insert fails. An empty one gets the migrations again, as
+        at start; one at another revision is not ready, with the reason in
+        `ping_problem`, until `gendetect db upgrade`. Scoring does not wait
+        for this probe: it fails or succeeds on the database by itself.
+        Never raises; bounded by the engine's timeouts."""
+        if not self.ready:
+            self.ping_problem = self.problem
+            return False
+        from gendetect.stores.migrate import ensure_schema
+
+        try:
+            ensure_schema(self.engine)
+            check_hash_key(self.engine, key_check(self._hash_key),
+                           accept_new_key=self.settings.accept_new_hash_key)
+        except HashKeyChangedError as exc:
+            message = str(exc.with_source(self.settings.hash_key_source))
+        except SchemaVersionError as exc:
+            message = str(exc)
+        except Exception as exc:
+            message = f"database not reachable ({type(exc).__name__})"
+        else:
+            if self.ping_problem is not None:
+                log.info("database ready again")
+            self.ping_problem = None
+            return True
+        if message != self.ping_problem:
+            log.warning("database not ready: %s", message)
+        self.ping_problem = message
+        return False
 
     def require_ready(self, code: str) -> None:
         if not self.ready:
@@ -110,14 +159,16 @@ class Stores:
         return cached[1]
 
     async def audit(self, schema: Schema, records: Sequence[Mapping[str, Any]],
-                    decisions: list[dict[str, Any]], decided_at: datetime,
-                    key_name: str | None) -> list[dict[str, Any]]:
+                    decisions: list[dict[str, Any]], fingerprints: Sequence[str],
+                    decided_at: datetime, key_name: str | None) -> list[dict[str, Any]]:
         """Store the decisions before they are returned; a retried
-        transaction gets its stored decision back instead of the new one."""
+        transaction gets its stored decision back instead of the new one.
+        `fingerprints`: the records' identities (the same the state keeps)."""
         if self.writer is None:
             return decisions
         self.require_ready("audit_unavailable")
-        rows = self._rows_builder(schema).rows(records, decisions, decided_at, key_name)
+        rows = self._rows_builder(schema).rows(records, decisions, decided_at, key_name,
+                                               fingerprints)
         try:
             outcome = await self.writer.write(rows)
         except StoreUnavailableError as exc:

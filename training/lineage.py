@@ -9,8 +9,12 @@
   image without git, the `GENDETECT_CODE_VERSION` build argument) and
   MLflow's own `mlflow.source.git.commit`.
 - Every registered version carries tags (kind, data window, headline
-  metrics, label counts, the training key) set atomically with the version,
-  and a description that is the head of its model card.
+  metrics, label counts, the training key) and a description that is the
+  head of its model card, set atomically with the version together with the
+  completion tag (gendetect.tracking.COMPLETE_TAG); its run then gets the
+  `gendetect.model_version` tag. A version an interrupted job (or an older
+  gendetect) left without the card, the completion tag or the run's tag is
+  repaired when a rerun finds it (`find_version`), before any alias.
 
 The training key identifies what a version was trained from: the kind, the
 training config, the schema, the digest of the training rows and of their
@@ -23,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
+import tempfile
 import warnings
 from functools import cache
 from pathlib import Path
@@ -33,20 +39,27 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 
 from gendetect import __version__
 from gendetect.config import Settings
 from gendetect.data.io import fingerprint
-from gendetect.tracking import RegisteredModel, configure
+from gendetect.tracking import COMPLETE, COMPLETE_TAG, RegisteredModel, configure
 
 CODE_VERSION_TAG = "gendetect.code_version"
 TRAINING_KEY_TAG = "gendetect.training_key"
+# On a training run: the version registered from it.
+MODEL_VERSION_TAG = "gendetect.model_version"
+MODEL_CARD = "model_card.md"
 WINDOW_TAGS = ("gendetect.window.since", "gendetect.window.until",
                "gendetect.window.holdout_start", "gendetect.window.holdout_end")
 # Headline metrics copied onto a version's tags (when the run has them).
 HEADLINE = ("average_precision", "roc_auc", "card_precision_at_100", "precision_at_alert_rate",
             "recall_at_alert_rate")
 _REPO = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -156,7 +169,9 @@ def version_tags(kind: str, key: str, window: dict[str, str], results: dict[str,
 
 
 def find_version(settings: Settings, key: str) -> RegisteredModel | None:
-    """The newest READY version with this training key whose run finished."""
+    """The newest READY version with this training key whose run finished,
+    made complete first (`complete_version`); versions that cannot be are
+    passed over."""
     client = configure(settings)
     try:
         versions = client.search_model_versions(
@@ -166,9 +181,46 @@ def find_version(settings: Settings, key: str) -> RegisteredModel | None:
     for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
         if mv.status != "READY" or not mv.run_id:
             continue
-        if client.get_run(mv.run_id).info.status == "FINISHED":
+        run = client.get_run(mv.run_id)
+        if run.info.status == "FINISHED" and complete_version(client, mv, run):
             return RegisteredModel(mv.name, str(mv.version), mv.run_id)
     return None
+
+
+def tag_run_version(client: MlflowClient, run_id: str, version: str) -> None:
+    client.set_tag(run_id, MODEL_VERSION_TAG, version)
+
+
+def complete_version(client: MlflowClient, mv: ModelVersion, run: Run) -> bool:
+    """Finish what an interrupted job left undone on a registered version:
+    the run's MODEL_VERSION_TAG (set after the version, a call of its own)
+    and, for a version without the completion tag (registered by an older
+    gendetect, in separate calls), the model card as its description, read
+    back from the run. The completion tag comes last, so that a repair
+    interrupted in turn is done again. False (nothing changed) when the run
+    has no model card to take it from: such a version is not reused."""
+    version = str(mv.version)
+    if mv.tags.get(COMPLETE_TAG) != COMPLETE:
+        if not mv.description:
+            card = _model_card(client, run.info.run_id)
+            if card is None:
+                log.warning("version %s has no model card and its run none to take it from: "
+                            "not reused", version)
+                return False
+            client.update_model_version(mv.name, version, description=describe_version(card))
+        client.set_model_version_tag(mv.name, version, COMPLETE_TAG, COMPLETE)
+        log.warning("version %s was left incomplete by an interrupted job: completed", version)
+    if run.data.tags.get(MODEL_VERSION_TAG) != version:
+        tag_run_version(client, run.info.run_id, version)
+    return True
+
+
+def _model_card(client: MlflowClient, run_id: str) -> str | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return Path(client.download_artifacts(run_id, MODEL_CARD, tmp)).read_text()
+        except (mlflow.exceptions.MlflowException, OSError):
+            return None
 
 
 def describe_version(card: str, limit: int = 4000) -> str:

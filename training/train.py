@@ -120,9 +120,12 @@ def train_one(
     Order, so that a job killed at any point leaves nothing half-made: every
     artifact (plots, schema, fingerprint, model card, the model) is logged in
     the run; the run ends FINISHED; only then is the logged model registered
-    as a version; the alias moves last. A kill before registration leaves a
-    FAILED (or, after SIGKILL, stale RUNNING) run and no version; a kill after
-    it leaves a complete version without the alias.
+    as a version, with its tags, model card and completion tag in the same
+    call; the run is tagged with the version; the alias moves last, and only
+    onto a complete version. A kill before registration leaves a FAILED (or,
+    after SIGKILL, stale RUNNING) run and no version; a kill after it leaves a
+    complete version without the alias (its run perhaps without the version
+    tag, which a rerun that reuses the version adds).
 
     With `reuse`, a finished version trained from the same inputs (the
     training key: kind, config, schema, training rows, their labels, code
@@ -182,7 +185,7 @@ def train_one(
              "code_version": lineage.code_version(), "fairness": groups}
         )
         card = model_card(bundle, results, data)
-        mlflow.log_text(card, "model_card.md")
+        mlflow.log_text(card, lineage.MODEL_CARD)
         logged = log_bundle_model(bundle, data.train[columns].head(5))
     labels_meta = {**data.label_info, **bundle.metadata.get("labels", {})}
     registered = register_bundle(
@@ -190,7 +193,10 @@ def train_one(
         tags=lineage.version_tags(kind, key, data.window, results, labels_meta),
         description=lineage.describe_version(card),
     )
-    configure(settings).set_tag(run.info.run_id, "gendetect.model_version", registered.version)
+    # A call of its own (a run tag, not the version's): a job killed just
+    # before it leaves a complete version whose run lacks it, which
+    # lineage.find_version adds when a rerun reuses the version.
+    lineage.tag_run_version(configure(settings), run.info.run_id, registered.version)
     if alias:
         set_alias(settings, alias, registered.version)
     seconds = time.perf_counter() - started

@@ -12,15 +12,31 @@ like the offline features.
 
 Customer and terminal ids reach the store as keyed hashes (HMAC-SHA256 with
 `entity_key`, 128 bits in hex), never as the ids themselves. Each recorded
-transaction carries a fingerprint of its whole record, so that the same
-transaction id sent again is a retry (same content: its features, counted
-once) or a conflict (DuplicateTransactionError, nothing changes).
+transaction carries a keyed fingerprint of its whole record (the caller's,
+gendetect.keyed_hash.RecordFingerprint, or a keyed digest of the record as
+given), so that the same transaction id sent again is a retry (same content:
+its features, counted once) or a conflict (DuplicateTransactionError,
+nothing changes).
+
+Two ways to use it:
+- `compute_and_record(_many)`: features and recording in one atomic step,
+  for callers whose only record of a transaction is this state.
+- `preview` then `record` or `discard`: features first, changing nothing,
+  and the transaction recorded only once the caller has stored its decision
+  elsewhere (the API's audit): a request that fails leaves no trace here.
+  Between the two, the previewed events are "in flight" and count in the
+  previews of other requests of the same customer or terminal, so that a
+  burst of concurrent requests sees itself as it does with `compute_and_record`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
@@ -40,7 +56,7 @@ from gendetect.features.state import (
     WindowSums,
 )
 from gendetect.features.windows import WindowConfig, _plans
-from gendetect.keyed_hash import EntityHasher, record_digest
+from gendetect.keyed_hash import UNKEYED, EntityHasher, record_digest
 from gendetect.timestamps import days_to_ns, to_ns
 
 
@@ -94,6 +110,8 @@ class OnlineWindowFeatures:
         self.config = config or WindowConfig()
         self.store: StateStore = store if store is not None else MemoryStateStore()
         self._hasher = EntityHasher(entity_key)
+        self._record_key = entity_key if entity_key is not None else UNKEYED
+        self._in_flight = _InFlight()
         self._plan = window_plan(self.config)
         self._horizons = self._plan.horizons
 
@@ -101,13 +119,16 @@ class OnlineWindowFeatures:
     def feature_names(self) -> tuple[str, ...]:
         return self.config.feature_names
 
-    def compute_and_record(self, record: Mapping[str, Any]) -> dict[str, float]:
+    def compute_and_record(
+        self, record: Mapping[str, Any], fingerprint: str | None = None
+    ) -> dict[str, float]:
         """Features of `record` (the transaction itself included), which is then
         part of the history. The same transaction id again with the same
         record (a retried request) returns its features without counting it
         twice; with a different record it raises DuplicateTransactionError
-        and changes nothing."""
-        event = self._event(record, with_fingerprint=True)
+        and changes nothing. `fingerprint`: the record's identity if the
+        caller has computed it (else a keyed digest of the record as given)."""
+        event = self._event(record, fingerprint)
         try:
             sums = self.store.record_and_query(event, self._plan)
         except DuplicateTransactionError as exc:
@@ -115,12 +136,12 @@ class OnlineWindowFeatures:
         return self._features(sums)
 
     def compute_and_record_many(
-        self, records: Sequence[Mapping[str, Any]]
+        self, records: Sequence[Mapping[str, Any]], fingerprints: Sequence[str] | None = None
     ) -> list[dict[str, float]]:
         """`compute_and_record` for each record in order (later records see
         earlier ones), all or nothing for invalid input and conflicting
         duplicates: those raise before anything is recorded."""
-        events = [self._event(r, with_fingerprint=True) for r in records]
+        events = self._events(records, fingerprints)
         try:
             sums = self.store.record_and_query_many(events, self._plan)
         except DuplicateTransactionError as exc:
@@ -129,8 +150,57 @@ class OnlineWindowFeatures:
 
     def compute(self, record: Mapping[str, Any]) -> dict[str, float]:
         """Features of `record` as if it were recorded now, without recording it."""
-        event = self._event(record, with_fingerprint=False)
+        event = self._event(record, "")
         return self._features(self.store.record_and_query(event, self._plan, record=False))
+
+    def preview(
+        self, records: Sequence[Mapping[str, Any]], fingerprints: Sequence[str] | None = None
+    ) -> Preview:
+        """The features `compute_and_record_many` would give `records`, changing
+        nothing in the store: each record sees the store, the earlier records
+        of `records` and the events of other previews still in flight. The
+        events stay in flight until `record` or `discard` (call one of them,
+        always). Invalid input raises InputError before anything is held."""
+        events = self._events(records, fingerprints)
+        plan = self._plan
+        sums = [self.store.record_and_query(e, plan, record=False) for e in events]
+        # Earlier records of this batch that the store has not seen count in
+        # the later ones, as they would once recorded one by one.
+        stored = self.store.known_fingerprints([e.transaction_id for e in events]) \
+            if len(events) > 1 else {}
+        fresh = [e for e in events if e.transaction_id not in stored]
+        token = self._in_flight.add(fresh)
+        features = []
+        for i, (event, answer) in enumerate(zip(events, sums, strict=True)):
+            others = self._in_flight.near(event, token)
+            if i:
+                others += [e for e in events[:i] if e.transaction_id not in stored]
+            features.append(self._features(_with_unrecorded(answer, event, others, plan)))
+        return Preview(events, features, token)
+
+    def record(self, preview: Preview) -> None:
+        """Record a preview's events (the caller stored their decisions), then
+        take them out of flight. A transaction the store already holds with
+        another fingerprint (recorded before its identity was computed the
+        way it is now) is left as the store has it: the caller's own store
+        decided that this request is new, and it is the authority."""
+        try:
+            if len(preview.events) > 1:
+                try:
+                    self.store.record_and_query_many(preview.events, self._plan)
+                    return
+                except DuplicateTransactionError:
+                    pass  # one by one below, keeping the store's version of the conflict
+            for event in preview.events:
+                with contextlib.suppress(DuplicateTransactionError):
+                    self.store.record_and_query(event, self._plan)
+        finally:
+            self._in_flight.remove(preview.token)
+
+    def discard(self, preview: Preview) -> None:
+        """Forget a preview whose decisions were not stored: nothing of it
+        stays, in the store or in flight."""
+        self._in_flight.remove(preview.token)
 
     def add_label(self, transaction_id: Any, is_fraud: bool, labelled_at: Any) -> bool:
         """Record the label of a past transaction, known from `labelled_at` on.
@@ -144,7 +214,14 @@ class OnlineWindowFeatures:
         return self._hasher.digest(value, field)
 
     # ------------------------------------------------------------- internals
-    def _event(self, record: Mapping[str, Any], *, with_fingerprint: bool) -> TxEvent:
+    def _events(
+        self, records: Sequence[Mapping[str, Any]], fingerprints: Sequence[str] | None
+    ) -> list[TxEvent]:
+        if fingerprints is None:
+            return [self._event(r, None) for r in records]
+        return [self._event(r, f) for r, f in zip(records, fingerprints, strict=True)]
+
+    def _event(self, record: Mapping[str, Any], fingerprint: str | None) -> TxEvent:
         c = self.config
         for name in (c.id_col, c.time_col, c.customer_col, c.terminal_col, c.amount_col):
             if name not in record or record[name] is None:
@@ -164,7 +241,10 @@ class OnlineWindowFeatures:
             customer=self.entity_digest(record[c.customer_col], c.customer_col),
             terminal=self.entity_digest(record[c.terminal_col], c.terminal_col),
             amount=amount,
-            fingerprint=record_digest(record) if with_fingerprint else "",
+            # Keyed: an unkeyed digest next to the record's time and amount
+            # gives its ids back to a brute-force search.
+            fingerprint=(fingerprint if fingerprint is not None
+                         else record_digest(record, self._record_key)),
         )
 
     def _features(self, sums: WindowSums) -> dict[str, float]:
@@ -181,6 +261,109 @@ class OnlineWindowFeatures:
             out[names[k + 1]] = frauds / nb if nb > 0 else 0.0
             k += 2
         return out
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What `OnlineWindowFeatures.preview` computed: the checked events, their
+    features, and the handle of their entry in flight."""
+
+    events: list[TxEvent]
+    features: list[dict[str, float]]
+    token: int
+
+
+class _InFlight:
+    """Events previewed but neither recorded nor discarded yet, by customer
+    and by terminal, for the previews of concurrent requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+        self._batches: dict[int, list[TxEvent]] = {}
+        self._customers: defaultdict[str, dict[int, list[TxEvent]]] = defaultdict(dict)
+        self._terminals: defaultdict[str, dict[int, list[TxEvent]]] = defaultdict(dict)
+
+    def add(self, events: list[TxEvent]) -> int:
+        with self._lock:
+            self._next += 1
+            token = self._next
+            self._batches[token] = events
+            for e in events:
+                self._customers[e.customer].setdefault(token, []).append(e)
+                self._terminals[e.terminal].setdefault(token, []).append(e)
+            return token
+
+    def remove(self, token: int) -> None:
+        with self._lock:
+            for e in self._batches.pop(token, ()):
+                for index, key in ((self._customers, e.customer), (self._terminals, e.terminal)):
+                    entries = index.get(key)
+                    if entries is not None:
+                        entries.pop(token, None)
+                        if not entries:
+                            del index[key]
+
+    def near(self, event: TxEvent, token: int) -> list[TxEvent]:
+        """In-flight events of other previews that share `event`'s customer or
+        terminal (usually none: the common case costs two lookups)."""
+        if not self._batches or (len(self._batches) == 1 and token in self._batches):
+            return []
+        with self._lock:
+            out: list[TxEvent] = []
+            for index, key in ((self._customers, event.customer),
+                               (self._terminals, event.terminal)):
+                for other, events in index.get(key, {}).items():
+                    if other != token:
+                        out.extend(events)
+            return out
+
+
+def _inside(other: TxEvent, event: TxEvent, window: tuple[int, int | None]) -> bool:
+    """Whether `other` falls in `window` of `event` (the store's definition,
+    gendetect.features.state.model.Window)."""
+    start, end = window
+    t = event.time_ns
+    if other.time_ns <= t - start:
+        return False
+    if end is not None:
+        return other.time_ns <= t - end
+    return (other.time_ns, other.transaction_id) <= (t, event.transaction_id)
+
+
+def _with_unrecorded(
+    sums: WindowSums, event: TxEvent, others: Iterable[TxEvent], plan: WindowPlan
+) -> WindowSums:
+    """`sums` (what the store answered for `event`) with unrecorded events
+    added where they fall in the windows: each transaction once, never the
+    request's own. They carry no labels, so fraud counts stay."""
+    c_counts = c_sums = t_counts = None
+    seen = {event.transaction_id}
+    for other in others:
+        if other.transaction_id in seen:
+            continue
+        seen.add(other.transaction_id)
+        if other.customer == event.customer:
+            if c_counts is None:
+                c_counts, c_sums = list(sums.customer_counts), list(sums.customer_sums)
+            assert c_sums is not None
+            for k, window in enumerate(plan.customer):
+                if _inside(other, event, window):
+                    c_counts[k] += 1
+                    c_sums[k] += other.amount
+        if other.terminal == event.terminal:
+            if t_counts is None:
+                t_counts = list(sums.terminal_counts)
+            for k, window in enumerate(plan.terminal):
+                if _inside(other, event, window):
+                    t_counts[k] += 1
+    if c_counts is None and t_counts is None:
+        return sums
+    return sums._replace(
+        customer_counts=tuple(c_counts) if c_counts is not None else sums.customer_counts,
+        customer_sums=tuple(c_sums) if c_sums is not None else sums.customer_sums,
+        terminal_counts=tuple(t_counts) if t_counts is not None else sums.terminal_counts,
+    )
 
 
 def replay(df: pd.DataFrame, online: OnlineWindowFeatures) -> pd.DataFrame:

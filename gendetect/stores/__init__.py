@@ -16,6 +16,8 @@ the same code, the psycopg driver as the `postgres` extra).
   conflicting transaction ids).
 - `verdicts`: analyst verdicts (append-only history, latest wins) and the
   review queue; `export`: verdicts as a labels file for training.
+- `hash_key`: the check value of the hash key the rows were written with,
+  compared when the API starts (a changed key is refused, never wiped).
 
 Entity ids (the schema's `entity` fields) are written only as keyed hashes
 (HMAC-SHA256 with `Settings.resolved_hash_key()`, the digest the online

@@ -11,11 +11,16 @@ service, the more requests a commit carries, so the fixed cost of a commit
 (an fsync, a round trip: about half a millisecond of CPU) is shared instead
 of paid per request; an idle service writes a lone request at once.
 
-- A request waits at most `timeout` seconds; then it fails with
-  StoreUnavailableError (the API's 503 `audit_unavailable`) and its rows are
-  skipped if the writer has not reached them yet. A row may thus be stored
-  for a request that answered 503, never the reverse: a decision returned
-  with a 2xx is committed.
+- Stored if and only if answered: a request whose rows the writer has not
+  taken up within `timeout` seconds gives up (StoreUnavailableError, the
+  API's 503 `audit_unavailable`), and the writer skips them. Taking rows up
+  and giving up exclude each other (one lock): rows the writer has taken
+  are in a commit, and their request waits for its outcome, which the
+  database's own timeouts bound (the engine's connect, lock and statement
+  timeouts, also `timeout`); a 503 thus never hides a stored decision, and
+  a 2xx never a lost one. Only a commit that has not finished `timeout` + 1 s
+  after that (a database that stops answering mid-commit) answers 503
+  without knowing the outcome.
 - More than `queue_max` rows waiting: refused at once (back-pressure while
   the database is slow) rather than queueing requests that will time out.
 - A group is first inserted as it is, in one statement without reads (the
@@ -60,11 +65,20 @@ MAX_GROUP_ROWS = 5000
 _STOP = object()
 
 
+# An item's life: waiting for the writer, then taken up by it (in a commit)
+# or abandoned by its request (never both: see the module docstring).
+_WAITING, _TAKEN, _ABANDONED = 0, 1, 2
+# How much longer than `timeout` a request waits for a commit already running.
+COMMIT_GRACE_SECONDS = 1.0
+
+
 @dataclass(slots=True)
 class _Item:
     rows: Sequence[AuditRow]
     future: asyncio.Future[Outcome]
     loop: asyncio.AbstractEventLoop
+    state: int = _WAITING
+    timer: asyncio.TimerHandle | None = None
 
 
 class AuditWriter:
@@ -115,14 +129,29 @@ class AuditWriter:
             # in this iteration joins the same item list (see _flush).
             pending = self._pending_items[loop] = []
             loop.call_soon(self._flush, loop)
-        pending.append(_Item(rows, future, loop))
+        item = _Item(rows, future, loop)
+        pending.append(item)
+        item.timer = loop.call_later(self.timeout, self._expire, item)
         try:
-            async with asyncio.timeout(self.timeout):
-                return await future
-        except TimeoutError:
-            raise StoreUnavailableError(
-                f"the database did not commit within {self.timeout:g} s"
-            ) from None
+            return await future
+        finally:
+            if item.timer is not None:
+                item.timer.cancel()
+
+    def _expire(self, item: _Item) -> None:
+        """On the request's loop, `timeout` after it queued its rows."""
+        with self._lock:
+            abandoned = item.state == _WAITING
+            if abandoned:
+                item.state = _ABANDONED
+        if abandoned:
+            _fail(item.future, StoreUnavailableError(
+                f"the database did not take the decision within {self.timeout:g} s; "
+                "nothing was stored"))
+        else:  # in a commit: its outcome is the answer
+            item.timer = item.loop.call_later(COMMIT_GRACE_SECONDS, _fail, item.future,
+                                              StoreUnavailableError(
+                                                  "the database did not finish the commit"))
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._queue.put(self._pending_items.pop(loop))
@@ -142,10 +171,15 @@ class AuditWriter:
                 items.extend(handed)
                 if n >= MAX_GROUP_ROWS:
                     break
+            # Requests that gave up (timed out, or went away) are not written;
+            # the others are taken up and wait for this commit's outcome.
+            live = []
             with self._lock:
                 self._pending -= n
-            # Requests that gave up (timed out) are not written any more.
-            live = [i for i in items if not i.future.done()]
+                for item in items:
+                    if item.state == _WAITING and not item.future.done():
+                        item.state = _TAKEN
+                        live.append(item)
             if live:
                 self._deliver(live, self._commit_safely(live))
         self._drop_connection()
@@ -229,6 +263,11 @@ def _drain(first: Any, q: queue.SimpleQueue[Any]) -> Iterator[Any]:
             yield q.get_nowait()
         except queue.Empty:
             return
+
+
+def _fail(future: asyncio.Future[Outcome], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _resolve(pairs: list[tuple[asyncio.Future[Outcome], Any]]) -> None:

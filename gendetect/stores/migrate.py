@@ -10,6 +10,7 @@ message that says what to run.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def alembic_config() -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
+    # The migration files of this installation: read once (readiness asks often).
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head

@@ -2,8 +2,9 @@
 and the decision the API returns, and the decision read back from a row.
 
 Written: the transaction id, the record's event time, the request time, the
-model, score, risk, flag, threshold, top features and reasons, a keyed
-fingerprint of the whole record, the key's name, and the schema's entity ids
+model, score, risk, flag, threshold, top features and reasons, the keyed
+fingerprint of the record's canonical content (the identity the online
+state keeps too), the key's name, and the schema's entity ids
 as keyed hashes (the online state's digest: HMAC-SHA256, 128 bits). Not
 written: any other record field; in particular nothing the schema flags
 `pii` (an entity id only as its hash).
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gendetect.keyed_hash import EntityHasher, record_digest
+from gendetect.keyed_hash import EntityHasher, RecordFingerprint
 from gendetect.schema import Schema
 
 
@@ -66,6 +67,7 @@ class RowBuilder:
     def __init__(self, schema: Schema, hash_key: bytes) -> None:
         self.key = hash_key
         self._entities = EntityHasher(hash_key)
+        self.fingerprint = RecordFingerprint.for_schema(schema, hash_key)
         fields = schema.fields
         self.id_field = next((f.name for f in fields if f.kind == "id" and not f.pii), None)
         self.time_field = next(
@@ -74,17 +76,22 @@ class RowBuilder:
         self.entity_fields = [f.name for f in fields if f.kind == "entity"]
 
     def rows(self, records: Sequence[Mapping[str, Any]], decisions: Sequence[dict[str, Any]],
-             decided_at: datetime, key_name: str | None) -> list[AuditRow]:
+             decided_at: datetime, key_name: str | None,
+             fingerprints: Sequence[str] | None = None) -> list[AuditRow]:
+        """One row per decision; `fingerprints` if the caller has the
+        records' identities already (the API computes them once per request),
+        else computed here the same way."""
         at = utc_naive(decided_at)
-        key = self.key
+        if fingerprints is None:
+            fingerprints = self.fingerprint.digests(records)
         out = []
-        for record, decision in zip(records, decisions, strict=True):
+        for record, decision, fingerprint in zip(records, decisions, fingerprints, strict=True):
             when = record.get(self.time_field) if self.time_field else None
             tid = record.get(self.id_field) if self.id_field else None
             out.append(AuditRow(
                 transaction_id=int(tid) if tid is not None else None,
                 decision=decision,
-                fingerprint=record_digest(record, key),
+                fingerprint=fingerprint,
                 entities={f: self._entities.digest(record[f], f) for f in self.entity_fields
                           if record.get(f) is not None},
                 event_time=utc_naive(when) if isinstance(when, datetime) else None,

@@ -100,5 +100,18 @@ class Verdict(Base):
     )
 
 
+class HashKeyCheck(Base):
+    """The check value of the hash key the entity digests are made with
+    (gendetect.key_check); one row (id 1), never the key itself."""
+
+    __tablename__ = "hash_key_check"
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=False)
+    key_check: Mapped[str] = mapped_column(String(16))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime())
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+
 decisions = Decision.__table__
 verdicts = Verdict.__table__
+hash_key_check = HashKeyCheck.__table__

@@ -23,7 +23,8 @@ from serving.stores import Stores
 # (most of a request's cost, measured), and none of these ever blocks.
 _KEY_HEADER = APIKeyHeader(
     name="X-API-Key", auto_error=False,
-    description="required on /v1/* when the server has API keys; each route needs a scope",
+    description="required on /v1/* (unless the server runs with GENDETECT_AUTH=disabled); "
+    "each route needs a scope",
 )
 
 

@@ -77,3 +77,33 @@ def post_raw(client: httpx.Client, path: str, body: str | bytes) -> httpx.Respon
     return client.post(path, content=body, headers={"Content-Type": "application/json"})
 
 
+
+
+def concurrent_posts(url: str, path: str, bodies: list[Any], *,
+                     headers: dict[str, str] | None = None) -> list[tuple[int, str, float]]:
+    """POST every body at once, one client thread each; per body (status,
+    error code or "", seconds from its send to its answer)."""
+    import threading
+    import time
+
+    answers: list[tuple[int, str, float]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(bodies))
+
+    def post(body: Any) -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
+            start.wait()
+            began = time.monotonic()
+            r = c.post(path, json=body)
+            elapsed = time.monotonic() - began
+        code = r.json().get("error", {}).get("code", "") if r.status_code != 200 else ""
+        with lock:
+            answers.append((r.status_code, code, elapsed))
+
+    threads = [threading.Thread(target=post, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == len(bodies), "a client thread failed"
+    return answers

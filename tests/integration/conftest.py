@@ -176,7 +176,8 @@ class ServerProcess:
 # Settings of the stores and keys that a developer's environment must not
 # pass to the servers the tests start (each test says what it wants).
 STORE_ENV = ("GENDETECT_DATABASE_URL", "GENDETECT_API_KEYS", "GENDETECT_AUDIT_ENABLED",
-             "GENDETECT_HASH_KEY")
+             "GENDETECT_HASH_KEY", "GENDETECT_AUTH")
+KEY_ENV = ("GENDETECT_API_KEY", "GENDETECT_API_KEYS")
 
 
 def server_env(settings: Settings, home: Path, **extra: str) -> dict[str, str]:
@@ -245,11 +246,15 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def server_factory(registered_model: RegisteredFixture, tmp_path: Path) -> Iterator[Any]:
     """Make servers with their own home and settings (not started); killed
-    afterwards. No API key unless the test passes one."""
+    afterwards. Without a key from the test they run with
+    GENDETECT_AUTH=disabled, said here: the API refuses to start without
+    keys otherwise."""
     started: list[ServerProcess] = []
 
     def make(home: Path | None = None, **extra: str) -> ServerProcess:
         home = home or tmp_path / f"server-{len(started)}"
+        if not any(name in extra for name in (*KEY_ENV, "GENDETECT_AUTH")):
+            extra = {"GENDETECT_AUTH": "disabled", **extra}
         env = server_env(registered_model.settings, home,
                          GENDETECT_STATE_SNAPSHOT_SECONDS="3600", **extra)
         proc = ServerProcess(home, env)

@@ -272,7 +272,7 @@ def test_labels_feed_terminal_risk(
     r = client.post("/v1/labels", json={"transaction_id": 1, "is_fraud": True})
     assert r.status_code == 404
     r = client.post("/v1/labels", json=[
-        {"transaction_id": history[0]["transaction_id"], "is_fraud": 0,
+        {"transaction_id": history[0]["transaction_id"], "is_fraud": False,
          "labelled_at": labelled_at},
         {"transaction_id": 2, "is_fraud": False},
     ])
@@ -382,8 +382,8 @@ def test_fastapi_routes_answer_like_the_fast_path(
 
     from serving.main import create_app
 
-    settings = registered_model.settings.model_copy(update={"home": tmp_path,
-                                                            "api_key": None})
+    settings = registered_model.settings.model_copy(update={
+        "home": tmp_path, "auth": "disabled", "api_key": None, "api_keys": {}})
     answers = []
     rec = fresh()
     bad = {**fresh(), "amount": float("nan")}
@@ -425,8 +425,8 @@ def test_replicas_share_behaviour_state_through_redis(
     except redis.RedisError:
         pytest.skip(f"no Redis at {REDIS_URL} (scripts/test.sh starts one)")
     settings = registered_model.settings.model_copy(
-        update={"home": tmp_path, "api_key": None, "state_store": "redis",
-                "redis_url": REDIS_URL})
+        update={"home": tmp_path, "auth": "disabled", "api_key": None, "api_keys": {},
+                "state_store": "redis", "redis_url": REDIS_URL})
     customer, terminal = next(_entity_ids), next(_entity_ids)
     history = [fresh(T0 + timedelta(hours=h), customer=customer, terminal=terminal)
                for h in range(4)]

@@ -6,6 +6,7 @@ checks the fixed behaviour over HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ from tests.integration.api_helpers import (
     offline_windows,
     post_raw,
 )
+from tests.integration.conftest import MAX_BATCH
 
 if TYPE_CHECKING:
     from tests.integration.conftest import RegisteredFixture, ServerProcess
@@ -120,6 +122,25 @@ def test_openapi_documents_the_bounds(server: ServerProcess) -> None:
     assert tid["type"] == "integer" and tid["minimum"] == 0 and tid["maximum"] == 2**63 - 1
     string_form = next(s for s in props["customer_id"]["anyOf"] if s["type"] == "string")
     assert string_form["maxLength"] == 64
+    # Timestamps: the earliest time and the clock-skew bound that the API
+    # enforces, machine-readable and in words.
+    timestamp = props["timestamp"]
+    assert timestamp["format"] == "date-time"
+    assert timestamp["formatMinimum"] == "1970-01-01T00:00:00Z"
+    assert timestamp["x-maxClockSkewSeconds"] == 86_400
+    assert "not before 1970-01-01T00:00:00Z" in timestamp["description"]
+    assert "86400 s ahead of the server clock" in timestamp["description"]
+    schemas = doc["components"]["schemas"]
+    for path, model in (("/v1/feedback", "VerdictIn"), ("/v1/labels", "LabelIn")):
+        body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        many = next(s for s in body["schema"]["anyOf"] if s.get("type") == "array")
+        assert (many["minItems"], many["maxItems"]) == (1, MAX_BATCH)
+        labelled_at = schemas[model]["properties"]["labelled_at"]
+        time_form = next(s for s in labelled_at["anyOf"] if s.get("type") == "string")
+        assert time_form["formatMinimum"] == "1970-01-01T00:00:00Z"
+        assert "x-maxClockSkewSeconds" in time_form
+        assert "before the transaction's own timestamp" in labelled_at["description"]
+    assert schemas["LabelIn"]["properties"]["is_fraud"]["type"] == "boolean"
 
 
 # ------------------------------------------------------------ the clock
@@ -211,8 +232,69 @@ def test_an_empty_api_key_is_a_startup_error(
     done = subprocess.run(ServerProcess.command(), env=env, capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 2, done.stderr
-    assert "GENDETECT_API_KEY is set but empty" in done.stderr
+    assert "(GENDETECT_API_KEY): set but empty" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+SECRET = "s3cret-s3cret-s3cret"  # never in a message
+
+
+def _start_error(registered_model: RegisteredFixture, home: Path, **env: str) -> str:
+    """The one line a start refused by its settings prints (exit 2)."""
+    from tests.integration.conftest import ServerProcess, server_env
+
+    full = server_env(registered_model.settings, home, **env)
+    # Bounded: the code before this change started these servers, open.
+    done = subprocess.run(ServerProcess.command(), env=full, capture_output=True, text=True,
+                          timeout=90, check=False)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and SECRET not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and errors[0].startswith("gendetect serve: error: "), done.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"GENDETECT_API_KEYS": ""}, "(GENDETECT_API_KEYS): set but empty"),
+    ({"GENDETECT_API_KEYS": "null"}, "(GENDETECT_API_KEYS): null"),
+    ({"GENDETECT_API_KEYS": "{}"}, "(GENDETECT_API_KEYS): names no key"),
+    ({"GENDETECT_API_KEYS": '{"ops": {"key": "' + SECRET + '"'},
+     "(GENDETECT_API_KEYS): not valid JSON"),
+    ({"GENDETECT_API_KEYS": '["' + SECRET + '"]'}, "(GENDETECT_API_KEYS)"),
+    ({"GENDETECT_API_KEYS": json.dumps({"ops": {"key": f" {SECRET}", "scopes": ["admin"]}})},
+     "'api_keys.ops.key' (GENDETECT_API_KEYS): has leading or trailing whitespace"),
+    ({"GENDETECT_API_KEYS": json.dumps({"ops": {"key": f"{SECRET}é", "scopes": ["admin"]}})},
+     "'api_keys.ops.key' (GENDETECT_API_KEYS): has characters other than printable ASCII"),
+    ({"GENDETECT_API_KEY": f"{SECRET}\t"}, "(GENDETECT_API_KEY): has leading or trailing"),
+    ({"GENDETECT_AUTH": "off"}, "(GENDETECT_AUTH)"),
+], ids=["keys-empty", "keys-null", "keys-no-key", "keys-bad-json", "keys-a-list",
+        "key-with-space", "key-non-ascii", "api-key-with-tab", "auth-unknown"])
+def test_empty_null_malformed_or_unusable_keys_stop_the_start(
+    registered_model: RegisteredFixture, tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    # Before: '' and bad JSON were a 44-line traceback (exit 1); null and {}
+    # started the API open; unusable keys started it with a key no client
+    # could ever present.
+    assert named in _start_error(registered_model, tmp_path, **env)
+
+
+@pytest.mark.parametrize("typo", [None, "GENDETECT_APIKEY"])
+def test_no_key_without_an_explicit_open_setting_stops_the_start(
+    registered_model: RegisteredFixture, tmp_path: Path, typo: str | None
+) -> None:
+    # Before: the API started open, every scope, POST /v1/model/reload 200.
+    line = _start_error(registered_model, tmp_path, **({typo: SECRET} if typo else {}))
+    assert "no API key configured" in line and "GENDETECT_AUTH=disabled" in line
+    if typo:
+        assert f"{typo} is not a setting: did you mean GENDETECT_API_KEY?" in line
+
+
+def test_open_mode_and_keys_together_stop_the_start(
+    registered_model: RegisteredFixture, tmp_path: Path
+) -> None:
+    line = _start_error(registered_model, tmp_path, GENDETECT_AUTH="disabled",
+                        GENDETECT_API_KEY=SECRET)
+    assert "GENDETECT_AUTH=disabled, but API keys are configured (default)" in line
 
 
 def test_every_v1_route_needs_the_key(server: ServerProcess) -> None:

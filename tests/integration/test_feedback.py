@@ -5,6 +5,8 @@ written)."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ from tests.integration.api_helpers import (
     _entity_ids,
     _tx_ids,
     assert_same_decision,
+    concurrent_posts,
     expected,
     fresh,
     offline_windows,
@@ -197,9 +200,77 @@ def test_labels_is_an_alias_of_feedback(client: httpx.Client) -> None:
     assert [(v["label"], v["source"], v["analyst"]) for v in got["verdicts"]] == [
         ("fraud", "labels", "default")]
     # The same label again is the same verdict: no second row.
-    client.post("/v1/labels", json={"transaction_id": tid, "is_fraud": 1,
-                                    "labelled_at": T0.isoformat()})
+    r = client.post("/v1/labels", json={"transaction_id": tid, "is_fraud": True,
+                                        "labelled_at": T0.isoformat()})
+    assert r.json() == {"accepted": 1, "unknown": []}
     assert len(client.get(f"/v1/decisions/{tid}").json()["verdicts"]) == 1
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", 1.0, None])
+def test_labels_are_strict_booleans(client: httpx.Client, value: Any) -> None:
+    """Like every record field: `1` is not guessed to mean true."""
+    tid = scored(client)["transaction_id"]
+    body = {"transaction_id": tid, "is_fraud": value}
+    for payload, name in ((body, "is_fraud"), ([body], "[0].is_fraud")):
+        r = client.post("/v1/labels", json=payload)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "invalid_input"
+        assert [f["field"] for f in r.json()["error"]["fields"]] == [name]
+    assert client.get(f"/v1/decisions/{tid}").json()["verdicts"] == []
+
+
+def test_a_verdict_dated_before_its_transaction_is_422(client: httpx.Client) -> None:
+    tid = scored(client)["transaction_id"]  # timestamp T0
+    early = (T0 - timedelta(minutes=1)).isoformat() + "Z"
+    cases: list[tuple[str, Any, str]] = [
+        ("/v1/feedback", verdict(tid, labelled_at=early), "labelled_at"),
+        ("/v1/feedback", [verdict(tid, labelled_at=T0.isoformat()),
+                          verdict(tid, "genuine", analyst="bob", labelled_at=early)],
+         "[1].labelled_at"),
+        ("/v1/labels", {"transaction_id": tid, "is_fraud": True, "labelled_at": early},
+         "labelled_at"),
+    ]
+    for path, body, field in cases:
+        r = client.post(path, json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "invalid_input"
+        assert [f["field"] for f in r.json()["error"]["fields"]] == [field], r.text
+    # Nothing of those requests, not even the list's good verdict.
+    assert client.get(f"/v1/decisions/{tid}").json()["verdicts"] == []
+    # At the transaction's own time: taken.
+    r = client.post("/v1/feedback", json=verdict(tid, labelled_at=T0.isoformat()))
+    assert r.status_code == 200 and r.json()["stored"] == 1
+
+
+def test_a_locked_database_is_a_bounded_503_and_nothing_is_stored_later(
+    server_factory: Any,
+) -> None:
+    """GENDETECT_DATABASE_TIMEOUT_SECONDS bounds a verdict's whole wait, also
+    behind a write lock held elsewhere (another process's BEGIN EXCLUSIVE)
+    and with more requests than worker threads and pooled connections: each
+    answers 503 within the setting (plus slack for a loaded machine, far
+    below a second timeout), and none is stored once the lock is gone."""
+    timeout = 1.0
+    proc = server_factory(GENDETECT_DATABASE_TIMEOUT_SECONDS=str(timeout))
+    proc.start()
+    with httpx.Client(base_url=proc.url, timeout=30) as c:
+        tid = scored(c)["transaction_id"]
+        lock = sqlite3.connect(proc.home / "gendetect.db", isolation_level=None)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")
+            answers = concurrent_posts(proc.url, "/v1/feedback",
+                                       [verdict(tid, analyst=f"a{i}") for i in range(60)])
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        assert {(status, code) for status, code, _ in answers} == {
+            (503, "database_unavailable")}
+        slowest = max(elapsed for *_, elapsed in answers)
+        assert slowest < timeout + 1.5, slowest
+        time.sleep(timeout + 1.5)  # what a thread left behind would have committed by now
+        assert table_rows(audit_db(proc.home), "verdicts") == []
+        r = c.post("/v1/feedback", json=verdict(tid))
+        assert r.status_code == 200 and r.json()["stored"] == 1
 
 
 # ------------------------------------------------------------ scoped keys
@@ -276,9 +347,9 @@ def test_bad_key_settings_are_startup_errors(registered_model: RegisteredFixture
 
 
 def test_an_open_server_says_so_and_audit_off_writes_no_decisions(server_factory: Any) -> None:
-    proc = server_factory(GENDETECT_AUDIT_ENABLED="false")
+    proc = server_factory(GENDETECT_AUTH="disabled", GENDETECT_AUDIT_ENABLED="false")
     proc.start()
-    assert "the API is open" in proc.log()
+    assert "GENDETECT_AUTH=disabled: the API is open" in proc.log()
     with httpx.Client(base_url=proc.url, timeout=30) as c:
         rec = fresh()
         assert c.post("/v1/score", json=rec).status_code == 200

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from gendetect.stores.database import normalise_url
-from tests.integration.api_helpers import T0, fresh
+from tests.integration.api_helpers import T0, concurrent_posts, fresh
 from tests.unit.test_stores import (
     create_postgres_database,
     drop_postgres_database,
@@ -80,6 +80,42 @@ def test_replicas_share_audit_verdicts_and_queue(server_factory: Any, database: 
         assert tid not in [x["transaction_id"] for x in queue]
     assert {tid, *(x["transaction_id"] for x in batch)} <= _ids(database)
     assert "database schema created" in a.log() + b.log()
+
+
+def test_a_locked_verdicts_table_is_a_bounded_503_and_nothing_is_stored_later(
+    server_factory: Any, database: str
+) -> None:
+    """GENDETECT_DATABASE_TIMEOUT_SECONDS bounds a verdict's whole wait on
+    PostgreSQL too: the verdicts table locked by another session, and more
+    requests than worker threads and pooled connections. Each answers 503
+    within the setting (plus slack for a loaded machine, far below a second
+    timeout); none is stored once the lock is gone."""
+    timeout = 1.0
+    proc = server_factory(GENDETECT_DATABASE_URL=database, GENDETECT_HASH_KEY=HASH_KEY,
+                          GENDETECT_DATABASE_TIMEOUT_SECONDS=str(timeout))
+    proc.start()
+    with httpx.Client(base_url=proc.url, timeout=30) as c:
+        rec = fresh(T0)
+        assert c.post("/v1/score", json=rec).status_code == 200
+        tid = rec["transaction_id"]
+        holder = create_engine(normalise_url(database))
+        try:
+            with holder.connect() as conn, conn.begin():
+                conn.execute(text("LOCK TABLE verdicts IN ACCESS EXCLUSIVE MODE"))
+                answers = concurrent_posts(proc.url, "/v1/feedback", [
+                    {"transaction_id": tid, "label": "fraud", "analyst": f"a{i}"}
+                    for i in range(60)])
+        finally:
+            holder.dispose()
+        assert {(status, code) for status, code, _ in answers} == {
+            (503, "database_unavailable")}
+        slowest = max(elapsed for *_, elapsed in answers)
+        assert slowest < timeout + 1.5, slowest
+        time.sleep(timeout + 1.5)  # what a thread left behind would have committed by now
+        assert _ids(database, "verdicts") == set()
+        r = c.post("/v1/feedback", json={"transaction_id": tid, "label": "fraud",
+                                         "analyst": "ann"})
+        assert r.status_code == 200 and r.json()["stored"] == 1
 
 
 # ------------------------------------------------- a PostgreSQL of our own

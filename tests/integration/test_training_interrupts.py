@@ -22,10 +22,19 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from gendetect import tracking
 from gendetect.cli import main as cli
 from gendetect.config import get_settings
-from gendetect.tracking import configure, ensure_experiment, load_registered_bundle
-from training import runs
+from gendetect.errors import ModelNotReadyError
+from gendetect.tracking import (
+    COMPLETE,
+    COMPLETE_TAG,
+    configure,
+    ensure_experiment,
+    load_registered_bundle,
+)
+from training import lineage, runs
+from training import retrain as retrain_module
 
 pytestmark = pytest.mark.integration
 
@@ -194,7 +203,7 @@ def _interrupt_before(real: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@pytest.mark.parametrize("step", ["register_bundle", "set_alias"])
+@pytest.mark.parametrize("step", ["register_bundle", "tag_run_version", "set_alias"])
 def test_sigterm_between_the_last_steps_leaves_nothing_half_made(
     job: tuple[Path, MlflowClient, str],
     monkeypatch: pytest.MonkeyPatch,
@@ -202,13 +211,15 @@ def test_sigterm_between_the_last_steps_leaves_nothing_half_made(
     step: str,
 ) -> None:
     # The order: artifacts and model logged -> run FINISHED -> version
-    # registered -> alias. Interrupted before registering: a finished run
-    # with its model and no version; before the alias: a complete version
+    # registered (tags, model card and completion tag in the same call) ->
+    # the run tagged with it -> alias. Interrupted before registering: a
+    # finished run with its model and no version; later: a complete version
     # without the alias.
     import training.train
 
     data, client, experiment = job
-    monkeypatch.setattr(training.train, step, _interrupt_before(getattr(training.train, step)))
+    module = lineage if step == "tag_run_version" else training.train
+    monkeypatch.setattr(module, step, _interrupt_before(getattr(module, step)))
     args = ["train", "--model", "vae", "--data", str(data), "--epochs", "1", "--alias", "champion"]
     assert cli(args) == 128 + signal.SIGTERM
     assert "interrupted by SIGTERM" in capsys.readouterr().err
@@ -222,3 +233,48 @@ def test_sigterm_between_the_last_steps_leaves_nothing_half_made(
     assert _assert_versions_complete(client) == ([] if step == "register_bundle" else ["1"])
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias(MODEL_NAME, "champion")
+    if step != "register_bundle":
+        mv = client.get_model_version(MODEL_NAME, "1")
+        assert mv.tags[COMPLETE_TAG] == COMPLETE and mv.tags[lineage.TRAINING_KEY_TAG]
+        assert mv.description.startswith("# gendetect vae detector")
+        run_tag = client.get_run(run.info.run_id).data.tags.get(lineage.MODEL_VERSION_TAG)
+        assert run_tag == (None if step == "tag_run_version" else "1")
+
+
+def test_a_version_left_incomplete_is_repaired_before_any_alias(
+    job: tuple[Path, MlflowClient, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a job killed between registering and describing a version left
+    (an older gendetect set the model card and the run's version tag in
+    calls after the version's): a READY version with its training key but
+    no card, no completion tag, its run untagged, no alias. It gets no alias
+    as it is; the next retraining of the same inputs, which reuses it,
+    completes it from its run first."""
+    data, client, _ = job
+    settings = get_settings()
+    args = ["retrain", "--data", str(data), "--models", "vae", "--epochs", "1", "-q"]
+    assert cli(args) == retrain_module.EXIT_PROMOTED
+    mv = client.get_model_version(MODEL_NAME, "1")
+    card = mv.description
+    assert card.startswith("# gendetect vae detector") and mv.tags[COMPLETE_TAG] == COMPLETE
+    run_id = mv.run_id
+    # The state the kill left.
+    client.update_model_version(MODEL_NAME, "1", description="")
+    client.delete_model_version_tag(MODEL_NAME, "1", COMPLETE_TAG)
+    client.delete_tag(run_id, lineage.MODEL_VERSION_TAG)
+    for alias in (settings.champion_alias, settings.challenger_alias):
+        client.delete_registered_model_alias(MODEL_NAME, alias)
+
+    with pytest.raises(ModelNotReadyError, match="incomplete"):
+        tracking.set_alias(settings, settings.champion_alias, "1")
+    assert client.get_registered_model(MODEL_NAME).aliases == {}
+
+    capsys.readouterr()
+    assert cli(args) == retrain_module.EXIT_PROMOTED  # no champion: the reused one is promoted
+    assert "(reused: same inputs)" in capsys.readouterr().out
+    assert _assert_versions_complete(client) == ["1"]
+    mv = client.get_model_version(MODEL_NAME, "1")
+    assert mv.description == card and mv.tags[COMPLETE_TAG] == COMPLETE
+    assert client.get_run(run_id).data.tags[lineage.MODEL_VERSION_TAG] == "1"
+    for alias in (settings.champion_alias, settings.challenger_alias):
+        assert str(client.get_model_version_by_alias(MODEL_NAME, alias).version) == "1"

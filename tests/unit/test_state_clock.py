@@ -1,7 +1,9 @@
 """A clock one record cannot move (memory store): a record dated a year ahead
 prunes only its own customer's and terminal's history, expires only its own
-terminal's label index, and does not move the idle-entity sweep's watermark
-(the median of recent event times). Historical replays (2018) keep working.
+terminal's label index, and idle entities leave by the wall-clock time since
+their last write, never because other entities' events are newer: volume at
+today's dates does not sweep a customer replaying 2024 data. Historical
+replays (2018) keep working.
 
 The first test fails on the store as it was before (one global event-time
 clock): the label posts after the future record got False and the other
@@ -9,14 +11,13 @@ entities' histories were cut."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import MemoryStateStore
 from gendetect.features.windows import WindowConfig, add_window_features
-from gendetect.timestamps import to_ns
 from tests.records import tx
 
 START = datetime(2018, 4, 1)  # the handbook's dates
@@ -68,27 +69,104 @@ def test_a_future_record_of_a_known_entity_prunes_only_that_entity() -> None:
     assert other["customer_nb_tx_30d"] == 30 + 1  # every 10th hour of 300, and itself
 
 
-def test_the_sweep_uses_a_robust_watermark() -> None:
-    store = MemoryStateStore()
+class _WallClock:
+    """The store's wall clock, moved by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_sweep_drops_entities_idle_on_the_wall_clock() -> None:
+    clock = _WallClock()
+    store = MemoryStateStore(clock=clock)
     store.SWEEP_EVERY = 10**9  # swept by hand below
     online = OnlineWindowFeatures(WindowConfig(), store)
     horizons = online._horizons
-    old = tx(10**7, START - timedelta(days=60), customer=1000, terminal=1000)
-    online.compute_and_record(old)
-    records = _traffic(online, 200)
-    for k in range(3):  # a few records far ahead do not move the median
+    # Event times decide nothing: an entity 60 days behind the others, and
+    # a few far ahead, are all kept while they were written recently.
+    online.compute_and_record(tx(10**7, START - timedelta(days=60), customer=1000, terminal=1000))
+    _traffic(online, 200)
+    for k in range(3):
         online.compute_and_record(
             tx(10**5 + k, START + timedelta(days=400), customer=900 + k, terminal=900 + k)
         )
-    mark = store.watermark()
-    times = sorted(to_ns(r["timestamp"]) for r in records)
-    assert mark is not None and abs(mark - times[len(times) // 2]) <= 3 * 3600 * 10**9
     store._sweep(horizons)
-    # The entity quiet for 60 days is gone (and its transaction with it);
-    # everyone else, the future ones included, is still there.
-    assert online.entity_digest(1000) not in store._customers
+    assert len(store._customers) == 1 + 10 + 3 and len(store._terminals) == 1 + 5 + 3
+    # The customer's horizon (its longest window) plus the one-day margin
+    # of wall-clock time later, only the entities written since are kept.
+    clock.now += horizons.customer_ns / 1e9 + store.IDLE_MARGIN_SECONDS + 1
+    online.compute_and_record(tx(10**8, START, customer=1, terminal=1))
+    store._sweep(horizons)
+    assert set(store._customers) == {online.entity_digest(1)}
+    # Terminals keep longer (their horizon adds the label delay); past it the
+    # idle ones go, and their transactions leave the id index with them.
+    clock.now += (horizons.terminal_ns - horizons.customer_ns) / 1e9
+    store._sweep(horizons)
+    assert set(store._terminals) == {online.entity_digest(1)}
     assert not online.add_label(10**7, True, START)
-    assert len(store._customers) == 10 + 3 and len(store._terminals) == 5 + 3
+    assert online.add_label(10**8, True, START)
+
+
+REPLAY = datetime(2024, 5, 1)
+
+
+def _replayed_customer(online: OnlineWindowFeatures) -> dict[str, float]:
+    """103 records of one customer at one terminal, dated 2024 (a replay);
+    returns the features of a read just after them."""
+    for k in range(103):
+        online.compute_and_record(
+            tx(k + 1, REPLAY + timedelta(hours=k), customer=424242, terminal=4242, amount=k)
+        )
+    return online.compute(tx(10**9, REPLAY + timedelta(hours=103), customer=424242,
+                             terminal=4242))
+
+
+def _volume_today(online: OnlineWindowFeatures, n: int) -> None:
+    """`n` records at the server's clock, for 5,000 other customers."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for k in range(n):
+        online.compute_and_record(
+            tx(10**6 + k, now, customer=10**6 + k % 5000, terminal=10**6 + k % 500)
+        )
+
+
+def test_volume_at_today_does_not_sweep_a_replayed_customer() -> None:
+    """The issue's case at its real scale (the sweep every 20,000 events):
+    21,000 records at today's date after a customer's 103 records of 2024.
+    The store as it was dropped every entity older than the median of recent
+    event times minus the horizon: the 2024 customer kept 0 of its 103."""
+    store = MemoryStateStore()
+    assert store.SWEEP_EVERY == 20_000
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    before = _replayed_customer(online)
+    assert before["customer_nb_tx_7d"] == 103 + 1  # all of them in its week, and itself
+    _volume_today(online, 21_000)
+    assert store._writes >= 20_000  # the sweep ran
+    after = online.compute(tx(10**9, REPLAY + timedelta(hours=103), customer=424242,
+                              terminal=4242))
+    assert after == before
+    # Its transactions are still known (late labels, retries).
+    assert all(online.add_label(k + 1, False, REPLAY + timedelta(days=5)) for k in range(103))
+
+
+def test_an_entity_idle_on_the_wall_clock_is_still_swept_after_volume() -> None:
+    """Memory stays bounded: the same volume, with the wall clock past the
+    2024 customer's horizon plus the margin since its last write, drops it."""
+    clock = _WallClock()
+    store = MemoryStateStore(clock=clock)
+    store.SWEEP_EVERY = 2_000
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    _replayed_customer(online)
+    horizons = online._horizons
+    clock.now += horizons.terminal_ns / 1e9 + store.IDLE_MARGIN_SECONDS + 1
+    _volume_today(online, 2_000)
+    assert online.entity_digest(424242) not in store._customers
+    assert online.entity_digest(4242) not in store._terminals
+    assert not online.add_label(1, True, REPLAY)
+    assert len(store._customers) == 2_000  # the ones written since are kept
 
 
 def test_replaying_2018_history_matches_the_offline_engine(small_transactions) -> None:

@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,7 +40,7 @@ from gendetect.stores.export import export_labels, latest_labels
 from gendetect.stores.records import RowBuilder
 from gendetect.stores.review import AlertFilter, ReviewStore
 from gendetect.stores.tables import Base, decisions, verdicts
-from gendetect.stores.verdicts import VerdictIn, VerdictStore
+from gendetect.stores.verdicts import Deadline, VerdictIn, VerdictStore, VerdictTimeError
 
 POSTGRES_URL = os.environ.get("GENDETECT_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/gendetect_test")
@@ -101,7 +104,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         url = request.getfixturevalue("postgres_url")
         eng = make_engine(url, timeout=2.0)
         with eng.begin() as conn:
-            for table in ("verdicts", "decisions", "alembic_version"):
+            for table in ("verdicts", "decisions", "hash_key_check", "alembic_version"):
                 conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     migrate.ensure_schema(eng)
     yield eng
@@ -357,6 +360,103 @@ def test_a_failing_online_state_stores_nothing(engine: Engine) -> None:
     assert count(engine, verdicts) == 0
 
 
+def test_a_verdict_dated_before_its_transaction_is_refused(engine: Engine) -> None:
+    _scored(engine, 1, 2)  # event time T0 (the records' timestamp)
+    store, online = VerdictStore(engine), FakeOnline({50})
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def add(*items: VerdictIn) -> Any:
+        return store.add(list(items), received_at=now, source="feedback", key_name=None,
+                         apply=online)
+
+    early = T0 - timedelta(seconds=1)
+    with pytest.raises(VerdictTimeError) as caught:
+        add(VerdictIn(1, "fraud", "ann", None, T0 + timedelta(days=1)),
+            VerdictIn(2, "fraud", "ann", None, early),
+            VerdictIn(1, "genuine", "bob", None, early.replace(tzinfo=UTC)))
+    assert caught.value.items == [1, 2] and caught.value.field == "labelled_at"
+    # Nothing of the request: not the good verdict, not the online state.
+    assert count(engine, verdicts) == 0 and online.calls == []
+    # At the transaction's own time, or without a time (dated on arrival): taken.
+    assert add(VerdictIn(1, "fraud", "ann", None, T0), VerdictIn(2, "fraud", "ann")).stored == 2
+    # Unknown to the audit (only the online state knows it): no event time to
+    # compare with, taken as before.
+    assert add(VerdictIn(50, "fraud", "ann", None, early)).stored == 1
+
+
+def _hold_write_lock(engine: Engine, release_after: float) -> threading.Thread:
+    """Another session holds the lock a verdict write needs (SQLite: the
+    database's write lock; PostgreSQL: the verdicts table), released after
+    `release_after` seconds; returns once the lock is held."""
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        if engine.dialect.name == "sqlite":
+            other = sqlite3.connect(str(engine.url.database), isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            held.set()
+            time.sleep(release_after)
+            other.execute("ROLLBACK")
+            other.close()
+        else:
+            url = engine.url.render_as_string(hide_password=False)
+            other = create_engine(url)
+            try:
+                with other.begin() as conn:
+                    conn.execute(text("LOCK TABLE verdicts IN ACCESS EXCLUSIVE MODE"))
+                    held.set()
+                    time.sleep(release_after)
+            finally:
+                other.dispose()
+        done.set()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert held.wait(10), "the lock was not taken"
+    return thread
+
+
+def test_a_deadline_bounds_the_whole_verdict_write(engine: Engine) -> None:
+    """The engine waits up to 2 s per lock; the lock is released after 1.5 s,
+    so without the deadline the write would wait and succeed. With a 0.5 s
+    deadline it fails by then, and stores nothing, not even once the lock is
+    free."""
+    _scored(engine, 1)
+    store = VerdictStore(engine)
+    holder = _hold_write_lock(engine, release_after=1.5)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError):
+        store.add([VerdictIn(1, "fraud", "ann")], received_at=datetime.now(UTC),
+                  source="feedback", key_name=None, apply=None, deadline=Deadline(0.5))
+    assert time.monotonic() - started < 1.2
+    holder.join()
+    assert count(engine, verdicts) == 0
+    # A spent deadline writes nothing even with the database free; the
+    # engine's connections keep their own waits afterwards.
+    with pytest.raises(StoreUnavailableError):
+        store.add([VerdictIn(1, "fraud", "ann")], received_at=datetime.now(UTC),
+                  source="feedback", key_name=None, apply=None, deadline=Deadline(0))
+    assert store.add([VerdictIn(1, "fraud", "ann")], received_at=datetime.now(UTC),
+                     source="feedback", key_name=None, apply=None).stored == 1
+
+
+def test_a_write_given_up_by_its_request_is_never_committed(engine: Engine) -> None:
+    """The request stopped waiting (its deadline passed while the thread was
+    still working): the thread rolls back instead of committing late."""
+    _scored(engine, 1)
+    deadline = Deadline(5.0)
+
+    def give_up_first(*_: Any) -> bool:
+        assert deadline.abandon()  # the request's side, before the commit
+        return True
+
+    with pytest.raises(StoreUnavailableError):
+        VerdictStore(engine).add([VerdictIn(1, "fraud", "ann")], received_at=datetime.now(UTC),
+                                 source="feedback", key_name=None, apply=give_up_first,
+                                 deadline=deadline)
+    assert count(engine, verdicts) == 0
+
+
 # -------------------------------------------------------- review queue
 def test_the_alert_queue_pages_newest_first(engine: Engine) -> None:
     base = datetime(2025, 6, 1, tzinfo=UTC)
@@ -495,3 +595,112 @@ def test_uuid_ids_order_the_same_on_both_databases(engine: Engine) -> None:
              "entities": {}, "fingerprint": "f", "key_name": None} for i in ids])
         got = list(conn.scalars(select(decisions.c.id).order_by(decisions.c.id)))
     assert got == ids
+
+
+# ------------------------------------------------------------ hash key
+# The database records the hash key's check value; before, a changed key
+# went unnoticed and an exact retry of an acknowledged decision got 409.
+def test_the_hash_key_check_is_recorded_and_compared(engine: Engine) -> None:
+    from gendetect.key_check import HashKeyChangedError, key_check
+    from gendetect.stores.hash_key import check_hash_key
+    from gendetect.stores.tables import hash_key_check
+
+    old, new = key_check(KEY), key_check(b"another-hash-key")
+    assert check_hash_key(engine, old) == "recorded"
+    assert check_hash_key(engine, old) == "same"
+    _scored(engine, 1, 2)
+    with pytest.raises(HashKeyChangedError) as info:
+        check_hash_key(engine, new)
+    message = str(info.value)
+    assert "audit database" in message and "hash key changed" in message
+    assert engine.url.database is not None and engine.url.database in message
+    assert "GENDETECT_ACCEPT_NEW_HASH_KEY=true" in message
+    # Accepted: the new value is recorded, and nothing is deleted.
+    assert check_hash_key(engine, new, accept_new_key=True) == "accepted"
+    assert check_hash_key(engine, new) == "same" and count(engine, decisions) == 2
+    with pytest.raises(HashKeyChangedError):
+        check_hash_key(engine, old)
+    assert count(engine, hash_key_check) == 1
+
+
+def test_a_database_from_before_key_checks_adopts_the_key(engine: Engine) -> None:
+    from gendetect.key_check import HashKeyChangedError, key_check
+    from gendetect.stores.hash_key import check_hash_key
+
+    _scored(engine, 1)  # decisions, and no check value (as after `db upgrade`)
+    assert check_hash_key(engine, key_check(KEY)) == "recorded"
+    with pytest.raises(HashKeyChangedError):
+        check_hash_key(engine, key_check(b"another-hash-key"))
+
+
+def test_db_upgrade_adds_the_key_check_table_to_an_older_database(tmp_path: Path) -> None:
+    from sqlalchemy import inspect
+
+    eng = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate.upgrade(eng, "0001")
+    _scored(eng, 1)
+    with pytest.raises(SchemaVersionError, match="gendetect db upgrade"):
+        migrate.ensure_schema(eng)
+    assert migrate.upgrade(eng) == "0001"
+    assert "hash_key_check" in inspect(eng).get_table_names()
+    assert count(eng, decisions) == 1
+    migrate.ensure_schema(eng)
+    eng.dispose()
+
+
+def test_the_api_stays_not_ready_on_an_audit_database_of_another_key(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """serving.stores.Stores.prepare: a database whose decisions were made
+    with another key keeps scoring at 503 with the reason (and a log line);
+    the accept setting records the new key and keeps the rows."""
+    from gendetect.config import Settings
+    from serving.stores import Stores
+
+    def prepared(key: str, **extra: Any) -> Stores:
+        stores = Stores(Settings(home=tmp_path, hash_key=key, **extra))  # type: ignore[arg-type]
+        asyncio.run(asyncio.wait_for(stores.prepare(), 30))
+        return stores
+
+    first = prepared("the-first-hash-key")
+    assert first.ready
+    first.close()
+    _scored(make_engine(f"sqlite:///{tmp_path / 'gendetect.db'}"), 1)
+    with caplog.at_level("ERROR", logger="gendetect.serving"):
+        second = prepared("a-second-hash-key")
+    assert not second.ready and second.writer is not None and second.writer._thread is None
+    assert second.problem is not None and "hash key changed" in second.problem
+    assert str(tmp_path / "gendetect.db") in second.problem
+    assert "GENDETECT_HASH_KEY" in second.problem and second.problem in caplog.text
+    second.close()
+    third = prepared("a-second-hash-key", accept_new_hash_key=True)
+    assert third.ready
+    third.close()
+    assert prepared("a-second-hash-key").ready
+    assert count(make_engine(f"sqlite:///{tmp_path / 'gendetect.db'}"), decisions) == 1
+
+
+# -------------------------------------------------------------- privacy
+def test_the_sqlite_database_and_its_side_files_are_private(tmp_path: Path) -> None:
+    """Analysts' names and notes: the file SQLite made was 0644 (the umask's
+    mode), and its -wal and -shm files followed it."""
+    from gendetect.config import Settings
+    from serving.stores import Stores
+
+    old_umask = os.umask(0o022)  # the common default, whatever the runner's
+    try:
+        home = tmp_path / "new" / "home"
+        stores = Stores(Settings(home=home, hash_key="privacy-test-hash-key"))  # type: ignore[arg-type]
+        asyncio.run(asyncio.wait_for(stores.prepare(), 30))
+        assert stores.ready
+        with stores.engine.connect() as conn:  # open: the -wal and -shm files exist
+            conn.execute(text("SELECT count(*) FROM decisions"))
+            db = home / "gendetect.db"
+            files = [db, db.with_name("gendetect.db-wal"), db.with_name("gendetect.db-shm")]
+            assert all(f.exists() for f in files)
+            assert {f.name: f.stat().st_mode & 0o777 for f in files} == {
+                f.name: 0o600 for f in files}
+        for folder in (home, home.parent):  # both made by us
+            assert folder.stat().st_mode & 0o777 == 0o700, folder
+        stores.close()
+    finally:
+        os.umask(old_umask)

@@ -32,11 +32,17 @@ The clock (what decides pruning and expiry) cannot be moved by one record:
 - an event that its terminal can no longer hold (at or before the terminal's
   newest time - horizon) is scored against what is held but not recorded
   (in neither entity), so the index and both histories stay consistent;
-- entities that go quiet are dropped by a periodic sweep against a robust
-  watermark, the median of the last 1,001 recorded event times (memory
-  store), or by wall-clock key expiry (Redis); neither is the latest event
-  time seen, so a single future-dated record moves neither. Replays of
-  historical data work unchanged: nothing here reads the server clock.
+- entities that go quiet are dropped by the wall-clock time since their own
+  last write (horizon plus a day): a periodic sweep (memory store) or key
+  expiry (Redis). Never by event time: neither a future-dated record nor any
+  volume of other entities' records at today's dates drops an entity whose
+  events are older (a replay of last year's data keeps its windows). The
+  server clock decides only when an idle entity is forgotten, never what a
+  window holds.
+
+Every store records the check value of the hash key its digests were made
+with (gendetect.key_check) and refuses to open with another key
+(HashKeyChangedError) unless told to start over.
 """
 
 from gendetect.features.state.memory import MemoryStateStore

@@ -134,6 +134,10 @@ class StateStore(Protocol):
         """Attach a label; False if the transaction is unknown or expired."""
         ...
 
+    def known_fingerprints(self, transaction_ids: Sequence[int]) -> dict[int, str]:
+        """The fingerprints of those of `transaction_ids` the store holds."""
+        ...
+
     def ping(self) -> bool:
         """Whether the store answers; never raises, bounded by its timeout."""
         ...

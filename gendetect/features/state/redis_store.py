@@ -8,10 +8,22 @@ the exact running prefix sum of its amounts, a terminal's fraud labels sit
 in sorted sets of their own (applied by event and by arrival, waiting by
 arrival), and the script answers each window bound by counting members
 (ZLEXCOUNT) and reading the prefix sum there: O(log n) per bound as well.
+
+The clock: a record prunes only its own customer's and terminal's keys (by
+its own event time minus the horizon), and idle entities leave by wall-clock
+key expiry (horizon + one day after their last write). Neither depends on
+other entities' events, so volume at today's dates never expires a customer
+replaying last year's data (the memory store's sweep follows the same rule).
+
+The hash key: `check_key` records the key's check value (gendetect.key_check)
+at `<prefix>:keycheck` (no expiry) and refuses a prefix written with another
+key (HashKeyChangedError), or clears it when told to accept the new key.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from math import ldexp
 from typing import Any
@@ -31,6 +43,9 @@ from gendetect.features.state.model import (
     check_event,
 )
 from gendetect.features.state.series import _fixed
+from gendetect.key_check import ACCEPT_SETTING, HashKeyChangedError
+
+log = logging.getLogger(__name__)
 
 # Times and ids go into Redis as unsigned 20-digit decimals (value + 2**63),
 # so that Redis' lexicographic order on sorted-set members is numeric order
@@ -301,7 +316,13 @@ class RedisStateStore:
         *,
         client: Any = None,
         socket_timeout: float = 0.2,
+        key_check: str | None = None,
+        accept_new_key: bool = False,
     ) -> None:
+        """`key_check`: the check value of the hash key the entity digests
+        are made with (gendetect.key_check.key_check); see `check_key`.
+        Nothing is sent to Redis here: a Redis that is down at start is
+        checked at the first call that reaches it."""
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -323,6 +344,11 @@ class RedisStateStore:
         )
         self._record_script = self._redis.register_script(_RECORD_AND_READ)
         self._label_script = self._redis.register_script(_ADD_LABEL)
+        self._key_check = key_check
+        self._accept_new_key = accept_new_key
+        self._key_settled = key_check is None
+        self._key_problem: str | None = None
+        self._key_lock = threading.Lock()
 
     def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
         try:
@@ -334,6 +360,8 @@ class RedisStateStore:
             ) from exc
 
     def ping(self) -> bool:
+        if self._key_problem is not None:
+            return False
         try:
             return bool(self._redis.ping())
         except Exception:
@@ -346,6 +374,8 @@ class RedisStateStore:
         self, event: TxEvent, plan: WindowPlan, *, record: bool = True
     ) -> WindowSums:
         check_event(event)
+        if not self._key_settled:
+            self._require_key()
         t, h = event.time_ns, plan.horizons
         keys = [
             f"{self.prefix}:c:{event.customer}",
@@ -392,19 +422,28 @@ class RedisStateStore:
             check_event(event)
         if not events:
             return []
-        keys = [self._tx_key(e.transaction_id) for e in events]
-        known = self._call(self._redis.mget, keys=keys)
-        fingerprints = {
-            e.transaction_id: value.split(b" ")[2].decode()
-            for e, value in zip(events, known, strict=True)
-            if value is not None
-        }
+        if not self._key_settled:
+            self._require_key()
+        fingerprints = self.known_fingerprints([e.transaction_id for e in events])
         _check_conflicts(events, fingerprints.get)
         return [self.record_and_query(e, plan) for e in events]
+
+    def known_fingerprints(self, transaction_ids: Sequence[int]) -> dict[int, str]:
+        if not transaction_ids:
+            return {}
+        keys = [self._tx_key(tid) for tid in transaction_ids]
+        known = self._call(self._redis.mget, keys=keys)
+        return {
+            tid: value.split(b" ")[2].decode()
+            for tid, value in zip(transaction_ids, known, strict=True)
+            if value is not None
+        }
 
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
         _check_int64(transaction_id, "transaction_id")
         _check_int64(labelled_at_ns, "labelled_at")
+        if not self._key_settled:
+            self._require_key()
         args = [
             _enc(transaction_id),
             "1" if is_fraud else "0",
@@ -416,6 +455,69 @@ class RedisStateStore:
 
     def snapshot(self) -> None:
         """Nothing to do: Redis persists on its own (RDB/AOF)."""
+
+    def check_key(self) -> None:
+        """Compare the hash key's check value with the one recorded under the
+        prefix: record it if there is none (a new prefix, or state written
+        before check values existed: adopted); raise HashKeyChangedError if
+        another one is recorded and keys under the prefix hold state, unless
+        `accept_new_key`, which clears the prefix first. StateUnavailableError
+        if Redis does not answer (checked again at the next call). Replicas
+        starting together race safely: the first value set wins and the
+        others compare against it. Done once per store."""
+        if self._key_settled or self._key_check is None:
+            return
+        with self._key_lock:
+            if not self._key_settled:
+                self._settle_key(self._key_check)
+                self._key_settled = True
+
+    def _require_key(self) -> None:
+        """The key check before a request's first call: a changed key is a
+        503 with the reason (and ping() False) rather than a silent start
+        from zero; once known it is not asked again."""
+        if self._key_problem is None:
+            try:
+                self.check_key()
+                return
+            except HashKeyChangedError as exc:
+                self._key_problem = str(exc)
+                log.error("%s", exc)
+        # The whole story is in the log; clients get the gist.
+        raise StateUnavailableError(
+            "the online state was written with another hash key (see the server log)")
+
+    def _settle_key(self, key_check: str) -> None:
+        name = f"{self.prefix}:keycheck"
+        if self._call(self._redis.set, name=name, value=key_check, nx=True):
+            return
+        stored = self._call(self._redis.get, name=name)
+        if isinstance(stored, bytes):  # unless the client decodes replies itself
+            stored = stored.decode()
+        if stored is None or stored == key_check:
+            if stored is None:  # cleared meanwhile: try once more
+                self._call(self._redis.set, name=name, value=key_check, nx=True)
+            return
+        if not self._call(self._holds_state, name=name):
+            # Only the check value is left (every entity expired): nothing to
+            # orphan, so the new key is simply recorded.
+            self._call(self._redis.set, name=name, value=key_check)
+            return
+        where = f"the Redis state under the prefix '{self.prefix}:'"
+        if not self._accept_new_key:
+            raise HashKeyChangedError(where, "clear that prefix and start the online state over")
+        deleted = self._call(self.clear)
+        self._call(self._redis.set, name=name, value=key_check)
+        log.warning(
+            "THE HASH KEY CHANGED and %s is set: %s was written with the old key and is cleared "
+            "(%d keys); every customer and terminal history starts from zero",
+            ACCEPT_SETTING, where, deleted,
+        )
+
+    def _holds_state(self, name: str) -> bool:
+        exempt = (name, name.encode())
+        return any(key not in exempt for key in self._redis.scan_iter(
+            match=f"{self.prefix}:*", count=1000))
 
     def close(self) -> None:
         self._redis.close()

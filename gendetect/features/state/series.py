@@ -55,7 +55,9 @@ class _Series:
     """One entity's events sorted by (time, id): parallel lists, live from
     `start` on (pruned events sit before it until the next compaction)."""
 
-    __slots__ = ("ids", "start", "times")
+    # written_at: wall-clock seconds of the entity's last write (the memory
+    # store's idle sweep; never an event time).
+    __slots__ = ("ids", "start", "times", "written_at")
 
     COMPACT_MIN = 32
 
@@ -63,6 +65,7 @@ class _Series:
         self.times: list[int] = []
         self.ids: list[int] = []
         self.start = 0
+        self.written_at = 0.0
 
     def __len__(self) -> int:
         return len(self.times) - self.start
@@ -123,6 +126,7 @@ class _Customer(_Series):
         self.times = []
         self.ids = []
         self.start = 0
+        self.written_at = 0.0
         self.amounts: list[float] = []
         # pre[i] = exact sum of amounts[:i] (since the last compaction), in
         # units of 2**-64.
@@ -182,6 +186,7 @@ class _Terminal(_Series):
         self.times = []
         self.ids = []
         self.start = 0
+        self.written_at = 0.0
         # Fraud labels with labelled_at <= newest_time ("applied"): their
         # events' times sorted (what windows bounded by time count, with
         # small-int comparisons), their keys sorted (for a window that ends

@@ -49,7 +49,7 @@ async def readyz(request: Request, manager: ManagerDep) -> Response:
         # Scoring needs the audit database: without it every score is a 503.
         up = await asyncio.to_thread(stores.ping)
         if not up:
-            reason = stores.problem or "audit database not answering"
+            reason = stores.ping_problem or "audit database not answering"
             return _json({"status": "unavailable", "reason": reason,
                           "model": served.model_ref}, 503)
     return _json({"status": "ready", "model": served.model_ref})
