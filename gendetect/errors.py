@@ -40,10 +40,23 @@ class ModelNotReadyError(GendetectError):
     """No model could be loaded from the configured registry."""
 
 
-class StateUnavailableError(GendetectError):
-    """A state store (Redis, a database) did not answer within its timeout.
+class UnavailableError(GendetectError):
+    """A backing service did not answer in time, or failed: nothing was
+    changed, and the same request may be sent again. The API answers 503;
+    each subclass names which service (its own error code)."""
+
+
+class StateUnavailableError(UnavailableError):
+    """The online feature state (Redis, or the memory store's journal) did
+    not answer within its timeout or could not be written.
 
     The API answers 503 with code `state_unavailable`; nothing was recorded."""
+
+
+class StoreUnavailableError(UnavailableError):
+    """The database (the audit, reviews, verdicts) did not answer in time, or
+    failed: nothing was stored. The API answers 503 (`audit_unavailable`
+    when scoring)."""
 
 
 class DuplicateTransactionError(GendetectError):

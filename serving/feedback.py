@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from gendetect.config import Settings
-from gendetect.stores.errors import StoreUnavailableError
+from gendetect.errors import StoreUnavailableError
 from gendetect.stores.verdicts import (
     ApplyLabel,
     Deadline,

@@ -30,12 +30,12 @@ from typing import Any
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gendetect.config import Settings
-from gendetect.errors import DuplicateTransactionError
+from gendetect.errors import DuplicateTransactionError, StoreUnavailableError
 from gendetect.key_check import HashKeyChangedError, key_check
 from gendetect.schema import Schema
 from gendetect.stores.audit import AuditWriter
 from gendetect.stores.database import make_engine
-from gendetect.stores.errors import SchemaVersionError, StoreUnavailableError
+from gendetect.stores.errors import SchemaVersionError
 from gendetect.stores.hash_key import check_hash_key
 from gendetect.stores.records import RowBuilder
 from gendetect.stores.review import ReviewStore

@@ -51,9 +51,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
+from gendetect.errors import StoreUnavailableError
 from gendetect.stores import bulk
 from gendetect.stores.database import IMMEDIATE
-from gendetect.stores.errors import StoreUnavailableError
 from gendetect.stores.records import AuditRow
 from gendetect.stores.replays import Outcome, insert_checked
 from gendetect.stores.tables import decisions

@@ -1,13 +1,9 @@
-"""The stores' user-facing errors."""
+"""The stores' own user-facing errors (their unavailability is
+gendetect.errors.StoreUnavailableError, one family with the state's)."""
 
 from __future__ import annotations
 
 from gendetect.errors import GendetectError
-
-
-class StoreUnavailableError(GendetectError):
-    """The database did not answer in time, or failed: nothing was stored.
-    The API answers 503 (`audit_unavailable` when scoring)."""
 
 
 class SchemaVersionError(GendetectError):

@@ -18,8 +18,7 @@ import orjson
 from sqlalchemy import Engine, and_, exists, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from gendetect.errors import InputError
-from gendetect.stores.errors import StoreUnavailableError
+from gendetect.errors import InputError, StoreUnavailableError
 from gendetect.stores.records import decision_from_row, utc_naive
 from gendetect.stores.tables import decisions, verdicts
 

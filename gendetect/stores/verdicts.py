@@ -46,9 +46,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gendetect.errors import InputError
+from gendetect.errors import InputError, StoreUnavailableError
 from gendetect.stores.database import IMMEDIATE, bound_transaction, wait_bounds
-from gendetect.stores.errors import StoreUnavailableError
 from gendetect.stores.records import utc_naive
 from gendetect.stores.tables import decisions, verdicts
 

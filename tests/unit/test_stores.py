@@ -29,13 +29,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from gendetect.errors import DuplicateTransactionError
+from gendetect.errors import DuplicateTransactionError, StoreUnavailableError
 from gendetect.keyed_hash import EntityHasher
 from gendetect.schema import load_schema
 from gendetect.stores import migrate
 from gendetect.stores.audit import AuditWriter
 from gendetect.stores.database import make_engine, normalise_url
-from gendetect.stores.errors import SchemaVersionError, StoreUnavailableError
+from gendetect.stores.errors import SchemaVersionError
 from gendetect.stores.export import export_labels, latest_labels
 from gendetect.stores.records import RowBuilder
 from gendetect.stores.review import AlertFilter, ReviewStore

@@ -8,9 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from gendetect.errors import InputError
+from gendetect.errors import InputError, StoreUnavailableError
 from gendetect.schema import INT64_MAX
-from gendetect.stores.errors import StoreUnavailableError
 from gendetect.stores.review import AlertFilter
 from serving.api.deps import ReviewKey, StoresDep
 from serving.errors import ApiError, from_core_error
