@@ -24,7 +24,7 @@ import pytest
 from gendetect.config import Settings
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore
-from gendetect.features.state.memory import check_state_key
+from gendetect.features.state.memory_key import check_state_key
 from gendetect.features.windows import WindowConfig
 from gendetect.key_check import HashKeyChangedError, key_check
 from serving.online_state import OnlineState

@@ -25,6 +25,7 @@ from gendetect.errors import StateUnavailableError
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore
 from gendetect.features.state import journal as state_module
+from gendetect.features.state import memory as memory_module
 from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import to_ns
 from tests.records import tx
@@ -127,7 +128,7 @@ def test_a_crash_after_the_rename_applies_nothing_twice(
     online = _open(path)
     _feed(online, range(60))
     probe = _probe(online)
-    monkeypatch.setattr(state_module._Journal, "segments", lambda self: [])  # keeps old segments
+    monkeypatch.setattr(state_module.Journal, "segments", lambda self: [])  # keeps old segments
     online.store.snapshot()
     monkeypatch.undo()
     stale = _segments(path)[0]
@@ -268,10 +269,10 @@ def test_close_survives_a_failing_final_snapshot(
     _feed(online, range(25))
     probe = _probe(online)
 
-    def disk_full(self: MemoryStateStore, payload: bytes) -> None:
+    def disk_full(path: Path, payload: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(MemoryStateStore, "_write_atomically", disk_full)
+    monkeypatch.setattr(memory_module, "write_atomically", disk_full)
     online.store.close()  # logged, not raised: shutdown goes on
     monkeypatch.undo()
     assert not path.exists()

@@ -16,7 +16,7 @@ import pytest
 from gendetect.errors import InputError
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import Horizons, MemoryStateStore, TxEvent, WindowPlan, bounds_of
-from gendetect.features.state.series import _Customer, _Terminal
+from gendetect.features.state.series import CustomerSeries, TerminalSeries
 from gendetect.features.windows import WindowConfig, add_window_features
 from gendetect.timestamps import to_ns
 from tests.records import tx
@@ -96,29 +96,29 @@ def test_out_of_order_events_rebuild_the_prefix_sums_exactly() -> None:
 
 
 def test_compaction_keeps_sums_and_bounds_memory() -> None:
-    customer = _Customer()
+    customer = CustomerSeries()
     window = 100
     for k in range(5000):
         customer.insert(k, k, float(k % 7))
         customer.prune(k - window)
         # Dead entries stay below half (plus a small minimum) of the list.
-        assert customer.start <= max(len(customer.times) // 2, _Customer.COMPACT_MIN)
+        assert customer.start <= max(len(customer.times) // 2, CustomerSeries.COMPACT_MIN)
     counts, sums = customer.window_sums(4999, 4999, 0.0, bounds_of([(window, None)]))
     assert counts == [window] and sums == [float(sum(k % 7 for k in range(4900, 5000)))]
     # Exact sums: a huge amount long gone leaves no rounding behind, and one
     # still held does not swamp the small ones.
-    customer = _Customer()
+    customer = CustomerSeries()
     for k, amount in enumerate([1e18, 0.1, 0.2, 1e-3, 0.3]):
         customer.insert(k, k, amount)
     counts, sums = customer.window_sums(4, 4, 0.0, bounds_of([(4, None), (10, None)]))
     assert counts == [4, 5] and sums[1] == 1e18  # 1e18 + 0.601, correctly rounded
     assert sums[0] == float(sum(map(Fraction, [0.1, 0.2, 1e-3, 0.3])))
-    assert len(customer.times) < 2 * window + _Customer.COMPACT_MIN
+    assert len(customer.times) < 2 * window + CustomerSeries.COMPACT_MIN
     assert len(customer.pre) == len(customer.times) + 1
 
 
 def test_terminal_compaction_drops_labels_of_pruned_events() -> None:
-    terminal = _Terminal()
+    terminal = TerminalSeries()
     for k in range(200):
         terminal.insert(k, k)
         if k % 3 == 0:

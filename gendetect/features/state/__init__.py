@@ -7,19 +7,29 @@ memory, in the snapshot, in the journal or in Redis, holds a raw id. Times
 are int nanoseconds since the epoch (UTC), within int64; transaction ids are
 int64 too (both checked here before anything changes).
 
-Modules, one job each; imports point one way (memory -> journal, series,
-model; redis_store -> series, model; journal -> model; series -> model):
+Modules, one job each; imports point one way (memory -> journal, snapshot,
+memory_key, series, model; redis_store -> redis_scripts, series, model;
+redis_scripts -> series, model; snapshot -> series, model; journal,
+snapshot, memory_key -> durable; journal, series -> model):
 - model: what every store shares: TxEvent, Horizons, WindowPlan,
   WindowSums, the StateStore protocol, the checks on events and the
   constants (UNKNOWN_LABEL, AMOUNT_LIMIT, DUPLICATE_MESSAGE, the int64 bounds,
-  the composite (time, id) keys);
-- series: one entity's events (_Series, _Customer, _Terminal), the exact
-  fixed-point sums, and the window answers computed from them (_query);
+  the composite (time, id) keys: event_key, time_bound, KEY_SHIFT);
+- series: one entity's events (Series, CustomerSeries, TerminalSeries), the
+  exact fixed-point sums (to_fixed, prefix_sums), and the window answers
+  computed from them (query_windows);
 - journal: the write-ahead journal of the memory store (numbered segments,
-  fsync, torn-line tolerant reading) and its entry format;
+  fsync, torn-line tolerant reading), its entry format and the durability
+  rules of journal and snapshot;
+- snapshot: the memory store's snapshot format (encode, decode);
+- durable: atomic file replacement and directory fsync;
+- memory_key: the memory store's hash-key check (the check file beside the
+  snapshot, moving a state aside), also run before the store opens;
 - memory: MemoryStateStore, in-process, with snapshot and journal;
-- redis_store: RedisStateStore, shared by several replicas, with its Lua
-  scripts and sortable encodings.
+- redis_scripts: the Redis store's Lua scripts, their sortable encodings
+  and the decoding of their replies;
+- redis_store: RedisStateStore, shared by several replicas, and its
+  hash-key check.
 
 The clock (what decides pruning and expiry) cannot be moved by one record:
 - each entity is pruned by its own newest event time: events at or before

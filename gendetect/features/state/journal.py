@@ -1,7 +1,25 @@
 """The memory store's write-ahead journal: numbered append-only segments
 beside the snapshot, written through to the OS on every entry, fsynced by a
-background flusher, and read back skipping torn lines (see
-gendetect.features.state.memory for the durability rules).
+background flusher, and read back skipping torn lines; and its entry format.
+
+Durability of the memory store (with a snapshot path): every record and
+label is appended to a journal (one JSON line each, in the order applied,
+written through to the operating system before the call returns, so a
+process killed with SIGKILL loses nothing it acknowledged). A background
+flusher thread fsyncs the journal every `journal_fsync_seconds` (group
+fsync: at most that much window history is lost if the machine itself
+fails), and `add_label` fsyncs before it returns, so an acknowledged label
+survives a power cut too. The journal is split in numbered segments; a
+snapshot is written atomically (temporary file, fsync, rename) and records
+the first segment it does not contain, and only then are older segments
+deleted: a kill between any two steps leaves either the old snapshot and
+all segments after it, or the new one and possibly some stale segments it
+already contains (skipped and deleted on start), never an entry lost or
+applied twice. On start the snapshot is loaded and the later segments are
+replayed; a torn line (a write cut short by a crash, never acknowledged) is
+skipped. After a failed write the segment is abandoned and the next write
+starts a new one, so a torn line is never followed by good ones in a
+segment. Snapshot and journal files are created with mode 0600.
 """
 
 from __future__ import annotations
@@ -15,12 +33,13 @@ from typing import Any
 import orjson
 
 from gendetect.errors import StateUnavailableError
+from gendetect.features.state.durable import fsync_dir
 from gendetect.features.state.model import Horizons, TxEvent
 
 log = logging.getLogger(__name__)
 
 
-class _Journal:
+class Journal:
     """Numbered append-only segments `<snapshot name>.journal.<n>` beside the
     snapshot. Every entry is written through to the OS at once; fsync runs on
     a background thread every `fsync_seconds` and on `sync()`."""
@@ -57,7 +76,7 @@ class _Journal:
     def _open(self, seq: int) -> None:
         fd = os.open(self.path_of(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._fd, self.seq, self._broken, self._dirty = fd, seq, False, False
-        _fsync_dir(self.dir)  # the new file's name survives a power cut too
+        fsync_dir(self.dir)  # the new file's name survives a power cut too
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -125,20 +144,7 @@ class _Journal:
             self._close_fd()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the file data is synced
-    finally:
-        os.close(fd)
-
-
-def _read_segment(path: Path) -> list[list[Any]]:
+def read_segment(path: Path) -> list[list[Any]]:
     """A segment's entries; lines that do not parse are writes cut short by a
     crash or a failed write (never acknowledged): skipped."""
     entries = []
@@ -156,7 +162,7 @@ def _read_segment(path: Path) -> list[list[Any]]:
     return entries
 
 
-def _record_line(event: TxEvent, horizons: Horizons) -> bytes:
+def record_line(event: TxEvent, horizons: Horizons) -> bytes:
     # The horizons go with the entry: replay must prune exactly as it was.
     return (
         orjson.dumps(
@@ -174,3 +180,7 @@ def _record_line(event: TxEvent, horizons: Horizons) -> bytes:
         )
         + b"\n"
     )
+
+
+def label_line(transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bytes:
+    return orjson.dumps(["l", transaction_id, int(bool(is_fraud)), labelled_at_ns]) + b"\n"

@@ -34,16 +34,16 @@ Window = tuple[int, int | None]
 # Composite (time, id) keys for the fraud-label lists: ordered like the
 # events, for any int64 time and id.
 _ID_BIAS = 2**63
-_SHIFT = 64
+KEY_SHIFT = 64
 
 
-def _key(time_ns: int, tx_id: int) -> int:
-    return (time_ns << _SHIFT) + (tx_id + _ID_BIAS)
+def event_key(time_ns: int, tx_id: int) -> int:
+    return (time_ns << KEY_SHIFT) + (tx_id + _ID_BIAS)
 
 
-def _time_bound(time_ns: int) -> int:
+def time_bound(time_ns: int) -> int:
     """Keys below this are exactly those of events at or before `time_ns`."""
-    return (time_ns + 1) << _SHIFT
+    return (time_ns + 1) << KEY_SHIFT
 
 
 class TxEvent(NamedTuple):
@@ -68,17 +68,17 @@ class Horizons:
 
 
 # A plan's windows as binary-search bounds: the distinct offsets, and per
-# window the rows (indices into the offsets, or _OWN: just past the request
+# window the rows (indices into the offsets, or OWN_ROW: just past the request
 # itself) of its start and end.
 Bounds = tuple[tuple[int, ...], tuple[tuple[int, int], ...], bool]
-_OWN = -1
+OWN_ROW = -1
 
 
 def bounds_of(windows: Sequence[Window]) -> Bounds:
     """(offsets, rows, whether any window ends at the request itself)."""
     offsets = sorted({w for window in windows for w in window if w is not None})
     row = {w: i for i, w in enumerate(offsets)}
-    rows = tuple((row[begin], _OWN if end is None else row[end]) for begin, end in windows)
+    rows = tuple((row[begin], OWN_ROW if end is None else row[end]) for begin, end in windows)
     return tuple(offsets), rows, any(end is None for _, end in windows)
 
 
@@ -147,7 +147,7 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
-def _check_int64(value: Any, what: str) -> None:
+def check_int64(value: Any, what: str) -> None:
     if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
         raise InputError("must be an integer within 64 bits", field=what)
 
@@ -155,8 +155,8 @@ def _check_int64(value: Any, what: str) -> None:
 def check_event(event: TxEvent) -> None:
     """What every store needs of an event before it changes anything: values
     that any later request, the snapshot and the journal can hold."""
-    _check_int64(event.transaction_id, "transaction_id")
-    _check_int64(event.time_ns, "timestamp")
+    check_int64(event.transaction_id, "transaction_id")
+    check_int64(event.time_ns, "timestamp")
     if type(event.amount) is not float or not abs(event.amount) <= AMOUNT_LIMIT:
         raise InputError(f"must be a number of magnitude at most {AMOUNT_LIMIT:g}", field="amount")
     for name in ("customer", "terminal", "fingerprint"):
@@ -164,7 +164,7 @@ def check_event(event: TxEvent) -> None:
             raise InputError("must be a string", field=name)
 
 
-def _check_conflicts(
+def check_conflicts(
     events: Sequence[TxEvent], known_fingerprint: Callable[[int], str | None]
 ) -> None:
     """DuplicateTransactionError if an event's id is known, or earlier in

@@ -30,19 +30,19 @@ from typing import Any
 
 from gendetect.errors import DuplicateTransactionError, StateUnavailableError
 from gendetect.features.state.model import (
-    _OWN,
     DUPLICATE_MESSAGE,
     INT64_MIN,
+    OWN_ROW,
     TxEvent,
     WindowPlan,
     WindowSums,
-    _check_conflicts,
-    _check_int64,
-    _key,
-    _time_bound,
+    check_conflicts,
     check_event,
+    check_int64,
+    event_key,
+    time_bound,
 )
-from gendetect.features.state.series import _fixed
+from gendetect.features.state.series import to_fixed
 from gendetect.key_check import ACCEPT_SETTING, HashKeyChangedError
 
 log = logging.getLogger(__name__)
@@ -401,7 +401,7 @@ class RedisStateStore:
             _enc(t + h.terminal_ns),
             f"{self.prefix}:x:",
             event.terminal,
-            str(_fixed(event.amount) + _U_BIAS),
+            str(to_fixed(event.amount) + _U_BIAS),
         ]
         for offsets in (plan.customer_bounds[0], plan.terminal_bounds[0]):
             args.append(len(offsets))
@@ -425,7 +425,7 @@ class RedisStateStore:
         if not self._key_settled:
             self._require_key()
         fingerprints = self.known_fingerprints([e.transaction_id for e in events])
-        _check_conflicts(events, fingerprints.get)
+        check_conflicts(events, fingerprints.get)
         return [self.record_and_query(e, plan) for e in events]
 
     def known_fingerprints(self, transaction_ids: Sequence[int]) -> dict[int, str]:
@@ -440,8 +440,8 @@ class RedisStateStore:
         }
 
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
-        _check_int64(transaction_id, "transaction_id")
-        _check_int64(labelled_at_ns, "labelled_at")
+        check_int64(transaction_id, "transaction_id")
+        check_int64(labelled_at_ns, "labelled_at")
         if not self._key_settled:
             self._require_key()
         args = [
@@ -543,25 +543,25 @@ def _answer_from_reply(reply: list[Any], event: TxEvent, plan: WindowPlan) -> Wi
     added, c_pos, c_prefix, c_stored, t_pos, t_stored, f_pos, sign, late = reply
     t, tid = event.time_ns, event.transaction_id
     pre = [int(p) for p in c_prefix]  # running sums at the bounds
-    own_n, own_sum = (0, 0) if c_stored else (1, _fixed(event.amount))
+    own_n, own_sum = (0, 0) if c_stored else (1, to_fixed(event.amount))
     counts: list[int] = []
     sums: list[float] = []
     for lo, h in plan.customer_bounds[1]:
         n = c_pos[h] - c_pos[lo]
         total = pre[h] - pre[lo] - n * _U_BIAS
-        if h == _OWN:  # a read or an unrecorded event counts itself
+        if h == OWN_ROW:  # a read or an unrecorded event counts itself
             n, total = n + own_n, total + own_sum
         counts.append(n)
         sums.append(ldexp(float(total), -64))
     own_t = 0 if t_stored else 1
     rows = plan.terminal_bounds[1]
-    t_counts = [t_pos[h] - t_pos[lo] + (own_t if h == _OWN else 0) for lo, h in rows]
+    t_counts = [t_pos[h] - t_pos[lo] + (own_t if h == OWN_ROW else 0) for lo, h in rows]
     t_frauds = [f_pos[h] - f_pos[lo] for lo, h in rows]
     if late:
         # "<labelled_at>:<time>:<id>": in a window by its event's key.
-        keys = [_key(int(m[21:41]) - _BIAS, int(m[42:]) - _BIAS) for m in late.split()]
-        bounds = [_time_bound(t - o) for o in plan.terminal_bounds[0]]
-        bounds.append(_key(t, tid) + 1)
+        keys = [event_key(int(m[21:41]) - _BIAS, int(m[42:]) - _BIAS) for m in late.split()]
+        bounds = [time_bound(t - o) for o in plan.terminal_bounds[0]]
+        bounds.append(event_key(t, tid) + 1)
         for j, (lo, h) in enumerate(rows):
             lo_key, hi_key = bounds[lo], bounds[h]
             t_frauds[j] += sign * sum(1 for key in keys if lo_key <= key < hi_key)

@@ -40,18 +40,18 @@ from math import ldexp
 from typing import TypeVar
 
 from gendetect.features.state.model import (
-    _OWN,
-    _SHIFT,
+    KEY_SHIFT,
+    OWN_ROW,
     Bounds,
     TxEvent,
     WindowPlan,
     WindowSums,
-    _key,
-    _time_bound,
+    event_key,
+    time_bound,
 )
 
 
-class _Series:
+class Series:
     """One entity's events sorted by (time, id): parallel lists, live from
     `start` on (pruned events sit before it until the next compaction)."""
 
@@ -109,17 +109,17 @@ class _Series:
         return self.start >= self.COMPACT_MIN and 2 * self.start >= len(self.times)
 
 
-def _fixed(amount: float) -> int:
+def to_fixed(amount: float) -> int:
     """`amount` in units of 2**-64, exact for |amount| >= 2**-12 (else to
     the nearest unit)."""
     return round(math.ldexp(amount, 64))
 
 
-def _prefix(amounts: list[float]) -> list[int]:
-    return list(accumulate(map(_fixed, amounts), initial=0))
+def prefix_sums(amounts: list[float]) -> list[int]:
+    return list(accumulate(map(to_fixed, amounts), initial=0))
 
 
-class _Customer(_Series):
+class CustomerSeries(Series):
     __slots__ = ("amounts", "pre")
 
     def __init__(self) -> None:
@@ -136,10 +136,10 @@ class _Customer(_Series):
         i = self._insert_at(time_ns, tx_id)
         if i == len(self.amounts):
             self.amounts.append(amount)
-            self.pre.append(self.pre[-1] + _fixed(amount))
+            self.pre.append(self.pre[-1] + to_fixed(amount))
             return
         self.amounts.insert(i, amount)
-        tail = accumulate(map(_fixed, self.amounts[i:]), initial=self.pre[i])
+        tail = accumulate(map(to_fixed, self.amounts[i:]), initial=self.pre[i])
         next(tail)
         del self.pre[i + 1 :]
         self.pre.extend(tail)
@@ -149,7 +149,7 @@ class _Customer(_Series):
         if self._should_compact():
             s = self.start
             del self.times[:s], self.ids[:s], self.amounts[:s]
-            self.pre = _prefix(self.amounts)
+            self.pre = prefix_sums(self.amounts)
             self.start = 0
 
     def window_sums(
@@ -162,12 +162,12 @@ class _Customer(_Series):
         pos.append(hi_q)  # the last row: just past the request itself
         # A read or an unrecorded event counts itself in the windows it ends.
         # Sums back to floats: float(int) rounds correctly, ldexp is exact.
-        own_n, own_sum = (0, 0) if stored else (1, _fixed(amount))
+        own_n, own_sum = (0, 0) if stored else (1, to_fixed(amount))
         counts: list[int] = []
         sums: list[float] = []
         for lo_row, hi_row in rows:
             lo, hi = pos[lo_row], pos[hi_row]
-            if hi_row == _OWN:
+            if hi_row == OWN_ROW:
                 counts.append(hi - lo + own_n)
                 sums.append(ldexp(float(pre[hi] - pre[lo] + own_sum), -64))
             else:
@@ -179,7 +179,7 @@ class _Customer(_Series):
 _Pair = tuple[int, int]  # (labelled_at, key) of a fraud label
 
 
-class _Terminal(_Series):
+class TerminalSeries(Series):
     __slots__ = ("fraud_at", "fraud_keys", "fraud_times", "pending")
 
     def __init__(self) -> None:
@@ -208,7 +208,7 @@ class _Terminal(_Series):
             del self.pending[:j]
 
     def _apply(self, pair: _Pair) -> None:
-        insort(self.fraud_times, pair[1] >> _SHIFT)
+        insort(self.fraud_times, pair[1] >> KEY_SHIFT)
         insort(self.fraud_keys, pair[1])
         insort(self.fraud_at, pair)
 
@@ -220,7 +220,7 @@ class _Terminal(_Series):
             s = self.start
             del self.times[:s], self.ids[:s]
             self.start = 0
-            first = _key(self.times[0], self.ids[0])
+            first = event_key(self.times[0], self.ids[0])
             del self.fraud_times[: bisect_left(self.fraud_times, self.times[0])]
             del self.fraud_keys[: bisect_left(self.fraud_keys, first)]
             self.fraud_at = [p for p in self.fraud_at if p[1] >= first]
@@ -234,7 +234,7 @@ class _Terminal(_Series):
         if was_fraud:
             old = (was_at, key)
             if was_at <= newest:
-                _remove(self.fraud_times, key >> _SHIFT)
+                _remove(self.fraud_times, key >> KEY_SHIFT)
                 _remove(self.fraud_keys, key)
                 _remove(self.fraud_at, old)
             else:
@@ -259,7 +259,7 @@ class _Terminal(_Series):
 
 
 def _terminal_answer(
-    labels: _Terminal,
+    labels: TerminalSeries,
     time_ns: int,
     tx_id: int,
     bounds: Bounds,
@@ -273,7 +273,7 @@ def _terminal_answer(
     `labels.times[-1]`: its newest time. Shared by both stores."""
     offsets, rows, ends_at_request = bounds
     own_n = 0 if stored else 1
-    counts = [pos[h] - pos[lo] + (own_n if h == _OWN else 0) for lo, h in rows]
+    counts = [pos[h] - pos[lo] + (own_n if h == OWN_ROW else 0) for lo, h in rows]
     # Label corrections for this request's time (usually none): waiting
     # labels that arrived by then, or applied ones that arrived after it.
     extra: list[int] = []
@@ -297,14 +297,14 @@ def _terminal_answer(
     # them earlier than it): never count them.
     floor = first[0] - 1
     at_or_before = [bisect_right(fraud_times, max(time_ns - o, floor)) for o in offsets]
-    first_key = _key(*first)
+    first_key = event_key(*first)
     if ends_at_request:
-        own_key = max(_key(time_ns, tx_id) + 1, first_key)
+        own_key = max(event_key(time_ns, tx_id) + 1, first_key)
         at_or_before.append(bisect_left(labels.fraud_keys, own_key))
     frauds = [at_or_before[h] - at_or_before[lo] for lo, h in rows]
     if extra:
-        keys = [max(_time_bound(time_ns - o), first_key) for o in offsets]
-        keys.append(max(_key(time_ns, tx_id) + 1, first_key))
+        keys = [max(time_bound(time_ns - o), first_key) for o in offsets]
+        keys.append(max(event_key(time_ns, tx_id) + 1, first_key))
         for j, (lo, h) in enumerate(rows):
             lo_key, hi_key = keys[lo], keys[h]
             frauds[j] += sign * sum(1 for key in extra if lo_key <= key < hi_key)
@@ -320,9 +320,9 @@ def _remove(items: list[_T], value: _T) -> None:
         del items[i]
 
 
-def _query(
-    customer: _Customer | None,
-    terminal: _Terminal | None,
+def query_windows(
+    customer: CustomerSeries | None,
+    terminal: TerminalSeries | None,
     event: TxEvent,
     plan: WindowPlan,
     recorded: bool,
