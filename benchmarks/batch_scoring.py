@@ -173,7 +173,7 @@ def score_file_seconds(bundle: FraudModelBundle, path: Path, work: Path) -> dict
 def spark_run(data_dir: Path, bundle: FraudModelBundle, work: Path) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    from gendetect.features.windows import add_window_features
+    from gendetect.features.window_engine import add_window_features
     from gendetect.spark import spark_session, window_features
 
     config = bundle.pipeline.window_config
@@ -329,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _with_history(df: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
     """The training rows with their behaviour features over the full
     history before them (given as columns, so fit uses them as they are)."""
-    from gendetect.features.windows import WindowConfig, add_window_features
+    from gendetect.features.window_engine import add_window_features
+    from gendetect.features.windows import WindowConfig
 
     start = train["timestamp"].min() - pd.Timedelta(days=38)
     span = df[(df["timestamp"] >= start) & (df["timestamp"] <= train["timestamp"].max())]

@@ -196,7 +196,7 @@ def _raw_with_windows(df: pd.DataFrame) -> pd.DataFrame:
     transaction_id; computed once per process (about 5 s for 1.75M rows)."""
     key = id(df)
     if key not in _RAW_CACHE:
-        from gendetect.features.windows import add_window_features
+        from gendetect.features.window_engine import add_window_features
 
         raw = df[list(RAW_COLUMNS)].rename(columns=RAW_COLUMNS)
         _RAW_CACHE.clear()

@@ -37,7 +37,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks.protocols import RAW_COLUMNS
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 
 AGREEMENT = 1e-6
 

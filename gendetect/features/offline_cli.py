@@ -13,7 +13,8 @@ import yaml
 
 from gendetect.data.io import prepare_output, read_table, write_table
 from gendetect.errors import InputError
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 
 
 def load_window_config(path: str | None) -> WindowConfig:

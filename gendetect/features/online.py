@@ -55,7 +55,7 @@ from gendetect.features.state import (
     WindowPlan,
     WindowSums,
 )
-from gendetect.features.windows import WindowConfig, _plans
+from gendetect.features.windows import WindowConfig, kernel_windows
 from gendetect.keyed_hash import UNKEYED, EntityHasher, record_digest
 from gendetect.timestamps import days_to_ns, to_ns
 
@@ -88,7 +88,7 @@ def _time_ns(value: Any, field: str) -> int:
 
 def window_plan(config: WindowConfig) -> WindowPlan:
     """The offline engine's windows for `config`, as a store answers them."""
-    customer, terminal = _plans(config)
+    customer, terminal = kernel_windows(config)
     return WindowPlan(
         customer, terminal, Horizons(config.customer_horizon_ns, config.terminal_horizon_ns)
     )
@@ -321,7 +321,7 @@ class _InFlight:
 
 def _inside(other: TxEvent, event: TxEvent, window: tuple[int, int | None]) -> bool:
     """Whether `other` falls in `window` of `event` (the store's definition,
-    gendetect.features.state.model.Window)."""
+    gendetect.features.windows.Window)."""
     start, end = window
     t = event.time_ns
     if other.time_ns <= t - start:

@@ -151,7 +151,7 @@ class FeaturePipeline:
         return history.features(df, time_ns)
 
     def with_window_features(self, df: pd.DataFrame) -> pd.DataFrame:
-        from gendetect.features.windows import add_window_features
+        from gendetect.features.window_engine import add_window_features
 
         config = self.window_config
         assert config is not None
@@ -247,7 +247,7 @@ class WindowHistory:
         return 0 if self._tail is None else len(self._tail["time"])
 
     def features(self, df: pd.DataFrame, time_ns: np.ndarray) -> Columns:
-        from gendetect.features.windows import (
+        from gendetect.features.window_engine import (
             customer_window_features,
             terminal_window_features,
         )

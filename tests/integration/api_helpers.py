@@ -12,7 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from gendetect.features.windows import add_window_features
+from gendetect.features.window_engine import add_window_features
 
 if TYPE_CHECKING:
     from tests.integration.conftest import RegisteredFixture

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 
 pytestmark = pytest.mark.handbook
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from gendetect.data.simulator import simulate_transactions
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 
 pytest.importorskip("pyspark")
 pytestmark = pytest.mark.integration

@@ -27,7 +27,8 @@ from gendetect.data.simulator import simulate_transactions
 from gendetect.errors import DuplicateTransactionError
 from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import RedisStateStore
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 from tests.records import tx
 
 pytestmark = pytest.mark.integration

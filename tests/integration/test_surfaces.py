@@ -30,7 +30,7 @@ from gendetect.bundle import FraudModelBundle
 from gendetect.cli import main as cli
 from gendetect.config import Settings, get_settings
 from gendetect.data.simulator import simulate_transactions
-from gendetect.features.windows import add_window_features
+from gendetect.features.window_engine import add_window_features
 from tests.conftest import FOREIGN_ENV
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,8 @@ from gendetect.bundle import FraudModelBundle
 from gendetect.decisions import BATCH_HISTORY_COLUMN
 from gendetect.errors import InputError
 from gendetect.features.pipeline import WindowHistory, split_at_last_time
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import column_to_ns
 from training.batch_score import score_file
 

@@ -15,7 +15,8 @@ from gendetect.data.simulator import simulate_transactions
 from gendetect.errors import InputError
 from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import Horizons, MemoryStateStore
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import NS_PER_DAY
 from tests.records import tx
 

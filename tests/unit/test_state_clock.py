@@ -17,7 +17,8 @@ import pandas as pd
 
 from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import MemoryStateStore
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 from tests.records import tx
 
 START = datetime(2018, 4, 1)  # the handbook's dates

@@ -2,7 +2,7 @@
 conflicting ids, equal timestamps, out-of-order, far-future and far-past
 times, ids next to 2**63 - 1, labels for unknown ids, late and future
 labels), fed to the state stores; every accepted record's features must equal
-the offline engine's (gendetect.features.windows.add_window_features) on the
+the offline engine's (gendetect.features.window_engine.add_window_features) on the
 history the store holds by its documented rules, and every label answer and
 duplicate refusal must match too.
 
@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from gendetect.errors import DuplicateTransactionError
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore, RedisStateStore, StateStore
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import to_ns
 
 REDIS_URL = os.environ.get("GENDETECT_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -17,7 +17,8 @@ from gendetect.errors import InputError
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import Horizons, MemoryStateStore, TxEvent, WindowPlan, bounds_of
 from gendetect.features.state.series import CustomerSeries, TerminalSeries
-from gendetect.features.windows import WindowConfig, add_window_features
+from gendetect.features.window_engine import add_window_features
+from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import to_ns
 from tests.records import tx
 

@@ -11,12 +11,12 @@ import pytest
 
 from gendetect.cli import main as cli
 from gendetect.errors import InputError
-from gendetect.features.windows import (
-    WindowConfig,
+from gendetect.features.window_engine import (
     add_window_features,
     customer_window_features,
     window_sums,
 )
+from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import NS_PER_DAY
 
 HOUR_NS = 3600 * 10**9

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from gendetect.errors import DuplicateTransactionError, InputError
+from gendetect.features.windows import Window
 
 UNKNOWN_LABEL = -1
 INT64_MIN = -(2**63)
@@ -25,11 +26,6 @@ INT64_MAX = 2**63 - 1
 # feature (an average of amounts) finite.
 AMOUNT_LIMIT = 1e18
 DUPLICATE_MESSAGE = "transaction_id already recorded with different content"
-
-# A window as (start_ns, end_ns): events with time > t - start_ns and either
-# time <= t - end_ns, or, when end_ns is None, (time, id) <= the request's own
-# (time, id): the same definition as gendetect.features.windows.Window.
-Window = tuple[int, int | None]
 
 # Composite (time, id) keys for the fraud-label lists: ordered like the
 # events, for any int64 time and id.
