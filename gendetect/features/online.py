@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
@@ -44,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import DuplicateTransactionError, InputError
+from gendetect.features.in_flight import InFlight, with_unrecorded
 from gendetect.features.state import (
     AMOUNT_LIMIT,
     INT64_MAX,
@@ -111,7 +110,7 @@ class OnlineWindowFeatures:
         self.store: StateStore = store if store is not None else MemoryStateStore()
         self._hasher = EntityHasher(entity_key)
         self._record_key = entity_key if entity_key is not None else UNKEYED
-        self._in_flight = _InFlight()
+        self._in_flight = InFlight()
         self._plan = window_plan(self.config)
         self._horizons = self._plan.horizons
 
@@ -175,7 +174,7 @@ class OnlineWindowFeatures:
             others = self._in_flight.near(event, token)
             if i:
                 others += [e for e in events[:i] if e.transaction_id not in stored]
-            features.append(self._features(_with_unrecorded(answer, event, others, plan)))
+            features.append(self._features(with_unrecorded(answer, event, others, plan)))
         return Preview(events, features, token)
 
     def record(self, preview: Preview) -> None:
@@ -271,99 +270,6 @@ class Preview:
     events: list[TxEvent]
     features: list[dict[str, float]]
     token: int
-
-
-class _InFlight:
-    """Events previewed but neither recorded nor discarded yet, by customer
-    and by terminal, for the previews of concurrent requests."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next = 0
-        self._batches: dict[int, list[TxEvent]] = {}
-        self._customers: defaultdict[str, dict[int, list[TxEvent]]] = defaultdict(dict)
-        self._terminals: defaultdict[str, dict[int, list[TxEvent]]] = defaultdict(dict)
-
-    def add(self, events: list[TxEvent]) -> int:
-        with self._lock:
-            self._next += 1
-            token = self._next
-            self._batches[token] = events
-            for e in events:
-                self._customers[e.customer].setdefault(token, []).append(e)
-                self._terminals[e.terminal].setdefault(token, []).append(e)
-            return token
-
-    def remove(self, token: int) -> None:
-        with self._lock:
-            for e in self._batches.pop(token, ()):
-                for index, key in ((self._customers, e.customer), (self._terminals, e.terminal)):
-                    entries = index.get(key)
-                    if entries is not None:
-                        entries.pop(token, None)
-                        if not entries:
-                            del index[key]
-
-    def near(self, event: TxEvent, token: int) -> list[TxEvent]:
-        """In-flight events of other previews that share `event`'s customer or
-        terminal (usually none: the common case costs two lookups)."""
-        if not self._batches or (len(self._batches) == 1 and token in self._batches):
-            return []
-        with self._lock:
-            out: list[TxEvent] = []
-            for index, key in ((self._customers, event.customer),
-                               (self._terminals, event.terminal)):
-                for other, events in index.get(key, {}).items():
-                    if other != token:
-                        out.extend(events)
-            return out
-
-
-def _inside(other: TxEvent, event: TxEvent, window: tuple[int, int | None]) -> bool:
-    """Whether `other` falls in `window` of `event` (the store's definition,
-    gendetect.features.windows.Window)."""
-    start, end = window
-    t = event.time_ns
-    if other.time_ns <= t - start:
-        return False
-    if end is not None:
-        return other.time_ns <= t - end
-    return (other.time_ns, other.transaction_id) <= (t, event.transaction_id)
-
-
-def _with_unrecorded(
-    sums: WindowSums, event: TxEvent, others: Iterable[TxEvent], plan: WindowPlan
-) -> WindowSums:
-    """`sums` (what the store answered for `event`) with unrecorded events
-    added where they fall in the windows: each transaction once, never the
-    request's own. They carry no labels, so fraud counts stay."""
-    c_counts = c_sums = t_counts = None
-    seen = {event.transaction_id}
-    for other in others:
-        if other.transaction_id in seen:
-            continue
-        seen.add(other.transaction_id)
-        if other.customer == event.customer:
-            if c_counts is None:
-                c_counts, c_sums = list(sums.customer_counts), list(sums.customer_sums)
-            assert c_sums is not None
-            for k, window in enumerate(plan.customer):
-                if _inside(other, event, window):
-                    c_counts[k] += 1
-                    c_sums[k] += other.amount
-        if other.terminal == event.terminal:
-            if t_counts is None:
-                t_counts = list(sums.terminal_counts)
-            for k, window in enumerate(plan.terminal):
-                if _inside(other, event, window):
-                    t_counts[k] += 1
-    if c_counts is None and t_counts is None:
-        return sums
-    return sums._replace(
-        customer_counts=tuple(c_counts) if c_counts is not None else sums.customer_counts,
-        customer_sums=tuple(c_sums) if c_sums is not None else sums.customer_sums,
-        terminal_counts=tuple(t_counts) if t_counts is not None else sums.terminal_counts,
-    )
 
 
 def replay(df: pd.DataFrame, online: OnlineWindowFeatures) -> pd.DataFrame:
