@@ -20,7 +20,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from gendetect import make_detector
-from gendetect.data.simulator import SCENARIO1_THRESHOLD, simulate_transactions
+from gendetect.data.scenarios import SCENARIO1_THRESHOLD
+from gendetect.data.simulator import simulate_transactions
 from gendetect.features.pipeline import FeaturePipeline
 from gendetect.models import MODEL_KINDS
 from gendetect.schema import load_schema

@@ -7,14 +7,9 @@ import pandas as pd
 import pytest
 
 from gendetect.cli import main as cli
-from gendetect.data.simulator import (
-    COLUMNS,
-    SCENARIO1_THRESHOLD,
-    SCENARIO3_FACTOR,
-    _reachable_terminals,
-    compromise_cards,
-    simulate_transactions,
-)
+from gendetect.data.population import reachable_terminals
+from gendetect.data.scenarios import SCENARIO1_THRESHOLD, SCENARIO3_FACTOR
+from gendetect.data.simulator import COLUMNS, compromise_cards, simulate_transactions
 
 DTYPES = {
     "transaction_id": "int64",
@@ -127,7 +122,7 @@ def test_scenario3_inflates_about_a_third_by_five(month: pd.DataFrame) -> None:
 def test_reachable_terminals_are_strictly_within_radius() -> None:
     customers = np.array([[0.0, 0.0], [50.0, 50.0], [99.0, 1.0]])
     terminals = np.array([[1.0, 1.0], [3.0, 4.0], [50.0, 54.0], [49.0, 50.0], [90.0, 90.0]])
-    indptr, reachable = _reachable_terminals(customers, terminals, 5.0)
+    indptr, reachable = reachable_terminals(customers, terminals, 5.0)
     # (3, 4) is at distance exactly 5: out, as in the handbook.
     assert [list(reachable[indptr[i] : indptr[i + 1]]) for i in range(3)] == [[0], [2, 3], []]
 
