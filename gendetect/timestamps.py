@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 NS_PER_SECOND = 1_000_000_000
-NS_PER_DAY = 86_400 * NS_PER_SECOND
+SECONDS_PER_DAY = 86_400
+NS_PER_DAY = SECONDS_PER_DAY * NS_PER_SECOND
 
 _EPOCH = datetime(1970, 1, 1)
 # Nanoseconds per numpy datetime64 unit (sub-ns units as exact fractions).

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from gendetect.timestamps import SECONDS_PER_DAY
+
 GRID_SIZE = 100.0
-SECONDS_PER_DAY = 86_400
 TIME_OF_DAY_MEAN = SECONDS_PER_DAY / 2
 TIME_OF_DAY_STD = 20_000.0
 

@@ -21,7 +21,6 @@ import pandas as pd
 
 from gendetect.data.population import (
     GRID_SIZE,
-    SECONDS_PER_DAY,
     SimulatedTransactions,
     customer_profiles,
     genuine_transactions,
@@ -34,6 +33,7 @@ from gendetect.data.scenarios import (
     apply_scenario3,
 )
 from gendetect.errors import CliError
+from gendetect.timestamps import SECONDS_PER_DAY
 
 # The protected attribute the simulator can emit (age_groups=True): the
 # customer's age band. Age is a protected ground in anti-discrimination law

@@ -10,8 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-NS_PER_SECOND = 1_000_000_000
-SECONDS_PER_DAY = 86_400
+from gendetect.timestamps import NS_PER_SECOND, SECONDS_PER_DAY
 
 
 def _seconds_of_day(ts_ns: np.ndarray) -> np.ndarray:
