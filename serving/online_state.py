@@ -33,7 +33,7 @@ from gendetect.config import Settings
 from gendetect.errors import StateUnavailableError
 from gendetect.features.online import OnlineWindowFeatures, Preview
 from gendetect.features.state import MemoryStateStore, RedisStateStore, StateStore
-from gendetect.features.state.memory_key import check_state_key as check_memory_key
+from gendetect.features.state.memory_key import check_memory_key
 from gendetect.features.windows import WindowConfig
 from gendetect.key_check import HashKeyChangedError, key_check
 

@@ -12,7 +12,7 @@ the same code, the psycopg driver as the `postgres` extra).
 - `audit`: the decision audit, written by one group-commit thread: rows of
   concurrent requests are inserted in one transaction and each request waits
   for its commit, so that a 2xx means the decision is on disk (`records`:
-  what a row holds; `bulk`: the driver-level insert; `replays`: retried and
+  what a row holds; `bulk`: the driver-level insert; `retries`: retried and
   conflicting transaction ids).
 - `verdicts`: analyst verdicts (append-only history, latest wins) and the
   review queue; `export`: verdicts as a labels file for training.

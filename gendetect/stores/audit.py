@@ -55,7 +55,7 @@ from gendetect.errors import StoreUnavailableError
 from gendetect.stores import bulk
 from gendetect.stores.database import IMMEDIATE
 from gendetect.stores.records import AuditRow
-from gendetect.stores.replays import Outcome, insert_checked
+from gendetect.stores.retries import RequestOutcome, insert_checked
 from gendetect.stores.tables import decisions
 
 log = logging.getLogger("gendetect.stores")
@@ -75,7 +75,7 @@ COMMIT_GRACE_SECONDS = 1.0
 @dataclass(slots=True)
 class _Item:
     rows: Sequence[AuditRow]
-    future: asyncio.Future[Outcome]
+    future: asyncio.Future[RequestOutcome]
     loop: asyncio.AbstractEventLoop
     state: int = _WAITING
     timer: asyncio.TimerHandle | None = None
@@ -111,7 +111,7 @@ class AuditWriter:
             self._thread.join(timeout)
             self._thread = None
 
-    async def write(self, rows: Sequence[AuditRow]) -> Outcome:
+    async def write(self, rows: Sequence[AuditRow]) -> RequestOutcome:
         """Store `rows` durably; per row None, or the stored decision of a
         retried transaction. Raises StoreUnavailableError or
         DuplicateTransactionError."""
@@ -122,7 +122,7 @@ class AuditWriter:
                 raise StoreUnavailableError("too many decisions waiting for the database")
             self._pending += len(rows)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
+        future: asyncio.Future[RequestOutcome] = loop.create_future()
         pending = self._pending_items.get(loop)
         if pending is None:
             # Hand over once per event-loop iteration: every request scored
@@ -184,7 +184,7 @@ class AuditWriter:
                 self._deliver(live, self._commit_safely(live))
         self._drop_connection()
 
-    def _commit_safely(self, items: list[_Item]) -> list[Outcome | BaseException]:
+    def _commit_safely(self, items: list[_Item]) -> list[RequestOutcome | BaseException]:
         # First as if every id were new: one INSERT, no reads (retries are
         # rare). A unique violation means a stored id: then check each row.
         checked = False
@@ -224,7 +224,7 @@ class AuditWriter:
                 self._conn.close()
             self._conn = None
 
-    def _insert_all(self, items: list[_Item]) -> list[Outcome | BaseException]:
+    def _insert_all(self, items: list[_Item]) -> list[RequestOutcome | BaseException]:
         values = [row.values(uuid.uuid4()) for item in items for row in item.rows]
         conn = self._connection()
         with conn.begin():
@@ -236,7 +236,7 @@ class AuditWriter:
         self.rows_written += len(values)
         return [[None] * len(item.rows) for item in items]
 
-    def _commit(self, items: list[_Item]) -> list[Outcome | BaseException]:
+    def _commit(self, items: list[_Item]) -> list[RequestOutcome | BaseException]:
         conn = self._connection()
         with conn.begin():
             outcomes, written = insert_checked(conn, [item.rows for item in items])
@@ -246,8 +246,10 @@ class AuditWriter:
         return outcomes
 
     @staticmethod
-    def _deliver(items: list[_Item], outcomes: list[Outcome | BaseException]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outcome], Any]]] = {}
+    def _deliver(items: list[_Item], outcomes: list[RequestOutcome | BaseException]) -> None:
+        by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[RequestOutcome], Any]]
+        ] = {}
         for item, outcome in zip(items, outcomes, strict=True):
             by_loop.setdefault(item.loop, []).append((item.future, outcome))
         for loop, pairs in by_loop.items():
@@ -265,12 +267,12 @@ def _drain(first: Any, q: queue.SimpleQueue[Any]) -> Iterator[Any]:
             return
 
 
-def _fail(future: asyncio.Future[Outcome], error: Exception) -> None:
+def _fail(future: asyncio.Future[RequestOutcome], error: Exception) -> None:
     if not future.done():
         future.set_exception(error)
 
 
-def _resolve(pairs: list[tuple[asyncio.Future[Outcome], Any]]) -> None:
+def _resolve(pairs: list[tuple[asyncio.Future[RequestOutcome], Any]]) -> None:
     for future, outcome in pairs:
         if future.done():
             continue

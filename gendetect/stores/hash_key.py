@@ -25,7 +25,7 @@ from gendetect.stores.tables import decisions, hash_key_check
 
 log = logging.getLogger("gendetect.stores")
 
-Outcome = Literal["recorded", "same", "accepted"]
+KeyCheckOutcome = Literal["recorded", "same", "accepted"]
 
 
 def describe(engine: Engine) -> str:
@@ -36,21 +36,23 @@ def describe(engine: Engine) -> str:
     return f"the audit database {url.database!r} on {url.host or 'localhost'}"
 
 
-def check_hash_key(engine: Engine, key_check: str, *, accept_new_key: bool = False) -> Outcome:
+def check_hash_key(
+    engine: Engine, key_check: str, *, accept_new_key: bool = False
+) -> KeyCheckOutcome:
     """Compare `key_check` with the recorded one: record it if there is none
     ("recorded": a new database, or one written before check values existed,
     whose key is adopted), "same" if equal; HashKeyChangedError if another
     one is recorded and decisions were written under it, unless
     `accept_new_key` ("accepted": the new one is recorded, the rows kept)."""
     try:
-        return _check(engine, key_check, accept_new_key)
+        return _check_key(engine, key_check, accept_new_key)
     except IntegrityError:
         # Another replica recorded its value between our read and insert
         # (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises): compare with it.
-        return _check(engine, key_check, accept_new_key)
+        return _check_key(engine, key_check, accept_new_key)
 
 
-def _check(engine: Engine, key_check: str, accept: bool) -> Outcome:
+def _check_key(engine: Engine, key_check: str, accept: bool) -> KeyCheckOutcome:
     now = datetime.now(UTC).replace(tzinfo=None)
     where = describe(engine)
     with engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():

@@ -24,7 +24,7 @@ import pytest
 from gendetect.config import Settings
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore
-from gendetect.features.state.memory_key import check_state_key
+from gendetect.features.state.memory_key import check_memory_key
 from gendetect.features.windows import WindowConfig
 from gendetect.key_check import HashKeyChangedError, key_check
 from serving.online_state import OnlineState
@@ -132,7 +132,7 @@ def test_a_state_from_before_key_checks_is_adopted(tmp_path: Path) -> None:
     raw["customers"] = {k: v[:3] for k, v in raw["customers"].items()}
     raw["terminals"] = {k: v[:2] for k, v in raw["terminals"].items()}
     path.write_bytes(orjson.dumps(raw))
-    check_state_key(path, key_check(OLD))  # nothing to compare with: accepted
+    check_memory_key(path, key_check(OLD))  # nothing to compare with: accepted
     adopted = _open(path, OLD)
     assert _count(adopted) == 20 + 1
     adopted.store.close()

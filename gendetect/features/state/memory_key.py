@@ -90,7 +90,7 @@ def _settle_key(snapshot_path: Path, current: str | None, stored: set[str], acce
     return True
 
 
-def check_state_key(
+def check_memory_key(
     snapshot_path: str | os.PathLike[str], key_check: str, *, accept_new_key: bool = False
 ) -> None:
     """The memory store's key check without opening the store (the API runs

@@ -17,13 +17,13 @@ from gendetect.stores.records import AuditRow, decision_from_row
 from gendetect.stores.tables import decisions
 
 # What a request gets per row: None (stored as given) or the stored decision.
-Outcome = list[dict[str, Any] | None]
+RequestOutcome = list[dict[str, Any] | None]
 # Ids per SELECT ... IN (...) (SQLite's parameter limit is far above).
 _IN_CHUNK = 500
 
 
 def insert_checked(conn: Connection, requests: Sequence[Sequence[AuditRow]]
-                   ) -> tuple[list[Outcome | BaseException], int]:
+                   ) -> tuple[list[RequestOutcome | BaseException], int]:
     """Per request its outcome; and the number of rows inserted (in the
     connection's transaction)."""
     ids = list({r.transaction_id for rows in requests for r in rows
@@ -33,11 +33,11 @@ def insert_checked(conn: Connection, requests: Sequence[Sequence[AuditRow]]
         query = select(decisions).where(decisions.c.transaction_id.in_(ids[k : k + _IN_CHUNK]))
         for row in conn.execute(query).mappings():
             stored[row["transaction_id"]] = row
-    outcomes: list[Outcome | BaseException] = []
+    outcomes: list[RequestOutcome | BaseException] = []
     group: dict[int, AuditRow] = {}
     new_rows: list[dict[str, Any]] = []
     for rows in requests:
-        outcome = _check(rows, stored, group)
+        outcome = _sort_request(rows, stored, group)
         outcomes.append(outcome)
         if not isinstance(outcome, BaseException):
             new_rows.extend(row.values(uuid.uuid4())
@@ -47,11 +47,11 @@ def insert_checked(conn: Connection, requests: Sequence[Sequence[AuditRow]]
     return outcomes, len(new_rows)
 
 
-def _check(rows: Sequence[AuditRow], stored: dict[int, Any],
-           group: dict[int, AuditRow]) -> Outcome | BaseException:
+def _sort_request(rows: Sequence[AuditRow], stored: dict[int, Any],
+           group: dict[int, AuditRow]) -> RequestOutcome | BaseException:
     """Per row: None (new), the decision to return (a retry), or a conflict
     for the whole request. Accepted new rows join `group`."""
-    outcome: Outcome = []
+    outcome: RequestOutcome = []
     mine: dict[int, AuditRow] = {}
     for row in rows:
         tid = row.transaction_id
