@@ -270,7 +270,7 @@ def _terminal_answer(
     """Counts and frauds per window, from the positions of the bounds in the
     terminal's events (`pos`: per offset, then the request's own) and its
     fraud-label lists. `first`: the (time, id) of its first held event;
-    `labels.times[-1]`: its newest time. Shared by both stores."""
+    `labels.times[-1]`: its newest time."""
     offsets, rows, ends_at_request = bounds
     own_n = 0 if stored else 1
     counts = [pos[h] - pos[lo] + (own_n if h == OWN_ROW else 0) for lo, h in rows]
