@@ -29,7 +29,6 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from gendetect.config import Settings
 from gendetect.stores.errors import StoreUnavailableError
 from gendetect.stores.verdicts import (
     ApplyLabel,
@@ -43,6 +42,7 @@ from serving.errors import CORE_ERRORS, ApiError, from_core_error, invalid
 from serving.feedback_models import VerdictIn as VerdictBody
 from serving.model_manager import ServedModel
 from serving.responses import LabelIn
+from serving.settings import ServingSettings
 from serving.stores import Stores, unavailable
 
 # Bounds on one JSON verdict (a 1,000-character note, every character
@@ -51,14 +51,14 @@ MAX_VERDICT_BYTES = 8192
 MAX_LABEL_BYTES = 512
 
 
-def feedback_body_limits(settings: Settings) -> dict[str, int]:
+def feedback_body_limits(settings: ServingSettings) -> dict[str, int]:
     n = settings.max_batch_size
     return {"/v1/feedback": n * MAX_VERDICT_BYTES + 1024,
             "/v1/labels": n * MAX_LABEL_BYTES + 1024}
 
 
 class FeedbackService:
-    def __init__(self, settings: Settings, stores: Stores) -> None:
+    def __init__(self, settings: ServingSettings, stores: Stores) -> None:
         self.settings = settings
         self.stores = stores
         self.max_items = settings.max_batch_size

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from gendetect.config import Settings
 from gendetect.errors import ModelNotReadyError
 from serving.metrics import Metrics
 from serving.request_models import build_batch_model, build_record_model
+from serving.settings import ServingSettings
 from serving.warmup import freeze_heap, warm_up
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class AliasCheck:
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: ServingSettings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.current: ServedModel | None = None
@@ -222,7 +222,8 @@ class ModelManager:
         return self._online
 
 
-def _trained_at(bundle: FraudModelBundle, ref: RegisteredModel, settings: Settings) -> str | None:
+def _trained_at(bundle: FraudModelBundle, ref: RegisteredModel,
+                settings: ServingSettings) -> str | None:
     stamp = bundle.metadata.get("trained_at")
     if stamp:
         return str(stamp)

@@ -9,13 +9,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from gendetect.config import Scope, Settings
 from gendetect.errors import ModelNotReadyError
 from serving.auth import KeyRing, Principal
 from serving.errors import ApiError
 from serving.feedback import FeedbackService
 from serving.model_manager import ModelManager, ServedModel
 from serving.scoring import ScoringService
+from serving.settings import Scope, ServingSettings
 from serving.stores import Stores
 
 # Every dependency is `async def` on purpose: FastAPI runs a plain `def`
@@ -28,7 +28,7 @@ _KEY_HEADER = APIKeyHeader(
 )
 
 
-async def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> ServingSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -48,7 +48,7 @@ async def _stores(request: Request) -> Stores:
     return request.app.state.stores  # type: ignore[no-any-return]
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
+SettingsDep = Annotated[ServingSettings, Depends(_settings)]
 ManagerDep = Annotated[ModelManager, Depends(_manager)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 FeedbackDep = Annotated[FeedbackService, Depends(_feedback)]

@@ -653,11 +653,11 @@ def test_the_api_stays_not_ready_on_an_audit_database_of_another_key(
     """serving.stores.Stores.prepare: a database whose decisions were made
     with another key keeps scoring at 503 with the reason (and a log line);
     the accept setting records the new key and keeps the rows."""
-    from gendetect.config import Settings
+    from serving.settings import ServingSettings
     from serving.stores import Stores
 
     def prepared(key: str, **extra: Any) -> Stores:
-        stores = Stores(Settings(home=tmp_path, hash_key=key, **extra))  # type: ignore[arg-type]
+        stores = Stores(ServingSettings(home=tmp_path, hash_key=key, **extra))  # type: ignore[arg-type]
         asyncio.run(asyncio.wait_for(stores.prepare(), 30))
         return stores
 
@@ -683,13 +683,13 @@ def test_the_api_stays_not_ready_on_an_audit_database_of_another_key(
 def test_the_sqlite_database_and_its_side_files_are_private(tmp_path: Path) -> None:
     """Analysts' names and notes: the file SQLite made was 0644 (the umask's
     mode), and its -wal and -shm files followed it."""
-    from gendetect.config import Settings
+    from serving.settings import ServingSettings
     from serving.stores import Stores
 
     old_umask = os.umask(0o022)  # the common default, whatever the runner's
     try:
         home = tmp_path / "new" / "home"
-        stores = Stores(Settings(home=home, hash_key="privacy-test-hash-key"))  # type: ignore[arg-type]
+        stores = Stores(ServingSettings(home=home, hash_key="privacy-test-hash-key"))  # type: ignore[arg-type]
         asyncio.run(asyncio.wait_for(stores.prepare(), 30))
         assert stores.ready
         with stores.engine.connect() as conn:  # open: the -wal and -shm files exist
