@@ -54,7 +54,7 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
-class ReloadResult:
+class ReloadOutcome:
     changed: bool
     previous: str | None
     current: str
@@ -95,7 +95,7 @@ class ModelManager:
             raise ModelNotReadyError(self.last_error or "no model loaded yet")
         return served
 
-    async def reload(self, *, force: bool = False) -> ReloadResult:
+    async def reload(self, *, force: bool = False) -> ReloadOutcome:
         """Load what the configured URI points at now (e.g. after the
         champion alias moved) and swap it in. Unless `force`, a version that
         is already served is not loaded again."""
@@ -116,7 +116,7 @@ class ModelManager:
                 assert previous is not None
                 self.metrics.reload_attempt("unchanged")
                 self.alias_check = AliasCheck(True, datetime.now(UTC))
-                return ReloadResult(False, previous.ref.version, previous.ref.version)
+                return ReloadOutcome(False, previous.ref.version, previous.ref.version)
             self.current = served  # the swap: one reference assignment
             self.alias_check = AliasCheck(True, datetime.now(UTC))
             self.last_error = None
@@ -128,7 +128,7 @@ class ModelManager:
                 served.ref.version,
                 served.ref.alias,
             )
-            return ReloadResult(
+            return ReloadOutcome(
                 True, previous.ref.version if previous else None, served.ref.version
             )
 
