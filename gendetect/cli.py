@@ -34,14 +34,18 @@ class Command:
     run: str  # "module:function"; the function takes the Namespace, returns an exit code
     # Listed in this order in `gendetect --help` (lower first).
     order: int = 100
+    # "module:Class": the settings class the command reads when it extends
+    # the core's (gendetect.config.Settings); how the core learns the names
+    # of a layer's settings without importing the layer.
+    settings: str | None = None
 
 
-def _commands() -> list[Command]:
+def registered_commands() -> list[Command]:
+    """Every layer's commands, from the entry points (none when the package
+    is not installed)."""
     found: list[Command] = []
     for point in entry_points(group=ENTRY_POINT_GROUP):
         found.extend(point.load())
-    if not found:
-        raise CliError("no commands registered: install the package (pip install -e .)")
     return sorted(found, key=lambda c: (c.order, c.name))
 
 
@@ -124,10 +128,10 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        commands = _commands()
-    except GendetectError as exc:
-        print(f"gendetect: error: {exc}", file=sys.stderr)
+    commands = registered_commands()
+    if not commands:
+        print("gendetect: error: no commands registered: install the package "
+              "(pip install -e .)", file=sys.stderr)
         return 2
     args = build_parser(commands).parse_args(argv)
     module_name, func_name = args._run.split(":")

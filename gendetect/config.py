@@ -1,24 +1,32 @@
-"""One settings object, read from GENDETECT_* environment variables and an
+"""The core's settings, read from GENDETECT_* environment variables and an
 optional YAML file (GENDETECT_CONFIG_FILE), with embedded defaults so that a
 first run needs no configuration: a local folder `.gendetect/` holds the
-SQLite-backed MLflow store, artifacts and the online feature state."""
+SQLite-backed MLflow store, artifacts and the online feature state.
+
+`Settings` holds what the core and the jobs read (home, MLflow, the hash
+key, the database). A layer with settings of its own extends it (the API's:
+serving.settings.ServingSettings) and names the class on its command
+(gendetect.cli.Command.settings): one prefix, one file, one loader
+(`get_settings`), and every layer's names known to each, so that a job
+reading a file that also configures the API does not refuse the API's keys,
+and a near miss is judged against every setting.
+"""
 
 from __future__ import annotations
 
 import difflib
-import json
+import importlib
 import logging
 import os
 import secrets
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -27,52 +35,6 @@ from pydantic_settings import SettingsError as SettingsSourceError
 
 from gendetect.errors import GendetectError
 from gendetect.private_files import make_private_dir
-
-# What a key may do (serving.auth maps routes to them): score (POST /v1/score*),
-# feedback (verdicts and labels), review (the alert queue and decisions), admin
-# (model reload). Any valid key may read /v1/model.
-Scope = Literal["score", "feedback", "review", "admin"]
-ALL_SCOPES: tuple[Scope, ...] = ("score", "feedback", "review", "admin")
-KEY_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-MIN_KEY_LENGTH = 16
-AuthMode = Literal["required", "disabled"]
-
-
-def key_problem(secret: str) -> str | None:
-    """Why a configured API key must be refused, or None. A key that no
-    client can present is refused at start instead of failing every request:
-    HTTP strips a header value's surrounding spaces, and the server reads
-    X-API-Key as latin-1 bytes, so a key outside printable ASCII never
-    compares equal. The text never quotes the key."""
-    if not secret.strip():
-        return "set but empty"
-    if secret != secret.strip():
-        return ("has leading or trailing whitespace, which HTTP strips from the X-API-Key "
-                "header: no client could present it")
-    if not all(" " <= ch <= "~" for ch in secret):
-        return ("has characters other than printable ASCII, which an X-API-Key header does "
-                "not carry intact: no client could present it")
-    if len(secret) < MIN_KEY_LENGTH:  # short keys can be guessed
-        return f"keys must have at least {MIN_KEY_LENGTH} characters"
-    return None
-
-
-class ApiKeySpec(BaseModel):
-    """One named key of GENDETECT_API_KEYS."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    key: SecretStr = Field(description="the secret a client sends as X-API-Key")
-    scopes: list[Scope] = Field(min_length=1)
-
-    @field_validator("key")
-    @classmethod
-    def _usable(cls, value: SecretStr) -> SecretStr:
-        # The error's location (api_keys.<name>.key) names the key.
-        problem = key_problem(value.get_secret_value())
-        if problem:
-            raise ValueError(problem)
-        return value
 
 
 class Settings(BaseSettings):
@@ -96,7 +58,7 @@ class Settings(BaseSettings):
         if path:
             if not Path(path).is_file():
                 raise FileNotFoundError(f"GENDETECT_CONFIG_FILE: {path}: no such file")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            sources.append(_LayerYamlSource(settings_cls, yaml_file=path))
         return tuple(sources)
 
     home: Path = Field(Path(".gendetect"), description="local state folder")
@@ -108,21 +70,6 @@ class Settings(BaseSettings):
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     model_uri: str | None = Field(None, description="default models:/<model_name>@<champion>")
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535, description="0: any free port")
-    torch_threads: int = Field(1, ge=1, description="intra-op threads per API process")
-    max_batch_size: int = Field(1000, ge=1)
-    state_store: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    state_snapshot_seconds: float = Field(30.0, gt=0)
-    state_journal_fsync_seconds: float = Field(
-        1.0, gt=0, le=60,
-        description="memory store: at most this much window history is lost on a crash "
-        "(journal group-fsync period); labels are fsynced before they are acknowledged",
-    )
-    state_timeout_seconds: float = Field(
-        0.2, gt=0, le=30, description="a state-store call that takes longer fails with 503"
-    )
     hash_key: SecretStr | None = Field(
         None,
         description="secret for keyed hashes (HMAC-SHA256) of customer/terminal ids at rest; "
@@ -137,71 +84,15 @@ class Settings(BaseSettings):
         "the audit database (its rows are kept). Without it a store written with another key "
         "stops the API at start. Set it for one start, then remove it.",
     )
-    api_key: SecretStr | None = Field(
-        None, description="one key named 'default' with every scope, sent as X-API-Key "
-        "(kept for compatibility; see api_keys)"
-    )
-    # NoDecode: the JSON is parsed by _parse_api_keys, so that an empty, null or
-    # malformed value is an error naming the variable (pydantic-settings took
-    # null for "unset" and raised a traceback for the rest).
-    api_keys: Annotated[dict[str, ApiKeySpec], NoDecode] = Field(
-        default_factory=dict,
-        validate_default=False,  # unset is no keys; set and empty is an error
-        description='named keys with scopes, e.g. GENDETECT_API_KEYS=\'{"checkout": {"key": '
-        '"...", "scopes": ["score"]}, "analysts": {"key": "...", "scopes": ["review", '
-        '"feedback"]}}\' (JSON in the environment, a mapping in the YAML file)',
-    )
-    auth: AuthMode = Field(
-        "required", description="required: every /v1 route needs a key (api_keys or api_key) "
-        "and the API refuses to start without one; disabled: no key is asked for and every "
-        "caller has every scope, admin included (for a local run; logged at start)",
-    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the audit/verdict database; default a SQLite "
         "file <home>/gendetect.db; postgresql://... uses psycopg (the postgres extra)"
-    )
-    audit_enabled: bool = Field(
-        True, description="store every decision the API returns before answering"
     )
     database_timeout_seconds: float = Field(
         2.0, gt=0, le=60,
         description="the longest a request waits on the database (audit commit, connection, "
         "lock); past it scoring answers 503 audit_unavailable",
     )
-    audit_queue_max: int = Field(
-        20_000, ge=1, description="decisions waiting for their commit beyond this are refused "
-        "with 503 at once (back-pressure while the database is slow)",
-    )
-    metrics_require_key: bool = Field(False, description="/metrics needs the API key too")
-    docs_require_key: bool = Field(
-        False, description="/docs, /redoc and /openapi.json need the API key too"
-    )
-    max_clock_skew_seconds: float = Field(
-        86_400.0, ge=0, description="timestamps at most this far ahead of the server clock"
-    )
-    model_poll_seconds: float = Field(
-        30.0, ge=0, description="how often the API checks the registry alias (0: never)"
-    )
-    # Connection limits (serving.connections, serving.middleware): a client
-    # that holds a connection without finishing its request is cut off.
-    header_timeout_seconds: float = Field(
-        10.0, gt=0, le=300, description="a request's line and headers must arrive within this, "
-        "counted from the connection's opening or from a later request's first byte; else 408 "
-        "(or, before any byte, a silent close) and the connection is closed",
-    )
-    body_timeout_seconds: float = Field(
-        30.0, gt=0, le=3600, description="a request body must arrive within this after its "
-        "headers; else 408 and the connection is closed",
-    )
-    idle_timeout_seconds: float = Field(
-        15.0, gt=0, le=3600, description="a kept-alive connection without a new request for "
-        "this long is closed",
-    )
-    max_connections: int = Field(
-        1000, ge=1, le=100_000, description="requests on connections beyond this many open "
-        "ones are answered 503 and their connection is closed",
-    )
-    log_level: str = "INFO"
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -220,70 +111,11 @@ class Settings(BaseSettings):
     def resolved_model_uri(self) -> str:
         return self.model_uri or f"models:/{self.model_name}@{self.champion_alias}"
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        # Caught here, at start: otherwise the API starts and retries a
-        # client that can never connect. The message never quotes the URL
-        # (it may hold a password).
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
-
-    @field_validator("api_key")
-    @classmethod
-    def _usable_api_key(cls, value: SecretStr | None) -> SecretStr | None:
-        problem = key_problem(value.get_secret_value()) if value is not None else None
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _parse_api_keys(cls, value: Any) -> Any:
-        # A key setting that is present but says nothing must not read as
-        # "no keys": that used to start the API open. Messages never quote
-        # the value (it holds secrets); JSON errors give line and column only.
-        if value is None:
-            raise ValueError("null: name at least one key, or unset it")
-        if not isinstance(value, str):
-            return value  # a mapping from the YAML file or an argument
-        if not value.strip():
-            raise ValueError("set but empty: name at least one key, or unset it")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno} column "
-                             f"{exc.colno}); expected {{\"<name>\": {{\"key\": \"...\", "
-                             f"\"scopes\": [...]}}}}") from None
-        if parsed is None:
-            raise ValueError("null: name at least one key, or unset it")
-        return parsed
-
-    @field_validator("api_keys")
-    @classmethod
-    def _key_names(cls, value: dict[str, ApiKeySpec]) -> dict[str, ApiKeySpec]:
-        import re
-
-        if not value:
-            raise ValueError("names no key: name at least one key, or unset it")
-        for name in value:
-            if not re.match(KEY_NAME_PATTERN, name):
-                raise ValueError(f"key name {name!r}: letters, digits, '_', '.', '-' (1-64)")
-        secrets_seen = [spec.key.get_secret_value() for spec in value.values()]
-        if len(set(secrets_seen)) != len(secrets_seen):
-            raise ValueError("two names share one key: their scopes would be ambiguous")
-        return value
-
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'gendetect.db').resolve()}"
-
-    @property
-    def state_snapshot_path(self) -> Path:
-        return self.home / "state" / "features.snapshot"
 
     @property
     def hash_key_source(self) -> str:
@@ -317,20 +149,67 @@ class SettingsError(GendetectError):
     """Settings that do not validate: names the key and where it came from."""
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
+S = TypeVar("S", bound=Settings)
+
+
+@cache
+def get_settings(cls: type[S] = Settings) -> S:  # type: ignore[assignment]
+    """The settings of `cls` (the core's, or a layer's class extending
+    them), read once per process; errors as one SettingsError line."""
     try:
-        settings = Settings()
+        settings = cls()
     except (ValidationError, FileNotFoundError, SettingsSourceError) as exc:
         raise SettingsError(describe_settings_error(exc)) from None
     _warn_of_misspelt_variables(os.environ)
     return settings
 
 
+@lru_cache(maxsize=1)
+def _layer_classes() -> tuple[type[Settings], ...]:
+    """The settings classes that the layers above the core name on their
+    commands (loaded through the `gendetect.commands` entry points, so that
+    the core never imports those layers)."""
+    from gendetect.cli import registered_commands
+
+    found: list[type[Settings]] = []
+    for command in registered_commands():
+        if command.settings:
+            module, name = command.settings.split(":")
+            found.append(getattr(importlib.import_module(module), name))
+    return tuple(found)
+
+
+def setting_names() -> frozenset[str]:
+    """Every setting's field name: the core's and each layer's."""
+    names = set(Settings.model_fields)
+    for cls in _layer_classes():
+        names.update(cls.model_fields)
+    return frozenset(names)
+
+
+class _LayerYamlSource(YamlConfigSettingsSource):
+    """The YAML file, less the keys that are another layer's settings: one
+    file configures the jobs and the API, so a job takes the API's keys for
+    what they are. Any other key still reaches the model, where an unknown
+    one is an error."""
+
+    def __init__(self, settings_cls: type[BaseSettings], yaml_file: Path | str) -> None:
+        # Set before the base class reads the file (its __init__ does).
+        self._own = set(settings_cls.model_fields)
+        super().__init__(settings_cls, yaml_file=yaml_file)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        if not isinstance(data, dict):
+            return data  # not a mapping: pydantic-settings says so
+        foreign = setting_names() - self._own
+        return {key: value for key, value in data.items() if key not in foreign}
+
+
 def misspelt_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """(variable, the setting it nearly names) for each GENDETECT_* variable
     that is not a setting but a near miss of one."""
-    known = [f"GENDETECT_{name.upper()}" for name in Settings.model_fields]
+    known = sorted(f"GENDETECT_{name.upper()}" for name in setting_names())
     # Separators dropped or swapped (GENDETECT_APIKEY, GENDETECT_API-KEY) are
     # a near miss whatever the similarity ratio says.
     squashed = {_squash(name): name for name in known}

@@ -13,17 +13,16 @@ PSI = sum over bins of (a - e) * ln(a / e), with e the reference share and a
 the recent share of a bin (both floored at 1e-4 so that an empty bin is a
 large but finite term). The usual reading, which `DEFAULT_LEVEL` follows:
 below 0.1 stable, 0.1-0.25 a moderate shift, above 0.25 a major one; 0.2 is
-the default level that marks drift (configurable: the training config's
-`drift.level`, the API's GENDETECT_DRIFT_LEVEL). Deciles because they need
-no tuning per feature and leave ~10% of the rows per bin, so that a few
-thousand recent rows give a PSI whose noise (about bins / rows) is far below
-the level. A feature with few distinct values (a weekend flag) gets fewer,
+the default level that marks drift (callers pass their own: the training
+config's `drift.level`, the API's setting GENDETECT_DRIFT_LEVEL). Deciles
+because they need no tuning per feature and leave ~10% of the rows per bin,
+so that a few thousand recent rows give a PSI whose noise (about bins /
+rows) is far below the level. A feature with few distinct values (a weekend flag) gets fewer,
 wider bins: its edges are the distinct deciles.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -140,17 +139,6 @@ def bundle_drift(bundle: Any, X: Any, level: float = DEFAULT_LEVEL) -> DriftRepo
     return compare(reference, x, bundle.feature_names, scores, level)
 
 
-def level_from_env(default: float = DEFAULT_LEVEL) -> float:
-    """GENDETECT_DRIFT_LEVEL, else `default` (the API's drift level)."""
-    raw = os.environ.get("GENDETECT_DRIFT_LEVEL")
-    if not raw:
-        return default
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("GENDETECT_DRIFT_LEVEL must be > 0")
-    return value
-
-
 class RecentWindow:
     """The last `size` scored records' model inputs and scores (a ring, thread
     safe), and their PSI against a reference, recomputed every `every`
@@ -183,15 +171,6 @@ class RecentWindow:
         report = compare(self.reference, rows, self.names, recent, self.level)
         self.last = report
         return report
-
-
-def window_rows_from_env(default: int = 5000) -> int:
-    """GENDETECT_DRIFT_WINDOW_ROWS: how many recent records the API compares."""
-    raw = os.environ.get("GENDETECT_DRIFT_WINDOW_ROWS")
-    value = int(raw) if raw else default
-    if value < 10:
-        raise ValueError("GENDETECT_DRIFT_WINDOW_ROWS must be >= 10")
-    return value
 
 
 class LiveDrift:

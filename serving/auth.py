@@ -1,7 +1,7 @@
 """API keys with scopes.
 
 Keys come from the environment: `GENDETECT_API_KEYS`, named keys with their
-scopes (JSON, see gendetect.config.Settings.api_keys), and, for
+scopes (JSON, see serving.settings.ServingSettings.api_keys), and, for
 compatibility, `GENDETECT_API_KEY`, one key named `default` with every scope.
 A route needs one scope (serving.api.deps.require_scope): `score` the
 scoring routes, `feedback` verdicts and labels, `review` the alert queue and
@@ -12,7 +12,7 @@ Auth fails closed: with `GENDETECT_AUTH=required` (the default) and no key
 configured the API refuses to start; it is open (every caller has every
 scope) only with an explicit `GENDETECT_AUTH=disabled`, said at start. An
 empty, null or malformed key setting, or a key that no client could
-present, is refused when the settings are read (gendetect.config).
+present, is refused when the settings are read (serving.settings).
 
 The presented key is hashed (SHA-256) and compared with every configured
 key's hash by hmac.compare_digest, all of them every time: neither the time
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from gendetect.config import ALL_SCOPES, Settings, key_problem, misspelt_variables
+from gendetect.config import misspelt_variables
 from gendetect.errors import GendetectError
+from serving.settings import ALL_SCOPES, ServingSettings, key_problem
 
 log = logging.getLogger("gendetect.serving")
 
@@ -89,7 +90,7 @@ class KeyRing:
         return found
 
     @classmethod
-    def from_settings(cls, settings: Settings,
+    def from_settings(cls, settings: ServingSettings,
                       environ: Mapping[str, str] | None = None) -> KeyRing:
         keys: dict[str, tuple[bytes, frozenset[str]]] = {}
         if settings.api_key is not None:

@@ -17,4 +17,5 @@ def _serve(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = [Command("serve", "start the scoring API (FastAPI under uvicorn, one worker)",
-                    _serve, "serving.server:cli_main", order=60)]
+                    _serve, "serving.server:cli_main", order=60,
+                    settings="serving.settings:ServingSettings")]

@@ -1,9 +1,10 @@
 """The scoring routes answered without FastAPI's routing and dependency
 machinery, which costs more CPU per request than validating and scoring a
 record (measured with benchmarks/serving_before_after.py: about 15% of the
-single-record throughput). Same checks, same service, same answers as the
-FastAPI routes in serving.api.routes.score, which stay for the OpenAPI
-document and answer when this path is off (`create_app(fast_path=False)`).
+single-record throughput). Same checks (serving.access), same service, same
+answers as the FastAPI routes in serving.api.routes.score, which stay for
+the OpenAPI document and answer when this path is off
+(`create_app(fast_path=False)`).
 
 It sits inside RequestGuard (body limits, 415) and Observability (metrics,
 access log), so those apply to it unchanged.
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gendetect.errors import ModelNotReadyError
+from serving.access import authenticate, authorize, served_model
 from serving.errors import ApiError
 from serving.middleware import send_json
 
@@ -40,8 +41,8 @@ class ScoringFastPath:
             return
         scope[ROUTE_KEY] = scope["path"]
         try:
-            principal = self._caller(scope)
-            served = self._served()
+            principal = authorize(authenticate(self.state.keys, _api_key(scope)), "score")
+            served = served_model(self.state.manager)
             body = await _read_body(receive)
             if body is None:  # the client went away
                 return
@@ -51,23 +52,11 @@ class ScoringFastPath:
             return
         await send_json(send, status, payload)
 
-    def _caller(self, scope: Scope) -> Any:
-        presented = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
-        principal = self.state.keys.identify(
-            presented.decode("latin-1") if presented is not None else None)
-        if principal is None:
-            raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header",
-                           headers={"WWW-Authenticate": "APIKey"})
-        if not principal.may("score"):
-            raise ApiError(403, "forbidden", "this API key lacks the 'score' scope")
-        return principal
 
-    def _served(self) -> Any:
-        try:
-            return self.state.manager.require()
-        except ModelNotReadyError as exc:
-            raise ApiError(503, "model_not_ready", str(exc),
-                           headers={"Retry-After": "2"}) from None
+def _api_key(scope: Scope) -> str | None:
+    # Read as latin-1, as Starlette reads the header for the FastAPI routes.
+    presented = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
+    return presented.decode("latin-1") if presented is not None else None
 
 
 async def _read_body(receive: Receive) -> bytes | None:

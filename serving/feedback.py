@@ -29,20 +29,20 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from gendetect.config import Settings
 from gendetect.errors import StoreUnavailableError
 from gendetect.stores.verdicts import (
     ApplyLabel,
     Deadline,
     IntakeResult,
-    VerdictIn,
+    NewVerdict,
     VerdictTimeError,
 )
 from serving.auth import Principal
 from serving.errors import CORE_ERRORS, ApiError, from_core_error, invalid
-from serving.feedback_models import VerdictIn as VerdictBody
+from serving.feedback_models import VerdictIn
 from serving.model_manager import ServedModel
 from serving.responses import LabelIn
+from serving.settings import ServingSettings
 from serving.stores import Stores, unavailable
 
 # Bounds on one JSON verdict (a 1,000-character note, every character
@@ -51,26 +51,26 @@ MAX_VERDICT_BYTES = 8192
 MAX_LABEL_BYTES = 512
 
 
-def feedback_body_limits(settings: Settings) -> dict[str, int]:
+def feedback_body_limits(settings: ServingSettings) -> dict[str, int]:
     n = settings.max_batch_size
     return {"/v1/feedback": n * MAX_VERDICT_BYTES + 1024,
             "/v1/labels": n * MAX_LABEL_BYTES + 1024}
 
 
 class FeedbackService:
-    def __init__(self, settings: Settings, stores: Stores) -> None:
+    def __init__(self, settings: ServingSettings, stores: Stores) -> None:
         self.settings = settings
         self.stores = stores
         self.max_items = settings.max_batch_size
-        self._verdict = TypeAdapter(VerdictBody)
-        self._verdicts = TypeAdapter(list[VerdictBody])
+        self._verdict = TypeAdapter(VerdictIn)
+        self._verdicts = TypeAdapter(list[VerdictIn])
         self._label = TypeAdapter(LabelIn)
         self._labels = TypeAdapter(list[LabelIn])
 
     async def feedback(self, served: ServedModel, body: bytes,
                        caller: Principal) -> dict[str, Any]:
         many, parsed = self._parse(body, self._verdict, self._verdicts)
-        items = [VerdictIn(v.transaction_id, v.label, v.analyst, v.note, v.labelled_at)
+        items = [NewVerdict(v.transaction_id, v.label, v.analyst, v.note, v.labelled_at)
                  for v in parsed]  # type: ignore[attr-defined]
         result = await self._intake(served, items, "feedback", caller, many)
         self._unknown_single(many, result)
@@ -81,8 +81,8 @@ class FeedbackService:
                      caller: Principal) -> dict[str, Any]:
         many, parsed = self._parse(body, self._label, self._labels)
         analyst = caller.name or "labels"
-        items = [VerdictIn(x.transaction_id, "fraud" if x.is_fraud else "genuine", analyst,
-                           None, x.labelled_at) for x in parsed]  # type: ignore[attr-defined]
+        items = [NewVerdict(x.transaction_id, "fraud" if x.is_fraud else "genuine", analyst,
+                            None, x.labelled_at) for x in parsed]  # type: ignore[attr-defined]
         result = await self._intake(served, items, "labels", caller, many)
         self._unknown_single(many, result)
         return {"accepted": result.accepted, "unknown": result.unknown}
@@ -103,7 +103,7 @@ class FeedbackService:
                            [{"field": "body", "message": f"more than {self.max_items} items"}])
         return is_list, items
 
-    async def _intake(self, served: ServedModel, items: list[VerdictIn], source: str,
+    async def _intake(self, served: ServedModel, items: list[NewVerdict], source: str,
                       caller: Principal, many: bool) -> IntakeResult:
         self.stores.require_ready("database_unavailable")
         # Started before the thread hop: a wait for a free worker thread (or

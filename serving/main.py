@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, FastAPI
 
 from gendetect import __version__
-from gendetect.config import Settings, get_settings
+from gendetect.config import get_settings
 from serving.api.deps import ApiKey
 from serving.api.routes import feedback, health, model, review, score
 from serving.auth import ConfigurationError, KeyRing
@@ -27,6 +27,7 @@ from serving.online_state import check_state_key
 from serving.openapi import build_openapi, docs_router
 from serving.responses import ErrorResponse
 from serving.scoring import ScoringService, body_limits
+from serving.settings import ServingSettings
 from serving.stores import Stores
 
 __all__ = ["ConfigurationError", "create_app"]
@@ -34,8 +35,8 @@ __all__ = ["ConfigurationError", "create_app"]
 log = logging.getLogger("gendetect.serving")
 
 
-def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: ServingSettings | None = None, *, fast_path: bool = True) -> FastAPI:
+    settings = settings or get_settings(ServingSettings)
     keys = KeyRing.from_settings(settings)  # refuses no keys, unless GENDETECT_AUTH=disabled
     # A state written with another hash key stops the start here (before the
     # port opens, exit 2 from `gendetect serve`), not at the model load in
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> F
     return app
 
 
-async def _snapshot_loop(manager: ModelManager, settings: Settings) -> None:
+async def _snapshot_loop(manager: ModelManager, settings: ServingSettings) -> None:
     while True:
         await asyncio.sleep(settings.state_snapshot_seconds)
         served = manager.current

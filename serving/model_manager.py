@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from gendetect.config import Settings
 from gendetect.errors import ModelNotReadyError
 from serving.metrics import Metrics
 from serving.request_models import build_batch_model, build_record_model
+from serving.settings import ServingSettings
 from serving.warmup import freeze_heap, warm_up
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
-class ReloadResult:
+class ReloadOutcome:
     changed: bool
     previous: str | None
     current: str
@@ -70,7 +70,7 @@ class AliasCheck:
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: ServingSettings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.current: ServedModel | None = None
@@ -95,7 +95,7 @@ class ModelManager:
             raise ModelNotReadyError(self.last_error or "no model loaded yet")
         return served
 
-    async def reload(self, *, force: bool = False) -> ReloadResult:
+    async def reload(self, *, force: bool = False) -> ReloadOutcome:
         """Load what the configured URI points at now (e.g. after the
         champion alias moved) and swap it in. Unless `force`, a version that
         is already served is not loaded again."""
@@ -116,7 +116,7 @@ class ModelManager:
                 assert previous is not None
                 self.metrics.reload_attempt("unchanged")
                 self.alias_check = AliasCheck(True, datetime.now(UTC))
-                return ReloadResult(False, previous.ref.version, previous.ref.version)
+                return ReloadOutcome(False, previous.ref.version, previous.ref.version)
             self.current = served  # the swap: one reference assignment
             self.alias_check = AliasCheck(True, datetime.now(UTC))
             self.last_error = None
@@ -128,7 +128,7 @@ class ModelManager:
                 served.ref.version,
                 served.ref.alias,
             )
-            return ReloadResult(
+            return ReloadOutcome(
                 True, previous.ref.version if previous else None, served.ref.version
             )
 
@@ -222,7 +222,8 @@ class ModelManager:
         return self._online
 
 
-def _trained_at(bundle: FraudModelBundle, ref: RegisteredModel, settings: Settings) -> str | None:
+def _trained_at(bundle: FraudModelBundle, ref: RegisteredModel,
+                settings: ServingSettings) -> str | None:
     stamp = bundle.metadata.get("trained_at")
     if stamp:
         return str(stamp)

@@ -29,13 +29,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from gendetect.config import Settings
 from gendetect.errors import StateUnavailableError
 from gendetect.features.online import OnlineWindowFeatures, Preview
 from gendetect.features.state import MemoryStateStore, RedisStateStore, StateStore
 from gendetect.features.state.memory_key import check_memory_key
 from gendetect.features.windows import WindowConfig
 from gendetect.key_check import HashKeyChangedError, key_check
+from serving.settings import ServingSettings
 
 log = logging.getLogger("gendetect.serving")
 
@@ -56,7 +56,7 @@ class OnlineState:
         self.in_memory = in_memory
 
     @classmethod
-    def create(cls, config: WindowConfig, settings: Settings) -> OnlineState:
+    def create(cls, config: WindowConfig, settings: ServingSettings) -> OnlineState:
         """Open the configured store; HashKeyChangedError (naming where the
         key comes from) if it was written with another hash key."""
         key = settings.resolved_hash_key()
@@ -146,7 +146,7 @@ class OnlineState:
         self.store.close()
 
 
-def _redis_store(settings: Settings, key: bytes) -> RedisStateStore:
+def _redis_store(settings: ServingSettings, key: bytes) -> RedisStateStore:
     return RedisStateStore(
         url=settings.redis_url,
         socket_timeout=settings.state_timeout_seconds,
@@ -155,7 +155,7 @@ def _redis_store(settings: Settings, key: bytes) -> RedisStateStore:
     )
 
 
-def check_state_key(settings: Settings) -> None:
+def check_state_key(settings: ServingSettings) -> None:
     """The state store's hash-key check, at start before anything is served
     (serving.main.create_app): HashKeyChangedError, naming the state and
     where the key comes from, if the state was written with another key

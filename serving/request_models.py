@@ -39,7 +39,7 @@ from gendetect.schema import INT64_MAX, FieldSpec, Schema
 TransactionId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 
 # Timestamps may lie at most this far ahead of the server clock unless the
-# caller says otherwise (Settings.max_clock_skew_seconds).
+# caller says otherwise (ServingSettings.max_clock_skew_seconds).
 DEFAULT_MAX_SKEW_SECONDS = 86_400.0
 
 

@@ -43,8 +43,6 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from gendetect import drift
-from gendetect.config import Settings
 from gendetect.drift import LiveDrift
 from gendetect.features.online import Preview
 from gendetect.keyed_hash import RecordFingerprint
@@ -53,6 +51,7 @@ from serving.auth import Principal
 from serving.errors import CORE_ERRORS, ApiError, from_core_error, invalid
 from serving.metrics import Metrics
 from serving.model_manager import ServedModel
+from serving.settings import ServingSettings
 from serving.stores import Stores
 
 _T = TypeVar("_T")
@@ -64,7 +63,7 @@ INLINE_BATCH_MAX = 32
 MAX_RECORD_BYTES = 16_384
 
 
-def body_limits(settings: Settings) -> dict[str, int]:
+def body_limits(settings: ServingSettings) -> dict[str, int]:
     """Body limit per POST route (the RequestGuard middleware enforces them)."""
     from serving.feedback import feedback_body_limits
 
@@ -76,7 +75,7 @@ def body_limits(settings: Settings) -> dict[str, int]:
 
 
 class ScoringService:
-    def __init__(self, settings: Settings, metrics: Metrics, stores: Stores) -> None:
+    def __init__(self, settings: ServingSettings, metrics: Metrics, stores: Stores) -> None:
         self.settings = settings
         self.metrics = metrics
         self.stores = stores
@@ -84,8 +83,6 @@ class ScoringService:
         self._identity: tuple[Schema, RecordFingerprint] | None = None
         # Drift of what the served bundle scores (a new one per model swap).
         self._drift: LiveDrift | None = None
-        self._drift_level = drift.level_from_env()
-        self._drift_rows = drift.window_rows_from_env()
 
     async def score_one(self, served: ServedModel, body: bytes,
                         caller: Principal) -> dict[str, Any]:
@@ -206,8 +203,8 @@ class ScoringService:
     def _live_drift(self, served: ServedModel) -> LiveDrift:
         live = self._drift
         if live is None or live.bundle is not served.bundle:
-            live = self._drift = LiveDrift(served.bundle, size=self._drift_rows,
-                                           level=self._drift_level,
+            live = self._drift = LiveDrift(served.bundle, size=self.settings.drift_window_rows,
+                                           level=self.settings.drift_level,
                                            on_report=self.metrics.drift_report)
         return live
 

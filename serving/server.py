@@ -36,8 +36,9 @@ import logging
 import socket
 import sys
 
-from gendetect.config import Settings, get_settings
+from gendetect.config import get_settings
 from gendetect.errors import ModelNotReadyError
+from serving.settings import ServingSettings
 
 log = logging.getLogger("gendetect.serving")
 
@@ -63,8 +64,8 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _settings_from_args(args: argparse.Namespace) -> Settings:
-    settings = get_settings()
+def _settings_from_args(args: argparse.Namespace) -> ServingSettings:
+    settings = get_settings(ServingSettings)
     updates = {
         key: value
         for key, value in (

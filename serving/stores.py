@@ -29,7 +29,6 @@ from typing import Any
 
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from gendetect.config import Settings
 from gendetect.errors import DuplicateTransactionError, StoreUnavailableError
 from gendetect.key_check import HashKeyChangedError, key_check
 from gendetect.schema import Schema
@@ -42,6 +41,7 @@ from gendetect.stores.review import ReviewStore
 from gendetect.stores.verdicts import VerdictStore
 from serving.auth import ConfigurationError
 from serving.errors import ApiError, from_core_error
+from serving.settings import ServingSettings
 
 log = logging.getLogger("gendetect.serving")
 
@@ -53,7 +53,7 @@ def unavailable(code: str, exc: Exception) -> ApiError:
 
 
 class Stores:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         try:
             self.engine = make_engine(settings.resolved_database_url,

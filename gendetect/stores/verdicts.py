@@ -58,7 +58,7 @@ ApplyLabel = Callable[[int, bool, datetime], bool]
 
 
 @dataclass(frozen=True, slots=True)
-class VerdictIn:
+class NewVerdict:
     transaction_id: int
     label: str  # "fraud" | "genuine"
     analyst: str
@@ -144,7 +144,7 @@ class VerdictStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add(self, items: Sequence[VerdictIn], *, received_at: datetime, source: str,
+    def add(self, items: Sequence[NewVerdict], *, received_at: datetime, source: str,
             key_name: str | None, apply: ApplyLabel | None,
             deadline: Deadline | None = None) -> IntakeResult:
         """Store `items` (in order) and update the online state through
@@ -171,7 +171,7 @@ class VerdictStore:
             raise StoreUnavailableError(
                 "the verdict database is unavailable; nothing was stored") from None
 
-    def _add(self, conn: Connection, items: Sequence[VerdictIn], now: datetime, source: str,
+    def _add(self, conn: Connection, items: Sequence[NewVerdict], now: datetime, source: str,
              key_name: str | None, apply: ApplyLabel | None,
              deadline: Deadline) -> IntakeResult:
         ids = sorted({i.transaction_id for i in items})
@@ -226,7 +226,7 @@ class VerdictStore:
         return result
 
 
-def _check_times(items: Sequence[VerdictIn], decided: dict[int, datetime | None]) -> None:
+def _check_times(items: Sequence[NewVerdict], decided: dict[int, datetime | None]) -> None:
     """VerdictTimeError for verdicts dated before their transaction's event
     time, all of them, before anything is applied or stored. A verdict
     without a time is dated on arrival and not refused for a time its sender
@@ -256,7 +256,7 @@ def effective(history: Sequence[PastVerdict]) -> tuple[str, datetime] | None:
     return label, since
 
 
-def _is_duplicate(item: VerdictIn, when: datetime, past: Sequence[PastVerdict]) -> bool:
+def _is_duplicate(item: NewVerdict, when: datetime, past: Sequence[PastVerdict]) -> bool:
     def same(p: PastVerdict) -> bool:
         return (p.label, p.analyst, p.note) == (item.label, item.analyst, item.note)
 

@@ -1,5 +1,6 @@
 """Dependencies, declared once: the settings, the model being served, the
-services, and the key check with its scopes (serving.auth)."""
+services, and the key check with its scopes (the checks themselves are
+serving.access, shared with the scoring fast path)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from gendetect.config import Scope, Settings
-from gendetect.errors import ModelNotReadyError
+from serving.access import authenticate, authorize, served_model
 from serving.auth import KeyRing, Principal
-from serving.errors import ApiError
 from serving.feedback import FeedbackService
 from serving.model_manager import ModelManager, ServedModel
 from serving.scoring import ScoringService
+from serving.settings import Scope, ServingSettings
 from serving.stores import Stores
 
 # Every dependency is `async def` on purpose: FastAPI runs a plain `def`
@@ -28,7 +28,7 @@ _KEY_HEADER = APIKeyHeader(
 )
 
 
-async def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> ServingSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -48,7 +48,7 @@ async def _stores(request: Request) -> Stores:
     return request.app.state.stores  # type: ignore[no-any-return]
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
+SettingsDep = Annotated[ServingSettings, Depends(_settings)]
 ManagerDep = Annotated[ModelManager, Depends(_manager)]
 ScoringDep = Annotated[ScoringService, Depends(_scoring)]
 FeedbackDep = Annotated[FeedbackService, Depends(_feedback)]
@@ -56,10 +56,7 @@ StoresDep = Annotated[Stores, Depends(_stores)]
 
 
 async def _served(manager: ManagerDep) -> ServedModel:
-    try:
-        return manager.require()
-    except ModelNotReadyError as exc:
-        raise ApiError(503, "model_not_ready", str(exc), headers={"Retry-After": "2"}) from None
+    return served_model(manager)
 
 
 CurrentModel = Annotated[ServedModel, Depends(_served)]
@@ -70,11 +67,7 @@ async def require_api_key(
 ) -> Principal:
     """Who calls (401 for a missing or wrong key); on every /v1 route."""
     ring: KeyRing = request.app.state.keys
-    principal = ring.identify(key)
-    if principal is None:
-        raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header",
-                       headers={"WWW-Authenticate": "APIKey"})
-    return principal
+    return authenticate(ring, key)
 
 
 ApiKey = Depends(require_api_key)
@@ -85,9 +78,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller's key must carry `scope` (403 otherwise)."""
 
     async def check(principal: Caller) -> Principal:
-        if not principal.may(scope):
-            raise ApiError(403, "forbidden", f"this API key lacks the {scope!r} scope")
-        return principal
+        return authorize(principal, scope)
 
     check.__name__ = f"require_{scope}_scope"
     return check

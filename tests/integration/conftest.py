@@ -28,6 +28,7 @@ from gendetect import tracking
 from gendetect.bundle import FraudModelBundle
 from gendetect.config import Settings
 from gendetect.data.simulator import simulate_transactions
+from serving.settings import ServingSettings
 from tests.conftest import FOREIGN_ENV
 
 torch.set_num_threads(1)
@@ -63,7 +64,8 @@ def registry_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of a fresh SQLite MLflow store (created here, so that the
     server process never races us creating its tables)."""
     home = tmp_path_factory.mktemp("registry-home")
-    settings = Settings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    # The API's settings: tests build apps from them (create_app).
+    settings = ServingSettings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     tracking.ensure_experiment(settings)
     return settings
 

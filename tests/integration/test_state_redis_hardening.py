@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from gendetect.config import Settings
 from gendetect.errors import StateUnavailableError
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import RedisStateStore
@@ -97,13 +96,14 @@ def test_the_api_state_names_where_the_key_comes_from(prefix: str, tmp_path: Pat
     """serving.online_state as the API runs it (the default prefix, in a
     Redis database of this test's own): at start and when the model loads."""
     from serving.online_state import OnlineState, check_state_key
+    from serving.settings import ServingSettings
 
     url = REDIS_URL.rsplit("/", 1)[0] + "/11"
     old = RedisStateStore(url, key_check=key_check(OLD))
     old.clear()
     try:
         _history(OnlineWindowFeatures(WindowConfig(), old, entity_key=OLD))
-        settings = Settings(home=tmp_path, state_store="redis", redis_url=url,
+        settings = ServingSettings(home=tmp_path, state_store="redis", redis_url=url,
                             hash_key=NEW.decode())  # type: ignore[arg-type]
         for start in (lambda: check_state_key(settings),
                       lambda: OnlineState.create(WindowConfig(), settings)):

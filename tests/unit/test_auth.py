@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from gendetect.config import ApiKeySpec, Settings
 from serving.auth import OPEN, ConfigurationError, KeyRing
+from serving.settings import ApiKeySpec, ServingSettings
 
 SECRET = "s3cret-s3cret-s3cret"
 
 
-def _settings(tmp_path: Path, **values: object) -> Settings:
+def _settings(tmp_path: Path, **values: object) -> ServingSettings:
     # Built without the environment's key settings, whatever the shell has.
-    base = Settings(home=tmp_path).model_copy(
+    base = ServingSettings(home=tmp_path).model_copy(
         update={"api_key": None, "api_keys": {}, "auth": "required"})
     return base.model_copy(update=values)
 

@@ -94,15 +94,6 @@ def test_a_recent_window_reports_every_n_rows(fitted: FraudModelBundle) -> None:
     assert window.last is not None and window.last.rows == 1000 and window.last.detected
 
 
-def test_the_drift_level_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert drift.level_from_env() == drift.DEFAULT_LEVEL
-    monkeypatch.setenv("GENDETECT_DRIFT_LEVEL", "0.1")
-    assert drift.level_from_env() == 0.1
-    monkeypatch.setenv("GENDETECT_DRIFT_LEVEL", "0")
-    with pytest.raises(ValueError):
-        drift.level_from_env()
-
-
 def test_live_drift_of_scored_records_reaches_the_metrics(fitted: FraudModelBundle) -> None:
     """What the API does: records as validated (with their behaviour
     features) and their scores; a report every tenth of the window once it

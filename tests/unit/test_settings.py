@@ -1,6 +1,6 @@
-"""The one settings class: bad values and file keys are one-line errors that
-name the key; a misspelt environment variable is reported, not silently
-ignored."""
+"""The settings (the core's and the API's, one loader): bad values and file
+keys are one-line errors that name the key; a misspelt environment variable
+is reported, not silently ignored."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gendetect.config import SettingsError, get_settings
+from gendetect.config import Settings, SettingsError, get_settings
+from serving.settings import ServingSettings
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +30,7 @@ def test_a_typo_in_the_settings_file_names_file_and_key(
     path.write_text("portt: 8080\n")
     monkeypatch.setenv("GENDETECT_CONFIG_FILE", str(path))
     with pytest.raises(SettingsError) as info:
-        get_settings()
+        get_settings(ServingSettings)
     assert str(info.value) == (f"settings from {path}: key 'portt' (GENDETECT_PORTT): "
                                "unknown key")
 
@@ -41,7 +42,7 @@ def test_a_port_outside_the_tcp_range_is_refused(
     # Before: 99999 served on port 34463 (99999 mod 65536), silently.
     monkeypatch.setenv("GENDETECT_PORT", port)
     with pytest.raises(SettingsError, match="GENDETECT_PORT"):
-        get_settings()
+        get_settings(ServingSettings)
 
 
 def test_a_misspelt_variable_is_reported(
@@ -64,7 +65,7 @@ def test_a_redis_url_of_another_scheme_is_refused_without_echoing_it(
     # Before: the API started and retried "no model yet" every 2 s, forever.
     monkeypatch.setenv("GENDETECT_REDIS_URL", "http://:s3cret@cache:6379/0")
     with pytest.raises(SettingsError, match="GENDETECT_REDIS_URL") as info:
-        get_settings()
+        get_settings(ServingSettings)
     assert "redis://" in str(info.value) and "s3cret" not in str(info.value)
 
 
@@ -83,7 +84,6 @@ def test_the_files_under_home_are_private(tmp_path: Path,
     import os
 
     from gendetect import tracking
-    from gendetect.config import Settings
 
     # The default store under home, whatever an earlier test pointed MLflow at.
     for name in ("MLFLOW_TRACKING_URI", "GENDETECT_TRACKING_URI"):
@@ -127,7 +127,7 @@ def test_empty_null_or_malformed_key_settings_are_errors(
     # at start), null and {} read as "no keys" (the API started open).
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as info:
-        get_settings()
+        get_settings(ServingSettings)
     message = str(info.value)
     assert f"({variable}): {problem}" in message
     assert "\n" not in message and SECRET not in message
@@ -147,7 +147,7 @@ def test_keys_no_client_could_present_are_refused_by_name(
         {"checkout": {"key": SECRET + "-ok", "scopes": ["score"]},
          "analysts": {"key": key, "scopes": ["review"]}}))
     with pytest.raises(SettingsError) as info:
-        get_settings()
+        get_settings(ServingSettings)
     message = str(info.value)
     assert "'api_keys.analysts.key' (GENDETECT_API_KEYS)" in message and problem in message
     assert SECRET not in message
@@ -156,19 +156,19 @@ def test_keys_no_client_could_present_are_refused_by_name(
 def test_a_key_with_inner_spaces_is_usable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENDETECT_API_KEYS", json.dumps(
         {"checkout": {"key": "correct horse battery staple", "scopes": ["score"]}}))
-    assert list(get_settings().api_keys) == ["checkout"]
+    assert list(get_settings(ServingSettings).api_keys) == ["checkout"]
 
 
 def test_auth_is_required_unless_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GENDETECT_AUTH", raising=False)
-    assert get_settings().auth == "required"
+    assert get_settings(ServingSettings).auth == "required"
     monkeypatch.setenv("GENDETECT_AUTH", "disabled")
     get_settings.cache_clear()
-    assert get_settings().auth == "disabled"
+    assert get_settings(ServingSettings).auth == "disabled"
     monkeypatch.setenv("GENDETECT_AUTH", "off")
     get_settings.cache_clear()
     with pytest.raises(SettingsError, match="GENDETECT_AUTH"):
-        get_settings()
+        get_settings(ServingSettings)
 
 
 @pytest.mark.parametrize(("typo", "meant"), [
@@ -183,7 +183,7 @@ def test_near_misses_of_the_key_settings_are_reported(
 ) -> None:
     monkeypatch.setenv(typo, SECRET)
     with caplog.at_level(logging.WARNING, logger="gendetect.config"):
-        get_settings()
+        get_settings(ServingSettings)
     assert [r.getMessage() for r in caplog.records] == [
         f"{typo} is not a setting (did you mean {meant}?): ignored"]
     assert SECRET not in caplog.text
@@ -193,10 +193,55 @@ def test_connection_limits_are_settings(monkeypatch: pytest.MonkeyPatch) -> None
     for name in ("HEADER_TIMEOUT_SECONDS", "BODY_TIMEOUT_SECONDS", "IDLE_TIMEOUT_SECONDS",
                  "MAX_CONNECTIONS"):
         monkeypatch.delenv(f"GENDETECT_{name}", raising=False)
-    settings = get_settings()
+    settings = get_settings(ServingSettings)
     assert (settings.header_timeout_seconds, settings.body_timeout_seconds,
             settings.idle_timeout_seconds, settings.max_connections) == (10, 30, 15, 1000)
     monkeypatch.setenv("GENDETECT_HEADER_TIMEOUT_SECONDS", "0")
     get_settings.cache_clear()
     with pytest.raises(SettingsError, match="GENDETECT_HEADER_TIMEOUT_SECONDS"):
+        get_settings(ServingSettings)
+
+
+def test_a_job_reads_a_file_that_also_configures_the_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One file, one environment for every layer: the core's settings take
+    the API's keys and variables for settings (not unknown keys, not near
+    misses of GENDETECT_HOME), and still refuse a typo."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text("experiment: fraud\nport: 8080\nmax_batch_size: 50\n")
+    monkeypatch.setenv("GENDETECT_CONFIG_FILE", str(path))
+    monkeypatch.setenv("GENDETECT_HOST", "0.0.0.0")
+    with caplog.at_level(logging.WARNING, logger="gendetect.config"):
+        assert get_settings().experiment == "fraud"
+        served = get_settings(ServingSettings)
+    assert (served.experiment, served.port, served.max_batch_size, served.host) == (
+        "fraud", 8080, 50, "0.0.0.0")
+    assert caplog.records == []
+    path.write_text("experiment: fraud\nportt: 8080\n")
+    get_settings.cache_clear()
+    with pytest.raises(SettingsError) as info:
         get_settings()
+    assert str(info.value) == (f"settings from {path}: key 'portt' (GENDETECT_PORTT): "
+                               "unknown key")
+
+
+def test_the_core_settings_hold_no_api_setting() -> None:
+    assert not {"host", "port", "api_keys", "auth", "drift_level"} & set(Settings.model_fields)
+    assert set(Settings.model_fields) < set(ServingSettings.model_fields)
+
+
+def test_the_drift_settings_are_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = get_settings(ServingSettings)
+    assert (settings.drift_level, settings.drift_window_rows) == (0.2, 5000)
+    monkeypatch.setenv("GENDETECT_DRIFT_LEVEL", "0.1")
+    monkeypatch.setenv("GENDETECT_DRIFT_WINDOW_ROWS", "")  # empty: the default, as before
+    get_settings.cache_clear()
+    settings = get_settings(ServingSettings)
+    assert (settings.drift_level, settings.drift_window_rows) == (0.1, 5000)
+    for variable, value in (("GENDETECT_DRIFT_LEVEL", "0"), ("GENDETECT_DRIFT_WINDOW_ROWS", "9")):
+        monkeypatch.setenv(variable, value)
+        get_settings.cache_clear()
+        with pytest.raises(SettingsError, match=variable):
+            get_settings(ServingSettings)
+        monkeypatch.delenv(variable)

@@ -21,7 +21,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gendetect.config import Settings
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore
 from gendetect.features.state.memory_key import check_memory_key
@@ -29,6 +28,7 @@ from gendetect.features.windows import WindowConfig
 from gendetect.key_check import HashKeyChangedError, key_check
 from serving.online_state import OnlineState
 from serving.online_state import check_state_key as check_at_start
+from serving.settings import ServingSettings
 from tests.records import tx
 
 START = datetime(2024, 3, 1)
@@ -102,7 +102,7 @@ def test_a_lost_key_file_is_a_start_up_error(tmp_path: Path) -> None:
     """No GENDETECT_HASH_KEY: the key file under <home> is the key. Lost, a
     new random one is made, and the state it did not write is refused, by
     the check the API runs before it opens its port and by the store."""
-    settings = Settings(home=tmp_path)
+    settings = ServingSettings(home=tmp_path)
     online = OnlineState.create(WindowConfig(), settings)
     online.compute([tx(1, START, customer=CUSTOMER), tx(2, START, customer=CUSTOMER)])
     online.close()

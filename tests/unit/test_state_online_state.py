@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from gendetect.config import Settings
 from gendetect.errors import DuplicateTransactionError
 from gendetect.features.state import MemoryStateStore, RedisStateStore
 from gendetect.features.windows import WindowConfig
 from serving.online_state import OnlineState
+from serving.settings import ServingSettings
 from tests.records import tx
 
 START = datetime(2024, 3, 1, 12)
 CUSTOMER = 987_654_321
 
 
-def _settings(tmp_path: Path, **extra: object) -> Settings:
-    return Settings(home=tmp_path, hash_key="online-state-test-key", **extra)  # type: ignore[arg-type]
+def _settings(tmp_path: Path, **extra: object) -> ServingSettings:
+    return ServingSettings(home=tmp_path, hash_key="online-state-test-key", **extra)  # type: ignore[arg-type]
 
 
 def test_the_memory_store_follows_the_settings(tmp_path: Path) -> None:

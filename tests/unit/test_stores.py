@@ -40,7 +40,7 @@ from gendetect.stores.export import export_labels, latest_labels
 from gendetect.stores.records import RowBuilder
 from gendetect.stores.review import AlertFilter, ReviewStore
 from gendetect.stores.tables import Base, decisions, verdicts
-from gendetect.stores.verdicts import Deadline, VerdictIn, VerdictStore, VerdictTimeError
+from gendetect.stores.verdicts import Deadline, NewVerdict, VerdictStore, VerdictTimeError
 
 POSTGRES_URL = os.environ.get("GENDETECT_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/gendetect_test")
@@ -306,26 +306,26 @@ def test_verdicts_keep_history_and_the_latest_wins(engine: Engine) -> None:
     now = datetime(2025, 1, 1, tzinfo=UTC)
     t1, t2, t3 = (T0 + timedelta(days=d) for d in (1, 2, 3))
 
-    def add(*items: VerdictIn) -> Any:
+    def add(*items: NewVerdict) -> Any:
         return store.add(list(items), received_at=now, source="feedback", key_name="k",
                          apply=online)
 
-    r = add(VerdictIn(1, "fraud", "ann", "card reported stolen", t1))
+    r = add(NewVerdict(1, "fraud", "ann", "card reported stolen", t1))
     assert (r.stored, r.duplicates, r.unknown) == (1, 0, [])
     assert online.calls == [(1, True, t1)]
     # The same verdict again: nothing stored, nothing applied.
-    r = add(VerdictIn(1, "fraud", "ann", "card reported stolen", t1))
+    r = add(NewVerdict(1, "fraud", "ann", "card reported stolen", t1))
     assert (r.stored, r.duplicates) == (0, 1)
     # A second analyst confirms later: stored, but the fraud still counts from t1.
-    r = add(VerdictIn(1, "fraud", "bob", None, t3))
+    r = add(NewVerdict(1, "fraud", "bob", None, t3))
     assert r.stored == 1 and len(online.calls) == 1
     # Without a time, equal to the latest verdict: a retry.
-    assert add(VerdictIn(1, "fraud", "bob")).duplicates == 1
+    assert add(NewVerdict(1, "fraud", "bob")).duplicates == 1
     # Changed: the latest wins, the history stays.
-    r = add(VerdictIn(1, "genuine", "cat", "customer confirmed", t3 + timedelta(hours=1)))
+    r = add(NewVerdict(1, "genuine", "cat", "customer confirmed", t3 + timedelta(hours=1)))
     assert r.stored == 1 and online.calls[-1] == (1, False, t3 + timedelta(hours=1))
     # A late verdict with an earlier time is history: the label does not change.
-    r = add(VerdictIn(1, "fraud", "dan", None, t2))
+    r = add(NewVerdict(1, "fraud", "dan", None, t2))
     assert r.stored == 1 and len(online.calls) == 2
     decided, history = ReviewStore(engine).decision(1)
     assert decided is not None and decided["transaction_id"] == 1
@@ -337,8 +337,8 @@ def test_verdicts_keep_history_and_the_latest_wins(engine: Engine) -> None:
 def test_verdicts_for_unknown_transactions_are_not_stored(engine: Engine) -> None:
     _scored(engine, 1)
     store, online = VerdictStore(engine), FakeOnline({50})
-    r = store.add([VerdictIn(1, "fraud", "ann"), VerdictIn(2, "fraud", "ann"),
-                   VerdictIn(50, "genuine", "ann")],
+    r = store.add([NewVerdict(1, "fraud", "ann"), NewVerdict(2, "fraud", "ann"),
+                   NewVerdict(50, "genuine", "ann")],
                   received_at=datetime.now(UTC), source="feedback", key_name=None, apply=online)
     # 1 is in the audit, 50 only in the online state (audit off or older), 2 nowhere.
     assert (r.stored, r.unknown) == (2, [2])
@@ -355,7 +355,7 @@ def test_a_failing_online_state_stores_nothing(engine: Engine) -> None:
         raise StateUnavailableError("redis down")
 
     with pytest.raises(StateUnavailableError):
-        VerdictStore(engine).add([VerdictIn(1, "fraud", "ann")], received_at=datetime.now(UTC),
+        VerdictStore(engine).add([NewVerdict(1, "fraud", "ann")], received_at=datetime.now(UTC),
                                  source="feedback", key_name=None, apply=down)
     assert count(engine, verdicts) == 0
 
@@ -365,23 +365,23 @@ def test_a_verdict_dated_before_its_transaction_is_refused(engine: Engine) -> No
     store, online = VerdictStore(engine), FakeOnline({50})
     now = datetime(2025, 1, 1, tzinfo=UTC)
 
-    def add(*items: VerdictIn) -> Any:
+    def add(*items: NewVerdict) -> Any:
         return store.add(list(items), received_at=now, source="feedback", key_name=None,
                          apply=online)
 
     early = T0 - timedelta(seconds=1)
     with pytest.raises(VerdictTimeError) as caught:
-        add(VerdictIn(1, "fraud", "ann", None, T0 + timedelta(days=1)),
-            VerdictIn(2, "fraud", "ann", None, early),
-            VerdictIn(1, "genuine", "bob", None, early.replace(tzinfo=UTC)))
+        add(NewVerdict(1, "fraud", "ann", None, T0 + timedelta(days=1)),
+            NewVerdict(2, "fraud", "ann", None, early),
+            NewVerdict(1, "genuine", "bob", None, early.replace(tzinfo=UTC)))
     assert caught.value.items == [1, 2] and caught.value.field == "labelled_at"
     # Nothing of the request: not the good verdict, not the online state.
     assert count(engine, verdicts) == 0 and online.calls == []
     # At the transaction's own time, or without a time (dated on arrival): taken.
-    assert add(VerdictIn(1, "fraud", "ann", None, T0), VerdictIn(2, "fraud", "ann")).stored == 2
+    assert add(NewVerdict(1, "fraud", "ann", None, T0), NewVerdict(2, "fraud", "ann")).stored == 2
     # Unknown to the audit (only the online state knows it): no event time to
     # compare with, taken as before.
-    assert add(VerdictIn(50, "fraud", "ann", None, early)).stored == 1
+    assert add(NewVerdict(50, "fraud", "ann", None, early)).stored == 1
 
 
 def _hold_write_lock(engine: Engine, release_after: float) -> threading.Thread:
@@ -426,7 +426,7 @@ def test_a_deadline_bounds_the_whole_verdict_write(engine: Engine) -> None:
     holder = _hold_write_lock(engine, release_after=1.5)
     started = time.monotonic()
     with pytest.raises(StoreUnavailableError):
-        store.add([VerdictIn(1, "fraud", "ann")], received_at=datetime.now(UTC),
+        store.add([NewVerdict(1, "fraud", "ann")], received_at=datetime.now(UTC),
                   source="feedback", key_name=None, apply=None, deadline=Deadline(0.5))
     assert time.monotonic() - started < 1.2
     holder.join()
@@ -434,9 +434,9 @@ def test_a_deadline_bounds_the_whole_verdict_write(engine: Engine) -> None:
     # A spent deadline writes nothing even with the database free; the
     # engine's connections keep their own waits afterwards.
     with pytest.raises(StoreUnavailableError):
-        store.add([VerdictIn(1, "fraud", "ann")], received_at=datetime.now(UTC),
+        store.add([NewVerdict(1, "fraud", "ann")], received_at=datetime.now(UTC),
                   source="feedback", key_name=None, apply=None, deadline=Deadline(0))
-    assert store.add([VerdictIn(1, "fraud", "ann")], received_at=datetime.now(UTC),
+    assert store.add([NewVerdict(1, "fraud", "ann")], received_at=datetime.now(UTC),
                      source="feedback", key_name=None, apply=None).stored == 1
 
 
@@ -451,7 +451,7 @@ def test_a_write_given_up_by_its_request_is_never_committed(engine: Engine) -> N
         return True
 
     with pytest.raises(StoreUnavailableError):
-        VerdictStore(engine).add([VerdictIn(1, "fraud", "ann")], received_at=datetime.now(UTC),
+        VerdictStore(engine).add([NewVerdict(1, "fraud", "ann")], received_at=datetime.now(UTC),
                                  source="feedback", key_name=None, apply=give_up_first,
                                  deadline=deadline)
     assert count(engine, verdicts) == 0
@@ -464,7 +464,7 @@ def test_the_alert_queue_pages_newest_first(engine: Engine) -> None:
         _scored(engine, 10 + i, version="1" if i < 5 else "2", at=base + timedelta(minutes=i))
     _scored(engine, 30, flagged=False, at=base)
     _scored(engine, 31, 32, at=base + timedelta(minutes=10))  # two at the same time
-    VerdictStore(engine).add([VerdictIn(12, "fraud", "ann")], received_at=datetime.now(UTC),
+    VerdictStore(engine).add([NewVerdict(12, "fraud", "ann")], received_at=datetime.now(UTC),
                              source="feedback", key_name=None, apply=None)
     review = ReviewStore(engine)
     seen, cursor = [], None
@@ -494,9 +494,9 @@ def test_labels_export_uses_what_was_known_by_until(engine: Engine, tmp_path: Pa
     _scored(engine, 1, 2, 3)
     store = VerdictStore(engine)
     day = [T0 + timedelta(days=d) for d in range(6)]
-    for item in (VerdictIn(1, "fraud", "a", None, day[1]), VerdictIn(1, "genuine", "b", None,
+    for item in (NewVerdict(1, "fraud", "a", None, day[1]), NewVerdict(1, "genuine", "b", None,
                                                                      day[4]),
-                 VerdictIn(2, "genuine", "a", None, day[2]), VerdictIn(3, "fraud", "a", None,
+                 NewVerdict(2, "genuine", "a", None, day[2]), NewVerdict(3, "fraud", "a", None,
                                                                        day[0])):
         store.add([item], received_at=datetime.now(UTC), source="feedback", key_name=None,
                   apply=None)
@@ -537,7 +537,7 @@ def test_db_and_labels_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert "up to date" in capsys.readouterr().out
         eng = make_engine(f"sqlite:///{tmp_path / 'gendetect.db'}")
         _scored(eng, 1)
-        VerdictStore(eng).add([VerdictIn(1, "fraud", "a", None, T0)],
+        VerdictStore(eng).add([NewVerdict(1, "fraud", "a", None, T0)],
                               received_at=datetime.now(UTC), source="feedback", key_name=None,
                               apply=None)
         out = tmp_path / "labels.parquet"
@@ -653,11 +653,11 @@ def test_the_api_stays_not_ready_on_an_audit_database_of_another_key(
     """serving.stores.Stores.prepare: a database whose decisions were made
     with another key keeps scoring at 503 with the reason (and a log line);
     the accept setting records the new key and keeps the rows."""
-    from gendetect.config import Settings
+    from serving.settings import ServingSettings
     from serving.stores import Stores
 
     def prepared(key: str, **extra: Any) -> Stores:
-        stores = Stores(Settings(home=tmp_path, hash_key=key, **extra))  # type: ignore[arg-type]
+        stores = Stores(ServingSettings(home=tmp_path, hash_key=key, **extra))  # type: ignore[arg-type]
         asyncio.run(asyncio.wait_for(stores.prepare(), 30))
         return stores
 
@@ -683,13 +683,13 @@ def test_the_api_stays_not_ready_on_an_audit_database_of_another_key(
 def test_the_sqlite_database_and_its_side_files_are_private(tmp_path: Path) -> None:
     """Analysts' names and notes: the file SQLite made was 0644 (the umask's
     mode), and its -wal and -shm files followed it."""
-    from gendetect.config import Settings
+    from serving.settings import ServingSettings
     from serving.stores import Stores
 
     old_umask = os.umask(0o022)  # the common default, whatever the runner's
     try:
         home = tmp_path / "new" / "home"
-        stores = Stores(Settings(home=home, hash_key="privacy-test-hash-key"))  # type: ignore[arg-type]
+        stores = Stores(ServingSettings(home=home, hash_key="privacy-test-hash-key"))  # type: ignore[arg-type]
         asyncio.run(asyncio.wait_for(stores.prepare(), 30))
         assert stores.ready
         with stores.engine.connect() as conn:  # open: the -wal and -shm files exist

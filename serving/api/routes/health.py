@@ -13,7 +13,7 @@ from serving.metrics import CONTENT_TYPE
 from serving.responses import HealthStatus, ReadyStatus
 
 router = APIRouter(tags=["health"])
-# Apart, so that it can require the API key (Settings.metrics_require_key).
+# Apart, so that it can require the API key (ServingSettings.metrics_require_key).
 metrics_router = APIRouter(tags=["health"])
 
 
