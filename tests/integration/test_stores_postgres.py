@@ -118,6 +118,35 @@ def test_a_locked_verdicts_table_is_a_bounded_503_and_nothing_is_stored_later(
         assert r.status_code == 200 and r.json()["stored"] == 1
 
 
+def test_review_reads_of_a_locked_table_answer_within_the_timeout(
+    server_factory: Any, database: str
+) -> None:
+    """The review queue and a decision's history wait on the database no
+    longer than GENDETECT_DATABASE_TIMEOUT_SECONDS either (they waited three
+    times that): the decisions table locked by another session."""
+    timeout = 1.0
+    proc = server_factory(GENDETECT_DATABASE_URL=database, GENDETECT_HASH_KEY=HASH_KEY,
+                          GENDETECT_DATABASE_TIMEOUT_SECONDS=str(timeout))
+    proc.start()
+    with httpx.Client(base_url=proc.url, timeout=30) as c:
+        rec = fresh(T0)
+        assert c.post("/v1/score", json=rec).status_code == 200
+        holder = create_engine(normalise_url(database))
+        try:
+            with holder.connect() as conn, conn.begin():
+                conn.execute(text("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE"))
+                for path in ("/v1/alerts", f"/v1/decisions/{rec['transaction_id']}"):
+                    started = time.monotonic()
+                    r = c.get(path)
+                    elapsed = time.monotonic() - started
+                    assert r.status_code == 503, (path, r.text)
+                    assert r.json()["error"]["code"] == "database_unavailable"
+                    assert elapsed < timeout + 1.0, (path, elapsed)
+        finally:
+            holder.dispose()
+        assert c.get(f"/v1/decisions/{rec['transaction_id']}").status_code == 200
+
+
 # ------------------------------------------------- a PostgreSQL of our own
 def _free_port() -> int:
     with socket.socket() as s:

@@ -22,10 +22,13 @@ router = APIRouter(tags=["review"])
 
 
 async def _read(stores: Stores, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """A read of the review store, answered within the database timeout
+    (GENDETECT_DATABASE_TIMEOUT_SECONDS: the longest any request waits on the
+    database). A read left running in its thread past it changes nothing."""
     stores.require_ready("database_unavailable")
     try:
         return await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs),
-                                      stores.settings.database_timeout_seconds * 3)
+                                      stores.settings.database_timeout_seconds)
     except StoreUnavailableError as exc:
         raise unavailable("database_unavailable", exc) from None
     except TimeoutError:
