@@ -35,10 +35,10 @@ from gendetect.tracking import (
     configure,
     ensure_experiment,
     load_registered_bundle,
-    log_bundle_model,
     register_bundle,
     set_alias,
 )
+from scoring.model_log import log_bundle_model
 from training import fairness, lineage
 from training import labels as label_sources
 from training.config import TrainingConfig, as_config, load_config

@@ -20,7 +20,7 @@ from gendetect.errors import InputError
 from gendetect.features.pipeline import WindowHistory, split_at_last_time
 from gendetect.features.windows import WindowConfig, add_window_features
 from gendetect.timestamps import column_to_ns
-from training.batch_score import score_file
+from scoring.batch import score_file
 
 RTOL = 1e-6
 
