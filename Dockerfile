@@ -11,6 +11,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY gendetect ./gendetect
 COPY training ./training
 COPY serving ./serving
+COPY scoring ./scoring
 # The postgres extra: psycopg 3, the driver the stores use (SQLAlchemy URL postgresql://).
 RUN pip install ".[postgres]"
 RUN useradd --create-home gendetect

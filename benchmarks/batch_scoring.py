@@ -150,18 +150,19 @@ def pyfunc_predict(bundle: FraudModelBundle, df: pd.DataFrame, work: Path,
 
     from gendetect import tracking
     from gendetect.config import Settings
+    from scoring import model_log
 
     settings = Settings(home=work, tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     experiment = tracking.ensure_experiment(settings)
     with mlflow.start_run(experiment_id=experiment):
-        ref = tracking.log_bundle(bundle, df.drop(columns=["is_fraud"]).head(5), settings)
+        ref = model_log.log_bundle(bundle, df.drop(columns=["is_fraud"]).head(5), settings)
     model = mlflow.pyfunc.load_model(f"models:/{ref.name}/{ref.version}")
     seconds, _ = best(lambda: model.predict(df), repeats)
     return seconds
 
 
 def score_file_seconds(bundle: FraudModelBundle, path: Path, work: Path) -> dict[str, Any]:
-    from training.batch_score import score_file
+    from scoring.batch import score_file
 
     t0 = time.perf_counter()
     summary = score_file(bundle, path, work / "scored.parquet")
@@ -174,7 +175,7 @@ def spark_run(data_dir: Path, bundle: FraudModelBundle, work: Path) -> dict[str,
     from pyspark.sql import functions as F
 
     from gendetect.features.window_engine import add_window_features
-    from gendetect.spark import spark_session, window_features
+    from scoring.spark import spark_session, window_features
 
     config = bundle.pipeline.window_config
     df = load(data_dir)
@@ -201,7 +202,7 @@ def spark_run(data_dir: Path, bundle: FraudModelBundle, work: Path) -> dict[str,
 
         from gendetect import tracking
         from gendetect.config import Settings
-        from gendetect.spark import score
+        from scoring.spark import score
 
         settings = Settings(home=work, tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
         tracking.configure(settings)

@@ -24,7 +24,8 @@ from gendetect import metrics
 from gendetect.bundle import FraudModelBundle
 from gendetect.data.simulator import simulate_transactions
 from gendetect.schema import Schema, load_schema
-from training.train import load_config, prepare_data
+from training.config import load_config
+from training.data import prepare_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -66,7 +67,7 @@ def main() -> int:
     for kind in args.kinds.split(","):
         for label, schema in (("stateless", stateless_schema()), ("behaviour", data.schema)):
             started = time.perf_counter()
-            bundle = FraudModelBundle(kind, schema=schema, **config["model"]).fit(data.train)
+            bundle = FraudModelBundle(kind, schema=schema, **config.model_params()).fit(data.train)
             scores = bundle.decision_function(data.test)
             row = {"kind": kind, "features": label, "n_features": len(bundle.feature_names),
                    "fit_seconds": round(time.perf_counter() - started, 1),

@@ -67,6 +67,7 @@ def train_and_register(home: Path) -> str:
     from gendetect.bundle import FraudModelBundle
     from gendetect.config import Settings
     from gendetect.data.simulator import simulate_transactions
+    from scoring import model_log
 
     torch.set_num_threads(1)
     uri = f"sqlite:///{home / 'mlflow.db'}"
@@ -75,7 +76,7 @@ def train_and_register(home: Path) -> str:
     bundle = FraudModelBundle("vae", schema="transactions", max_epochs=2, seed=0,
                               accelerator="cpu").fit(data)
     with mlflow.start_run(experiment_id=tracking.ensure_experiment(settings)):
-        ref = tracking.log_bundle(bundle, data.drop(columns=["is_fraud"]).head(5), settings)
+        ref = model_log.log_bundle(bundle, data.drop(columns=["is_fraud"]).head(5), settings)
     tracking.set_alias(settings, settings.champion_alias, ref.version)
     return uri
 

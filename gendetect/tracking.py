@@ -1,4 +1,6 @@
-"""MLflow: experiments, runs, the bundle as a registered pyfunc model, aliases.
+"""MLflow: the client, experiments, the registry (versions, aliases) and loading
+a registered bundle. Logging the bundle as a pyfunc model is scoring.model_log's
+(the model carries the scoring room's code, which the core may not import).
 
 The registered model name and aliases are configuration (Settings), never
 constants in code. Models are only ever loaded from the configured registry.
@@ -17,39 +19,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import ModelSignature, infer_signature
-from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property
-from mlflow.types.schema import Schema as MlflowSchema
 
 from gendetect.bundle import FraudModelBundle
 from gendetect.config import Settings
-from gendetect.decisions import BATCH_HISTORY_COLUMN, EXPLANATION_KEYS
 from gendetect.errors import ModelNotReadyError
 from gendetect.private_files import create_private_file, make_private_dir
-from gendetect.pyfunc import BUNDLE_ARTIFACT, DEFAULT_EXPLAIN
 
 log = logging.getLogger(__name__)
-_PYFUNC_ENTRY = str(Path(__file__).with_name("pyfunc_entry.py"))
-_PACKAGE_DIR = Path(__file__).resolve().parent
-# What the logged model's code imports when it loads and scores (the core
-# library's own dependencies on that path), pinned to the versions it was
-# logged with. gendetect itself is not among them: its code travels inside
-# the model (code_paths), so no index needs to have it.
-_RUNTIME_REQUIREMENTS = ("mlflow", "torch", "pytorch-lightning", "numpy", "pandas", "pyarrow",
-                         "pyyaml")
-# Schema field kind -> MLflow column type, for fields the input example lacks.
-_KIND_TYPES = {"numeric": "double", "label": "double", "boolean": "double", "id": "long",
-               "timestamp": "datetime", "entity": "string", "categorical": "string"}
+# The bundle's folder inside a registered version's artifacts: the model
+# logger (scoring.model_log) writes it there, the API and jobs load it from
+# there (load_registered_bundle).
+BUNDLE_ARTIFACT = "bundle"
 
 
 @dataclass(frozen=True)
@@ -115,37 +101,6 @@ class LoggedBundle:
     model_id: str | None = None  # MLflow 3's logged model (models:/<model_id>)
 
 
-def log_bundle_model(
-    bundle: FraudModelBundle, example: pd.DataFrame, *, name: str = "model"
-) -> LoggedBundle:
-    """Log the bundle (in the active run) as a pyfunc model with signature and
-    input example, without registering it (see `register_bundle`)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = bundle.save(Path(tmp) / BUNDLE_ARTIFACT)
-        example = example.head(5).reset_index(drop=True)
-        signature = _signature(bundle, example)
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=_PYFUNC_ENTRY,
-            artifacts={BUNDLE_ARTIFACT: str(path)},
-            signature=signature,
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-            code_paths=[str(_package_copy(Path(tmp) / "code"))],
-        )
-    return LoggedBundle(info.model_uri, info.run_id, info.model_id)
-
-
-def _package_copy(folder: Path) -> Path:
-    """The gendetect package as it is now, without bytecode caches: the
-    model's own code (MLflow puts its folder first on sys.path at load), so
-    that it loads where gendetect is not installed (a Spark executor, a
-    serving image) and always runs the code it was logged with."""
-    target = folder / _PACKAGE_DIR.name
-    shutil.copytree(_PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return target
-
-
 def register_bundle(
     logged: LoggedBundle,
     settings: Settings,
@@ -204,65 +159,6 @@ def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: 
     except (mlflow.exceptions.MlflowException, ValueError) as exc:
         log.warning("version %s of %s: not linked to its logged model %s (%s)", version, name,
                     model_id, type(exc).__name__)
-
-
-def log_bundle(
-    bundle: FraudModelBundle,
-    example: pd.DataFrame,
-    settings: Settings,
-    *,
-    name: str = "model",
-) -> RegisteredModel:
-    """Log the bundle in the active run and register it at once (the run is
-    still RUNNING when the version appears: for fixtures and benchmarks; the
-    training job uses `log_bundle_model`, ends its run, then `register_bundle`)."""
-    configure(settings)
-    logged = log_bundle_model(bundle, example, name=name)
-    return register_bundle(logged, settings, require_finished=False)
-
-
-def _signature(bundle: FraudModelBundle, example: pd.DataFrame) -> ModelSignature:
-    """Input columns from the schema: every field the bundle can use, with the
-    schema's optional ones (labels, evaluation-only columns) optional, so
-    that MLflow neither drops labels that feed terminal risk nor demands
-    columns production data does not have; then the behaviour features,
-    optional (used as given when present, see gendetect.pyfunc). Outputs
-    typed by hand: explanations are lists of records, absent for rows
-    without one, which inference from an example cannot know."""
-    with warnings.catch_warnings():
-        # MLflow's hint that integer columns cannot hold missing values: ids and
-        # counts are integers by the schema, which validates them before scoring.
-        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column",
-                                category=UserWarning)
-        inferred = {c.name: c.type for c in infer_signature(example).inputs}
-    columns = [
-        ColSpec(inferred.get(f.name, _KIND_TYPES.get(f.kind, "string")), f.name,
-                required=f.required)
-        for f in bundle.schema.fields
-    ]
-    taken = {c.name for c in columns}
-    columns += [ColSpec("double", name, required=False)
-                for name in bundle.pipeline.window_feature_names if name not in taken]
-    outputs = [ColSpec("double", "score"), ColSpec("double", "risk"),
-               ColSpec("boolean", "is_fraud"), ColSpec("double", "threshold")]
-    outputs += [
-        ColSpec(Array(Object([Property(key, "string"), Property("contribution", "double")])),
-                column, required=False)
-        for column, key in EXPLANATION_KEYS.items()
-    ]
-    outputs.append(ColSpec("boolean", BATCH_HISTORY_COLUMN))
-    return ModelSignature(
-        inputs=MlflowSchema(columns),
-        outputs=MlflowSchema(outputs),
-        params=ParamSchema([ParamSpec("explain", "string", DEFAULT_EXPLAIN)]),
-    )
-
-
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    # Local build tags (torch's "+cpu") are not on any index: pin the release.
-    return [f"{name}=={version(name).split('+')[0]}" for name in _RUNTIME_REQUIREMENTS]
 
 
 def set_alias(settings: Settings, alias: str, version: str) -> None:

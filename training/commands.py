@@ -81,7 +81,7 @@ def _score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-rows", type=non_negative_int, default=1 << 20,
                    help="rows per chunk when streaming a Parquet file (0: in one piece)")
     p.add_argument("--engine", choices=("local", "spark"), default="local",
-                   help="local: this process; spark: gendetect.spark on a SparkSession "
+                   help="local: this process; spark: scoring.spark on a SparkSession "
                    "(pyspark extra; --out is then a Parquet folder)")
     add_quiet(p)
 
@@ -93,5 +93,5 @@ COMMANDS = [
             "held-out period after it, promote only what is better; exit 0 promoted, 3 champion "
             "kept, 1 failed, 2 bad input", _retrain, "training.retrain:cli_main", order=40),
     Command("score", "batch-score a file with a registered model", _score,
-            "training.batch_score:cli_main", order=50),
+            "scoring.batch:cli_main", order=50),
 ]

@@ -154,11 +154,6 @@ class TrainingConfig(_Section):
         out["model"] = self.model_params()
         return out
 
-    def __getitem__(self, key: str) -> Any:
-        # Dict-style reads for code written against the untyped config
-        # (benchmarks, tests: `config["model"]`, `config["alert_rate"]`).
-        return self.as_dict()[key]
-
 
 def default_config_text() -> str:
     return resources.files("training.configs").joinpath(DEFAULT_CONFIG).read_text()
@@ -214,13 +209,6 @@ def validate_config(
         blamed = source if default_source is None or _has_key(user or {}, key) else default_source
         raise ConfigError(str(exc), source=blamed, field=key) from None
     return config
-
-
-def as_config(config: TrainingConfig | Mapping[str, Any]) -> TrainingConfig:
-    """Accept a plain mapping where a TrainingConfig is expected (validated)."""
-    if isinstance(config, TrainingConfig):
-        return config
-    return validate_config(config)
 
 
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ over the whole history, and split it in time with gendetect's one split
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +18,7 @@ from gendetect.errors import InputError
 from gendetect.features.pipeline import FeaturePipeline
 from gendetect.schema import Schema, load_schema
 from training import labels as label_sources
-from training.config import EvaluationConfig, TrainingConfig, as_config
+from training.config import EvaluationConfig, TrainingConfig
 from training.labels import LabelSources
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class PreparedData:
 
 def prepare_data(
     df: pd.DataFrame,
-    config: TrainingConfig | Mapping[str, Any],
+    config: TrainingConfig,
     source: str,
     *,
     since: datetime | None = None,
@@ -66,7 +65,6 @@ def prepare_data(
 
     Behaviour features come first so that held-out rows see their real
     history; labels enter them only through the delayed terminal risk."""
-    config = as_config(config)
     schema = load_schema(config.schema_name)
     schema = schema.resolve_columns([c for c in df.columns if c != schema.label_field])
     schema.validate_frame(df, source=source)
@@ -257,7 +255,7 @@ def warmup_days(pipeline: FeaturePipeline, evaluation: EvaluationConfig) -> int:
 
 def load_prepared(
     path: str,
-    config: TrainingConfig | Mapping[str, Any],
+    config: TrainingConfig,
     *,
     since: datetime | None = None,
     until: datetime | None = None,

@@ -22,7 +22,6 @@ period after the window uses every label known now.
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,8 +30,6 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
-
-log = logging.getLogger(__name__)
 
 UNKNOWN = -1
 LABELLED_AT = "labelled_at"
@@ -65,7 +62,11 @@ class LabelSources:
                 frame = frame[frame[LABELLED_AT] < pd.Timestamp(until)]
             out.append(("labels_file", frame))
         if self.database_url:
-            out.append(("verdict_store", _store_labels(self.database_url, label, until)))
+            # Imported here: SQLAlchemy only for jobs that read the store.
+            from gendetect.stores.export import store_labels
+
+            out.append(("verdict_store",
+                        store_labels(self.database_url, until, label_column=label)))
         return out
 
 
@@ -102,25 +103,6 @@ def read_labels_file(path: str, label: str) -> pd.DataFrame:
         raise InputError(f"transaction {tid} has different labels with the same {LABELLED_AT}",
                          source=path, field=label)
     return out.drop_duplicates("transaction_id", keep="last").reset_index(drop=True)
-
-
-def _store_labels(url: str, label: str, until: datetime | None) -> pd.DataFrame:
-    from gendetect.stores.database import make_engine
-    from gendetect.stores.export import latest_labels
-    from gendetect.stores.migrate import current_revision
-
-    engine = make_engine(url)
-    try:
-        if current_revision(engine) is None:
-            # A database no API has written to yet (its tables come with the
-            # API's first start): no verdicts, which is not an error.
-            log.warning("the verdict store has no tables yet: no verdicts to read")
-            return pd.DataFrame({"transaction_id": pd.Series(dtype="int64"),
-                                 label: pd.Series(dtype="int64"),
-                                 LABELLED_AT: pd.Series(dtype="datetime64[ns]")})
-        return latest_labels(engine, until=until, label_column=label)
-    finally:
-        engine.dispose()
 
 
 def overlay(ids: pd.Series, base: np.ndarray, frames: list[tuple[str, pd.DataFrame]],

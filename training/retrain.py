@@ -23,19 +23,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow import ActiveRun
 
 from gendetect import drift
-from gendetect.cli import show_progress
 from gendetect.config import Settings, get_settings
 from gendetect.errors import GendetectError, InputError, ModelNotReadyError
-from gendetect.models.training import is_rank_zero_process
 from gendetect.tracking import (
     RegisteredModel,
     alias_version,
@@ -44,17 +44,14 @@ from gendetect.tracking import (
     set_alias,
 )
 from training import lineage
-from training.config import TrainingConfig, as_config, load_config
+from training.cli_args import job_config, label_arguments, window_arguments
+from training.config import TrainingConfig
 from training.data import PreparedData, load_prepared
+from training.evaluation import evaluate
 from training.labels import LabelSources
+from training.ranks import on_rank_zero
 from training.runs import fail_stale_runs, job_run, run_job, set_threads
-from training.train import (
-    TrainOutcome,
-    evaluate,
-    label_arguments,
-    train_one,
-    window_arguments,
-)
+from training.train import TrainOutcome, fit_shards, train_one
 
 EXIT_PROMOTED = 0
 EXIT_FAILED = 1
@@ -102,22 +99,14 @@ def champion_metrics(
     return ref, results
 
 
-def champion_value(
-    data: PreparedData, settings: Settings, metric: str
-) -> tuple[RegisteredModel | None, float | None]:
-    ref, results = champion_metrics(data, settings)
-    if results is None:
-        return ref, None
-    return ref, results.get(metric, float("-inf"))
-
-
 def decide(
     outcomes: list[TrainOutcome],
     data: PreparedData,
-    config: TrainingConfig | Mapping[str, Any],
+    config: TrainingConfig,
     settings: Settings,
 ) -> PromotionDecision:
-    promotion = as_config(config).promotion
+    """The best challenger against the champion on the same held-out rows."""
+    promotion = config.promotion
     metric = promotion.metric
     margin = promotion.min_improvement
 
@@ -135,7 +124,6 @@ def decide(
 
     if champion is None:
         return verdict(True, "no champion yet")
-    assert best.registered is not None
     if best.registered.version == champion.version:
         return verdict(False, f"the best challenger is the champion (version "
                        f"{champion.version}, trained from the same inputs)")
@@ -148,35 +136,43 @@ def decide(
     )
 
 
-def retrain(
-    data_path: str,
-    kinds: list[str],
-    config: TrainingConfig | Mapping[str, Any],
-    settings: Settings,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    labels: LabelSources | None = None,
-) -> PromotionDecision:
-    """Train (or reuse) each kind in a nested run of one retraining run,
-    compare, end the run, then move the aliases."""
-    config = as_config(config)
-    data, fp = load_prepared(data_path, config, since=since, until=until, labels=labels)
+def holdout_data(path: str, config: TrainingConfig, *, since: datetime | None = None,
+                 until: datetime | None = None, labels: LabelSources | None = None
+                 ) -> tuple[PreparedData, dict[str, Any]]:
+    """The prepared file and its fingerprint; refused without a held-out period."""
+    data, fp = load_prepared(path, config, since=since, until=until, labels=labels)
     if data.test is None:
         raise InputError("retraining compares on a held-out period: set "
-                         "evaluation.holdout_days > 0", source=data_path)
-    if not is_rank_zero_process():
-        # An extra DDP rank: train the same sequence of models, decide nothing.
-        for kind in kinds:
-            train_one(kind, data, config, settings)
-        raise SystemExit(0)
+                         "evaluation.holdout_days > 0", source=path)
+    return data, fp
+
+
+def retrain(data: PreparedData, fingerprint_info: dict[str, Any], kinds: list[str],
+            config: TrainingConfig, settings: Settings) -> PromotionDecision:
+    """Train (or reuse) each kind in a nested run of one retraining run,
+    compare, end the run, then move the aliases (rank 0)."""
     # Runs a killed job left RUNNING, before this job starts its own.
     fail_stale_runs(settings, max_age_hours=config.jobs.stale_run_hours)
-    experiment_id = ensure_experiment(settings)
+    with _retraining_run(data, kinds, config, settings) as run:
+        outcomes = [train_one(kind, data, config, settings, fingerprint_info=fingerprint_info,
+                              reuse=True, nested=True) for kind in kinds]
+        decision = decide(outcomes, data, config, settings)
+        decision.run_id = run.info.run_id
+        _log_comparison(decision, config)
+        decision.drift = _log_drift(decision, data, config, settings)
+    _move_aliases(decision, settings)
+    return decision
+
+
+@contextmanager
+def _retraining_run(data: PreparedData, kinds: list[str], config: TrainingConfig,
+                    settings: Settings) -> Iterator[ActiveRun]:
+    """The parent run, with the window, the datasets and the label sources."""
+    assert data.test is not None
     window = data.window
     name = f"retrain-{window['since'][:10]}..{window['until'][:10]}"
     tags = {"gendetect.job": "retrain", **lineage.code_tags(), **lineage.window_tags(window)}
-    with job_run(experiment_id, name, tags) as run:
+    with job_run(ensure_experiment(settings), name, tags) as run:
         mlflow.log_params({"models": ",".join(kinds), "n_train_rows": len(data.train),
                            "n_holdout_rows": len(data.test),
                            "promotion.metric": config.promotion.metric,
@@ -186,20 +182,16 @@ def retrain(
                              [f.name for f in data.schema.fields if f.name in data.train.columns])
         if data.label_info:
             mlflow.log_dict(data.label_info, "data/labels.json")
-        outcomes = [
-            train_one(kind, data, config, settings, fingerprint_info=fp, reuse=True, nested=True)
-            for kind in kinds
-        ]
-        decision = decide(outcomes, data, config, settings)
-        decision.run_id = run.info.run_id
-        _log_comparison(decision, config)
-        decision.drift = _log_drift(decision, data, config, settings)
-    assert decision.best.registered is not None
+        yield run
+
+
+def _move_aliases(decision: PromotionDecision, settings: Settings) -> None:
+    """`challenger` onto the best challenger; `champion` too when promoted.
+    Last, after the run has ended FINISHED."""
     version = decision.best.registered.version
     set_alias(settings, settings.challenger_alias, version)
     if decision.promoted:
         set_alias(settings, settings.champion_alias, version)
-    return decision
 
 
 def _log_drift(decision: PromotionDecision, data: PreparedData, config: TrainingConfig,
@@ -209,8 +201,7 @@ def _log_drift(decision: PromotionDecision, data: PreparedData, config: Training
     yet the best challenger."""
     assert data.test is not None
     bundle = decision.best.bundle
-    against = f"challenger version {decision.best.registered.version}" \
-        if decision.best.registered else "challenger"
+    against = f"challenger version {decision.best.registered.version}"
     if decision.champion is not None:
         try:
             bundle, _ = load_registered_bundle(
@@ -243,7 +234,6 @@ def _log_comparison(decision: PromotionDecision, config: TrainingConfig) -> None
     values.update({"n_labels": best.get("n_labels", 0.0), "n_frauds": best.get("n_frauds", 0.0),
                    "promoted": float(decision.promoted)})
     mlflow.log_metrics({k: float(v) for k, v in values.items() if np.isfinite(v)})
-    assert decision.best.registered is not None
     comparison = {
         "metric": decision.metric,
         "min_improvement": config.promotion.min_improvement,
@@ -255,7 +245,7 @@ def _log_comparison(decision: PromotionDecision, config: TrainingConfig) -> None
         "n_frauds": int(best.get("n_frauds", 0)),
         "promoted": decision.promoted,
         "reason": decision.reason,
-        "challengers": [{"kind": o.kind, "version": o.registered.version if o.registered else None,
+        "challengers": [{"kind": o.kind, "version": o.registered.version,
                          "reused": o.reused, "metrics": o.metrics} for o in decision.outcomes],
         "champion_metrics": decision.champion_metrics,
     }
@@ -273,41 +263,40 @@ def cli_main(args: argparse.Namespace) -> int:
     set_threads()
     settings = get_settings()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
-    model: dict[str, Any] = {}
-    if getattr(args, "seed", None) is not None:
-        model["seed"] = args.seed
-    if getattr(args, "epochs", None) is not None:
-        model["max_epochs"] = args.epochs
-    if show_progress(args):
-        model["progress"] = True
-    config = load_config(args.config, overrides={"model": model} if model else None)
+    config = job_config(args)
     since, until = window_arguments(args)
 
     def job() -> int:
         try:
-            decision = retrain(args.data, kinds, config, settings, since=since, until=until,
-                               labels=label_arguments(args, settings))
+            data, fp = holdout_data(args.data, config, since=since, until=until,
+                                    labels=label_arguments(args, settings))
+            return on_rank_zero(
+                lambda: _report(retrain(data, fp, kinds, config, settings), settings),
+                shard=lambda: fit_shards(kinds, data, config))
         except (GendetectError, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:  # a scheduler needs one exit code for "failed"
             log.exception("retraining failed")
             print(f"gendetect retrain: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        o = decision.best
-        assert o.registered is not None
-        reused = " (reused: same inputs)" if o.reused else ""
-        print(
-            f"best challenger: {o.kind} version {o.registered.version}{reused}, "
-            f"{decision.metric}={decision.best_value:.4f} on "
-            f"{int(o.metrics.get('n_labels', 0)):,} labels "
-            f"({int(o.metrics.get('n_frauds', 0)):,} frauds)"
-        )
-        verdict = "promoted to" if decision.promoted else "not promoted to"
-        print(f"{verdict} '{settings.champion_alias}': {decision.reason}")
-        if decision.drift:
-            drifted = ", ".join(decision.drift["drifted"]) or "none"
-            print(f"drift (PSI >= {decision.drift['level']:g}) against "
-                  f"{decision.drift['against']}: {drifted}")
-        return decision.exit_code
 
     return run_job("retrain", settings, job)
+
+
+def _report(decision: PromotionDecision, settings: Settings) -> int:
+    """The decision in a few lines; its exit code."""
+    o = decision.best
+    reused = " (reused: same inputs)" if o.reused else ""
+    print(
+        f"best challenger: {o.kind} version {o.registered.version}{reused}, "
+        f"{decision.metric}={decision.best_value:.4f} on "
+        f"{int(o.metrics.get('n_labels', 0)):,} labels "
+        f"({int(o.metrics.get('n_frauds', 0)):,} frauds)"
+    )
+    verdict = "promoted to" if decision.promoted else "not promoted to"
+    print(f"{verdict} '{settings.champion_alias}': {decision.reason}")
+    if decision.drift:
+        drifted = ", ".join(decision.drift["drifted"]) or "none"
+        print(f"drift (PSI >= {decision.drift['level']:g}) against "
+              f"{decision.drift['against']}: {drifted}")
+    return decision.exit_code

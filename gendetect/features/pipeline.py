@@ -95,7 +95,7 @@ class FeaturePipeline:
 
         Given window features (all of them, finite) are used as they are:
         that is how precomputed features from `gendetect features` or
-        gendetect.spark reach every surface with one meaning. Some but not
+        scoring.spark reach every surface with one meaning. Some but not
         all of them is an error: mixing given and recomputed values would
         give features of two different histories.
         """

@@ -1,7 +1,7 @@
 """Behaviour window features: their configuration (WindowConfig), the
 windows it defines (Window, kernel_windows) and their semantics, shared by
 the offline engine (gendetect.features.window_engine), the online state
-(gendetect.features.state) and Spark (gendetect.spark).
+(gendetect.features.state) and Spark (scoring.spark).
 
 Semantics (the fraud-detection handbook's, i.e. pandas `rolling('<w>d')` on a
 datetime index per entity):

@@ -14,6 +14,7 @@ reads; transactions without a verdict have no row.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from sqlalchemy import Engine, select
 from gendetect.stores.records import utc_naive
 from gendetect.stores.tables import verdicts
 from gendetect.stores.verdicts import PastVerdict, effective
+
+log = logging.getLogger(__name__)
 
 
 def latest_labels(engine: Engine, since: datetime | None = None, until: datetime | None = None,
@@ -72,3 +75,29 @@ def export_labels(engine: Engine, out: str | Path, since: datetime | None = None
     frame = latest_labels(engine, since, until, label_column=label_column)
     write_table(frame, out)
     return len(frame)
+
+
+def store_labels(url: str, until: datetime | None = None, *,
+                 label_column: str = "is_fraud") -> pd.DataFrame:
+    """`latest_labels` before `until` from the verdict store at `url` (how
+    jobs read it: they open no store themselves). A database no API has
+    written to yet (its tables come with the API's first start) has no
+    verdicts, which is not an error."""
+    from gendetect.stores.database import make_engine
+    from gendetect.stores.migrate import current_revision
+
+    engine = make_engine(url)
+    try:
+        if current_revision(engine) is None:
+            log.warning("the verdict store has no tables yet: no verdicts to read")
+            return latest_labels_frame(label_column)
+        return latest_labels(engine, until=until, label_column=label_column)
+    finally:
+        engine.dispose()
+
+
+def latest_labels_frame(label_column: str = "is_fraud") -> pd.DataFrame:
+    """An empty labels frame with latest_labels' columns and types."""
+    return pd.DataFrame({"transaction_id": pd.Series(dtype="int64"),
+                         label_column: pd.Series(dtype="int64"),
+                         "labelled_at": pd.Series(dtype="datetime64[ns]")})

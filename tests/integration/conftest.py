@@ -28,6 +28,7 @@ from gendetect import tracking
 from gendetect.bundle import FraudModelBundle
 from gendetect.config import Settings
 from gendetect.data.simulator import simulate_transactions
+from scoring import model_log
 from serving.settings import ServingSettings
 from tests.conftest import FOREIGN_ENV
 
@@ -50,7 +51,7 @@ class RegisteredFixture:
         """Log the same bundle as a new version and move the champion alias."""
         experiment = tracking.ensure_experiment(self.settings)
         with mlflow.start_run(experiment_id=experiment):
-            ref = tracking.log_bundle(self.fitted, _example(self.data), self.settings)
+            ref = model_log.log_bundle(self.fitted, _example(self.data), self.settings)
         tracking.set_alias(self.settings, self.settings.champion_alias, ref.version)
         return ref.version
 
@@ -79,7 +80,7 @@ def registered_model(registry_settings: Settings) -> RegisteredFixture:
     bundle.fit(data)
     experiment = tracking.ensure_experiment(settings)
     with mlflow.start_run(experiment_id=experiment):
-        ref = tracking.log_bundle(bundle, _example(data), settings)
+        ref = model_log.log_bundle(bundle, _example(data), settings)
     tracking.set_alias(settings, settings.champion_alias, ref.version)
     loaded, _ = tracking.load_registered_bundle(settings.resolved_model_uri, settings)
     return RegisteredFixture(settings, loaded, bundle, data, ref.version)

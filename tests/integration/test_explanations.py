@@ -21,7 +21,8 @@ import pytest
 
 from gendetect.bundle import FraudModelBundle
 from gendetect.data.simulator import compromise_cards, simulate_transactions
-from training.train import load_config, prepare_data
+from training.config import load_config
+from training.data import prepare_data
 
 AMOUNT_REASON = "amount"
 
@@ -32,7 +33,7 @@ def flagged_card_frauds() -> tuple[FraudModelBundle, pd.DataFrame]:
     config = load_config()
     data = prepare_data(history, config, source="simulator")
     assert data.test is not None
-    bundle = FraudModelBundle("ensemble", schema=data.schema, **config["model"])
+    bundle = FraudModelBundle("ensemble", schema=data.schema, **config.model_params())
     bundle.fit(data.train)
 
     held_out_start = pd.to_datetime(data.test["timestamp"]).min()

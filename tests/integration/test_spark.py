@@ -27,7 +27,7 @@ RAW = {"TRANSACTION_ID": "transaction_id", "TX_DATETIME": "timestamp",
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    from gendetect.spark import spark_session
+    from scoring.spark import spark_session
 
     session = spark_session("local[2]", "gendetect-spark-test",
                             {"spark.sql.shuffle.partitions": "2"})
@@ -38,7 +38,7 @@ def spark() -> Iterator[Any]:
 
 def _compare(spark: Any, df: pd.DataFrame, config: WindowConfig, tmp_path: Path,
              *, drop_label: bool = False) -> None:
-    from gendetect.spark import window_features
+    from scoring.spark import window_features
 
     path = tmp_path / "tx.parquet"
     # Nanosecond timestamps, as pandas writes them.
@@ -90,7 +90,7 @@ def test_spark_equals_the_offline_engine_on_a_handbook_slice(spark: Any, tmp_pat
 def test_spark_input_types_are_checked_against_the_schema(spark: Any, tmp_path: Path) -> None:
     from gendetect.errors import InputError
     from gendetect.schema import load_schema
-    from gendetect.spark.job import check_column_types
+    from scoring.spark.job import check_column_types
 
     schema = load_schema("transactions")
     tx = simulate_transactions(n_customers=20, n_terminals=40, days=2, seed=3)

@@ -31,6 +31,7 @@ from gendetect.cli import main as cli
 from gendetect.config import Settings, get_settings
 from gendetect.data.simulator import simulate_transactions
 from gendetect.features.window_engine import add_window_features
+from scoring import model_log
 from tests.conftest import FOREIGN_ENV
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,7 @@ def surfaces(tmp_path_factory: pytest.TempPathFactory) -> Surfaces:
                               accelerator="cpu", alert_rate=0.05).fit(history)
     experiment = tracking.ensure_experiment(settings)
     with mlflow.start_run(experiment_id=experiment):
-        ref = tracking.log_bundle(bundle, history.drop(columns=["is_fraud"]).head(5), settings)
+        ref = model_log.log_bundle(bundle, history.drop(columns=["is_fraud"]).head(5), settings)
     tracking.set_alias(settings, settings.champion_alias, ref.version)
     model_uri = f"models:/{ref.name}/{ref.version}"
     local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(home / "model")))
@@ -178,7 +179,7 @@ def test_mlflow_models_serve(surfaces: Surfaces, served: str) -> None:
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
     pytest.importorskip("pyspark")
-    from gendetect.spark import spark_session
+    from scoring.spark import spark_session
 
     # Few shuffle partitions: 200 (the default) tiny tasks dominate on a few rows.
     session = spark_session("local[2]", "gendetect-surfaces-test",
@@ -189,7 +190,7 @@ def spark() -> Iterator[Any]:
 
 
 def test_spark_udf(surfaces: Surfaces, spark: Any) -> None:
-    from gendetect.spark import score
+    from scoring.spark import score
 
     tracking.configure(surfaces.settings)
     df = spark.createDataFrame(surfaces.featured)
@@ -201,7 +202,7 @@ def test_spark_udf(surfaces: Surfaces, spark: Any) -> None:
 
 def test_spark_job_on_the_file(surfaces: Surfaces, spark: Any, tmp_path: Path) -> None:
     """Features by Spark's window functions, then spark_udf: the file's scores."""
-    from gendetect.spark.job import score_file_with_spark
+    from scoring.spark.job import score_file_with_spark
 
     out = tmp_path / "scored"
     assert score_file_with_spark(str(surfaces.data_file), str(out), surfaces.model_uri,

@@ -21,7 +21,7 @@ from gendetect.features.pipeline import WindowHistory, split_at_last_time
 from gendetect.features.window_engine import add_window_features
 from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import column_to_ns
-from training.batch_score import score_file
+from scoring.batch import score_file
 
 RTOL = 1e-6
 

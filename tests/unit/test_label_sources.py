@@ -41,3 +41,14 @@ def test_transaction_ids_that_are_not_ids_are_named(tmp_path: Path, tid: str) ->
     with pytest.raises(InputError) as info:
         read_labels_file(path, "is_fraud")
     assert info.value.source == path and info.value.field == "transaction_id"
+
+
+def test_a_verdict_store_without_tables_gives_no_labels(tmp_path: Path) -> None:
+    # Jobs read the store through gendetect.stores.export.store_labels: a
+    # database no API has written to yet is empty, not an error.
+    from training.labels import LabelSources
+
+    sources = LabelSources(database_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    ((name, frame),) = sources.frames("is_fraud")
+    assert name == "verdict_store" and frame.empty
+    assert list(frame.columns) == ["transaction_id", "is_fraud", "labelled_at"]

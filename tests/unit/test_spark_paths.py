@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gendetect.errors import InputError
-from gendetect.spark.job import check_paths
+from scoring.spark.job import check_paths
 
 
 @pytest.fixture

@@ -58,11 +58,10 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
     assert config.model_params()["max_epochs"] == 1 and config.model_params()["seed"] == 5
 
 
-def test_dict_style_reads_still_work() -> None:
-    # Benchmarks and tests written against the untyped dict read it this way.
+def test_plain_values_by_section() -> None:
     config = load_config()
-    assert config["alert_rate"] == 0.01
-    assert config["model"] == config.model_params()
+    assert config.alert_rate == 0.01
+    assert config.as_dict()["model"] == config.model_params()
     assert config.as_dict()["schema"] == "transactions"
 
 

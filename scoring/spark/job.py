@@ -1,9 +1,9 @@
 """Scoring on Spark: the registered pyfunc through `mlflow.pyfunc.spark_udf`
-after the behaviour features computed by Spark (gendetect.spark.features).
+after the behaviour features computed by Spark (scoring.spark.features).
 
-    python -m gendetect.spark --data in.parquet --out scored/ [--model-uri URI]
+    python -m scoring.spark --data in.parquet --out scored/ [--model-uri URI]
                               [--master local[*]] [--explain flagged|all|none]
-    spark-submit gendetect/spark/__main__.py --data ... --out ...
+    spark-submit scoring/spark/__main__.py --data ... --out ...
     gendetect score --engine spark --data ... --out ...
 
 The output is a Parquet folder (one file per partition, Spark's way): the
@@ -109,8 +109,8 @@ def score_file_with_spark(
     registered model, write a Parquet folder to `out`."""
     from pyspark.sql import functions as F
 
-    from gendetect.spark.features import window_features
     from gendetect.tracking import configure, resolve
+    from scoring.spark.features import window_features
 
     check_paths(data, out)
     configure(settings)
@@ -198,7 +198,7 @@ def check_column_types(df: DataFrame, schema: Schema, source: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gendetect.spark",
+    parser = argparse.ArgumentParser(prog="python -m scoring.spark",
                                      description="Score a file on Spark with a registered model.")
     parser.add_argument("--data", required=True, help="Parquet file/folder or CSV file")
     parser.add_argument("--out", required=True, help="output Parquet folder")

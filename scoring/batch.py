@@ -14,7 +14,7 @@ the tail of history carried over from the chunks before it
 (gendetect.features.pipeline.WindowHistory): exact, and it needs the rows in
 time order. A file that is not in time order is scored in one piece (with a
 note), as is every CSV file. `--engine spark` hands the file to
-gendetect.spark for data beyond one machine.
+scoring.spark for data beyond one machine.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def cli_main(args: argparse.Namespace) -> int:
     settings = get_settings()
     model_uri = args.model_uri or settings.resolved_model_uri
     if getattr(args, "engine", "local") == "spark":
-        from gendetect.spark.job import score_file_with_spark
+        from scoring.spark.job import score_file_with_spark
 
         return score_file_with_spark(
             args.data,

@@ -6,15 +6,15 @@
 - `score(df, model_uri)`: the registered pyfunc through
   `mlflow.pyfunc.spark_udf`, with the window features passed as inputs, so
   that the scores are those of `gendetect score` and the API.
-- `python -m gendetect.spark` / `gendetect score --engine spark`: both on a
-  file (see gendetect.spark.job).
+- `python -m scoring.spark` / `gendetect score --engine spark`: both on a
+  file (see scoring.spark.job).
 
 Importing this package does not import pyspark; its functions do.
 """
 
 from __future__ import annotations
 
-from gendetect.spark.features import window_features
-from gendetect.spark.job import score, spark_session
+from scoring.spark.features import window_features
+from scoring.spark.job import score, spark_session
 
 __all__ = ["score", "spark_session", "window_features"]

@@ -3,7 +3,7 @@ and `mlflow.pyfunc.load_model` can score with it. The API loads the bundle
 directly instead (no per-request DataFrame), from the same artifact.
 
 One meaning on every surface: the input may carry the behaviour (window)
-feature columns, e.g. from `gendetect features` or gendetect.spark over the
+feature columns, e.g. from `gendetect features` or scoring.spark over the
 full history; they are then used as given, and every surface returns the
 scores of `gendetect score` and the API. Without them the features are
 computed from the rows of the batch itself, and the output column
@@ -23,13 +23,13 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
-BUNDLE_ARTIFACT = "bundle"
 DEFAULT_EXPLAIN = "flagged"
 
 
 class BundlePyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from gendetect.bundle import FraudModelBundle
+        from gendetect.tracking import BUNDLE_ARTIFACT
 
         self.bundle = FraudModelBundle.load(context.artifacts[BUNDLE_ARTIFACT])
 
