@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from gendetect import metrics
-from gendetect.detector import DetectorParams
 from gendetect.errors import InputError
+from gendetect.params import DetectorParams
 
 DEFAULT_CONFIG = "default.yaml"
 # Keys users put in a training config that belong elsewhere: the unknown-key

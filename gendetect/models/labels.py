@@ -79,14 +79,6 @@ def normalise_labels(y: Any, n_rows: int, *, name: str = "y") -> np.ndarray:
     return out
 
 
-def label_summary(labels: np.ndarray) -> dict[str, int]:
-    return {
-        "frauds": int((labels == FRAUD).sum()),
-        "genuine": int((labels == GENUINE).sum()),
-        "unknown": int((labels == UNKNOWN).sum()),
-    }
-
-
 @dataclass
 class BoostedHead:
     """Gradient-boosted trees on the evidence columns, stored as arrays."""

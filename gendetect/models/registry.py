@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gendetect.detector import DetectorParams
     from gendetect.models.components import GenerativeModule
+    from gendetect.params import DetectorParams
 
 ENSEMBLE = "ensemble"
 

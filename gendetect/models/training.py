@@ -54,7 +54,7 @@ class Hardware:
 
 
 @dataclass
-class TrainingConfig(Hardware):
+class TrainerSettings(Hardware):
     max_epochs: int = 20
     batch_size: int = 256
     patience: int = 3
@@ -83,7 +83,7 @@ def fit_module(
     module: pl.LightningModule,
     x_train: np.ndarray,
     x_val: np.ndarray,
-    config: TrainingConfig,
+    config: TrainerSettings,
 ) -> TrainingResult:
     """Train `module` in place and leave it holding the weights of its best
     validation epoch, in eval mode, on the CPU (where the detector scores)."""

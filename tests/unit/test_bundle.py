@@ -11,7 +11,7 @@ import pytest
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
-from gendetect.detector import _top_mean
+from gendetect.member import top_mean
 from gendetect.errors import InputError
 
 KINDS = ("vae", "gan", "ensemble")
@@ -265,8 +265,12 @@ def test_bad_parameters() -> None:
 
 def test_score_top_fraction_pools_the_largest_contributions() -> None:
     contributions = np.array([[1.0, 5.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
-    assert _top_mean(contributions, 1.0) == pytest.approx([2.25, 2.0])
-    assert _top_mean(contributions, 0.5) == pytest.approx([4.0, 2.0])
-    assert _top_mean(contributions, 0.01) == pytest.approx([5.0, 2.0])
+    assert top_mean(contributions, 1.0) == pytest.approx([2.25, 2.0])
+    assert top_mean(contributions, 0.5) == pytest.approx([4.0, 2.0])
+    assert top_mean(contributions, 0.01) == pytest.approx([5.0, 2.0])
     with pytest.raises(ValueError, match="score_top_fraction"):
-        FraudModelBundle("vae", score_top_fraction=0.0)
+        make_detector("vae", score_top_fraction=0.0)
+    # The estimator itself checks its parameters in fit (scikit-learn's convention).
+    unchecked = FraudModelBundle("vae", score_top_fraction=0.0)
+    with pytest.raises(ValueError, match="score_top_fraction"):
+        unchecked.fit(np.zeros((10, 2)))

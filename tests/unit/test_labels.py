@@ -50,7 +50,7 @@ def test_unknown_labels_are_exactly_no_labels(kind: str) -> None:
         assert np.array_equal(plain.decision_function(x), labelled.decision_function(x))
         assert plain.threshold_ == labelled.threshold_
         assert labelled.metadata["labels"]["mode"] == "unsupervised"
-        assert labelled.core is not None and labelled.core.head is None
+        assert not labelled.label_head_.active
 
 
 def test_confirmed_frauds_never_count_as_normal() -> None:

@@ -12,7 +12,7 @@ import torch
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
-from gendetect.detector import DetectorParams, training_schedule
+from gendetect.params import DetectorParams, training_schedule
 from gendetect.models.gan.loss import broadened_reference
 
 FIT = {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu", "seed": 0}

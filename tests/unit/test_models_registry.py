@@ -11,7 +11,7 @@ import pytest
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
-from gendetect.detector import DetectorParams
+from gendetect.params import DetectorParams
 from gendetect.models import (
     DETECTOR_KINDS,
     ENSEMBLE,

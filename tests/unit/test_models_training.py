@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from gendetect import make_detector
-from gendetect.detector import DetectorParams
+from gendetect.params import DetectorParams
 from gendetect.models.data import (
     VALIDATION_BATCH_SIZE,
     IndexBatchSampler,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from gendetect.cli import main as cli
-from gendetect.detector import DetectorParams
+from gendetect.params import DetectorParams
 from gendetect.errors import GendetectError, InputError
 from training.config import ConfigError, TrainingConfig, load_config, validate_config
 

@@ -32,7 +32,7 @@ from gendetect.models.gan.loss import (
 from gendetect.models.gan.torch_model import GANNetwork
 
 if TYPE_CHECKING:
-    from gendetect.detector import DetectorParams
+    from gendetect.params import DetectorParams
 
 
 class GAN(GenerativeModule):

@@ -13,7 +13,7 @@ from gendetect.models.vae.loss import vae_loss
 from gendetect.models.vae.torch_model import VAENetwork
 
 if TYPE_CHECKING:
-    from gendetect.detector import DetectorParams
+    from gendetect.params import DetectorParams
 
 
 class VAE(GenerativeModule):
