@@ -22,6 +22,8 @@ of rows, then one decision assembly (gendetect.decisions).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.exceptions import NotFittedError
 
 from gendetect import bundle_store, decisions, inputs
 from gendetect.calibration import EmpiricalCalibrator
@@ -51,6 +54,8 @@ EXPLAIN_MODES = ("flagged", "all", "none")
 # CPU's cache (see benchmarks/results for the measurement).
 SCORE_BLOCK_ROWS = 8192
 _NAMED = ("kind", "schema", "alert_rate", "top_k")
+_DETECTOR_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DetectorParams)}
+_NOT_FITTED = "the bundle is not fitted: call fit() or load()"
 
 
 class FraudModelBundle(OutlierMixin, BaseEstimator):
@@ -72,21 +77,21 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
         self._pipeline: FeaturePipeline | None = None
         self._reason_map: ReasonMap | None = None
         self._metadata: dict[str, Any] = {}
-        self.threshold_: float | None = None
 
     # ------------------------------------------------------ estimator face
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"kind": self.kind, "schema": self._schema_arg, "alert_rate": self.alert_rate,
-                "top_k": self.top_k, **self._params}
+        """Every constructor parameter: as given, else its default."""
+        named = {"kind": self.kind, "schema": self._schema_arg, "alert_rate": self.alert_rate,
+                 "top_k": self.top_k}
+        return {**named, **{k: self._params.get(k, d) for k, d in _DETECTOR_DEFAULTS.items()}}
 
     def set_params(self, **params: Any) -> FraudModelBundle:
-        known = set(DetectorParams.__dataclass_fields__)
         for name, value in params.items():
             if name == "schema":
                 self._schema_arg = value
             elif name in _NAMED:
                 setattr(self, name, value)
-            elif name in known:
+            elif name in _DETECTOR_DEFAULTS:
                 self._params[name] = value
             else:
                 raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}")
@@ -146,7 +151,9 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
         unsupervised detector."""
         params = self.check_params()
         started = time.perf_counter()
-        schema = self.schema
+        X = inputs.string_columns(X)
+        given = self._schema_arg
+        schema = given if isinstance(given, Schema) else load_schema(given)
         label_column = y if isinstance(y, str) else schema.label_field
         columns = inputs.column_names(X)
         self._schema = schema.resolve_columns(
@@ -185,7 +192,7 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
 
     @property
     def is_fitted(self) -> bool:
-        return self.threshold_ is not None
+        return "threshold_" in vars(self)
 
     def __sklearn_is_fitted__(self) -> bool:
         return self.is_fitted
@@ -194,6 +201,7 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
     def features(self, X: pd.DataFrame | np.ndarray, source: str | None = None) -> np.ndarray:
         """The model's input matrix for X (validated): what the detector scores."""
         pipeline = self._fitted_pipeline()
+        X = inputs.string_columns(X)
         if isinstance(X, pd.DataFrame):
             self.schema.validate_frame(X, source=source)
             return pipeline.transform_frame(X)
@@ -210,7 +218,7 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
         """(first row, score, contributions) per block of SCORE_BLOCK_ROWS:
         the detector's block scorer, then the label-aware head."""
         if "label_head_" not in vars(self):
-            raise RuntimeError("the bundle is not fitted: call fit() or load()")
+            raise NotFittedError(_NOT_FITTED)
         for start in range(0, max(len(x), 1), SCORE_BLOCK_ROWS):
             evidence = self.detector_.evidence(x[start : start + SCORE_BLOCK_ROWS])
             yield (start, *self.label_head_.score(evidence))
@@ -219,7 +227,8 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
         return self.score_parts(self.features(X))[0]
 
     def risk(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        return self.calibrator_.risk(self.decision_function(X))
+        scores = self.decision_function(X)
+        return self.calibrator_.risk(scores)
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return (self.decision_function(X) >= self._threshold()).astype(np.int64)
@@ -248,7 +257,7 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
     @property
     def reason_map(self) -> ReasonMap:
         if self._reason_map is None:
-            raise RuntimeError("the bundle is not fitted: call fit() or load()")
+            raise NotFittedError(_NOT_FITTED)
         return self._reason_map
 
     def score_frame(
@@ -351,13 +360,31 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
     # ------------------------------------------------------------ internals
     def _fitted_pipeline(self) -> FeaturePipeline:
         if self._pipeline is None:
-            raise RuntimeError("the bundle is not fitted: call fit() or load()")
+            raise NotFittedError(_NOT_FITTED)
         return self._pipeline
 
     def _threshold(self) -> float:
-        if self.threshold_ is None:
-            raise RuntimeError("the bundle is not fitted: call fit() or load()")
-        return self.threshold_
+        if not self.is_fitted:
+            raise NotFittedError(_NOT_FITTED)
+        return self.threshold_  # type: ignore[no-any-return]
+
+
+# scikit-learn reads an estimator's parameters from its constructor's
+# signature: the detector parameters are keyword arguments there, with the
+# defaults DetectorParams declares.
+FraudModelBundle.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("kind", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="vae"),
+        *(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+            for name, default in (
+                ("schema", "numeric"), ("alert_rate", 0.01), ("top_k", 3),
+                *_DETECTOR_DEFAULTS.items(),
+            )
+        ),
+    ]
+)
 
 
 def make_detector(kind: str, **params: Any) -> FraudModelBundle:

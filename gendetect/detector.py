@@ -52,7 +52,9 @@ class DetectorCore:
             raise ValueError(f"unknown detector kind {self.kind!r}; choose from {kinds}")
         normal = np.arange(len(x)) if exclude is None else np.flatnonzero(~exclude)
         if len(normal) < 2:
-            raise ValueError("fit needs at least 2 rows that are not confirmed frauds")
+            raise ValueError(
+                f"fit needs at least 2 rows that are not confirmed frauds, got n_samples={len(normal)}"
+            )
         self.scaler = RobustScaler(soft_limit=self.params.soft_limit).fit(x[normal])
         z = self.scaler.transform(x)
         train_rel, val_rel = _split(len(normal), self.params.validation_fraction, self.params.seed)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
@@ -250,7 +251,7 @@ def test_nan_at_fit_time_names_the_column(train_x: np.ndarray) -> None:
 
 
 def test_unfitted_bundle_says_so(test_x: np.ndarray) -> None:
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         make_detector("vae").decision_function(test_x)
 
 
