@@ -53,7 +53,8 @@ class DetectorCore:
         normal = np.arange(len(x)) if exclude is None else np.flatnonzero(~exclude)
         if len(normal) < 2:
             raise ValueError(
-                f"fit needs at least 2 rows that are not confirmed frauds, got n_samples={len(normal)}"
+                "fit needs at least 2 rows that are not confirmed frauds, "
+                f"got n_samples={len(normal)}"
             )
         self.scaler = RobustScaler(soft_limit=self.params.soft_limit).fit(x[normal])
         z = self.scaler.transform(x)

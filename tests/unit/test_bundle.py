@@ -12,8 +12,8 @@ from sklearn.exceptions import NotFittedError
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
-from gendetect.member import top_mean
 from gendetect.errors import InputError
+from gendetect.member import top_mean
 
 KINDS = ("vae", "gan", "ensemble")
 N_FEATURES = 6

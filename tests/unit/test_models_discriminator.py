@@ -12,8 +12,8 @@ import torch
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
-from gendetect.params import DetectorParams, training_schedule
 from gendetect.models.gan.loss import broadened_reference
+from gendetect.params import DetectorParams, training_schedule
 
 FIT = {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu", "seed": 0}
 

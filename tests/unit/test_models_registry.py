@@ -11,7 +11,6 @@ import pytest
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
-from gendetect.params import DetectorParams
 from gendetect.models import (
     DETECTOR_KINDS,
     ENSEMBLE,
@@ -21,6 +20,7 @@ from gendetect.models import (
     list_models,
 )
 from gendetect.models.components import GenerativeModule, GenerativeNetwork
+from gendetect.params import DetectorParams
 
 N_FEATURES = 5
 FIT = {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu", "alert_rate": 0.05, "seed": 0}

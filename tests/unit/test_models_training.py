@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from gendetect import make_detector
-from gendetect.params import DetectorParams
 from gendetect.models.data import (
     VALIDATION_BATCH_SIZE,
     IndexBatchSampler,
@@ -20,6 +19,7 @@ from gendetect.models.data import (
 from gendetect.models.gan import GAN
 from gendetect.models.training import _strategy_for, is_rank_zero_process
 from gendetect.models.vae import VAE
+from gendetect.params import DetectorParams
 
 X = np.arange(1000 * 3, dtype=np.float64).reshape(1000, 3)
 
