@@ -76,7 +76,7 @@ def stages(bundle: FraudModelBundle, df: pd.DataFrame, repeats: int) -> dict[str
     core = bundle.detector_
     assert core is not None
     z = torch.as_tensor(core.scaler.transform(x), dtype=torch.float32)
-    networks = [m.module.model for m in core.members]
+    networks = [m.network for m in core.members]
 
     def forward() -> None:
         with torch.inference_mode():

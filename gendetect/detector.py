@@ -22,7 +22,7 @@ import torch
 from gendetect.features.scaling import RobustScaler
 from gendetect.member import NeuralDetector
 from gendetect.models.registry import ENSEMBLE, list_detector_kinds
-from gendetect.models.training import TrainingResult
+from gendetect.models.settings import TrainingResult
 from gendetect.params import DetectorParams
 
 

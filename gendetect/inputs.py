@@ -67,8 +67,8 @@ def plain_matrix(
     if array.shape[1] != len(names) or schema.derived or pipeline.window_config:
         raise InputError(
             f"X has {array.shape[1]} features, but FraudModelBundle is expecting {len(names)} "
-            f"features as input: a plain array must have the numeric feature columns "
-            f"{names[:5]}...; pass a DataFrame with the schema's fields instead",
+            f"features as input: a plain array must have the {len(names)} numeric feature "
+            f"columns {names[:5]}...; pass a DataFrame with the schema's fields instead",
             source=source,
         )
     bad = ~np.isfinite(array)

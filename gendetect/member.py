@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from gendetect.features.scaling import fallback_spread, robust_center_spread
-from gendetect.models.components import GenerativeModule
+from gendetect.models.components import GenerativeNetwork
 from gendetect.models.registry import get_model
-from gendetect.models.training import TrainerSettings, TrainingResult, fit_module
+from gendetect.models.settings import TrainerSettings, TrainingResult
 from gendetect.params import DetectorParams, training_schedule
 
 # Stand-in for a non-finite network output: the largest float32, so such a
@@ -42,7 +42,9 @@ class NeuralDetector:
     kind: str
     params: DetectorParams
     n_features: int
-    module: GenerativeModule | None = None
+    # The plain torch network: what scores (a LightningModule wraps it only
+    # while it trains).
+    network: GenerativeNetwork | None = None
     feature_error_scale_: np.ndarray | None = None
     disc_center_spread_: tuple[float, float] = (0.0, 1.0)
     # The reconstruction score's median and robust spread on training rows:
@@ -53,12 +55,14 @@ class NeuralDetector:
     score_center_spread_: tuple[float, float] = (0.0, 1.0)
     training_: TrainingResult = field(default_factory=TrainingResult)
 
-    def build(self) -> GenerativeModule:
-        return get_model(self.kind).build(self.n_features, self.params)
-
     def fit(self, x_train: np.ndarray, x_val: np.ndarray) -> NeuralDetector:
+        # Lightning is imported by training only: a scoring process never needs it.
+        from gendetect.models.training import fit_module
+
         torch.manual_seed(self.params.seed)
-        self.module = self.build()
+        spec = get_model(self.kind)
+        module = spec.build_module(self.n_features, self.params.model_params(self.kind))
+        self.network = module.model
         p = self.params
         batch_size, max_epochs, patience = training_schedule(len(x_train), p)
         settings = TrainerSettings(
@@ -69,12 +73,12 @@ class NeuralDetector:
             name=self.kind,
             **p.hardware(),
         )
-        self.training_ = fit_module(self.module, x_train, x_val, settings)
+        self.training_ = fit_module(module, x_train, x_val, settings)
         if p.refit_trim > 0 and p.refit_epochs > 0:
             scores = self._fit_score_statistics(x_train)
             keep = scores <= np.quantile(scores, 1.0 - p.refit_trim)
             settings.max_epochs = p.refit_epochs
-            second = fit_module(self.module, x_train[keep], x_val, settings)
+            second = fit_module(module, x_train[keep], x_val, settings)
             self.training_ = _merge(self.training_, second)
         self.score_center_spread_ = center_tail_spread(self._fit_score_statistics(x_train))
         return self
@@ -91,8 +95,8 @@ class NeuralDetector:
         mode = self.params.error_scale
         if mode == "auto":
             # A likelihood (the VAE with learned variance) is already on one scale.
-            assert self.module is not None
-            mode = "none" if self.module.model.likelihood_errors else "typical"
+            assert self.network is not None
+            mode = "none" if self.network.likelihood_errors else "typical"
         if mode == "none":
             self.feature_error_scale_ = np.ones(errors.shape[1])
         elif mode == "typical":
@@ -117,8 +121,8 @@ class NeuralDetector:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Per-feature errors and (when asked for and the network has one)
         the discriminator's raw verdict, for a float32 block `t`."""
-        assert self.module is not None, "detector is not fitted"
-        network = self.module.model
+        network = self.network
+        assert network is not None, "detector is not fitted"
         with torch.inference_mode():
             errors = finite(network.feature_errors(t).numpy().astype(np.float64))
             extra = network.extra_score(t) if with_discriminator else None
@@ -149,9 +153,9 @@ class NeuralDetector:
     def state(self) -> dict[str, Any]:
         """What a bundle stores. The weights are the plain torch network's
         state dict (the same keys as before the models moved into packages)."""
-        assert self.module is not None and self.feature_error_scale_ is not None
+        assert self.network is not None and self.feature_error_scale_ is not None
         buffer = io.BytesIO()
-        torch.save(self.module.model.state_dict(), buffer)
+        torch.save(self.network.state_dict(), buffer)
         return {
             "kind": self.kind,
             "n_features": self.n_features,
@@ -165,11 +169,12 @@ class NeuralDetector:
     @classmethod
     def from_state(cls, state: dict[str, Any], params: DetectorParams) -> NeuralDetector:
         det = cls(kind=state["kind"], params=params, n_features=int(state["n_features"]))
-        det.module = det.build()
+        spec = get_model(det.kind)
+        det.network = spec.build_network(det.n_features, params.model_params(det.kind))
         # weights_only: loading never executes code from the artifact.
         weights = torch.load(io.BytesIO(state["weights"]), weights_only=True, map_location="cpu")
-        det.module.model.load_state_dict(weights)
-        det.module.eval()
+        det.network.load_state_dict(weights)
+        det.network.eval()
         det.feature_error_scale_ = np.asarray(state["feature_error_scale"], dtype=np.float64)
         det.disc_center_spread_ = tuple(state["disc_center_spread"])  # type: ignore[assignment]
         det.score_center_spread_ = tuple(state["score_center_spread"])  # type: ignore[assignment]

@@ -1,32 +1,35 @@
-"""The detector's parameters: one flat set of names, as `make_detector`,
-the training config's `model:` section and a saved bundle's manifest spell
-them. Defaults are one set for all data sets (no per-dataset tuning); why
-each default is what it is: gendetect/models/README.md.
+"""The detector's parameters, in one flat set of names: `make_detector`'s
+keywords, the training config's `model:` section and a saved bundle's
+manifest spell them the same way.
 
-`training_schedule` turns the schedule parameters into a batch size, an
-epoch budget and a patience for a given number of training rows.
+`DetectorSettings` holds the detector-level ones: the training schedule,
+the ensemble, the score mode, the label-aware mode, the seed and the
+hardware. Each model declares its own (gendetect/models/<name>/params.py);
+`DetectorParams` is the settings plus every registered model's parameters
+under their flat names, with the defaults the models declare (generated from
+the registry: no default is written twice). `model_params(name)` gives a
+model its own dataclass back. Why each default is what it is:
+gendetect/models/README.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gendetect.models.registry import list_models
-from gendetect.models.training import Hardware
+from gendetect.models.components.params import NetworkParams
+from gendetect.models.registry import get_model, list_models
+from gendetect.models.settings import Hardware
 
 SCORES = ("reconstruction", "discriminator", "combined")
 AUTO_EPOCHS = 20
 
 
 @dataclass
-class DetectorParams(Hardware):
-    hidden: tuple[int, ...] = (64, 32)
-    latent_dim: int = 8
-    beta: float = 1.0
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
+class DetectorSettings(Hardware):
     # None: the automatic schedule (training_schedule); a number is used as
     # given, with batch_size and patience as given.
     max_epochs: int | None = None
@@ -35,18 +38,12 @@ class DetectorParams(Hardware):
     min_train_steps: int = 1000
     patience_steps: int = 100
     validation_fraction: float = 0.1
-    # GAN, score="reconstruction": weight of the discriminator's verdict.
+    # A network with a discriminator (the GAN), score="reconstruction":
+    # the weight of the discriminator's verdict beside the errors.
     disc_weight: float = 0.0
-    gan_latent_noise: float = 0.5
-    gan_feature_matching: bool = False
-    gan_noisy_validation: bool = True
-    # None: on (1.0) where the score uses the discriminator, off where not.
-    gan_reference_weight: float | None = None
-    gan_reference_kind: str = "gaussian"
     # "typical" divides each feature's error by its mean training error,
     # "none" keeps it, "auto" picks by whether the errors are likelihoods.
     error_scale: str = "auto"
-    learned_variance: bool = True
     soft_limit: float = 5.0
     score_top_fraction: float = 1.0
     refit_trim: float = 0.0
@@ -59,7 +56,7 @@ class DetectorParams(Hardware):
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DetectorParams:
+    def from_dict(cls, raw: dict[str, Any]) -> typing.Self:
         known = set(cls.__dataclass_fields__)
         unknown = set(raw) - known
         if unknown:
@@ -100,12 +97,12 @@ class DetectorParams(Hardware):
             raise ValueError("label_min_frauds must be >= 1 and label_blend >= 0")
         if not 0 <= self.seed < 2**32:  # numpy's and torch's generators
             raise ValueError(f"seed must be within 0..{2**32 - 1}, got {self.seed}")
+        for name in models:
+            self.model_params(name)
 
-    @property
-    def gan_reference_weight_resolved(self) -> float:
-        if self.gan_reference_weight is not None:
-            return float(self.gan_reference_weight)
-        return 0.0 if self.score == "reconstruction" else 1.0
+    def model_params(self, name: str) -> NetworkParams:
+        """Model `name`'s own parameters (its dataclass), checked."""
+        return get_model(name).params_from(self.to_dict(), self.score)
 
     @property
     def uses_discriminator(self) -> bool:
@@ -117,7 +114,32 @@ class DetectorParams(Hardware):
         return asdict(self)
 
 
-def training_schedule(n_train: int, params: DetectorParams) -> tuple[int, int, int]:
+def detector_field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(DetectorSettings))
+
+
+def _model_fields() -> list[tuple[str, Any, Any]]:
+    """Every registered model's fields under their flat names; a name two
+    models share must have one default."""
+    out: dict[str, tuple[str, Any, Any]] = {}
+    for name in list_models():
+        cls = get_model(name).params
+        hints = typing.get_type_hints(cls)
+        for flat, f in cls.flat_fields().items():
+            if flat in out and out[flat][2].default != f.default:
+                raise ValueError(f"models disagree on the default of {flat!r}")
+            out[flat] = (flat, hints[f.name], dataclasses.field(default=f.default))
+    return list(out.values())
+
+
+DetectorParams = dataclasses.make_dataclass(
+    "DetectorParams", _model_fields(), bases=(DetectorSettings,)
+)
+DetectorParams.__module__ = __name__
+DetectorParams.__doc__ = "The detector-level settings plus every model's parameters, flat."
+
+
+def training_schedule(n_train: int, params: DetectorSettings) -> tuple[int, int, int]:
     """(batch size, max epochs, patience) for `n_train` rows: one set of
     defaults that holds from 50 rows to millions.
 

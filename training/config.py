@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from gendetect import metrics
 from gendetect.errors import InputError
+from gendetect.models.registry import validate_params
 from gendetect.params import DetectorParams
 
 DEFAULT_CONFIG = "default.yaml"
@@ -205,8 +206,8 @@ def validate_config(
     except ValidationError as exc:
         raise _config_error(exc, raw, source, user or {}, default_source) from None
     try:
-        # The detector's own cross-field checks (ensemble weights, ranges).
-        DetectorParams.from_dict(config.model_params())
+        # The detector's own cross-field checks (ensemble weights, ranges) and each model's.
+        validate_params(None, config.model_params())
     except (ValueError, TypeError) as exc:
         # Its messages start with the parameter's name when there is one.
         first = str(exc).split(" ", 1)[0]

@@ -45,9 +45,15 @@ def test_registry_names_every_kind_once() -> None:
 def test_each_model_builds_a_lightning_module_around_a_torch_network(name: str) -> None:
     spec = get_model(name)
     assert spec.name == name and spec.description
-    module = spec.build(N_FEATURES, DetectorParams())
+    params = DetectorParams().model_params(name)
+    assert isinstance(params, spec.params)
+    module = spec.build_module(N_FEATURES, params)
     assert isinstance(module, GenerativeModule)
     assert isinstance(module.model, GenerativeNetwork)
+    # Scoring builds the plain network alone, with the same state-dict keys.
+    network = spec.build_network(N_FEATURES, params)
+    assert not isinstance(network, GenerativeModule)
+    assert network.state_dict().keys() == module.model.state_dict().keys()
 
 
 def test_unknown_kinds_are_rejected_with_the_registered_choices() -> None:
