@@ -22,8 +22,6 @@ of rows, then one decision assembly (gendetect.decisions).
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -39,11 +37,11 @@ from gendetect.calibration import EmpiricalCalibrator
 from gendetect.decisions import BatchDecisions
 from gendetect.detector import DetectorCore
 from gendetect.errors import InputError
+from gendetect.estimator_params import EstimatorParams, with_parameter_signature
 from gendetect.features.pipeline import FeaturePipeline, WindowHistory
 from gendetect.fit_record import fit_metadata
 from gendetect.label_aware import LabelAwareHead, known_frauds_only, prepare_labels
 from gendetect.models.labels import FRAUD
-from gendetect.params import DetectorParams
 from gendetect.reasons import ReasonMap, top_shares
 from gendetect.schema import Schema, load_schema
 
@@ -53,12 +51,11 @@ EXPLAIN_MODES = ("flagged", "all", "none")
 # Rows per block of the block scorer: the activations of a block stay in the
 # CPU's cache (see benchmarks/results for the measurement).
 SCORE_BLOCK_ROWS = 8192
-_NAMED = ("kind", "schema", "alert_rate", "top_k")
-_DETECTOR_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DetectorParams)}
 _NOT_FITTED = "the bundle is not fitted: call fit() or load()"
 
 
-class FraudModelBundle(OutlierMixin, BaseEstimator):
+@with_parameter_signature
+class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
     def __init__(
         self,
         kind: str = "vae",
@@ -77,45 +74,6 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
         self._pipeline: FeaturePipeline | None = None
         self._reason_map: ReasonMap | None = None
         self._metadata: dict[str, Any] = {}
-
-    # ------------------------------------------------------ estimator face
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Every constructor parameter: as given, else its default."""
-        named = {"kind": self.kind, "schema": self._schema_arg, "alert_rate": self.alert_rate,
-                 "top_k": self.top_k}
-        return {**named, **{k: self._params.get(k, d) for k, d in _DETECTOR_DEFAULTS.items()}}
-
-    def set_params(self, **params: Any) -> FraudModelBundle:
-        for name, value in params.items():
-            if name == "schema":
-                self._schema_arg = value
-            elif name in _NAMED:
-                setattr(self, name, value)
-            elif name in _DETECTOR_DEFAULTS:
-                self._params[name] = value
-            else:
-                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}")
-        return self
-
-    @property
-    def params(self) -> DetectorParams:
-        """The detector parameters, checked."""
-        return DetectorParams.from_dict(self._params)
-
-    def check_params(self) -> DetectorParams:
-        """The parameters, checked (fit does this; make_detector at once)."""
-        if not 0.0 < self.alert_rate < 1.0:
-            raise ValueError("alert_rate must be in (0, 1)")
-        return self.params
-
-    @property
-    def contamination(self) -> float:
-        """PyOD's name for the share of rows flagged: the alert rate."""
-        return self.alert_rate
-
-    @contamination.setter
-    def contamination(self, value: float) -> None:
-        self.alert_rate = value
 
     @property
     def schema(self) -> Schema:
@@ -315,13 +273,15 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
             explained = np.arange(n)
         else:
             explained = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int64)
-        d = len(self.feature_names)
+        names = tuple(self.feature_names)
         contributions = (
-            (kept[0] if len(kept) == 1 else np.concatenate(kept)) if kept else np.zeros((0, d))
+            (kept[0] if len(kept) == 1 else np.concatenate(kept))
+            if kept
+            else np.zeros((0, len(names)))
         )
         return decisions.assemble(
             scores, self.calibrator_.risk(scores), threshold, explained, contributions,
-            feature_names=tuple(self.feature_names), reason_map=self.reason_map,
+            feature_names=names, reason_map=self.reason_map,
             top_k=self.top_k, batch_history_only=batch_history_only,
         )
 
@@ -367,24 +327,6 @@ class FraudModelBundle(OutlierMixin, BaseEstimator):
         if not self.is_fitted:
             raise NotFittedError(_NOT_FITTED)
         return self.threshold_  # type: ignore[no-any-return]
-
-
-# scikit-learn reads an estimator's parameters from its constructor's
-# signature: the detector parameters are keyword arguments there, with the
-# defaults DetectorParams declares.
-FraudModelBundle.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [
-        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        inspect.Parameter("kind", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="vae"),
-        *(
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
-            for name, default in (
-                ("schema", "numeric"), ("alert_rate", 0.01), ("top_k", 3),
-                *_DETECTOR_DEFAULTS.items(),
-            )
-        ),
-    ]
-)
 
 
 def make_detector(kind: str, **params: Any) -> FraudModelBundle:
