@@ -17,11 +17,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from gendetect.models.components.params import NetworkParams
-from gendetect.models.registry import get_model, list_models
+from gendetect.models.registry import (
+    ENSEMBLE,
+    get_model,
+    list_detector_kinds,
+    list_models,
+    model_flat_names,
+)
 from gendetect.models.settings import Hardware
 
 SCORES = ("reconstruction", "discriminator", "combined")
@@ -137,6 +144,27 @@ DetectorParams = dataclasses.make_dataclass(
 )
 DetectorParams.__module__ = __name__
 DetectorParams.__doc__ = "The detector-level settings plus every model's parameters, flat."
+
+
+def validate_params(kind: str | None, mapping: Mapping[str, Any]) -> None:
+    """Check a detector's flat parameters (a training config's `model:`
+    section) for `kind`, or for any kind when None: unknown keys, the
+    detector's own checks, and each model's. A ValueError's message starts
+    with the offending key where there is one."""
+    raw = dict(mapping)
+    kinds = list_detector_kinds() if kind is None else (kind,)
+    if kind is not None and kind not in kinds:
+        raise ValueError(f"unknown detector kind {kind!r}; choose from {list_detector_kinds()}")
+    params = DetectorParams.from_dict(raw)
+    models: set[str] = set()
+    for k in kinds:
+        models.update(params.ensemble if k == ENSEMBLE else (k,))
+    allowed = set(detector_field_names()).union(*(model_flat_names(m) for m in models))
+    for key in raw:
+        if key not in allowed:
+            raise ValueError(f"{key} is not a parameter of a {kind!r} detector")
+    for m in sorted(models):
+        get_model(m).params_from(raw, params.score)
 
 
 def training_schedule(n_train: int, params: DetectorSettings) -> tuple[int, int, int]:

@@ -25,8 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from gendetect import metrics
 from gendetect.errors import InputError
-from gendetect.models.registry import validate_params
-from gendetect.params import DetectorParams
+from gendetect.params import DetectorParams, validate_params
 
 DEFAULT_CONFIG = "default.yaml"
 # Keys users put in a training config that belong elsewhere: the unknown-key

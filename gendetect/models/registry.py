@@ -131,29 +131,6 @@ def model_flat_names(name: str) -> frozenset[str]:
     return frozenset(n for n, f in spec.params.flat_fields().items() if f.name not in spec.fixed)
 
 
-def validate_params(kind: str | None, mapping: Mapping[str, Any]) -> None:
-    """Check a detector's flat parameters (a training config's `model:`
-    section) for `kind`, or for any kind when None: unknown keys, the
-    detector's own checks, and each model's. A ValueError's message starts
-    with the offending key where there is one."""
-    from gendetect.params import DetectorParams, detector_field_names
-
-    raw = dict(mapping)
-    kinds = list_detector_kinds() if kind is None else (kind,)
-    if kind is not None and kind not in kinds:
-        raise ValueError(f"unknown detector kind {kind!r}; choose from {list_detector_kinds()}")
-    params = DetectorParams.from_dict(raw)
-    models: set[str] = set()
-    for k in kinds:
-        models.update(params.ensemble if k == ENSEMBLE else (k,))
-    allowed = set(detector_field_names()).union(*(model_flat_names(m) for m in models))
-    for key in raw:
-        if key not in allowed:
-            raise ValueError(f"{key} is not a parameter of a {kind!r} detector")
-    for m in sorted(models):
-        get_model(m).params_from(raw, params.score)
-
-
 # Snapshots for static uses (argparse choices); the functions above see later
 # registrations too.
 MODEL_KINDS: tuple[str, ...] = list_models()

@@ -71,7 +71,7 @@ def test_too_few_labels_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     x, fraud = _data(600)
     y = np.full(len(x), -1)
     y[np.flatnonzero(fraud)[:3]] = 1
-    with caplog.at_level(logging.WARNING, logger="gendetect.detector"):
+    with caplog.at_level(logging.WARNING, logger="gendetect.label_aware"):
         make_detector("vae", **FIT).fit(x, y)
     assert "label-aware mode off" in caplog.text
 
