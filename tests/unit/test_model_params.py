@@ -45,7 +45,7 @@ def test_validate_params_names_the_key() -> None:
     validate_params(None, {"gan_r1_weight": 0.5, "latent_dim": 4})
     validate_params("ensemble", {"ensemble": ["vae", "gan"], "ensemble_weights": [1, 1],
                                  "gan_recon_weight": 2.0})
-    with pytest.raises(ValueError, match="^gan_r1_weight is not a parameter of a 'vae'"):
+    with pytest.raises(ValueError, match=r"^gan_r1_weight is not a parameter of a 'vae'"):
         validate_params("vae", {"gan_r1_weight": 0.5})
     with pytest.raises(ValueError, match="gan_r1_every"):
         validate_params("gan", {"gan_r1_every": 0})
