@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gendetect.models.components import GenerativeModule, GenerativeNetwork
+    from gendetect.models.components import GenerativeNetwork
+    from gendetect.models.components.lightning import GenerativeModule
     from gendetect.models.components.params import NetworkParams
 
 ENSEMBLE = "ensemble"

@@ -19,7 +19,8 @@ from gendetect.models import (
     list_detector_kinds,
     list_models,
 )
-from gendetect.models.components import GenerativeModule, GenerativeNetwork
+from gendetect.models.components import GenerativeNetwork
+from gendetect.models.components.lightning import GenerativeModule
 from gendetect.params import DetectorParams
 
 N_FEATURES = 5
@@ -98,3 +99,20 @@ def test_kind_fits_scores_explains_and_round_trips(
     np.testing.assert_array_equal(loaded.decision_function(test_x), scores)
     np.testing.assert_array_equal(loaded.predict(test_x), labels)
     assert loaded.explain(test_x[:5], top_k=2) == explained
+
+
+def test_a_scoring_process_never_imports_lightning(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bundle = make_detector("ensemble", **FIT).fit(_data(300, seed=0))
+    bundle.save(tmp_path / "b")
+    code = (
+        "import sys, numpy as np\n"
+        "from gendetect.bundle import FraudModelBundle\n"
+        f"b = FraudModelBundle.load({str(tmp_path / 'b')!r})\n"
+        "b.score_records([{f'f{i}': 0.0 for i in range(5)}])\n"
+        "b.decision_function(np.zeros((3, 5)))\n"
+        "assert 'pytorch_lightning' not in sys.modules, 'lightning imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

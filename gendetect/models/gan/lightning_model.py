@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gendetect.models.components import GenerativeModule
+from gendetect.models.components.lightning import GenerativeModule
 from gendetect.models.gan.loss import (
     adversarial_loss,
     broadened_reference,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from gendetect.models.components import GenerativeModule
+from gendetect.models.components.lightning import GenerativeModule
 from gendetect.models.vae.loss import vae_loss
 from gendetect.models.vae.params import VAEParams
 from gendetect.models.vae.torch_model import build_vae_network
