@@ -49,7 +49,7 @@ from gendetect.schema import Schema, load_schema
 # reviews, ~alert_rate of the rows), all, or none.
 EXPLAIN_MODES = ("flagged", "all", "none")
 # Rows per block of the block scorer: the activations of a block stay in the
-# CPU's cache (see benchmarks/results for the measurement).
+# CPU's cache (measurement: benchmarks/results/tuning.md).
 SCORE_BLOCK_ROWS = 8192
 _NOT_FITTED = "the bundle is not fitted: call fit() or load()"
 

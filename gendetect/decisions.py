@@ -4,8 +4,10 @@
 threshold as arrays, and the explanations (top features and reasons) as
 index and share arrays for the explained rows only. It becomes a DataFrame
 (the pyfunc and Spark surfaces), an Arrow table with list<struct> columns
-(Parquet) or JSON text (CSV) without a Python object per row. The bundle
-assembles it (FraudModelBundle.score_matrix); every surface writes it from here.
+(Parquet) or JSON text (CSV) without a Python object per row, and one dict
+per record for the online path (`records`, the one-row case). `assemble`
+builds it from scores and contributions for every scoring entry point of
+the bundle; every surface writes it from here.
 """
 
 from __future__ import annotations
