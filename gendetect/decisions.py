@@ -179,7 +179,7 @@ def assemble(
         risk=risk,
         is_fraud=score >= threshold,
         threshold=threshold,
-        explained=explained.astype(np.int64),
+        explained=explained.astype(np.int64, copy=False),
         feature_names=feature_names,
         feature_idx=feature_idx,
         feature_share=feature_share,
