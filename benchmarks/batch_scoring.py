@@ -73,10 +73,10 @@ def stages(bundle: FraudModelBundle, df: pd.DataFrame, repeats: int) -> dict[str
     t_feat, x = best(features, repeats)
     t_score, decisions = best(lambda: bundle.score_matrix(x), repeats)
     t_arrow, _ = best(lambda: decisions.to_arrow("gd_"), repeats)
-    core = bundle.core
+    core = bundle.detector_
     assert core is not None
     z = torch.as_tensor(core.scaler.transform(x), dtype=torch.float32)
-    networks = [m.module.model for m in core.members]
+    networks = [m.network for m in core.members]
 
     def forward() -> None:
         with torch.inference_mode():

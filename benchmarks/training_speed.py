@@ -214,15 +214,15 @@ def time_fit(name: str, x: np.ndarray, epochs: int) -> dict[str, Any]:
             }
         )
     else:
-        results = detector.core.training_results()
+        results = detector.detector_.training_results()
         row.update(
             {
                 "loop_seconds": sum(r.seconds for r in results.values()),
                 "epochs_run": {k: r.epochs_run for k, r in results.items()},
                 "networks": len(results),
                 "batch_size": int(detector.params.batch_size),
-                "train_rows": len(x) - len(detector.core.validation_index_),
-                "validation_rows": len(detector.core.validation_index_),
+                "train_rows": len(x) - len(detector.detector_.validation_index_),
+                "validation_rows": len(detector.detector_.validation_index_),
                 "member_loop_seconds": {k: r.seconds for k, r in results.items()},
             }
         )

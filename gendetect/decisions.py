@@ -4,8 +4,10 @@
 threshold as arrays, and the explanations (top features and reasons) as
 index and share arrays for the explained rows only. It becomes a DataFrame
 (the pyfunc and Spark surfaces), an Arrow table with list<struct> columns
-(Parquet) or JSON text (CSV) without a Python object per row. The bundle
-assembles it (FraudModelBundle.score_matrix); every surface writes it from here.
+(Parquet) or JSON text (CSV) without a Python object per row, and one dict
+per record for the online path (`records`, the one-row case). `assemble`
+builds it from scores and contributions for every scoring entry point of
+the bundle; every surface writes it from here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from gendetect.reasons import ReasonMap, top_share_indices
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -72,6 +76,34 @@ class BatchDecisions:
             out[row] = [{key: names[j], "contribution": c} for j, c in zip(js, ss, strict=True)]
         return out
 
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per row (score, risk, is_fraud, threshold, top_features,
+        top_reasons): the online path's decisions, for a batch whose rows are
+        all explained (explain="all")."""
+        threshold = self.threshold
+        f_names, r_names = self.feature_names, self.reason_names
+        return [
+            {
+                "score": s,
+                "risk": r,
+                "is_fraud": flag,
+                "threshold": threshold,
+                "top_features": [
+                    {"feature": f_names[j], "contribution": c}
+                    for j, c in zip(fj, fc, strict=True)
+                ],
+                "top_reasons": [
+                    {"reason": r_names[j], "contribution": c}
+                    for j, c in zip(rj, rc, strict=True)
+                ],
+            }
+            for s, r, flag, fj, fc, rj, rc in zip(
+                self.score.tolist(), self.risk.tolist(), self.is_fraud.tolist(),
+                self.feature_idx.tolist(), self.feature_share.tolist(),
+                self.reason_idx.tolist(), self.reason_share.tolist(), strict=True,
+            )
+        ]
+
     def explanation_json(self, column: str) -> list[str]:
         """As `explanation_lists`, each list as JSON text (for CSV files)."""
         return [json.dumps(v) if v else "[]" for v in self.explanation_lists(column)]
@@ -124,6 +156,38 @@ class BatchDecisions:
             arrays[column] = pa.ListArray.from_arrays(pa.array(offsets), values)
         arrays[BATCH_HISTORY_COLUMN] = pa.array(np.full(n, self.batch_history_only))
         return pa.table({prefix + name: array for name, array in arrays.items()})
+
+
+def assemble(
+    score: np.ndarray,
+    risk: np.ndarray,
+    threshold: float,
+    explained: np.ndarray,
+    contributions: np.ndarray,
+    *,
+    feature_names: tuple[str, ...],
+    reason_map: ReasonMap,
+    top_k: int,
+    batch_history_only: bool = False,
+) -> BatchDecisions:
+    """The decisions of scored rows: `contributions` are those of the rows
+    in `explained`, turned here into top-k feature and reason shares."""
+    feature_idx, feature_share = top_share_indices(contributions, top_k)
+    reason_idx, reason_share = top_share_indices(reason_map.sums(contributions), top_k)
+    return BatchDecisions(
+        score=score,
+        risk=risk,
+        is_fraud=score >= threshold,
+        threshold=threshold,
+        explained=explained.astype(np.int64, copy=False),
+        feature_names=feature_names,
+        feature_idx=feature_idx,
+        feature_share=feature_share,
+        reason_names=tuple(reason_map.reasons),
+        reason_idx=reason_idx,
+        reason_share=reason_share,
+        batch_history_only=batch_history_only,
+    )
 
 
 def explanations_as_json(decisions: pd.DataFrame) -> pd.DataFrame:

@@ -134,8 +134,8 @@ def bundle_drift(bundle: Any, X: Any, level: float = DEFAULT_LEVEL) -> DriftRepo
     reference = bundle.metadata.get("drift_reference")
     if not reference:
         return None
-    x = bundle._features(X)
-    scores = bundle._score_parts(x)[0]
+    x = bundle.features(X)
+    scores = bundle.score_parts(x)[0]
     return compare(reference, x, bundle.feature_names, scores, level)
 
 

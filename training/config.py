@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from gendetect import metrics
-from gendetect.detector import DetectorParams
 from gendetect.errors import InputError
+from gendetect.params import DetectorParams, validate_params
 
 DEFAULT_CONFIG = "default.yaml"
 # Keys users put in a training config that belong elsewhere: the unknown-key
@@ -200,8 +200,8 @@ def validate_config(
     except ValidationError as exc:
         raise _config_error(exc, raw, source, user or {}, default_source) from None
     try:
-        # The detector's own cross-field checks (ensemble weights, ranges).
-        DetectorParams.from_dict(config.model_params())
+        # The detector's own cross-field checks (ensemble weights, ranges) and each model's.
+        validate_params(None, config.model_params())
     except (ValueError, TypeError) as exc:
         # Its messages start with the parameter's name when there is one.
         first = str(exc).split(" ", 1)[0]

@@ -87,8 +87,8 @@ def log_evaluation(bundle: FraudModelBundle, test: pd.DataFrame | None,
 def log_losses(bundle: FraudModelBundle) -> None:
     """Each member's per-epoch losses as metrics by step (prefixed by kind
     in an ensemble)."""
-    assert bundle.core is not None
-    members = bundle.core.members
+    assert bundle.detector_ is not None
+    members = bundle.detector_.members
     for member in members:
         prefix = f"{member.kind}_" if len(members) > 1 else ""
         for row in member.training_.history:
@@ -102,11 +102,11 @@ def _log_plots(bundle: FraudModelBundle, test: pd.DataFrame, scores: np.ndarray)
 
     label = bundle.schema.label_field
     y = test[label].to_numpy() if label and label in test.columns else None
-    assert bundle.core is not None and bundle.threshold_ is not None
+    assert bundle.detector_ is not None and bundle.threshold_ is not None
     figures = {
         "plots/score_histogram.png": plots.score_histogram(scores, y, bundle.threshold_),
         "plots/loss_curves.png": plots.loss_curves(
-            {m.kind: m.training_.history for m in bundle.core.members}
+            {m.kind: m.training_.history for m in bundle.detector_.members}
         ),
     }
     if y is not None and 0 < y.sum() < len(y):

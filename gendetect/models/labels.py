@@ -1,35 +1,22 @@
-"""What a few confirmed labels add to a generative detector.
+"""Labels and the label-aware head's trees.
 
 Labels follow scikit-learn's semi-supervised convention: 1 = confirmed
 fraud, 0 = confirmed genuine, -1 (or NaN / missing) = unknown. Fraud teams
 have millions of unlabelled transactions and a trickle of late verdicts, so
 unknown is the normal case, and an all-unknown `y` must give exactly the
-detector that `y=None` gives.
-
-The label-aware score is a gradient-boosted head on the generative
-evidence: per record, the scaled features, the log of each feature's
-generative error (NLL or normalised squared error) and each network's own
-score. The generative side says what is unusual; the head learns which kinds
-of unusual the labels call fraud (a high terminal risk from a current
-compromise vs. an old, healed one), which a model of normal traffic cannot
-know. Unknown rows count as negatives (positive-unlabelled learning: with
-labels missing at random the ranking is preserved), confirmed frauds are
-positives and never count as normal data for the generative networks.
-
-Choices made on a handbook development week (trained 07-04..07-10, tested
-07-18..07-24: before every protocol test week, so nothing is tuned on the
-test weeks), default ensemble, seed 0, all training labels: the generative
-evidence lifts boosting on the features alone from AP 0.661 to 0.711 (ROC
-AUC 0.882 -> 0.894); with 10% of the frauds labelled the head reaches AP
-0.476 against 0.314 for the unsupervised score. Trees need no scaling of the
-evidence and isolate the label-driven regions (terminal risk) directly.
+detector that `y=None` gives. Unknown rows count as negatives for the head
+(positive-unlabelled learning: with labels missing at random the ranking is
+preserved); confirmed frauds are positives and never count as normal data
+for the generative networks. The capability as a whole (when the head is
+used, its evidence, the blend, the explanations) is gendetect.label_aware.
 
 The head is fitted with scikit-learn's HistGradientBoostingClassifier and
 stored as plain arrays (node features, thresholds, children, values):
 a bundle stays free of pickle, and scoring is a numpy traversal of all trees
 at once that also yields per-column path attributions (the change in the
 tree's value at each split, credited to the split's column; Saabas), which
-the explanations use in label-aware mode.
+the explanations use in label-aware mode. Measurements behind its sizes:
+gendetect/models/README.md.
 """
 
 from __future__ import annotations
@@ -79,22 +66,10 @@ def normalise_labels(y: Any, n_rows: int, *, name: str = "y") -> np.ndarray:
     return out
 
 
-def label_summary(labels: np.ndarray) -> dict[str, int]:
-    return {
-        "frauds": int((labels == FRAUD).sum()),
-        "genuine": int((labels == GENUINE).sum()),
-        "unknown": int((labels == UNKNOWN).sum()),
-    }
-
-
 @dataclass
 class BoostedHead:
     """Gradient-boosted trees on the evidence columns, stored as arrays."""
 
-    # Small trees, strongly regularised: on the development week they
-    # matched sklearn's default-sized trees (31 leaves) with all labels
-    # (AP 0.711 vs 0.710) and beat them with 10% of the frauds labelled
-    # (0.476 vs 0.387), in a third of the time.
     max_iter: int = 200
     learning_rate: float = 0.1
     # The most leaves per tree; fewer with few confirmed frauds (leaves_for).
@@ -139,10 +114,7 @@ class BoostedHead:
 
     def leaves_for(self, n_frauds: int) -> int:
         """Leaves per tree for `n_frauds` positives: one per 20 frauds, from 3
-        up to max_leaf_nodes. Development week, 10% of the frauds labelled
-        (60), 5 draws: AP 0.492 with 8 leaves, 0.512 with 4, 0.522 with 3
-        (2 leaves, 3 draws: 0.488 against 0.478 for 8); with all 600 labels
-        8 stays best (AP 0.703; 4 leaves 0.698, 16 leaves 0.701)."""
+        up to max_leaf_nodes (measurements: gendetect/models/README.md)."""
         return max(3, min(self.max_leaf_nodes, n_frauds // 20))
 
     def _pack(self, model: Any) -> None:

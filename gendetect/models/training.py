@@ -22,7 +22,6 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -31,59 +30,14 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from gendetect.models.callbacks import BestWeights, EpochProgress
 from gendetect.models.data import train_loader, validation_loader
-
-
-@dataclass
-class Hardware:
-    """Where and how a module trains: Lightning's Trainer settings, shared by
-    the detector's parameters and the training loop's config."""
-
-    accelerator: str = "auto"
-    # e.g. accelerator="gpu", devices=2, strategy="ddp" (num_nodes for
-    # several machines).
-    devices: int | str | list[int] = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    checkpoint_dir: str | None = None
-    # One line per epoch (train and validation loss) on stderr (EpochProgress).
-    progress: bool = False
-
-    def hardware(self) -> dict[str, Any]:
-        """These settings alone, to pass on to another Hardware subclass."""
-        return {f.name: getattr(self, f.name) for f in fields(Hardware)}
-
-
-@dataclass
-class TrainingConfig(Hardware):
-    max_epochs: int = 20
-    batch_size: int = 256
-    patience: int = 3
-    seed: int = 0
-    # Prefix of the progress lines.
-    name: str = ""
-
-
-@dataclass
-class TrainingResult:
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = -1
-    best_val_loss: float = float("inf")
-    seconds: float = 0.0
-    epochs_run: int = 0
-    checkpoint_path: str | None = None
-    # Rank of this process in a distributed fit (0 in a single process).
-    global_rank: int = 0
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self.global_rank == 0
+from gendetect.models.settings import TrainerSettings, TrainingResult
 
 
 def fit_module(
     module: pl.LightningModule,
     x_train: np.ndarray,
     x_val: np.ndarray,
-    config: TrainingConfig,
+    config: TrainerSettings,
 ) -> TrainingResult:
     """Train `module` in place and leave it holding the weights of its best
     validation epoch, in eval mode, on the CPU (where the detector scores)."""

@@ -97,18 +97,18 @@ def _fit_as_one_rank(out: Path, accelerator: str, devices: int) -> None:
     det = gendetect.make_detector(
         "ensemble", accelerator=accelerator, devices=devices, strategy="ddp", **FIT
     ).fit(_data(1500, seed=0))
-    assert det.core is not None
-    rank = det.core.members[0].training_.global_rank
+    assert det.detector_ is not None
+    rank = det.detector_.members[0].training_.global_rank
     np.save(out / f"scores_rank{rank}.npy", det.decision_function(_data(300, seed=1)))
     report = {
         "rank": rank,
-        "is_global_zero": det.core.is_global_zero,
+        "is_global_zero": det.detector_.is_global_zero,
         "rank_zero_env": rank_zero_env,
         "world_size": dist.get_world_size() if dist.is_initialized() else 1,
-        "history": {m.kind: m.training_.history for m in det.core.members},
+        "history": {m.kind: m.training_.history for m in det.detector_.members},
     }
     (out / f"rank{rank}.json").write_text(json.dumps(report))
-    if det.core.is_global_zero:
+    if det.detector_.is_global_zero:
         det.save(out / "bundle")
     if dist.is_initialized():
         # Rank 0 (the process the test waits for) leaves after every rank wrote.

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
-from gendetect.detector import _top_mean
 from gendetect.errors import InputError
+from gendetect.member import top_mean
 
 KINDS = ("vae", "gan", "ensemble")
 N_FEATURES = 6
@@ -250,7 +251,7 @@ def test_nan_at_fit_time_names_the_column(train_x: np.ndarray) -> None:
 
 
 def test_unfitted_bundle_says_so(test_x: np.ndarray) -> None:
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         make_detector("vae").decision_function(test_x)
 
 
@@ -265,8 +266,12 @@ def test_bad_parameters() -> None:
 
 def test_score_top_fraction_pools_the_largest_contributions() -> None:
     contributions = np.array([[1.0, 5.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
-    assert _top_mean(contributions, 1.0) == pytest.approx([2.25, 2.0])
-    assert _top_mean(contributions, 0.5) == pytest.approx([4.0, 2.0])
-    assert _top_mean(contributions, 0.01) == pytest.approx([5.0, 2.0])
+    assert top_mean(contributions, 1.0) == pytest.approx([2.25, 2.0])
+    assert top_mean(contributions, 0.5) == pytest.approx([4.0, 2.0])
+    assert top_mean(contributions, 0.01) == pytest.approx([5.0, 2.0])
     with pytest.raises(ValueError, match="score_top_fraction"):
-        FraudModelBundle("vae", score_top_fraction=0.0)
+        make_detector("vae", score_top_fraction=0.0)
+    # The estimator itself checks its parameters in fit (scikit-learn's convention).
+    unchecked = FraudModelBundle("vae", score_top_fraction=0.0)
+    with pytest.raises(ValueError, match="score_top_fraction"):
+        unchecked.fit(np.zeros((10, 2)))

@@ -85,7 +85,7 @@ def test_drift_when_the_spending_profile_shifts(fitted: FraudModelBundle) -> Non
 
 def test_a_recent_window_reports_every_n_rows(fitted: FraudModelBundle) -> None:
     recent = _prepared(seed=1, amount_factor=2.5).train.head(1200)
-    x = fitted._features(recent)
+    x = fitted.features(recent)
     scores = fitted.decision_function(recent)
     window = drift.RecentWindow(fitted.metadata["drift_reference"], fitted.feature_names,
                                 size=1000, every=400, min_rows=600)

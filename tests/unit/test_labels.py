@@ -50,7 +50,7 @@ def test_unknown_labels_are_exactly_no_labels(kind: str) -> None:
         assert np.array_equal(plain.decision_function(x), labelled.decision_function(x))
         assert plain.threshold_ == labelled.threshold_
         assert labelled.metadata["labels"]["mode"] == "unsupervised"
-        assert labelled.core is not None and labelled.core.head is None
+        assert not labelled.label_head_.active
 
 
 def test_confirmed_frauds_never_count_as_normal() -> None:
@@ -71,7 +71,7 @@ def test_too_few_labels_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     x, fraud = _data(600)
     y = np.full(len(x), -1)
     y[np.flatnonzero(fraud)[:3]] = 1
-    with caplog.at_level(logging.WARNING, logger="gendetect.detector"):
+    with caplog.at_level(logging.WARNING, logger="gendetect.label_aware"):
         make_detector("vae", **FIT).fit(x, y)
     assert "label-aware mode off" in caplog.text
 

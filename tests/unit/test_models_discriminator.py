@@ -12,8 +12,8 @@ import torch
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
-from gendetect.detector import DetectorParams, training_schedule
 from gendetect.models.gan.loss import broadened_reference
+from gendetect.params import DetectorParams, training_schedule
 
 FIT = {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu", "seed": 0}
 
@@ -33,7 +33,7 @@ def test_discriminator_scores_round_trip_and_match_batch_scoring(
     bundle = make_detector("gan", score=score, **FIT).fit(x)
     scores = bundle.decision_function(x)
     assert np.isfinite(scores).all()
-    assert bundle.params.gan_reference_weight_resolved == 1.0
+    assert bundle.params.model_params("gan").reference_weight == 1.0
     loaded = FraudModelBundle.load(bundle.save(tmp_path / "b"))
     assert np.array_equal(loaded.decision_function(x), scores)
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
@@ -58,8 +58,18 @@ def test_discriminator_score_needs_a_discriminator() -> None:
 
 
 def test_reconstruction_gan_keeps_its_training() -> None:
-    assert DetectorParams().gan_reference_weight_resolved == 0.0
-    assert DetectorParams(score="combined").gan_reference_weight_resolved == 1.0
+    assert DetectorParams().model_params("gan").reference_weight == 0.0
+    assert DetectorParams(score="combined").model_params("gan").reference_weight == 1.0
+    explicit = DetectorParams(score="combined", gan_reference_weight=0.5)
+    assert explicit.model_params("gan").reference_weight == 0.5
+
+
+def test_the_gans_r1_and_reconstruction_weights_are_parameters() -> None:
+    gan = make_detector("gan", gan_r1_weight=0.0, gan_recon_weight=2.0, gan_r1_every=2)
+    got = gan.params.model_params("gan")
+    assert (got.r1_weight, got.recon_weight, got.r1_every) == (0.0, 2.0, 2)
+    with pytest.raises(ValueError, match="gan_r1_every"):
+        make_detector("gan", gan_r1_every=0)
 
 
 @pytest.mark.parametrize("kind", ["mix", "noise", "marginals", "gaussian"])

@@ -11,7 +11,6 @@ import pytest
 
 from gendetect import make_detector
 from gendetect.bundle import FraudModelBundle
-from gendetect.detector import DetectorParams
 from gendetect.models import (
     DETECTOR_KINDS,
     ENSEMBLE,
@@ -20,7 +19,9 @@ from gendetect.models import (
     list_detector_kinds,
     list_models,
 )
-from gendetect.models.components import GenerativeModule, GenerativeNetwork
+from gendetect.models.components import GenerativeNetwork
+from gendetect.models.components.lightning import GenerativeModule
+from gendetect.params import DetectorParams
 
 N_FEATURES = 5
 FIT = {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu", "alert_rate": 0.05, "seed": 0}
@@ -45,9 +46,15 @@ def test_registry_names_every_kind_once() -> None:
 def test_each_model_builds_a_lightning_module_around_a_torch_network(name: str) -> None:
     spec = get_model(name)
     assert spec.name == name and spec.description
-    module = spec.build(N_FEATURES, DetectorParams())
+    params = DetectorParams().model_params(name)
+    assert isinstance(params, spec.params)
+    module = spec.build_module(N_FEATURES, params)
     assert isinstance(module, GenerativeModule)
     assert isinstance(module.model, GenerativeNetwork)
+    # Scoring builds the plain network alone, with the same state-dict keys.
+    network = spec.build_network(N_FEATURES, params)
+    assert not isinstance(network, GenerativeModule)
+    assert network.state_dict().keys() == module.model.state_dict().keys()
 
 
 def test_unknown_kinds_are_rejected_with_the_registered_choices() -> None:
@@ -92,3 +99,20 @@ def test_kind_fits_scores_explains_and_round_trips(
     np.testing.assert_array_equal(loaded.decision_function(test_x), scores)
     np.testing.assert_array_equal(loaded.predict(test_x), labels)
     assert loaded.explain(test_x[:5], top_k=2) == explained
+
+
+def test_a_scoring_process_never_imports_lightning(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bundle = make_detector("ensemble", **FIT).fit(_data(300, seed=0))
+    bundle.save(tmp_path / "b")
+    code = (
+        "import sys, numpy as np\n"
+        "from gendetect.bundle import FraudModelBundle\n"
+        f"b = FraudModelBundle.load({str(tmp_path / 'b')!r})\n"
+        "b.score_records([{f'f{i}': 0.0 for i in range(5)}])\n"
+        "b.decision_function(np.zeros((3, 5)))\n"
+        "assert 'pytorch_lightning' not in sys.modules, 'lightning imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from gendetect import make_detector
-from gendetect.detector import DetectorParams
 from gendetect.models.data import (
     VALIDATION_BATCH_SIZE,
     IndexBatchSampler,
@@ -17,9 +16,12 @@ from gendetect.models.data import (
     train_loader,
     validation_loader,
 )
-from gendetect.models.gan import GAN
+from gendetect.models.gan.lightning_model import GAN
+from gendetect.models.gan.params import GANParams
 from gendetect.models.training import _strategy_for, is_rank_zero_process
-from gendetect.models.vae import VAE
+from gendetect.models.vae.lightning_model import VAE
+from gendetect.models.vae.params import VAEParams
+from gendetect.params import DetectorParams
 
 X = np.arange(1000 * 3, dtype=np.float64).reshape(1000, 3)
 
@@ -82,7 +84,7 @@ def test_hardware_settings_are_detector_parameters() -> None:
 
 
 def test_the_gan_gets_the_ddp_variant_that_finds_unused_parameters() -> None:
-    gan, vae = GAN(3), VAE(3)
+    gan, vae = GAN(3, GANParams(reference_weight=0.0)), VAE(3, VAEParams())
     assert _strategy_for(gan, "ddp") == "ddp_find_unused_parameters_true"
     assert _strategy_for(gan, "ddp_spawn") == "ddp_spawn_find_unused_parameters_true"
     assert _strategy_for(gan, "auto") == "auto"

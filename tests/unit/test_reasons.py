@@ -66,4 +66,4 @@ def test_a_misspelt_reason_stops_fit_before_training() -> None:
     bundle = FraudModelBundle("vae", schema=schema, max_epochs=1)
     with pytest.raises(InputError, match="'f9'"):
         bundle.fit(np.zeros((50, 3)))
-    assert bundle.core is None
+    assert not bundle.is_fitted

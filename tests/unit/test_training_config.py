@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from gendetect.cli import main as cli
-from gendetect.detector import DetectorParams
 from gendetect.errors import GendetectError, InputError
+from gendetect.params import DetectorParams
 from training.config import ConfigError, TrainingConfig, load_config, validate_config
 
 DEFAULT = "training/configs/default.yaml"

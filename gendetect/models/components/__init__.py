@@ -1,7 +1,8 @@
 """Pieces every model shares: MLP blocks, the scoring interface of a torch
-network, and the Lightning base class."""
+network and the parameters every network has. The Lightning base class is
+in components/lightning.py, imported by training code only."""
 
-from gendetect.models.components.base import GenerativeModule, GenerativeNetwork
+from gendetect.models.components.base import GenerativeNetwork
 from gendetect.models.components.blocks import mlp, squared_error
 
-__all__ = ["GenerativeModule", "GenerativeNetwork", "mlp", "squared_error"]
+__all__ = ["GenerativeNetwork", "mlp", "squared_error"]

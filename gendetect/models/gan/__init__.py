@@ -14,12 +14,9 @@ discriminator learns "extreme = real". In those modes the discriminator
 also sees records from a broadened reference distribution as negatives
 (loss.broadened_reference), so the tails are "not data".
 
-- torch_model.py: GANNetwork, the plain torch network saved in bundles
+- params.py: GANParams, its parameters and their defaults
+- torch_model.py: GANNetwork, the plain torch network saved in bundles, and
+  build_gan_network (scoring)
 - loss.py: discriminator, adversarial, reconstruction and R1 terms
-- lightning_model.py: GAN, the LightningModule, and the registry builder
+- lightning_model.py: GAN, the LightningModule (training only)
 """
-
-from gendetect.models.gan.lightning_model import GAN, build_gan
-from gendetect.models.gan.torch_model import GANNetwork
-
-__all__ = ["GAN", "GANNetwork", "build_gan"]

@@ -12,15 +12,11 @@ available (feature_matching) but off: it moved the two seeds further apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
-from gendetect.models.components import GenerativeModule
+from gendetect.models.components.lightning import GenerativeModule
 from gendetect.models.gan.loss import (
-    GAUSSIAN_REFERENCE_SCALE,
     adversarial_loss,
     broadened_reference,
     discriminator_loss,
@@ -29,44 +25,26 @@ from gendetect.models.gan.loss import (
     r1_penalty,
     reconstruction_loss,
 )
-from gendetect.models.gan.torch_model import GANNetwork
-
-if TYPE_CHECKING:
-    from gendetect.detector import DetectorParams
+from gendetect.models.gan.params import GANParams
+from gendetect.models.gan.torch_model import build_gan_network
 
 
 class GAN(GenerativeModule):
     # The discriminator's step leaves the generator and encoder without gradients.
     ddp_find_unused_parameters = True
 
-    def __init__(
-        self,
-        n_features: int,
-        hidden: Sequence[int] = (64, 32),
-        latent_dim: int = 8,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-5,
-        r1_weight: float = 1.0,
-        recon_weight: float = 1.0,
-        latent_noise: float = 0.5,
-        r1_every: int = 4,
-        feature_matching: bool = False,
-        noisy_validation: bool = True,
-        reference_weight: float = 0.0,
-        reference_kind: str = "gaussian",
-    ) -> None:
+    def __init__(self, n_features: int, params: GANParams) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Resolved by the detector (GANParams.for_score): a number here.
+        assert params.reference_weight is not None
+        self.params = params
+        self.reference_weight = params.reference_weight
         self.automatic_optimization = False
-        gaussian = reference_weight > 0 and reference_kind == "gaussian"
-        scale = GAUSSIAN_REFERENCE_SCALE if gaussian else 0.0
-        self.model = GANNetwork(
-            n_features, hidden=hidden, latent_dim=latent_dim, reference_scale=scale
-        )
+        self.model = build_gan_network(n_features, params)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         opt_d, opt_g = self.optimizers()  # type: ignore[misc]
-        hp, net, x = self.hparams, self.model, batch
+        hp, net, x = self.params, self.model, batch
         z = torch.randn(len(x), hp.latent_dim, device=x.device)
 
         # Discriminator: real vs generated, with R1 on real records. R1 is
@@ -78,10 +56,10 @@ class GAN(GenerativeModule):
         logit_real = net.discriminate(x_real)
         logit_fake = net.discriminate(net.generator(z).detach())
         d_loss = discriminator_loss(logit_real, logit_fake)
-        if hp.reference_weight > 0:
+        if self.reference_weight > 0:
             # Broadened reference records as extra negatives (loss.broadened_reference).
             reference = broadened_reference(x.detach(), hp.reference_kind)
-            d_loss = d_loss + hp.reference_weight * F.softplus(net.discriminate(reference)).mean()
+            d_loss = d_loss + self.reference_weight * F.softplus(net.discriminate(reference)).mean()
         if use_r1:
             d_loss = d_loss + 0.5 * hp.r1_weight * every * r1_penalty(logit_real, x_real)
         opt_d.zero_grad()
@@ -107,16 +85,16 @@ class GAN(GenerativeModule):
         # Early stopping follows reconstruction quality. With noisy_validation
         # it is the objective the encoder and generator are trained on, with
         # the same noise draws every epoch so that epochs compare fairly.
-        if self.hparams.noisy_validation:
+        if self.params.noisy_validation:
             gen = torch.Generator(device=batch.device).manual_seed(batch_idx)
-            loss = noisy_reconstruction_loss(self.model, batch, self.hparams.latent_noise, gen)
+            loss = noisy_reconstruction_loss(self.model, batch, self.params.latent_noise, gen)
         else:
             loss = reconstruction_loss(self.model, batch)
         self.log_epoch("val_loss", loss, len(batch))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         betas = (0.5, 0.9)  # the usual GAN momentum: less overshoot in the min-max game
-        hp = self.hparams
+        hp = self.params
         disc, gen = self.model.discriminator_parameters(), self.model.generator_parameters()
         return [
             torch.optim.AdamW(disc, lr=hp.lr, betas=betas, weight_decay=hp.weight_decay),
@@ -124,18 +102,6 @@ class GAN(GenerativeModule):
         ]
 
 
-def build_gan(n_features: int, params: DetectorParams) -> GAN:
-    """Registry entry "gan": scored by its reconstruction error (plus the
-    discriminator's verdict when disc_weight > 0)."""
-    return GAN(
-        n_features,
-        hidden=params.hidden,
-        latent_dim=params.latent_dim,
-        lr=params.lr,
-        weight_decay=params.weight_decay,
-        latent_noise=params.gan_latent_noise,
-        feature_matching=params.gan_feature_matching,
-        noisy_validation=params.gan_noisy_validation,
-        reference_weight=params.gan_reference_weight_resolved,
-        reference_kind=params.gan_reference_kind,
-    )
+def build_gan_module(n_features: int, params: GANParams) -> GAN:
+    """Registry entry of "gan" for training."""
+    return GAN(n_features, params)

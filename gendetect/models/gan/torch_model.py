@@ -13,14 +13,16 @@ import torch
 from torch import nn
 
 from gendetect.models.components import GenerativeNetwork, mlp, squared_error
+from gendetect.models.gan.loss import GAUSSIAN_REFERENCE_SCALE
+from gendetect.models.gan.params import GANParams
 
 
 class GANNetwork(GenerativeNetwork):
     def __init__(
         self,
         n_features: int,
-        hidden: Sequence[int] = (64, 32),
-        latent_dim: int = 8,
+        hidden: Sequence[int],
+        latent_dim: int,
         reference_scale: float = 0.0,
     ) -> None:
         super().__init__()
@@ -67,3 +69,17 @@ class GANNetwork(GenerativeNetwork):
         if self.reference_scale > 0:
             verdict = verdict + x.pow(2).sum(dim=1) / (2 * self.reference_scale**2)
         return verdict
+
+
+def build_gan_network(n_features: int, params: GANParams) -> GANNetwork:
+    """Registry entry of "gan" for scoring: the plain network. The Gaussian
+    reference's scale is part of the score (extra_score), so it follows
+    from the parameters the discriminator was trained with."""
+    weight = params.reference_weight or 0.0
+    gaussian = weight > 0 and params.reference_kind == "gaussian"
+    return GANNetwork(
+        n_features,
+        hidden=params.hidden,
+        latent_dim=params.latent_dim,
+        reference_scale=GAUSSIAN_REFERENCE_SCALE if gaussian else 0.0,
+    )

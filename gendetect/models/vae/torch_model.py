@@ -13,16 +13,17 @@ from torch import nn
 
 from gendetect.models.components import GenerativeNetwork, mlp, squared_error
 from gendetect.models.vae.loss import LOGVAR_MAX, LOGVAR_MIN
+from gendetect.models.vae.params import VAEParams
 
 
 class VAENetwork(GenerativeNetwork):
     def __init__(
         self,
         n_features: int,
-        hidden: Sequence[int] = (64, 32),
-        latent_dim: int = 8,
-        dropout: float = 0.0,
-        learned_variance: bool = True,
+        hidden: Sequence[int],
+        latent_dim: int,
+        dropout: float,
+        learned_variance: bool,
     ) -> None:
         super().__init__()
         hidden = list(hidden)
@@ -70,3 +71,14 @@ class VAENetwork(GenerativeNetwork):
             return err
         # logvar >= LOGVAR_MIN, so each term is >= 0.
         return 0.5 * (err * torch.exp(-logvar) + logvar - LOGVAR_MIN)
+
+
+def build_vae_network(n_features: int, params: VAEParams) -> VAENetwork:
+    """Registry entry of "vae" and "vae_mse" for scoring: the plain network."""
+    return VAENetwork(
+        n_features,
+        hidden=params.hidden,
+        latent_dim=params.latent_dim,
+        dropout=params.dropout,
+        learned_variance=params.learned_variance,
+    )

@@ -1,0 +1,172 @@
+"""What a few confirmed labels add to the generative detector, as one
+capability: the labels read once, the decision whether there are enough of
+them, the boosted head on the detector's evidence, the blend with the
+unsupervised score, and the explanations of the blended score.
+
+Labels follow scikit-learn's semi-supervised convention (1 = confirmed
+fraud, 0 = confirmed genuine, -1 / NaN = unknown; gendetect.models.labels).
+The head's trees (BoostedHead) learn on the evidence columns: the scaled
+features, the log of each feature's generative error and each network's own
+score. The label-aware score is the head's log-odds plus `label_blend` times
+the unsupervised score on its common scale (median 0, 99th training
+percentile 1): the head ranks the top of the list, the generative score
+orders the bulk the trees leave flat. Measurements behind the defaults:
+gendetect/models/README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gendetect.detector import DetectorCore, Evidence
+from gendetect.errors import InputError
+from gendetect.member import center_tail_spread
+from gendetect.models.labels import FRAUD, GENUINE, UNKNOWN, BoostedHead, normalise_labels
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_labels(X: pd.DataFrame | np.ndarray, y: Any, n_rows: int) -> np.ndarray:
+    """fit's `y` as int8 labels (1, 0, -1); a string names a column of X."""
+    if isinstance(y, str):
+        if not isinstance(X, pd.DataFrame) or y not in X.columns:
+            raise InputError("label column is missing", field=y)
+        try:
+            return normalise_labels(X[y], n_rows, name=y)
+        except ValueError as exc:
+            raise InputError(str(exc).removeprefix(f"{y}: "), field=y) from None
+    try:
+        return normalise_labels(y, n_rows)
+    except ValueError as exc:
+        raise InputError(str(exc), field="y") from None
+
+
+def known_frauds_only(X: Any, label_field: str | None) -> Any:
+    """X with unknown labels (-1) in the label column read as 0, "not known
+    as fraud": what the terminal-risk window features count (a -1 would
+    subtract from the fraud count)."""
+    if not isinstance(X, pd.DataFrame) or label_field is None or label_field not in X:
+        return X
+    column = X[label_field]
+    if not pd.api.types.is_numeric_dtype(column) or not (column < 0).any():
+        return X
+    return X.assign(**{label_field: column.where(column >= 0, 0)})
+
+
+def label_counts(labels: np.ndarray) -> dict[str, int]:
+    return {
+        "frauds": int((labels == FRAUD).sum()),
+        "genuine": int((labels == GENUINE).sum()),
+        "unknown": int((labels == UNKNOWN).sum()),
+    }
+
+
+def evidence_columns(ev: Evidence) -> np.ndarray:
+    """The head's columns: scaled features, log generative error per feature
+    (the log tames NLL tails for the trees' binning), and each member's
+    score. Column order is what attributions map back by."""
+    return np.column_stack(
+        [ev.z, np.log1p(np.maximum(ev.contributions, 0.0)), *ev.member_scores]
+    )
+
+
+@dataclass
+class LabelAwareHead:
+    min_frauds: int
+    blend: float
+    trees: BoostedHead | None = None
+    unsupervised_center_spread_: tuple[float, float] = (0.0, 1.0)
+    # Which mode, from how many labels (the model card's "labels").
+    summary_: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.trees is not None
+
+    def fit(
+        self, detector: DetectorCore, x: np.ndarray, labels: np.ndarray, seed: int
+    ) -> LabelAwareHead:
+        """Learn from the labels on top of a fitted detector, if there are at
+        least `min_frauds` confirmed frauds; else stay inactive and say why."""
+        counts = label_counts(labels)
+        n_frauds = counts["frauds"]
+        self.trees = None
+        self.summary_ = {**counts, "min_frauds": self.min_frauds}
+        if n_frauds < self.min_frauds:
+            self.summary_["mode"] = "unsupervised"
+            if n_frauds or counts["genuine"]:
+                self.summary_["reason"] = (
+                    f"{n_frauds} confirmed fraud(s), fewer than label_min_frauds="
+                    f"{self.min_frauds}: the labels only kept those frauds out of the "
+                    "normal training data"
+                )
+                logger.warning("label-aware mode off: %s", self.summary_["reason"])
+            return self
+        # The head learns on the networks' training rows (unknown and genuine
+        # as negatives) plus every confirmed fraud. The validation rows stay
+        # out: they calibrate the risk and the threshold, and a head that had
+        # seen them would put the threshold too low.
+        train_idx = detector.train_index_
+        rows = np.sort(np.concatenate([train_idx, np.flatnonzero(labels == FRAUD)]))
+        target = (labels[rows] == FRAUD).astype(np.int8)
+        trees = BoostedHead().fit(evidence_columns(detector.evidence(x[rows])), target, seed)
+        self.trees = trees
+        self.unsupervised_center_spread_ = center_tail_spread(
+            detector.evidence(x[train_idx]).score
+        )
+        self.summary_.update({"mode": "label-aware", "head": "boosting", "trees": trees.n_trees})
+        logger.info(
+            "label-aware mode: %d confirmed fraud(s), %d genuine, %d unknown; %d trees",
+            n_frauds, counts["genuine"], counts["unknown"], trees.n_trees,
+        )
+        return self
+
+    def score(self, ev: Evidence) -> tuple[np.ndarray, np.ndarray]:
+        """(label-aware score, per-feature contributions) of a block; the
+        detector's own when the head is inactive."""
+        if self.trees is None:
+            return ev.score, ev.contributions
+        logits, attributions = self.trees.decision(evidence_columns(ev))
+        center, spread = self.unsupervised_center_spread_
+        unsupervised = (ev.score - center) / spread
+        # Per-feature explanations: the head's path attributions of a
+        # feature's own columns (its value and its error), the member-score
+        # columns and the blended unsupervised part shared out by the
+        # generative contributions. Only the parts that push the score up
+        # explain an alert; a tiny share of the generative contributions
+        # keeps every row's total positive.
+        contributions = ev.contributions
+        d = ev.z.shape[1]
+        share = contributions / np.maximum(contributions.sum(axis=1, keepdims=True), 1e-12)
+        per_feature = attributions[:, :d] + attributions[:, d : 2 * d]
+        per_feature = per_feature + attributions[:, 2 * d :].sum(axis=1, keepdims=True) * share
+        pushed = self.blend * np.maximum(unsupervised, 0.0)[:, None] * share
+        explained = np.maximum(per_feature, 0.0) + pushed
+        return logits + self.blend * unsupervised, explained + 1e-6 * share
+
+    def state(self) -> dict[str, Any] | None:
+        """What a bundle stores (None when inactive)."""
+        if self.trees is None:
+            return None
+        return {
+            "head": self.trees.to_dict(),
+            "unsupervised_center_spread": list(self.unsupervised_center_spread_),
+            "labels": self.summary_,
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: dict[str, Any] | None, *, min_frauds: int, blend: float,
+        summary: dict[str, Any],
+    ) -> LabelAwareHead:
+        head = cls(min_frauds=min_frauds, blend=blend, summary_=dict(summary))
+        if state:
+            head.trees = BoostedHead.from_dict(state["head"])
+            head.unsupervised_center_spread_ = tuple(state["unsupervised_center_spread"])  # type: ignore[assignment]
+            head.summary_ = dict(state.get("labels", {}))
+        return head
