@@ -210,7 +210,7 @@ def _tie_order(df: pd.DataFrame, config: WindowConfig) -> np.ndarray:
 
     The handbook's reference columns break such ties in whatever order its
     unstable per-customer sort left them, so they cannot be reproduced from
-    the data alone; tests/integration/test_handbook_reference.py shows it."""
+    the data alone; tests/integration/gendetect/test_handbook_reference.py shows it."""
     if config.id_col in df.columns and pd.api.types.is_integer_dtype(df[config.id_col]):
         return df[config.id_col].to_numpy(dtype=np.int64)
     return np.arange(len(df), dtype=np.int64)

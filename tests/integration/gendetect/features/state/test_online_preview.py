@@ -19,7 +19,7 @@ from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore, RedisStateStore, StateStore
 from gendetect.keyed_hash import RecordFingerprint, record_digest
 from gendetect.schema import load_schema
-from tests.integration.test_state_redis import _connect
+from tests.integration.gendetect.features.state.test_state_redis import _connect
 from tests.records import tx
 
 pytestmark = pytest.mark.integration

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 BAD_VALUES: list[tuple[str, Any]] = [
     ("timestamp", "1677-09-21T00:12:43"),  # the edge of pandas' nanosecond clock

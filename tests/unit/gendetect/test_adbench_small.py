@@ -13,7 +13,7 @@ from gendetect import make_detector
 from gendetect.models.registry import list_detector_kinds
 
 FIT = {"accelerator": "cpu", "seed": 0}
-ADBENCH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "adbench"
+ADBENCH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "adbench"
 VARIANTS = [(kind, {}) for kind in list_detector_kinds()] + [
     ("gan", {"score": "discriminator"}),
     ("gan", {"score": "combined"}),

@@ -19,7 +19,7 @@ from gendetect.features.windows import WindowConfig
 pytest.importorskip("pyspark")
 pytestmark = pytest.mark.integration
 
-HANDBOOK = Path(__file__).resolve().parents[2].parent / "shared/data/handbook/transactions.parquet"
+HANDBOOK = Path(__file__).resolve().parents[3].parent / "shared/data/handbook/transactions.parquet"
 RAW = {"TRANSACTION_ID": "transaction_id", "TX_DATETIME": "timestamp",
        "CUSTOMER_ID": "customer_id", "TERMINAL_ID": "terminal_id", "TX_AMOUNT": "amount",
        "TX_FRAUD": "is_fraud"}

@@ -220,7 +220,7 @@ def test_model_loads_where_gendetect_is_not_installed(surfaces: Surfaces, tmp_pa
     (which puts the repository on sys.path) is not read; only site-packages
     is added by hand. gendetect must then come from the model's own code."""
     site_packages = sysconfig.get_paths()["purelib"]
-    repo = str(Path(__file__).resolve().parents[2])
+    repo = str(Path(__file__).resolve().parents[3])
     assert not site_packages.startswith(repo + os.sep) or ".venv" in site_packages
     input_file = tmp_path / "input.parquet"
     surfaces.featured.to_parquet(input_file, index=False)

@@ -43,7 +43,7 @@ def _data_dir() -> Path:
     override = os.environ.get("GENDETECT_SHARED_DATA")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 def _handbook_column(feature: str) -> str:

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 
 from gendetect.stores.database import normalise_url
 from tests.integration.api_helpers import T0, concurrent_posts, fresh
-from tests.unit.test_stores import (
+from tests.unit.gendetect.stores.test_stores import (
     create_postgres_database,
     drop_postgres_database,
     postgres_required,

@@ -5,7 +5,7 @@ each entity's own clock, times before 1970, and key hygiene (keyed hashes).
 Faults (Redis dead or frozen) are in test_state_redis_faults.py.
 
 The parity replays cover ~5k and ~2.5k transactions, fewer than the 50k of
-the memory store test (tests/unit/test_online_features.py): each request and
+the memory store test (tests/unit/gendetect/features/test_online_features.py): each request and
 each label is a network round trip (~0.3-1 ms on a busy 2-core CI machine),
 and what is under test here is the store, not the kernel.
 If Redis is unreachable the tests fail under CI (env CI set) and are skipped

@@ -24,7 +24,7 @@ TINY = {"max_epochs": 1, "hidden": (4,), "latent_dim": 2, "batch_size": 16, "see
 class _UnsupervisedFace(FraudModelBundle):
     """The bundle with fit's labels left out. scikit-learn's generic checks
     pass class ids (0, 1, 2, 3) as `y`; the bundle reads `y` as fraud labels
-    (1 / 0 / -1) and rejects the others, as it should (tests/unit/test_labels.py).
+    (1 / 0 / -1) and rejects the others, as it should (tests/unit/gendetect/models/test_labels.py).
     Every other method is the bundle's own."""
 
     def fit(self, X: Any, y: Any = None) -> _UnsupervisedFace:
