@@ -63,16 +63,8 @@ class OnlineState:
         try:
             if settings.state_store == "redis":
                 log.info("online state: redis")
-                redis_store = _redis_store(settings, key)
-                try:
-                    redis_store.check_key()
-                except StateUnavailableError:
-                    log.warning("online state: Redis does not answer; the hash key is checked "
-                                "at the first call that reaches it")
-                except HashKeyChangedError:
-                    redis_store.close()
-                    raise
-                return cls(config, redis_store, in_memory=False, entity_key=key)
+                return cls(config, _checked_redis_store(settings, key), in_memory=False,
+                           entity_key=key)
             path = settings.state_snapshot_path
             log.info("online state: memory, snapshot and journal at %s", path)
             store = MemoryStateStore(
@@ -146,13 +138,25 @@ class OnlineState:
         self.store.close()
 
 
-def _redis_store(settings: ServingSettings, key: bytes) -> RedisStateStore:
-    return RedisStateStore(
+def _checked_redis_store(settings: ServingSettings, key: bytes) -> RedisStateStore:
+    """The Redis store, its hash key checked (HashKeyChangedError, the store
+    closed). A Redis that does not answer now is left to the store's own
+    check at the first call that reaches it."""
+    store = RedisStateStore(
         url=settings.redis_url,
         socket_timeout=settings.state_timeout_seconds,
         key_check=key_check(key),
         accept_new_key=settings.accept_new_hash_key,
     )
+    try:
+        store.check_key()
+    except StateUnavailableError:
+        log.warning("online state: Redis does not answer; the hash key is checked at the "
+                    "first call that reaches it")
+    except HashKeyChangedError:
+        store.close()
+        raise
+    return store
 
 
 def check_state_key(settings: ServingSettings) -> None:
@@ -164,14 +168,7 @@ def check_state_key(settings: ServingSettings) -> None:
     key = settings.resolved_hash_key()
     try:
         if settings.state_store == "redis":
-            store = _redis_store(settings, key)
-            try:
-                store.check_key()
-            except StateUnavailableError:
-                log.warning("online state: Redis does not answer at start; the hash key is "
-                            "checked when it does")
-            finally:
-                store.close()
+            _checked_redis_store(settings, key).close()
         else:
             check_memory_key(settings.state_snapshot_path, key_check(key),
                              accept_new_key=settings.accept_new_hash_key)
