@@ -19,6 +19,10 @@ def _simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--age-groups", action="store_true",
                    help="add customer_age_group, a protected attribute (never a model input; "
                    "reported per group in the model card)")
+    p.add_argument("--profile", choices=("default", "rich"), default="default",
+                   help="default: the handbook's columns; rich: with device, channel, mcc, "
+                   "e-mail domain, gaps and a device-ring scenario (schema `rich`; "
+                   "--amount-factor and --age-groups apply to the default profile only)")
     p.add_argument("--out", required=True, help="output file (.parquet or .csv)")
 
 

@@ -25,7 +25,7 @@ _KINDS: frozenset[str] = frozenset(FieldKind.__args__)  # type: ignore[attr-defi
 DERIVED_OPS: frozenset[str] = frozenset(
     {"log1p", "hour_sin", "hour_cos", "weekend", "night", "log_ratio", "ratio"}
 )
-BUILTIN_SCHEMAS = ("transactions", "numeric")
+BUILTIN_SCHEMAS = ("transactions", "numeric", "rich")
 
 # Bounds every record is held to, so that nothing the state stores or the
 # model see can overflow: ids fit a signed 64-bit integer, string ids and
