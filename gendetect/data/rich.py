@@ -77,6 +77,8 @@ def _ring_rows(genuine: pd.DataFrame, n_cards: int, days: int, start: pd.Timesta
     transaction each within an hour, every value taken from the card's own
     genuine history (amount, merchant, channel, e-mail domain)."""
     per_day = max(1, round(n_cards * RINGS_PER_1000_CARDS_PER_DAY / 1000))
+    # The card's own genuine history (not the other scenarios' frauds).
+    genuine = genuine[genuine["fraud_scenario"].to_numpy() == 0]
     by_card = genuine.groupby("card_id").indices
     cards = np.array(sorted(by_card))
     rows: list[dict[str, object]] = []
