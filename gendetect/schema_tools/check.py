@@ -29,10 +29,6 @@ class ColumnReport:
     note: str = ""
 
 
-def _missing_only(message: str) -> bool:
-    return "missing" in message and "column is missing" not in message
-
-
 def check_column(field_name: str, schema: Schema, col: pd.Series, source: str) -> ColumnReport:
     spec = schema[field_name]
     try:
@@ -41,11 +37,12 @@ def check_column(field_name: str, schema: Schema, col: pd.Series, source: str) -
         problems = [str(exc)]
         # Gaps are reported first and hide whatever else is wrong with the
         # values: look again at the values that are there.
-        if _missing_only(exc.message) and col.notna().any():
+        if col.isna().any() and col.notna().any():
             try:
                 validate_column(spec, col.dropna(), source)
             except InputError as more:
-                problems.append(f"{more} (among the values present)")
+                if more.message != exc.message:
+                    problems.append(f"{more} (gaps left out: rows counted among the values present)")
         return ColumnReport(field_name, spec.kind, "refused", tuple(problems))
     return ColumnReport(field_name, spec.kind, "ok")
 

@@ -38,9 +38,9 @@ def infer_main(args: argparse.Namespace) -> int:
     print(f"wrote a draft schema for {len(draft.fields)} columns to {out}:")
     for kind, names in kinds.items():
         print(f"  {kind}: {', '.join(names)}")
-    n_features = sum(len(g["features"]) * max(len(g.get("windows", [])), 1)
-                     for g in draft.aggregates)
-    print(f"  aggregates: {len(draft.aggregates)} group(s), about {n_features} features")
+    n_features = sum(1 if f == "since_previous" else len(g.get("windows", []))
+                     for g in draft.aggregates for f in g["features"])
+    print(f"  aggregates: {len(draft.aggregates)} group(s), {n_features} features")
     checks = sum(f.check for f in draft.fields) + len(draft.notes)
     print(f"read the comments ({checks} marked CHECK), edit, then: gendetect schema check "
           f"--schema {out} --data {args.data}")
