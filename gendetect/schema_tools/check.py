@@ -42,7 +42,7 @@ def check_column(field_name: str, schema: Schema, col: pd.Series, source: str) -
                 validate_column(spec, col.dropna(), source)
             except InputError as more:
                 if more.message != exc.message:
-                    problems.append(f"{more} (gaps left out: rows counted among the values present)")
+                    problems.append(f"{more} (gaps left out: rows counted among the values)")
         return ColumnReport(field_name, spec.kind, "refused", tuple(problems))
     return ColumnReport(field_name, spec.kind, "ok")
 
