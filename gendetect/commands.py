@@ -81,7 +81,7 @@ def _labels(p: argparse.ArgumentParser) -> None:
 
 COMMANDS = [
     Command("simulate", "write simulated card transactions (the handbook's design)",
-            _simulate, "gendetect.data.simulator:cli_main", order=10),
+            _simulate, "gendetect.data.simulate_cli:cli_main", order=10),
     Command("schema", "describe your own table: draft a schema (infer), check a file "
             "against one (check)", _schema, "gendetect.schema_tools.cli:main", order=15),
     Command("features", "add the behaviour (window) features to a transactions file",

@@ -205,26 +205,16 @@ def cli_main(args: argparse.Namespace) -> int:
     # Check the output format before spending time simulating.
     if not str(args.out).lower().endswith(WRITE_SUFFIXES):
         raise CliError(f"--out must end with one of {', '.join(WRITE_SUFFIXES)}: {args.out}")
-    profile = getattr(args, "profile", "default")
-    if profile == "rich" and (getattr(args, "amount_factor", 1.0) != 1.0
-                              or getattr(args, "age_groups", False)):
-        raise CliError("--amount-factor and --age-groups apply to the default profile only")
     try:
-        if profile == "rich":
-            from gendetect.data.rich import simulate_rich
-
-            df = simulate_rich(n_customers=args.customers, n_terminals=args.terminals,
-                               days=args.days, start_date=args.start_date, seed=args.seed)
-        else:
-            df = simulate_transactions(
-                n_customers=args.customers,
-                n_terminals=args.terminals,
-                days=args.days,
-                start_date=args.start_date,
-                seed=args.seed,
-                amount_factor=getattr(args, "amount_factor", 1.0),
-                age_groups=getattr(args, "age_groups", False),
-            )
+        df = simulate_transactions(
+            n_customers=args.customers,
+            n_terminals=args.terminals,
+            days=args.days,
+            start_date=args.start_date,
+            seed=args.seed,
+            amount_factor=getattr(args, "amount_factor", 1.0),
+            age_groups=getattr(args, "age_groups", False),
+        )
     except ValueError as exc:  # bad numbers or an unparseable --start-date
         raise CliError(str(exc)) from exc
     write_table(df, args.out)
