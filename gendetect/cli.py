@@ -59,8 +59,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
+    # allow_abbrev=False: an option is its full name. With prefixes,
+    # `simulate --day 3 --cust 10` ran as --days/--customers and wrote 0 rows.
     parser = argparse.ArgumentParser(
         prog="gendetect",
+        allow_abbrev=False,
         description="Fraud detection with generative models (VAE, GAN, ensemble): simulate, "
         "train and register in MLflow, score files, serve a REST API.",
     )
@@ -68,10 +71,21 @@ def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands:
         p = sub.add_parser(command.name, help=command.help, description=command.help,
-                           formatter_class=_HelpFormatter)
+                           formatter_class=_HelpFormatter, allow_abbrev=False)
         command.add_arguments(p)
         p.set_defaults(_run=command.run)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """allow_abbrev=False on every nested parser too (`db migrate`, ...),
+    whoever created them."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
