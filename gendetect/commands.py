@@ -60,7 +60,9 @@ def _labels(p: argparse.ArgumentParser) -> None:
 
 COMMANDS = [
     Command("simulate", "write simulated card transactions (the handbook's design)",
-            _simulate, "gendetect.data.simulator:cli_main", order=10),
+            _simulate, "gendetect.data.simulator:cli_main", order=10,
+            examples=("gendetect simulate --days 30 --customers 500 --out tx.parquet",
+                      "gendetect simulate --days 90 --seed 7 --age-groups --out tx.csv")),
     Command("features", "add the behaviour (window) features to a transactions file",
             _features, "gendetect.features.offline_cli:cli_main", order=20),
     Command("db", "the audit and verdict database: create or upgrade its schema",

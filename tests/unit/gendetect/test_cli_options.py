@@ -16,8 +16,24 @@ def test_an_option_prefix_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exit_:
         main(["simulate", "--day", "3", "--cust", "10", "--out", str(out)])
     assert exit_.value.code == 2
-    assert "unrecognized arguments: --day 3 --cust 10" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "gendetect simulate: error: unrecognized arguments: --day 3 --cust 10" in err
+    assert "did you mean --day -> --days, --cust -> --customers?" in err
     assert not out.exists()
+
+
+def test_a_misspelt_command_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["trian", "--data", "x.parquet"])
+    assert exit_.value.code == 2
+    assert "did you mean 'train'?" in capsys.readouterr().err
+
+
+def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:\n  gendetect simulate --days 30" in out
 
 
 def test_a_prefix_of_a_nested_commands_option_is_refused(
@@ -26,7 +42,8 @@ def test_a_prefix_of_a_nested_commands_option_is_refused(
     with pytest.raises(SystemExit) as exit_:
         main(["db", "upgrade", "--database", "sqlite://"])
     assert exit_.value.code == 2
-    assert "--database" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "gendetect db upgrade: error" in err and "--database -> --database-url" in err
 
 
 def test_zero_rows_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
