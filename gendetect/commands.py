@@ -81,9 +81,14 @@ def _labels(p: argparse.ArgumentParser) -> None:
 
 COMMANDS = [
     Command("simulate", "write simulated card transactions (the handbook's design)",
-            _simulate, "gendetect.data.simulate_cli:cli_main", order=10),
+            _simulate, "gendetect.data.simulate_cli:cli_main", order=10,
+            examples=("gendetect simulate --days 30 --customers 500 --out tx.parquet",
+                      "gendetect simulate --days 90 --seed 7 --age-groups --out tx.csv",
+                      "gendetect simulate --profile rich --days 30 --out shop.csv")),
     Command("schema", "describe your own table: draft a schema (infer), check a file "
-            "against one (check)", _schema, "gendetect.schema_tools.cli:main", order=15),
+            "against one (check)", _schema, "gendetect.schema_tools.cli:main", order=15,
+            examples=("gendetect schema infer --data shop.csv --out shop.yaml",
+                      "gendetect schema check --schema shop.yaml --data shop.csv")),
     Command("features", "add the behaviour (window) features to a transactions file",
             _features, "gendetect.features.offline_cli:cli_main", order=20),
     Command("db", "the audit and verdict database: create or upgrade its schema",

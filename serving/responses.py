@@ -28,7 +28,9 @@ class ModelRef(BaseModel):
 
 class ScoreResponse(BaseModel):
     score: float = Field(description="raw anomaly score; higher is more anomalous")
-    risk: float = Field(description="calibrated 0-1 risk")
+    risk: float = Field(description="the share of reference traffic (the model's held-out "
+                        "validation records) that scores lower: 0.99 = more unusual than 99% "
+                        "of traffic. A rank, not a probability of fraud")
     is_fraud: bool = Field(description="score >= threshold")
     threshold: float
     top_features: list[FeatureContribution]

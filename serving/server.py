@@ -38,6 +38,7 @@ import sys
 
 from gendetect.config import get_settings
 from gendetect.errors import ModelNotReadyError
+from gendetect.logs import LogFormat, configure_logging
 from serving.settings import ServingSettings
 
 log = logging.getLogger("gendetect.serving")
@@ -78,12 +79,8 @@ def _settings_from_args(args: argparse.Namespace) -> ServingSettings:
     return settings.model_copy(update=updates) if updates else settings
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, fmt: LogFormat) -> None:
+    configure_logging(level, fmt)
     # Alembic's per-plugin and per-context INFO lines at start say nothing to
     # an operator; the schema check logs its own line (gendetect.stores).
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -98,7 +95,7 @@ def cli_main(args: argparse.Namespace) -> int:
             f"only registry URIs are served (models:/<name>@<alias> or "
             f"models:/<name>/<version>), got {uri!r}"
         )
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
 
     # Before anything loads a model: the thread count is fixed at first use.
     import torch
