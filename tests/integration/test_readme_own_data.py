@@ -9,6 +9,7 @@ GENDETECT_HOME), `serve` in the background, and curl against it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,10 +76,8 @@ def run_walkthrough(tmp_path: Path, script: str) -> subprocess.CompletedProcess[
         out, err = proc.communicate()
         pytest.fail(f"the walkthrough took over {TIMEOUT_S} s:\n{out}\n{err[-4000:]}")
     finally:
-        try:  # the server, should the trap not have reached it
+        with contextlib.suppress(ProcessLookupError):  # the server, if the trap missed it
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
