@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             bundle.fit(train)  # no y: unsupervised (labels only feed the delayed merchant rate)
             if label != "without" and DECLARED not in bundle.feature_names:
                 raise SystemExit(f"{DECLARED} is not a feature of the fitted model: this "
-                                 "gendetect does not compute the schema's aggregates: yet "
+                                 "gendetect does not compute the schema's `aggregates:` yet "
                                  "(needs the aggregates engine, issue 19)")
             # Scored over the whole table, so held-out rows see their real history.
             scores = bundle.decision_function(df)[is_test]
