@@ -22,11 +22,21 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from gendetect.schema_tools.draft import (
+    CATEGORY_WORDS,
+    ENTITY_WORDS,
+    ID_ENDINGS,
+    OUTCOME_WORDS,
+    FieldDraft,
+    SchemaDraft,
+    tokens,
+)
+from gendetect.schema_tools.starter import starter_aggregates, starter_derived
 
 # Levels listed as `categories:` up to this many; more are learned in training
 # (a listed level set refuses any new value, which suits a channel, not an
@@ -36,68 +46,6 @@ MAX_LISTED_LEVELS = 20
 ENTITY_MIN_DISTINCT = 20
 # Text without a telling name is an entity above this share of distinct values.
 ENTITY_TEXT_SHARE = 0.2
-STARTER_WINDOWS = ("1h", "1d", "7d")
-RISK_WINDOWS = ("1d", "7d", "30d")
-LABEL_DELAY = "7d"
-
-OUTCOME_WORDS = frozenset({"fraud", "label", "target", "chargeback", "cbk", "outcome", "scenario",
-                           "anomaly"})
-CATEGORY_WORDS = frozenset({"mcc", "code", "category", "cat", "type", "kind", "channel", "domain",
-                            "country", "currency", "method", "mode", "status", "brand", "segment",
-                            "region", "state", "city", "entry", "group", "band", "tier", "level"})
-ENTITY_WORDS = frozenset({"id", "card", "pan", "device", "account", "acct", "user", "customer",
-                          "client", "merchant", "terminal", "shop", "store", "seller", "email",
-                          "mail", "ip", "phone", "iban", "wallet", "cookie", "session",
-                          "fingerprint", "payee", "beneficiary", "addr", "address"})
-# A number is an identifier only when its name ends like one (card_id,
-# merchant, device_no), not when it merely mentions one (account_age_days).
-ID_ENDINGS = ENTITY_WORDS | {"no", "nr", "num", "number", "key", "hash", "ref"}
-AMOUNT_WORDS = frozenset({"amount", "amt", "value", "price", "total", "sum"})
-CARD_WORDS = frozenset({"card", "pan", "account", "acct", "customer", "client", "user"})
-MERCHANT_WORDS = frozenset({"merchant", "terminal", "shop", "store", "seller", "payee"})
-DEVICE_WORDS = frozenset({"device", "ip", "fingerprint", "cookie", "email", "mail", "phone",
-                          "session"})
-
-
-def tokens(name: str) -> list[str]:
-    """`cardID`, `card-id`, `card_id` -> ['card', 'id']."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
-    return [t for t in re.split(r"[^a-z0-9]+", spaced.lower()) if t]
-
-
-@dataclass
-class FieldDraft:
-    name: str
-    kind: str
-    attrs: dict[str, Any] = field(default_factory=dict)  # in the order they are written
-    notes: list[str] = field(default_factory=list)
-    check: bool = False  # a guess the user should look at (marked CHECK)
-    repeated: bool = True  # entity values occur more than once (an aggregate key)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, **self.attrs}
-
-
-@dataclass
-class SchemaDraft:
-    name: str
-    source: str
-    n_rows: int
-    fields: list[FieldDraft]
-    derived: list[dict[str, Any]]
-    aggregates: list[dict[str, Any]]
-    notes: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        """The schema the YAML says (comments aside)."""
-        out: dict[str, Any] = {"name": self.name, "version": 1,
-                               "fields": [f.as_dict() for f in self.fields]}
-        if self.derived:
-            out["derived"] = self.derived
-        if self.aggregates:
-            out["aggregates"] = self.aggregates
-        return out
-
 
 @dataclass(frozen=True)
 class _Stats:
@@ -286,55 +234,6 @@ def _choose_id(df: pd.DataFrame, label: str | None) -> str | None:
     return min(candidates)[2] if candidates else None
 
 
-def _pick(fields: list[FieldDraft], words: frozenset[str], kind: str) -> FieldDraft | None:
-    return next((f for f in fields if f.kind == kind and set(tokens(f.name)) & words), None)
-
-
-def starter_aggregates(fields: list[FieldDraft]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Per repeated entity: count over 1h/1d/7d, mean and zscore of the
-    amount-like column, since_previous (and distinct cards on a device-like
-    key); label_rate with a 7-day delay on a merchant-like key."""
-    notes: list[str] = []
-    if not any(f.kind == "timestamp" for f in fields):
-        return [], ["no timestamp column: no aggregates (they are windows in time)"]
-    keys = [f for f in fields if f.kind == "entity" and f.repeated]
-    if not keys:
-        return [], ["no repeated identifier column: no aggregates"]
-    numeric = [f for f in fields if f.kind == "numeric" and f.attrs.get("feature", True)]
-    amount = (_pick(numeric, AMOUNT_WORDS, "numeric") or (numeric[0] if numeric else None))
-    card = _pick(keys, CARD_WORDS, "entity")
-    groups: list[dict[str, Any]] = []
-    for key in keys:
-        features: list[Any] = ["count"]
-        if amount is not None:
-            features += [{"kind": "mean", "of": amount.name}, {"kind": "zscore", "of": amount.name}]
-        if card is not None and key is not card and set(tokens(key.name)) & DEVICE_WORDS:
-            features.append({"kind": "distinct", "of": card.name})
-        features.append("since_previous")
-        groups.append({"key": key.name, "windows": list(STARTER_WINDOWS), "features": features})
-    merchant = _pick(keys, MERCHANT_WORDS, "entity")
-    if merchant is not None and any(f.kind == "label" for f in fields):
-        groups.append({"key": merchant.name, "name": f"{merchant.name}_risk",
-                       "windows": list(RISK_WINDOWS), "delay": LABEL_DELAY,
-                       "features": ["label_rate"]})
-    if amount is None:
-        notes.append("no numeric column: the aggregates count events only")
-    return groups, notes
-
-
-def _derived(fields: list[FieldDraft], taken: set[str]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    amount = _pick(fields, AMOUNT_WORDS, "numeric")
-    if amount is not None and amount.attrs.get("min", -1) >= 0:
-        out.append({"name": f"log_{amount.name}", "op": "log1p", "source": amount.name})
-    time = next((f for f in fields if f.kind == "timestamp"), None)
-    if time is not None:
-        for name, op in (("hour_sin", "hour_sin"), ("hour_cos", "hour_cos"),
-                         ("is_night", "night")):
-            out.append({"name": name, "op": op, "source": time.name})
-    return [d for d in out if d["name"] not in taken]
-
-
 def schema_name(stem: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_]+", "_", stem).strip("_")
     return name or "my_table"
@@ -353,6 +252,6 @@ def infer_schema(df: pd.DataFrame, *, name: str, source: str) -> SchemaDraft:
         notes.append("no column of unique integers: no transaction id (decisions and verdicts "
                      "are keyed by one; the API needs it)")
     aggregates, agg_notes = starter_aggregates(fields)
-    derived = _derived(fields, {f.name for f in fields})
+    derived = starter_derived(fields, {f.name for f in fields})
     return SchemaDraft(name=name, source=source, n_rows=len(df), fields=fields, derived=derived,
                        aggregates=aggregates, notes=notes + agg_notes)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from gendetect.schema_tools.infer import SchemaDraft
+from gendetect.schema_tools.draft import SchemaDraft
 
 # Plain YAML scalars that read back as the same string.
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*|\d+[smhd]")

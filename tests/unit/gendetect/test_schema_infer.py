@@ -177,3 +177,20 @@ def test_csv_and_parquet_give_the_same_kinds(tmp_path) -> None:
         kinds.append({f.name: f.kind for f in
                       infer_schema(read_table(path), name="t", source=str(path)).fields})
     assert kinds[0] == kinds[1]
+
+
+def test_the_draft_of_a_table_without_gaps_trains_and_scores(tmp_path) -> None:
+    """Today's pipeline: the drafted schema is enough to fit a detector."""
+    from gendetect.bundle import FraudModelBundle
+
+    df = foreign(n=1200, gaps=False)
+    path = tmp_path / "acme.yaml"
+    path.write_text(render(infer_schema(df, name="acme", source="acme.csv")))
+    bundle = FraudModelBundle("vae", schema=load_schema(path), max_epochs=1, seed=0,
+                              accelerator="cpu").fit(df)
+    assert {"amt", "log_amt", "hour_sin", "entry_mode=chip"} <= set(bundle.feature_names)
+    # Identifiers and the label are never model inputs.
+    assert not {"cardNumber", "device", "shop_id", "txnRef", "is_chargeback"} & set(
+        bundle.feature_names)
+    scores = bundle.decision_function(df.head(20))
+    assert scores.shape == (20,) and np.isfinite(scores).all()
