@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gendetect.schema import DEFAULT_MAX_LENGTH
 from gendetect.schema_tools.draft import (
     CATEGORY_WORDS,
     ENTITY_WORDS,
@@ -167,6 +168,12 @@ def infer_field(name: str, col: pd.Series, *, label: str | None, id_column: str 
     s = _stats(col)
     words = set(tokens(name))
     last = tokens(name)[-1] if tokens(name) else ""
+    if not len(s.values):
+        # Nothing to learn from: kept (the column is in the file) but not an input.
+        draft = FieldDraft(name, "numeric" if s.is_numeric else "categorical",
+                           {"nullable": True, "feature": False},
+                           ["every value is missing: not a model input"], check=True)
+        return draft
     if s.is_datetime or (not s.is_numeric and not s.is_bool and _parses_as_times(s.values)):
         draft = FieldDraft(name, "timestamp")
         times = pd.to_datetime(s.values, utc=True, format="ISO8601")
@@ -200,6 +207,8 @@ def infer_field(name: str, col: pd.Series, *, label: str | None, id_column: str 
         draft = _categorical(name, s, "text")
     else:
         draft = _numeric(name, s)
+    if draft.kind in ("entity", "categorical") and "categories" not in draft.attrs:
+        _length_limit(draft, s)
     if s.missing and draft.kind != "label":
         draft.attrs["nullable"] = True
         draft.notes.append(f"{s.missing / max(s.n, 1):.1%} missing: nullable (a gap is neither "
@@ -209,6 +218,19 @@ def infer_field(name: str, col: pd.Series, *, label: str | None, id_column: str 
                            "set feature: false (it would leak the answer)")
         draft.check = True
     return draft
+
+
+def _length_limit(draft: FieldDraft, s: _Stats) -> None:
+    """Free text is refused beyond max_length (64 by default): leave room
+    above the longest value seen, in powers of two."""
+    if s.is_numeric or s.is_bool:
+        return
+    longest = int(s.values.astype(str).str.len().max())
+    if longest > DEFAULT_MAX_LENGTH // 2:
+        limit = min(4096, max(DEFAULT_MAX_LENGTH, 2 ** math.ceil(math.log2(longest * 2))))
+        draft.attrs["max_length"] = limit
+        draft.notes.append(f"values up to {longest} characters: longer ones are refused "
+                           f"beyond max_length {limit}")
 
 
 def _choose_label(df: pd.DataFrame) -> str | None:
@@ -227,6 +249,8 @@ def _choose_id(df: pd.DataFrame, label: str | None) -> str | None:
         if name == label or not pd.api.types.is_integer_dtype(col) or col.isna().any():
             continue
         if pd.api.types.is_bool_dtype(col) or not col.is_unique or len(col) < 2:
+            continue
+        if col.min() < 0:  # ids are refused below 0
             continue
         words = set(tokens(str(name)))
         rank = 0 if words & {"transaction", "tx", "txn", "trx"} else 1 if "id" in words else 2

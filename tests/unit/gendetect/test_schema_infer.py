@@ -3,6 +3,8 @@ starter aggregates, and a YAML that loads as the schema it says."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +12,9 @@ import yaml
 
 from gendetect.cli import main as cli
 from gendetect.data.io import read_table, write_table
+from gendetect.errors import InputError
 from gendetect.features.aggregates import AggregateDeclaration
-from gendetect.schema import load_schema
+from gendetect.schema import FieldSpec, load_schema, validate_column
 from gendetect.schema_tools.infer import MAX_LISTED_LEVELS, infer_schema
 from gendetect.schema_tools.render import render
 
@@ -194,3 +197,25 @@ def test_the_draft_of_a_table_without_gaps_trains_and_scores(tmp_path) -> None:
         bundle.feature_names)
     scores = bundle.decision_function(df.head(20))
     assert scores.shape == (20,) and np.isfinite(scores).all()
+
+
+def test_edge_columns_get_what_validation_needs() -> None:
+    """Long text gets room in max_length, an empty column is no input,
+    negative unique integers are no id (ids are refused below 0)."""
+    df = foreign(n=400, gaps=False)
+    df["user_agent"] = [f"Mozilla/5.0 (X11; Linux x86_64) build {i % 60:03d} " + "x" * 40
+                        for i in range(len(df))]
+    df["empty"] = np.nan
+    df["txnRef"] = -df["txnRef"]
+    draft = infer_schema(df, name="edge", source="edge.csv")
+    agent = _field(draft, "user_agent").attrs
+    assert agent["max_length"] >= df["user_agent"].str.len().max()
+    assert _field(draft, "empty").attrs == {"nullable": True, "feature": False}
+    assert _field(draft, "txnRef").kind != "id"
+    assert any("no column of unique integers" in n for n in draft.notes)
+    # The schema's own check takes the long values with the drafted limit,
+    # and refuses them without it.
+    spec = FieldSpec(**_field(draft, "user_agent").as_dict())
+    validate_column(spec, df["user_agent"], "edge.csv")
+    with pytest.raises(InputError, match="longer than 64"):
+        validate_column(replace(spec, max_length=None), df["user_agent"], "edge.csv")
