@@ -88,6 +88,7 @@ def check_result(tmp_path: Path, result: subprocess.CompletedProcess[str]) -> di
     scenario = next(f for f in edited["fields"] if f["name"] == "fraud_scenario")
     assert scenario["feature"] is False and scenario["required"] is False
     answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "risk" in answer, (answer, result.stderr[-4000:])
     assert 0.0 <= answer["risk"] <= 1.0 and isinstance(answer["is_fraud"], bool)
     assert answer["transaction_id"] == 900000001
     return answer
