@@ -135,7 +135,8 @@ def _categorical(name: str, s: _Stats, why: str) -> FieldDraft:
     else:
         top = levels.value_counts().index[:3].tolist()
         draft.notes.append(f"{why}; {s.distinct} levels (most frequent: {', '.join(top)}): "
-                           "learned from the training data, no list")
+                           "learned from the training data, no list (max_levels and "
+                           "min_level_count tune how)")
     return draft
 
 
