@@ -10,6 +10,7 @@ millisecond scoring possible.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
+from gendetect.features.categorical import CategoricalEncoder
 from gendetect.features.derived import DERIVED_FUNCTIONS, TWO_COLUMN_FUNCTIONS
+from gendetect.features.missing import absent_column, float_column, indicator_name
 from gendetect.schema import Schema
 from gendetect.timestamps import column_to_ns, to_ns
 
@@ -32,13 +35,14 @@ Columns = dict[str, np.ndarray]
 class FeaturePipeline:
     """Turns validated records into the numeric matrix the detectors see.
 
-    Columns of the output, in order: numeric/boolean feature fields, one-hot
-    categories, derived features (schema `derived:`), then behaviour window
+    Columns of the output, in order: numeric/boolean feature fields (each
+    nullable one followed by its gap indicator), categorical fields
+    (gendetect.features.categorical), derived features (schema `derived:`), then behaviour window
     features (schema `windows:`), whose values come from the offline engine
     for files and from the online state store for API requests.
     """
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, state: Mapping[str, Any] | None = None) -> None:
         self.schema = schema
         self.window_config: WindowConfig | None = None
         if schema.windows:
@@ -51,6 +55,62 @@ class FeaturePipeline:
         for d in schema.derived:
             if d.op in TWO_COLUMN_FUNCTIONS and d.by not in window_names and d.by not in schema:
                 raise ValueError(f"derived {d.name!r}: unknown column {d.by!r} in 'by'")
+        if self.window_config is not None:
+            config = self.window_config
+            for name in (config.time_col, config.customer_col, config.terminal_col,
+                         config.amount_col):
+                if name in schema and schema[name].nullable:
+                    # The behaviour windows sum and count every transaction:
+                    # a gap would make every later feature of the card a gap.
+                    raise ValueError(f"field {name!r} feeds the behaviour windows and "
+                                     "cannot be nullable")
+        # Categorical features: declared ones now, learned ones from `state`
+        # (a saved model) or `fit` (training data).
+        learned = (state or {}).get("categorical", {})
+        self._encoders: dict[str, CategoricalEncoder | None] = {}
+        for f in schema.feature_fields:
+            if f.kind == "categorical":
+                declared = CategoricalEncoder.from_spec(f)
+                if declared is None and f.name in learned:
+                    declared = CategoricalEncoder.from_dict(f, learned[f.name])
+                self._encoders[f.name] = declared
+        self._nullable = {f.name for f in schema.fields if f.nullable}
+        self._unseen_lock = threading.Lock()
+        self._unseen: dict[str, int] = {}
+
+    # ------------------------------------------------------------- fitting
+    @property
+    def is_fitted(self) -> bool:
+        """True when every categorical feature has its levels."""
+        return all(e is not None for e in self._encoders.values())
+
+    def fit(self, df: pd.DataFrame) -> FeaturePipeline:
+        """Learn the levels of categorical features without declared
+        categories from the training rows (validated)."""
+        for f in self.schema.feature_fields:
+            if f.kind == "categorical" and f.categories is None:
+                values = df[f.name].to_numpy() if f.name in df.columns else absent_column(len(df))
+                self._encoders[f.name] = CategoricalEncoder.learn(f, values)
+        return self
+
+    def state(self) -> dict[str, Any]:
+        """What a saved model keeps of the fit: the learned levels (JSON)."""
+        return {"categorical": {name: e.to_dict() for name, e in self._encoders.items()
+                                if e is not None and not e.declared}}
+
+    def encoder(self, name: str) -> CategoricalEncoder:
+        found = self._encoders.get(name)
+        if found is None:
+            raise RuntimeError(
+                f"categorical feature {name!r} has no levels yet: fit the pipeline on "
+                "training data first")
+        return found
+
+    def unseen_levels(self) -> dict[str, int]:
+        """Per categorical field, how many values of a level never seen in
+        training were scored (as "other") since this pipeline was built."""
+        with self._unseen_lock:
+            return dict(self._unseen)
 
     # ------------------------------------------------------------------ names
     @property
@@ -61,10 +121,12 @@ class FeaturePipeline:
     def feature_names(self) -> list[str]:
         names: list[str] = []
         for f in self.schema.feature_fields:
-            if f.kind == "categorical" and f.categories:
-                names.extend(f"{f.name}={c}" for c in f.categories)
+            if f.kind == "categorical":
+                names.extend(self.encoder(f.name).feature_names)
             else:
                 names.append(f.name)
+                if f.nullable:
+                    names.append(indicator_name(f.name))
         names.extend(d.name for d in self.schema.derived)
         names.extend(self.window_feature_names)
         return names
@@ -103,6 +165,9 @@ class FeaturePipeline:
         for name in self.needed_fields:
             if name in self._timestamp_fields:
                 cols[name] = column_to_ns(df[name])
+            elif name not in df.columns and name in self._nullable:
+                # An optional nullable field the file leaves out: a gap per row.
+                cols[name] = absent_column(len(df))
             else:
                 cols[name] = df[name].to_numpy()
         if self.window_config is None:
@@ -173,7 +238,9 @@ class FeaturePipeline:
         """Columns for validated records (the API path: no pandas)."""
         cols: Columns = {}
         for name in self.needed_fields:
-            values = [r[name] for r in records]
+            # An optional field a record leaves out is None: a gap (the
+            # schema allows that only for nullable features).
+            values = [r.get(name) for r in records]
             if name in self._timestamp_fields:
                 cols[name] = np.fromiter(
                     (v if isinstance(v, int) else _record_time_ns(v) for v in values),
@@ -193,24 +260,41 @@ class FeaturePipeline:
 
     # -------------------------------------------------------------- features
     def transform(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The feature matrix (n, n_features), float64."""
+        """The feature matrix (n, n_features), float64; NaN marks a gap
+        (gendetect.features.missing), only in nullable fields and the
+        features derived from them."""
         parts: list[np.ndarray] = []
+        unseen: dict[str, int] = {}
         for f in self.schema.feature_fields:
             values = cols[f.name]
-            if f.kind == "categorical" and f.categories:
-                as_text = values.astype(str)
-                parts.extend((as_text == c).astype(np.float64) for c in f.categories)
+            if f.kind == "categorical":
+                block, unseen[f.name] = self.encoder(f.name).transform(values)
+                parts.append(block)
+            elif f.nullable:
+                value = float_column(values)
+                parts.extend((value, np.isnan(value).astype(np.float64)))
             else:
                 parts.append(values.astype(np.float64))
         for d in self.schema.derived:
+            source = self._numeric(cols, d.source)
             if d.op in TWO_COLUMN_FUNCTIONS:
-                parts.append(TWO_COLUMN_FUNCTIONS[d.op](cols[d.source], cols[d.by or ""]))
+                parts.append(TWO_COLUMN_FUNCTIONS[d.op](source, self._numeric(cols, d.by or "")))
             else:
-                parts.append(DERIVED_FUNCTIONS[d.op](cols[d.source]))
+                parts.append(DERIVED_FUNCTIONS[d.op](source))
         parts.extend(cols[name] for name in self.window_feature_names)
         if not parts:
             raise InputError("the schema defines no features")
+        if any(unseen.values()):
+            with self._unseen_lock:
+                for name, count in unseen.items():
+                    self._unseen[name] = self._unseen.get(name, 0) + count
         return np.column_stack(parts)
+
+    def _numeric(self, cols: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+        # Gaps of nullable sources arrive as None from records: NaN here, so
+        # that the derived feature is a gap too.
+        values = cols[name]
+        return float_column(values) if name in self._nullable else values
 
     def transform_frame(self, df: pd.DataFrame) -> np.ndarray:
         return self.transform(self.columns_from_frame(df))
