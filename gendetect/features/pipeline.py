@@ -287,7 +287,8 @@ class FeaturePipeline:
         if any(unseen.values()):
             with self._unseen_lock:
                 for name, count in unseen.items():
-                    self._unseen[name] = self._unseen.get(name, 0) + count
+                    if count:
+                        self._unseen[name] = self._unseen.get(name, 0) + count
         return np.column_stack(parts)
 
     def _numeric(self, cols: Mapping[str, np.ndarray], name: str) -> np.ndarray:
