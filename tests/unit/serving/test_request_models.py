@@ -28,7 +28,8 @@ SCHEMA = Schema(
         FieldSpec("channel", "categorical", categories=("web", "pos")),
         FieldSpec("is_foreign", "boolean", required=False, nullable=True),
         FieldSpec("score_hint", "numeric", required=False, nullable=True),
-        FieldSpec("model_version", "numeric", required=False, nullable=True),  # clashes with pydantic's names
+        # A name that clashes with pydantic's own:
+        FieldSpec("model_version", "numeric", required=False, nullable=True),
         FieldSpec("is_fraud", "label", required=False),
     ),
 )
