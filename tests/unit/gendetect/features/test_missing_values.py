@@ -24,7 +24,7 @@ def _schema(*extra: FieldSpec, derived: tuple = ()) -> Schema:
 
 # ------------------------------------------------------------------ schema
 def test_an_optional_feature_must_be_nullable() -> None:
-    with pytest.raises(ValueError, match="'b' is optional.*nullable: true"):
+    with pytest.raises(ValueError, match=r"'b' is optional.*nullable: true"):
         _schema(FieldSpec("b", "numeric", required=False))
     # Not a model input: optional without gaps is fine (evaluation columns).
     _schema(FieldSpec("b", "numeric", required=False, feature=False))
@@ -169,7 +169,7 @@ def test_the_pipeline_state_travels_as_json_and_encodes_identically() -> None:
 
 
 def test_unfitted_learned_categoricals_say_so() -> None:
-    with pytest.raises(RuntimeError, match="email_domain.*fit the pipeline"):
+    with pytest.raises(RuntimeError, match=r"email_domain.*fit the pipeline"):
         _ = FeaturePipeline(gappy_schema()).feature_names
 
 
