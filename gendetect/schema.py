@@ -353,6 +353,12 @@ def validate_column(f: FieldSpec, col: pd.Series, source: str | None = None) -> 
         longest = int(col.astype(str).str.len().max())
         if longest > f.length_limit:
             fail(f"values longer than {f.length_limit} characters")
+    if f.kind == "boolean" and col.dtype == object:
+        # True/False with gaps: a CSV reader leaves such a column as objects.
+        try:
+            col = col.astype("boolean")
+        except (TypeError, ValueError):
+            fail("expected booleans (true/false or 0/1)")
     if f.kind in ("numeric", "label", "boolean"):
         if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
             fail(f"expected numbers, found {col.dtype}")
