@@ -117,15 +117,15 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         self._schema = schema.resolve_columns(
             [c for c in columns if c not in (schema.label_field, label_column)]
         )
-        labels = prepare_labels(X, y, len(X))
         self._pipeline = FeaturePipeline(self._schema)
         if isinstance(X, pd.DataFrame):
             # Categorical levels learned from the rows that are not confirmed
             # frauds, as the detector learns normal behaviour from them only.
-            self._pipeline.fit(X[labels != FRAUD])
+            self._pipeline.fit(X[prepare_labels(X, y, len(X)) != FRAUD])
         # Built now so that a schema naming a missing feature fails before training.
         self._reason_map = ReasonMap.build(self.feature_names, self._schema.reasons)
         x = self.features(known_frauds_only(X, self._schema.label_field))
+        labels = prepare_labels(X, y, len(x))
         self.detector_ = DetectorCore(kind=self.kind, params=params).fit(x, labels == FRAUD)
         self.label_head_ = LabelAwareHead(params.label_min_frauds, params.label_blend).fit(
             self.detector_, x, labels, params.seed

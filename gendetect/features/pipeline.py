@@ -78,6 +78,15 @@ class FeaturePipeline:
         self._unseen_lock = threading.Lock()
         self._unseen: dict[str, int] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable (scikit-learn clones and pickles estimators): the lock is
+        # recreated, the counts travel.
+        return {k: v for k, v in vars(self).items() if k != "_unseen_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._unseen_lock = threading.Lock()
+
     # ------------------------------------------------------------- fitting
     @property
     def is_fitted(self) -> bool:
