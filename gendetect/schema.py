@@ -372,7 +372,10 @@ def validate_column(f: FieldSpec, col: pd.Series, source: str | None = None) -> 
                      f"{int(np.argmax(infinite))}); gaps are allowed (the field is nullable)")
         elif f.kind != "label" and bad.any():
             first = int(np.argmax(bad))
-            fail(f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {first})")
+            hint = ("; declare the field nullable: true if gaps are expected"
+                    if np.isnan(values).any() and f.kind != "label" else "")
+            fail(f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {first})"
+                 + hint)
         finite = values[~bad]
         if f.kind == "label" and (np.isinf(values).any() or not np.isin(finite, (0, 1, -1)).all()):
             # Labels are 1 (confirmed fraud), 0 (confirmed genuine) or
