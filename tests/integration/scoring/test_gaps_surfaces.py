@@ -119,3 +119,28 @@ def test_a_missing_required_column_is_exit_2_naming_file_and_column(
     assert cli(["score", "--data", str(data), "--out", str(tmp_path / "o.parquet")]) == 2
     err = capsys.readouterr().err
     assert str(data) in err and "amount" in err
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    pytest.importorskip("pyspark")
+    from scoring.spark import spark_session
+
+    session = spark_session("local[2]", "gendetect-gaps-test",
+                            {"spark.sql.shuffle.partitions": "2"})
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def test_spark_udf(gappy: Gappy, spark: Any) -> None:
+    """Spark nulls (strings, booleans) and NaN (doubles) are gaps too."""
+    from scoring.spark import score
+
+    tracking.configure(gappy.settings)
+    frame = gappy.records.astype({"is_foreign": object})
+    frame["is_foreign"] = frame["is_foreign"].where(frame["is_foreign"].notna(), None)
+    out = score(spark.createDataFrame(frame), gappy.model_uri).toPandas()
+    out = out.sort_values("transaction_id")
+    expected = pd.Series(gappy.expected, index=gappy.records["transaction_id"]).sort_index()
+    np.testing.assert_allclose(out["gd_score"].to_numpy(float), expected.to_numpy(), rtol=RTOL)
