@@ -268,10 +268,14 @@ class FeaturePipeline:
         return cols
 
     # -------------------------------------------------------------- features
-    def transform(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    def transform(
+        self, cols: Mapping[str, np.ndarray], *, count_unseen: bool = True
+    ) -> np.ndarray:
         """The feature matrix (n, n_features), float64; NaN marks a gap
         (gendetect.features.missing), only in nullable fields and the
-        features derived from them."""
+        features derived from them. Values of categorical levels never seen
+        in training are counted (`unseen_levels`) unless `count_unseen` is
+        False (a second look at records already scored, e.g. drift)."""
         parts: list[np.ndarray] = []
         unseen: dict[str, int] = {}
         for f in self.schema.feature_fields:
@@ -293,7 +297,7 @@ class FeaturePipeline:
         parts.extend(cols[name] for name in self.window_feature_names)
         if not parts:
             raise InputError("the schema defines no features")
-        if any(unseen.values()):
+        if count_unseen and any(unseen.values()):
             with self._unseen_lock:
                 for name, count in unseen.items():
                     if count:
