@@ -10,7 +10,6 @@ millisecond scoring possible.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +17,14 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
-from gendetect.features.categorical import CategoricalEncoder
-from gendetect.features.derived import DERIVED_FUNCTIONS, TWO_COLUMN_FUNCTIONS
-from gendetect.features.missing import absent_column, float_column, indicator_name
+from gendetect.features.derived import TWO_COLUMN_FUNCTIONS
+from gendetect.features.missing import absent_column
+from gendetect.features.static import StaticFeatures
 from gendetect.schema import Schema
 from gendetect.timestamps import column_to_ns, to_ns
 
 if TYPE_CHECKING:
+    from gendetect.features.categorical import CategoricalEncoder
     from gendetect.features.windows import WindowConfig
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,9 @@ Columns = dict[str, np.ndarray]
 class FeaturePipeline:
     """Turns validated records into the numeric matrix the detectors see.
 
-    Columns of the output, in order: numeric/boolean feature fields (each
-    nullable one followed by its gap indicator), categorical fields
-    (gendetect.features.categorical), derived features (schema `derived:`), then behaviour window
+    Columns of the output, in order: the static features (feature fields,
+    each nullable one followed by its gap indicator, categorical encodings
+    and derived features: gendetect.features.static), then behaviour window
     features (schema `windows:`), whose values come from the offline engine
     for files and from the online state store for API requests.
     """
@@ -64,62 +64,31 @@ class FeaturePipeline:
                     # a gap would make every later feature of the card a gap.
                     raise ValueError(f"field {name!r} feeds the behaviour windows and "
                                      "cannot be nullable")
-        # Categorical features: declared ones now, learned ones from `state`
-        # (a saved model) or `fit` (training data).
-        learned = (state or {}).get("categorical", {})
-        self._encoders: dict[str, CategoricalEncoder | None] = {}
-        for f in schema.feature_fields:
-            if f.kind == "categorical":
-                declared = CategoricalEncoder.from_spec(f)
-                if declared is None and f.name in learned:
-                    declared = CategoricalEncoder.from_dict(f, learned[f.name])
-                self._encoders[f.name] = declared
-        self._nullable = {f.name for f in schema.fields if f.nullable}
-        self._unseen_lock = threading.Lock()
-        self._unseen: dict[str, int] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Picklable (scikit-learn clones and pickles estimators): the lock is
-        # recreated, the counts travel.
-        return {k: v for k, v in vars(self).items() if k != "_unseen_lock"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        vars(self).update(state)
-        self._unseen_lock = threading.Lock()
+        self.static = StaticFeatures(schema, state)
 
     # ------------------------------------------------------------- fitting
     @property
     def is_fitted(self) -> bool:
         """True when every categorical feature has its levels."""
-        return all(e is not None for e in self._encoders.values())
+        return self.static.is_fitted
 
     def fit(self, df: pd.DataFrame) -> FeaturePipeline:
         """Learn the levels of categorical features without declared
         categories from the training rows (validated)."""
-        for f in self.schema.feature_fields:
-            if f.kind == "categorical" and f.categories is None:
-                values = df[f.name].to_numpy() if f.name in df.columns else absent_column(len(df))
-                self._encoders[f.name] = CategoricalEncoder.learn(f, values)
+        self.static.fit(df)
         return self
 
     def state(self) -> dict[str, Any]:
         """What a saved model keeps of the fit: the learned levels (JSON)."""
-        return {"categorical": {name: e.to_dict() for name, e in self._encoders.items()
-                                if e is not None and not e.declared}}
+        return self.static.state()
 
     def encoder(self, name: str) -> CategoricalEncoder:
-        found = self._encoders.get(name)
-        if found is None:
-            raise RuntimeError(
-                f"categorical feature {name!r} has no levels yet: fit the pipeline on "
-                "training data first")
-        return found
+        return self.static.encoder(name)
 
     def unseen_levels(self) -> dict[str, int]:
         """Per categorical field, how many values of a level never seen in
         training were scored (as "other") since this pipeline was built."""
-        with self._unseen_lock:
-            return dict(self._unseen)
+        return self.static.unseen_levels()
 
     # ------------------------------------------------------------------ names
     @property
@@ -128,17 +97,7 @@ class FeaturePipeline:
 
     @property
     def feature_names(self) -> list[str]:
-        names: list[str] = []
-        for f in self.schema.feature_fields:
-            if f.kind == "categorical":
-                names.extend(self.encoder(f.name).feature_names)
-            else:
-                names.append(f.name)
-                if f.nullable:
-                    names.append(indicator_name(f.name))
-        names.extend(d.name for d in self.schema.derived)
-        names.extend(self.window_feature_names)
-        return names
+        return [*self.static.names, *self.window_feature_names]
 
     @property
     def needed_fields(self) -> list[str]:
@@ -174,7 +133,7 @@ class FeaturePipeline:
         for name in self.needed_fields:
             if name in self._timestamp_fields:
                 cols[name] = column_to_ns(df[name])
-            elif name not in df.columns and name in self._nullable:
+            elif name not in df.columns and name in self.static.nullable:
                 # An optional nullable field the file leaves out: a gap per row.
                 cols[name] = absent_column(len(df))
             else:
@@ -276,39 +235,11 @@ class FeaturePipeline:
         features derived from them. Values of categorical levels never seen
         in training are counted (`unseen_levels`) unless `count_unseen` is
         False (a second look at records already scored, e.g. drift)."""
-        parts: list[np.ndarray] = []
-        unseen: dict[str, int] = {}
-        for f in self.schema.feature_fields:
-            values = cols[f.name]
-            if f.kind == "categorical":
-                block, unseen[f.name] = self.encoder(f.name).transform(values)
-                parts.append(block)
-            elif f.nullable:
-                value = float_column(values)
-                parts.extend((value, np.isnan(value).astype(np.float64)))
-            else:
-                parts.append(values.astype(np.float64))
-        for d in self.schema.derived:
-            source = self._numeric(cols, d.source)
-            if d.op in TWO_COLUMN_FUNCTIONS:
-                parts.append(TWO_COLUMN_FUNCTIONS[d.op](source, self._numeric(cols, d.by or "")))
-            else:
-                parts.append(DERIVED_FUNCTIONS[d.op](source))
+        parts = self.static.parts(cols, count_unseen)
         parts.extend(cols[name] for name in self.window_feature_names)
         if not parts:
             raise InputError("the schema defines no features")
-        if count_unseen and any(unseen.values()):
-            with self._unseen_lock:
-                for name, count in unseen.items():
-                    if count:
-                        self._unseen[name] = self._unseen.get(name, 0) + count
         return np.column_stack(parts)
-
-    def _numeric(self, cols: Mapping[str, np.ndarray], name: str) -> np.ndarray:
-        # Gaps of nullable sources arrive as None from records: NaN here, so
-        # that the derived feature is a gap too.
-        values = cols[name]
-        return float_column(values) if name in self._nullable else values
 
     def transform_frame(self, df: pd.DataFrame) -> np.ndarray:
         return self.transform(self.columns_from_frame(df))
