@@ -120,3 +120,9 @@ def test_the_request_schema_marks_gaps() -> None:
     props = schema["properties"]
     assert {"type": "null"} in props["balance"]["anyOf"]
     assert "anyOf" not in props["amount"] and "amount" in schema["required"]
+
+
+def test_the_model_endpoint_says_which_fields_are_nullable(api: Any) -> None:
+    fields = {f["name"]: f for f in api.get("/v1/model").json()["schema_fields"]}
+    assert fields["balance"]["nullable"] and not fields["balance"]["required"]
+    assert not fields["amount"]["nullable"] and fields["amount"]["required"]
