@@ -51,9 +51,17 @@ def level_text(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     missing = missing_mask(values)
     if values.dtype.kind in "iub":
         return values.astype(str).astype(object), missing
-    if values.dtype.kind == "f":
+    if values.dtype.kind != "f" or len(values) <= _SMALL:
         return np.array([_text(v) for v in values], dtype=object), missing
-    return np.array([_text(v) for v in values], dtype=object), missing
+    # Large float columns: text per distinct value (a hash pass), not per
+    # row (formatting a float is the slow part).
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    texts = np.array([*(_text(u) for u in uniques), "nan"], dtype=object)
+    return texts[codes], missing  # code -1 (a gap) -> "nan", masked anyway
+
+
+# Up to this many values a plain loop beats a hash pass.
+_SMALL = 64
 
 
 def _text(value: Any) -> str:
