@@ -47,6 +47,11 @@ def test_codes_read_the_same_from_a_csv_float_column_and_from_json() -> None:
     text, missing = level_text(np.array([5411.0, np.nan, 7995.0]))
     assert list(text[~missing]) == ["5411", "7995"] and missing.tolist() == [False, True, False]
     assert list(level_text(_values("5411", 5411, 5411.0))[0]) == ["5411"] * 3
+    # Long columns take another path (text per distinct value): same text.
+    long = np.tile([5411.0, np.nan, 2.5, -3.0], 50)
+    text, missing = level_text(long)
+    expected = np.tile(["5411", "", "2.5", "-3"], 50)
+    assert (text[~missing] == expected[~missing]).all() and missing.sum() == 50
 
 
 def test_declared_categories_encode_as_before() -> None:
