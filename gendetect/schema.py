@@ -373,7 +373,7 @@ def validate_column(f: FieldSpec, col: pd.Series, source: str | None = None) -> 
         elif f.kind != "label" and bad.any():
             first = int(np.argmax(bad))
             hint = ("; declare the field nullable: true if gaps are expected"
-                    if np.isnan(values).any() and f.kind != "label" else "")
+                    if np.isnan(values).any() else "")
             fail(f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {first})"
                  + hint)
         finite = values[~bad]
