@@ -233,6 +233,7 @@ class LiveDrift:
                 scores: list[float]) -> DriftReport:
         pipeline = self.bundle.pipeline
         given = None if any(w is None for w in windows) else windows
-        x = pipeline.transform(pipeline.columns_from_records(records, given))
+        # Scored already (and counted): not a second count of unseen levels.
+        x = pipeline.transform(pipeline.columns_from_records(records, given), count_unseen=False)
         return compare(self.reference, x, self.bundle.feature_names, np.asarray(scores),
                        self.level)

@@ -48,6 +48,7 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
     stores = Stores(settings)
     if stores.writer is not None:
         metrics.watch_audit(stores.writer)
+    metrics.watch_unseen_levels(lambda: _unseen_levels(manager))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -122,3 +123,11 @@ async def _snapshot_loop(manager: ModelManager, settings: ServingSettings) -> No
                 await asyncio.to_thread(served.online.snapshot)
             except Exception:
                 log.exception("state snapshot failed")
+
+
+def _unseen_levels(manager: ModelManager) -> dict[str, int]:
+    """The served model's count of unseen categorical levels (none before
+    a model is loaded)."""
+    served = manager.current
+    pipeline = served.bundle.pipeline if served is not None else None
+    return pipeline.unseen_levels() if pipeline is not None else {}

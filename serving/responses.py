@@ -65,6 +65,8 @@ class SchemaField(BaseModel):
     name: str
     kind: str
     required: bool
+    # null (or, when not required, leaving the field out) is a gap the model allows for.
+    nullable: bool = False
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
@@ -139,6 +141,7 @@ def schema_fields(schema: Schema) -> list[SchemaField]:
             name=f.name,
             kind=f.kind,
             required=f.required,
+            nullable=f.nullable,
             min=f.min,
             max=f.max,
             categories=list(f.categories) if f.categories else None,
