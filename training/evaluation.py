@@ -128,16 +128,17 @@ def fit_summary(bundle: FraudModelBundle) -> dict[str, float]:
 
 def log_loss_curves(bundle: FraudModelBundle) -> None:
     """Each member's per-epoch losses as `train/` metrics by step (prefixed
-    by kind in an ensemble). Logged after the model: MLflow links the run's
-    step-0 metrics to the logged model, and the model's numbers are the fit's
-    final ones (`fit_summary`), not the first epoch's."""
+    by kind in an ensemble). The step is the epoch number from 1, as the
+    progress lines print it: MLflow links every metric logged at the model's
+    step (0) to the logged model, which is to carry the fit's final numbers
+    (`fit_summary`), not the first epoch's losses."""
     assert bundle.detector_ is not None
     members = bundle.detector_.members
     for member in members:
         prefix = f"{TRAIN}{member.kind}." if len(members) > 1 else TRAIN
         for row in member.training_.history:
             values = finite({k: v for k, v in row.items() if k != "epoch"}, prefix)
-            mlflow.log_metrics(values, step=int(row["epoch"]))
+            mlflow.log_metrics(values, step=int(row["epoch"]) + 1)
 
 
 def _log_plots(bundle: FraudModelBundle, test: pd.DataFrame, scores: np.ndarray) -> None:
