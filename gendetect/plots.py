@@ -72,7 +72,7 @@ def pr_figure(labels: np.ndarray, scores: np.ndarray, threshold: float,
     ax.plot([recall], [precision], "o", color="black",
             label=f"threshold: {rate:.2%} flagged (precision {precision:.2%}, "
             f"recall {recall:.2%})")
-    ax.set(title="Precision-recall on the held-out period")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall on the held-out period")
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     return fig

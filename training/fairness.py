@@ -162,7 +162,7 @@ def card_lines(report: dict[str, dict[str, dict[str, Any]]],
         lines += [
             f"### `{name}` (protected: never a model input)",
             "",
-            "| group | rows | flag rate | genuine rows | false-positive rate |",
+            "| group | rows | flag rate | genuine | false-pos. rate |",
             "|:---|---:|---:|---:|---:|",
         ]
         for group, row in groups.items():

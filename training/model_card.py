@@ -44,7 +44,7 @@ def model_card(bundle: FraudModelBundle, results: dict[str, float], data: Prepar
     lines += [
         "",
         "## Data",
-        *table(("", ""), [
+        *table(("data", "value"), [
             ("source", f"`{data.source}`"),
             ("training rows", f"{len(data.train):,}"),
             ("held-out rows", f"{0 if data.test is None else len(data.test):,}"),

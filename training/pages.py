@@ -57,6 +57,16 @@ def set_note(text: str) -> None:
     mlflow.set_tag(NOTE_TAG, text)
 
 
+def set_model_note(client: MlflowClient, model_id: str | None, text: str) -> None:
+    """A logged model's description (the same tag as a run's, on the model)."""
+    if not model_id:
+        return
+    try:
+        client.set_logged_model_tags(model_id, {NOTE_TAG: text})
+    except mlflow.exceptions.MlflowException as exc:
+        log.warning("logged model %s: description not set (%s)", model_id, exc)
+
+
 def train_note(kind: str, window: Mapping[str, str], metrics: Mapping[str, float],
                verdict_line: str | None, headline: tuple[str, ...]) -> str:
     """The training run's description: what was trained on what, the gate's
@@ -87,7 +97,7 @@ def describe_registered_model(client: MlflowClient, settings: Settings, schema: 
     failure is logged, the version stays as registered."""
     features = [f.name for f in schema.feature_fields]
     text = "\n".join([
-        f"# {settings.model_name}: gendetect fraud detector",
+        f"# gendetect fraud detector (registered model `{settings.model_name}`)",
         "",
         "Ranks card transactions by how unusual they are against normal traffic "
         "(generative models: VAE, GAN, ensembles; label-aware when confirmed labels exist), "

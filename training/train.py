@@ -66,7 +66,7 @@ from training.gate import (
     champion_metrics,
     quality_gate,
 )
-from training.model_card import model_card
+from training.model_card import format_metric, model_card
 from training.ranks import on_rank_zero
 from training.runs import fail_stale_runs, job_run, run_job, set_threads
 
@@ -141,9 +141,10 @@ def train_one(
         logged, card = _log_model(bundle, run, data, results, evaluation, fingerprint_info,
                                   verdict)
         log_loss_curves(bundle)
-        pages.set_note(pages.train_note(kind, data.window, results,
-                                        verdict.line(kind) if verdict else None,
-                                        lineage.HEADLINE))
+        note = pages.train_note(kind, data.window, results,
+                                verdict.line(kind) if verdict else None, lineage.HEADLINE)
+        pages.set_note(note)
+        pages.set_model_note(configure(settings), logged.model_id, note)
     status = None if verdict is None else PASSED if verdict.passed else FORCED if force \
         else REFUSED
     registered = _register(logged, card, run.info.run_id, kind, key, data, results, bundle,
@@ -309,7 +310,7 @@ def _train_and_report(args: argparse.Namespace, data: PreparedData, fp: dict[str
     force = bool(getattr(args, "force", False))
     outcome = train_one(args.model, data, config, settings, fingerprint_info=fp,
                         alias=args.alias, gate=True, force=force)
-    shown = {k: round(v, 4) for k, v in outcome.metrics.items()}
+    shown = ", ".join(f"{k} {format_metric(k, v)}" for k, v in outcome.metrics.items())
     print(
         f"registered {outcome.registered.name} version {outcome.registered.version} "
         f"({args.model}, {outcome.seconds:.1f}s): {shown}"

@@ -148,3 +148,4 @@ def _assert_training_pages(client: MlflowClient, tmp: Path) -> None:
     last = max(history, key=lambda m: m.step)
     assert linked["train/final_val_loss"] == pytest.approx(last.value)
     assert "train/val_loss" not in linked and "eval/roc_auc" in linked
+    assert model.tags["mlflow.note.content"] == note  # the Models tab's description
