@@ -26,8 +26,9 @@ def score_histogram(scores: np.ndarray, labels: np.ndarray | None, threshold: fl
     if labels is None:
         ax.hist(scores, bins=bins, color="tab:blue", alpha=0.8, label="all")
     else:
-        ax.hist(scores[labels == 0], bins=bins, alpha=0.6, density=True, label="genuine")
-        ax.hist(scores[labels == 1], bins=bins, alpha=0.6, density=True, label="fraud")
+        for value, name in ((0, "genuine"), (1, "fraud")):
+            if (labels == value).any():  # a density of no rows is 0/0
+                ax.hist(scores[labels == value], bins=bins, alpha=0.6, density=True, label=name)
     ax.axvline(threshold, color="black", linestyle="--", label="threshold (alert rate)")
     ax.set(xlabel="anomaly score", ylabel="density", yscale="log", title="Scores by label")
     ax.legend()

@@ -9,7 +9,7 @@ A candidate passes when
 - there is no champion yet, or the champion cannot score the held-out data
   (a changed schema: it is replaced), or the candidate beats the champion's
   `promotion.metric` by more than `promotion.min_improvement`.
-Without labels in the held-out period nothing can be measured: with a
+Without labels (or frauds) in the held-out period nothing can be measured: with a
 champion the candidate is refused (the champion is kept), without one it
 passes (nothing to protect), and the verdict says so.
 """
@@ -91,7 +91,8 @@ def quality_gate(candidate: Mapping[str, float], champion: RegisteredModel | Non
     if champion is None:
         return verdict(True, "no champion yet")
     if current is None or not math.isfinite(value):
-        return verdict(False, f"no labelled held-out data to compare on {metric}")
+        return verdict(False, f"{metric} cannot be measured on the held-out period (no labels "
+                       "or no frauds in it): nothing to compare")
     if value > current + margin:
         return verdict(True, f"{metric} {value:.4f} > champion {_fmt(current)} + {margin:g}")
     return verdict(False, f"{metric} {value:.4f} does not beat champion {_fmt(current)} "
