@@ -78,10 +78,20 @@ def _quiet_mlflow() -> None:
             logger.setLevel(logging.WARNING)
 
 
+# MLflow 3's UI opens an experiment in its GenAI view unless the experiment
+# says what it is: this tag (the UI's own "experiment type" setting) makes it
+# open the classic model-training view (runs, metrics charts, models).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(settings: Settings) -> str:
     client = configure(settings)
     experiment = client.get_experiment_by_name(settings.experiment)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # a user's own choice stays
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                      EXPERIMENT_KIND)
         return experiment.experiment_id
     location = None
     if settings.resolved_tracking_uri.startswith("sqlite:"):
@@ -89,7 +99,8 @@ def ensure_experiment(settings: Settings) -> str:
         # of training data); what MLflow writes inside inherits the barrier.
         make_private_dir(settings.artifact_root)
         location = settings.artifact_root.as_uri()
-    return client.create_experiment(settings.experiment, artifact_location=location)
+    return client.create_experiment(settings.experiment, artifact_location=location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 @dataclass(frozen=True)

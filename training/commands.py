@@ -37,7 +37,12 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
                    help="YAML training config merged over training/configs/default.yaml")
     p.add_argument("--alias", type=registry_alias, default=None,
-                   help="registry alias to set on the new version")
+                   help="registry alias to set on the new version if it passes the quality "
+                   "gate (beats the champion on promotion.metric over the same held-out "
+                   "period, ROC AUC >= promotion.min_roc_auc)")
+    p.add_argument("--force", action="store_true",
+                   help="set the alias even if the quality gate refuses the new version "
+                   "(tagged gendetect.gate=forced; exit 0 instead of 3)")
     p.add_argument("--seed", type=seed, default=None, help="overrides the config's seed")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="overrides the config's max epochs")
@@ -87,8 +92,9 @@ def _score(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = [
-    Command("train", "train a detector as one MLflow run and register it", _train,
-            "training.train:cli_main", order=30),
+    Command("train", "train a detector as one MLflow run, register it and judge it against "
+            "the champion (quality gate); exit 0 passed, 3 refused (no alias), 2 bad input",
+            _train, "training.train:cli_main", order=30),
     Command("retrain", "train challengers on a window, compare with the champion on the same "
             "held-out period after it, promote only what is better; exit 0 promoted, 3 champion "
             "kept, 1 failed, 2 bad input", _retrain, "training.retrain:cli_main", order=40),

@@ -68,6 +68,9 @@ class EvaluationConfig(_Section):
 class PromotionConfig(_Section):
     metric: str = "average_precision"
     min_improvement: float = 0.0
+    # The quality gate's floor (training.gate): a candidate whose held-out
+    # ROC AUC is below this is near chance and gets no alias.
+    min_roc_auc: Annotated[float, Field(ge=0, le=1)] = 0.6
 
     @field_validator("metric")
     @classmethod

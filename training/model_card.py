@@ -1,4 +1,8 @@
-"""A model card for each run: what the model is for, what it saw, how it did."""
+"""A model card for each run: what the model is for, what it saw, how it did.
+
+Markdown that reads in the MLflow UI (the run's artifact view and the
+version's description): facts and numbers in tables, counts as integers,
+rates as percentages, the parameters one per row."""
 
 from __future__ import annotations
 
@@ -9,9 +13,14 @@ from training import fairness
 if TYPE_CHECKING:
     from gendetect.bundle import FraudModelBundle
     from training.data import PreparedData
+    from training.gate import GateVerdict
+
+# Metrics that are counts: shown as integers, whatever MLflow stored them as.
+COUNTS = frozenset({"n_labels", "n_frauds"})
 
 
-def model_card(bundle: FraudModelBundle, results: dict[str, float], data: PreparedData) -> str:
+def model_card(bundle: FraudModelBundle, results: dict[str, float], data: PreparedData,
+               *, verdict: GateVerdict | None = None) -> str:
     meta: dict[str, Any] = bundle.metadata
     lines = [
         f"# gendetect {bundle.kind} detector",
@@ -19,44 +28,88 @@ def model_card(bundle: FraudModelBundle, results: dict[str, float], data: Prepar
         "## Intended use",
         "Ranks card transactions by how unusual they are against normal traffic, so",
         "that fraud analysts review the most suspicious first. Not a decision on its own.",
-        f"- mode: {_labels_line(meta.get('labels', {}))}",
+        "",
+        f"Mode: {_labels_line(meta.get('labels', {}))}",
         "",
         "## Decision",
-        f"- alert rate: {bundle.alert_rate:.2%} of traffic; threshold on the raw score: "
-        f"{bundle.threshold_:.4f} (99th percentile of held-out normal-time validation scores)",
-        "- risk: share of reference traffic scoring lower (0-1)",
+        *table(("setting", "value"), [
+            ("alert rate", f"{bundle.alert_rate:.2%} of traffic"),
+            ("threshold on the raw score", f"{bundle.threshold_:.4f} (99th percentile of "
+             "held-out normal-time validation scores)"),
+            ("risk", "share of reference traffic scoring lower (0-1)"),
+        ]),
+    ]
+    if verdict is not None:
+        lines += ["", "## Quality gate", verdict.line(f"this {bundle.kind}")]
+    lines += [
         "",
         "## Data",
-        f"- source: `{data.source}`; training rows: {len(data.train):,}; "
-        f"held-out rows: {0 if data.test is None else len(data.test):,}",
-        f"- fingerprint (sha256): `{meta.get('data', {}).get('sha256', 'n/a')}`",
-        f"- window: {_window_line(data.window)}",
-        f"- labels: {_label_sources_line(data.label_info)}",
-        f"- code version: `{meta.get('code_version', 'n/a')}`",
-        f"- features ({len(bundle.feature_names)}): {', '.join(bundle.feature_names)}",
-        f"- personal data fields (never logged): {', '.join(bundle.schema.pii_fields) or 'none'}",
-        "- explanation reasons: " + _reasons_line(bundle),
+        *table(("data", "value"), [
+            ("source", f"`{data.source}`"),
+            ("training rows", f"{len(data.train):,}"),
+            ("held-out rows", f"{0 if data.test is None else len(data.test):,}"),
+            ("window", _window_line(data.window)),
+            ("labels", _label_sources_line(data.label_info)),
+            ("fingerprint (sha256)", f"`{meta.get('data', {}).get('sha256', 'n/a')}`"),
+            ("code version", f"`{meta.get('code_version', 'n/a')}`"),
+            ("personal data fields (never logged)", ", ".join(bundle.schema.pii_fields)
+             or "none"),
+        ]),
+        "",
+        f"Features ({len(bundle.feature_names)}): {', '.join(bundle.feature_names)}",
+        "",
+        "Explanation reasons: " + _reasons_line(bundle),
         "",
         "## Evaluation on the held-out period",
     ]
     if results:
-        lines += [f"- {k}: {v:.4f}" for k, v in sorted(results.items())]
+        lines += table(("metric", "value"), [(k, format_metric(k, v))
+                                             for k, v in sorted(results.items())])
     else:
-        lines.append("- no labels in the held-out period")
-    lines += ["", "## Fairness (held-out period)", *fairness.card_lines(meta.get("fairness", {}))]
-    lines += [
-        "",
-        "## Training",
-        f"- parameters: {bundle.params.to_dict()}",
-        f"- per network: {meta.get('training', {})}",
-        f"- versions: {meta.get('versions', {})}",
-        "",
-        "## Limitations",
-        "- Learns 'normal' from unlabeled history: fraud patterns frequent in training data",
-        "  look normal. Retrain on fresh data and compare with the champion before promoting.",
-        "- Calibrated risk is a rank against traffic, not a probability of fraud.",
-    ]
+        lines.append("No labels in the held-out period.")
+    lines += ["", "## Fairness (held-out period)",
+              *fairness.card_lines(meta.get("fairness", {}), meta.get("fairness_differences"))]
+    lines += ["## Training", "", "Parameters:", "",
+              *table(("parameter", "value"), sorted(bundle.params.to_dict().items())),
+              "", "Per network:", "", *_networks(meta.get("training", {})),
+              "", "Versions: " + ", ".join(f"{k} {v}" for k, v in
+                                          meta.get("versions", {}).items()),
+              "",
+              "## Limitations",
+              "- Learns 'normal' from unlabeled history: fraud patterns frequent in training "
+              "data look normal. Retrain on fresh data and compare with the champion before "
+              "promoting.",
+              "- Calibrated risk is a rank against traffic, not a probability of fraud."]
     return "\n".join(lines) + "\n"
+
+
+def format_metric(name: str, value: float) -> str:
+    """Counts as integers with thousands separators, the rest to 4 places."""
+    if name in COUNTS or name.endswith(".n_labels") or name.endswith(".n_frauds"):
+        return f"{int(value):,}"
+    return f"{value:.4f}"
+
+
+def table(header: tuple[str, str], rows: list[tuple[str, Any]]) -> list[str]:
+    """A two-column Markdown table; values as given (lists joined)."""
+    def cell(value: Any) -> str:
+        if isinstance(value, list | tuple):
+            value = ", ".join(str(v) for v in value)
+        return str(value).replace("|", "\\|")
+
+    return [f"| {header[0]} | {header[1]} |", "|:---|:---|",
+            *(f"| {cell(k)} | {cell(v)} |" for k, v in rows)]
+
+
+def _networks(training: dict[str, dict[str, Any]]) -> list[str]:
+    if not training:
+        return ["n/a"]
+    lines = ["| network | epochs run | best epoch | best validation loss | seconds |",
+             "|:---|---:|---:|---:|---:|"]
+    for kind, r in training.items():
+        lines.append(f"| {kind} | {int(r['epochs_run'])} | {int(r['best_epoch'])} | "
+                     f"{float(r['best_val_loss']):.4f} | {float(r['seconds']):.1f} |")
+    return lines
 
 
 def _labels_line(labels: dict[str, Any]) -> str:
@@ -71,9 +124,10 @@ def _labels_line(labels: dict[str, Any]) -> str:
     if labels.get("labelled_from"):
         period = f", labelled {labels['labelled_from']} to {labels['labelled_to']}"
     return (
-        f"label-aware: {labels['frauds']:,} confirmed frauds, {labels['genuine']:,} confirmed "
-        f"genuine, {labels['unknown']:,} unknown rows{period}; a boosted head on the "
-        "generative evidence (confirmed frauds never trained as normal)"
+        f"label-aware: {int(labels['frauds']):,} confirmed frauds, "
+        f"{int(labels['genuine']):,} confirmed genuine, {int(labels['unknown']):,} unknown "
+        f"rows{period}; a boosted head on the generative evidence (confirmed frauds never "
+        "trained as normal)"
     )
 
 
@@ -88,10 +142,10 @@ def _label_sources_line(info: dict[str, Any]) -> str:
     """How many training labels each source gave, known by when."""
     if not info:
         return "none"
-    sources = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in info["sources"].items())
+    sources = ", ".join(f"{k.replace('_', ' ')} {int(v):,}" for k, v in info["sources"].items())
     known = f"known by {info['known_by']}" if info.get("known_by") else "all known"
-    return (f"{info['frauds']:,} fraud / {info['genuine']:,} genuine / {info['unknown']:,} "
-            f"unknown training rows ({known}; from {sources})")
+    return (f"{int(info['frauds']):,} fraud / {int(info['genuine']):,} genuine / "
+            f"{int(info['unknown']):,} unknown training rows ({known}; from {sources})")
 
 
 def _reasons_line(bundle: FraudModelBundle) -> str:

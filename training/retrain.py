@@ -4,12 +4,16 @@ promote only what is better.
 
 One retraining is one MLflow run (`retrain-<since>..<until>`) with each
 challenger as a nested run: the parent logs the window, the datasets, the
-challengers' and the champion's metrics on the same held-out rows, the
-comparison (`comparison.json`: metric, margin, values, how many labels and
+decision (`decision/` metrics, the run's description), the challengers' and
+the champion's metrics on the same held-out rows as one MLflow table
+(`tables/comparison.json`; the metrics themselves stay in the nested runs,
+no copies), `comparison.json` (metric, margin, values, how many labels and
 frauds it rests on, the decision) and drift against the champion's training
-reference. Every challenger is registered (the best gets the `challenger`
-alias), so a rejected model stays reviewable; only a measured improvement
-moves `champion`. Aliases move last, after the parent run has ended
+reference (`drift/` metrics, `tables/drift.json`). The decision is the
+quality gate's (training.gate), the one `train` applies. Every challenger
+is registered (the best gets the `challenger` alias and the gate's verdict
+as its `gendetect.gate` tag), so a rejected model stays reviewable; only a
+measured improvement moves `champion`. Aliases move last, after the parent run has ended
 FINISHED: a job killed at any point leaves aliases on finished versions only.
 
 A rerun of the same window with the same data, labels and config finds the
@@ -31,6 +35,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow import ActiveRun
 
 from gendetect import drift
@@ -38,20 +43,24 @@ from gendetect.config import Settings, get_settings
 from gendetect.errors import GendetectError, InputError, ModelNotReadyError
 from gendetect.tracking import (
     RegisteredModel,
-    alias_version,
+    configure,
     ensure_experiment,
     load_registered_bundle,
     set_alias,
 )
-from training import lineage
+from training import lineage, pages
 from training.cli_args import job_config, label_arguments, window_arguments
 from training.config import TrainingConfig
 from training.data import PreparedData, load_prepared
-from training.evaluation import evaluate
+from training.gate import GATE_TAG, PASSED, REFUSED, champion_metrics, quality_gate
 from training.labels import LabelSources
 from training.ranks import on_rank_zero
 from training.runs import fail_stale_runs, job_run, run_job, set_threads
 from training.train import TrainOutcome, fit_shards, train_one
+
+# The parent run's own metrics (the children keep theirs: no copies here).
+DECISION = "decision/"
+DRIFT = "drift/"
 
 EXIT_PROMOTED = 0
 EXIT_FAILED = 1
@@ -79,36 +88,15 @@ class PromotionDecision:
         return EXIT_PROMOTED if self.promoted else EXIT_KEPT
 
 
-def champion_metrics(
-    data: PreparedData, settings: Settings
-) -> tuple[RegisteredModel | None, dict[str, float] | None]:
-    """The current champion's metrics on the challengers' held-out data."""
-    ref = alias_version(settings, settings.champion_alias)
-    if ref is None or data.test is None:
-        return ref, None
-    try:
-        bundle, ref = load_registered_bundle(
-            f"models:/{settings.model_name}/{ref.version}", settings
-        )
-        results, _ = evaluate(bundle, data.test)
-    except (ModelNotReadyError, GendetectError, KeyError, ValueError) as exc:
-        # A champion that cannot score the new data (e.g. a changed schema)
-        # cannot be compared; it is replaced, and the note says why.
-        log.warning("champion version %s cannot be evaluated: %s", ref.version, exc)
-        return ref, {}
-    return ref, results
-
-
 def decide(
     outcomes: list[TrainOutcome],
     data: PreparedData,
     config: TrainingConfig,
     settings: Settings,
 ) -> PromotionDecision:
-    """The best challenger against the champion on the same held-out rows."""
-    promotion = config.promotion
-    metric = promotion.metric
-    margin = promotion.min_improvement
+    """The best challenger against the champion on the same held-out rows,
+    judged by the quality gate (training.gate) that `train` uses too."""
+    metric = config.promotion.metric
 
     def value(o: TrainOutcome) -> float:
         v = o.metrics.get(metric)
@@ -122,18 +110,11 @@ def decide(
         return PromotionDecision(promoted, metric, best, value(best), champion, current, reason,
                                  outcomes, champ_results or {})
 
-    if champion is None:
-        return verdict(True, "no champion yet")
-    if best.registered.version == champion.version:
+    if champion is not None and best.registered.version == champion.version:
         return verdict(False, f"the best challenger is the champion (version "
                        f"{champion.version}, trained from the same inputs)")
-    if current is None or not np.isfinite(value(best)):
-        return verdict(False, f"no labelled held-out data to compare on {metric}")
-    if value(best) > current + margin:
-        return verdict(True, f"{metric} {value(best):.4f} > champion {current:.4f} + {margin}")
-    return verdict(
-        False, f"{metric} {value(best):.4f} does not beat champion {current:.4f} + {margin}"
-    )
+    gate = quality_gate(best.metrics, champion, champ_results, config.promotion)
+    return verdict(gate.passed, gate.reason)
 
 
 def holdout_data(path: str, config: TrainingConfig, *, since: datetime | None = None,
@@ -177,6 +158,7 @@ def _retraining_run(data: PreparedData, kinds: list[str], config: TrainingConfig
                            "n_holdout_rows": len(data.test),
                            "promotion.metric": config.promotion.metric,
                            "promotion.min_improvement": config.promotion.min_improvement,
+                           "promotion.min_roc_auc": config.promotion.min_roc_auc,
                            **{f"window.{k}": v for k, v in window.items()}})
         lineage.log_datasets(data.train, data.test, data.source, window,
                              [f.name for f in data.schema.fields if f.name in data.train.columns])
@@ -186,9 +168,13 @@ def _retraining_run(data: PreparedData, kinds: list[str], config: TrainingConfig
 
 
 def _move_aliases(decision: PromotionDecision, settings: Settings) -> None:
-    """`challenger` onto the best challenger; `champion` too when promoted.
-    Last, after the run has ended FINISHED."""
+    """`challenger` onto the best challenger; `champion` too when promoted;
+    the gate's verdict on the challenger's version (unless it is the
+    champion already). Last, after the run has ended FINISHED."""
     version = decision.best.registered.version
+    if decision.champion is None or decision.champion.version != version:
+        configure(settings).set_model_version_tag(
+            settings.model_name, version, GATE_TAG, PASSED if decision.promoted else REFUSED)
     set_alias(settings, settings.challenger_alias, version)
     if decision.promoted:
         set_alias(settings, settings.champion_alias, version)
@@ -198,7 +184,7 @@ def _log_drift(decision: PromotionDecision, data: PreparedData, config: Training
                settings: Settings) -> dict[str, Any]:
     """PSI of the held-out period (the most recent traffic) against the
     training reference of the model serving now: the champion, or with none
-    yet the best challenger."""
+    yet the best challenger. `drift/` metrics, drift.json and its table."""
     assert data.test is not None
     bundle = decision.best.bundle
     against = f"challenger version {decision.best.registered.version}"
@@ -217,26 +203,36 @@ def _log_drift(decision: PromotionDecision, data: PreparedData, config: Training
     if report is None:
         log.info("drift: %s has no training reference (made before drift references)", against)
         return {}
-    mlflow.log_metrics({k: v for k, v in report.as_metrics().items() if np.isfinite(v)})
+    mlflow.log_metrics({k: v for k, v in report.as_metrics(DRIFT).items() if np.isfinite(v)})
     result = {"against": against, **report.as_dict()}
     mlflow.log_dict(result, "drift.json")
+    rows = [("score", report.score), *report.features.items()]
+    pages.log_table(pd.DataFrame(
+        [{"input": name, "psi": psi, "drifted": name in report.drifted} for name, psi in rows]),
+        pages.DRIFT_TABLE)
     mlflow.set_tag("gendetect.drift", ",".join(report.drifted) if report.detected else "none")
     return result
 
 
 def _log_comparison(decision: PromotionDecision, config: TrainingConfig) -> None:
-    """Both sides' metrics on the same held-out rows, and the decision."""
-    values: dict[str, float] = {}
-    for o in decision.outcomes:
-        values.update({f"challenger.{o.kind}.{k}": v for k, v in o.metrics.items()})
-    values.update({f"champion.{k}": v for k, v in decision.champion_metrics.items()})
+    """The decision (`decision/` metrics, tags, the run's description) and
+    both sides' metrics on the same held-out rows as one table. The
+    challengers' own metrics stay in their nested runs."""
     best = decision.best.metrics
-    values.update({"n_labels": best.get("n_labels", 0.0), "n_frauds": best.get("n_frauds", 0.0),
-                   "promoted": float(decision.promoted)})
-    mlflow.log_metrics({k: float(v) for k, v in values.items() if np.isfinite(v)})
+    values = {"promoted": float(decision.promoted), "n_labels": best.get("n_labels", 0.0),
+              "n_frauds": best.get("n_frauds", 0.0), "challenger": decision.best_value}
+    if decision.champion_value is not None:
+        values["champion"] = decision.champion_value
+    mlflow.log_metrics({f"{DECISION}{k}": float(v) for k, v in values.items() if np.isfinite(v)})
+    sides = {f"{o.kind} (version {o.registered.version})": o.metrics for o in decision.outcomes}
+    if decision.champion is not None and decision.champion_metrics:
+        sides[f"champion (version {decision.champion.version})"] = decision.champion_metrics
+    table = pages.comparison_table(sides)
+    pages.log_table(table, pages.COMPARISON_TABLE)
     comparison = {
         "metric": decision.metric,
         "min_improvement": config.promotion.min_improvement,
+        "min_roc_auc": config.promotion.min_roc_auc,
         "challenger": {"kind": decision.best.kind, "version": decision.best.registered.version,
                        "value": decision.best_value, "reused": decision.best.reused},
         "champion": None if decision.champion is None else {
@@ -256,6 +252,15 @@ def _log_comparison(decision: PromotionDecision, config: TrainingConfig) -> None
         "gendetect.champion_version": "" if decision.champion is None
         else decision.champion.version,
     })
+    verdict = "promoted to champion" if decision.promoted else "champion kept"
+    pages.set_note("\n".join([
+        f"**Retraining: {verdict}.** Best challenger: {decision.best.kind} version "
+        f"{decision.best.registered.version}, {decision.metric} "
+        f"{decision.best_value:.4f}; {decision.reason}.", "",
+        f"On the same held-out rows ({int(best.get('n_labels', 0)):,} labels, "
+        f"{int(best.get('n_frauds', 0)):,} frauds):", "", pages.markdown(table), "",
+        "Each challenger's own run (nested below) has its metrics, plots and model card; "
+        "drift of the held-out period: `drift/` metrics and `tables/drift.json`."]))
 
 
 def cli_main(args: argparse.Namespace) -> int:

@@ -1,11 +1,20 @@
 """The training job: one MLflow run per trained detector.
 
 `train_one` is the sequence: prepare (the training key, the run and its
-inputs), fit, evaluate on the held-out period, log (results, model card,
-the model), end the run, register the logged model as a new version of the
-configured model name, move the alias. Data preparation: training.data;
-evaluation, fairness and plots: training.evaluation; how runs end when a
-job is killed: training.runs; the DDP rank gate: training.ranks.
+inputs), fit, evaluate on the held-out period, pass the quality gate
+(training.gate: against the champion on the same held-out rows, and a
+floor on ROC AUC), log (results, model card, the model), end the run,
+register the logged model as a new version of the configured model name,
+move the alias. Data preparation: training.data; evaluation, fairness and
+plots: training.evaluation; what the MLflow UI shows: training.pages; how
+runs end when a job is killed: training.runs; the DDP rank gate:
+training.ranks.
+
+A version the gate refuses is still registered, tagged `gendetect.gate =
+refused`, so that it can be inspected (card, plots, scores) and compared,
+but it gets no alias: `gendetect train` then exits 3, as `retrain` does
+when it keeps the champion. `--force` moves the alias anyway (tag
+`forced`) and exits 0.
 """
 
 from __future__ import annotations
@@ -35,16 +44,37 @@ from gendetect.tracking import (
 )
 from scoring.model_log import log_bundle_model
 from training import labels as label_sources
-from training import lineage
+from training import lineage, pages
 from training.cli_args import job_config, label_arguments, window_arguments
 from training.config import TrainingConfig
 from training.data import PreparedData, load_prepared
-from training.evaluation import Evaluation, assess, log_evaluation, log_losses
-from training.model_card import model_card
+from training.evaluation import (
+    TRAIN,
+    Evaluation,
+    assess,
+    finite,
+    fit_summary,
+    log_evaluation,
+    log_loss_curves,
+)
+from training.gate import (
+    FORCED,
+    GATE_TAG,
+    PASSED,
+    REFUSED,
+    GateVerdict,
+    champion_metrics,
+    quality_gate,
+)
+from training.model_card import format_metric, model_card
 from training.ranks import on_rank_zero
 from training.runs import fail_stale_runs, job_run, run_job, set_threads
 
 log = logging.getLogger(__name__)
+
+EXIT_REGISTERED = 0
+# As `retrain`'s "champion kept": the gate refused the new version.
+EXIT_REFUSED = 3
 
 
 @dataclass
@@ -57,6 +87,9 @@ class TrainOutcome:
     # True when a finished version with the same training key was reused.
     reused: bool = False
     fairness: dict[str, Any] = field(default_factory=dict)
+    # The quality gate's verdict (a `train` job; a retraining decides in its parent run).
+    verdict: GateVerdict | None = None
+    alias_moved: bool = False
 
 
 def train_one(
@@ -69,6 +102,8 @@ def train_one(
     alias: str | None = None,
     reuse: bool = False,
     nested: bool = False,
+    gate: bool = False,
+    force: bool = False,
 ) -> TrainOutcome:
     """Fit, evaluate and register one detector as one MLflow run (rank 0).
 
@@ -82,6 +117,10 @@ def train_one(
     complete version without the alias (its run perhaps without the version
     tag, which a rerun that reuses the version adds).
 
+    With `gate`, the quality gate (training.gate) judges the new model
+    against the champion on the same held-out rows; the alias moves only
+    if it passes, or with `force`.
+
     With `reuse`, a finished version trained from the same inputs (the
     training key: kind, config, schema, training rows, their labels, code
     version; see training.lineage) is evaluated and returned instead of
@@ -93,18 +132,46 @@ def train_one(
         return _reuse(kind, found, data, settings, started)
     with _training_run(kind, data, config, key, settings, fingerprint_info, nested) as run:
         bundle = fit_bundle(kind, data, config)
-        log_losses(bundle)
         evaluation = assess(bundle, data.test)
+        verdict = _gate(evaluation, data, config, settings) if gate else None
+        log_evaluation(bundle, data.test, evaluation)
+        # Before the model: MLflow links the run's metrics to the logged model.
+        mlflow.log_metrics(finite(fit_summary(bundle), TRAIN))
         results = {"fit_seconds": bundle.metadata["fit_seconds"], **evaluation.metrics}
-        log_evaluation(bundle, data.test, evaluation, results)
-        logged, card = _log_model(bundle, run, data, results, evaluation, fingerprint_info)
+        logged, card = _log_model(bundle, run, data, results, evaluation, fingerprint_info,
+                                  verdict)
+        log_loss_curves(bundle)
+        note = pages.train_note(kind, data.window, results,
+                                verdict.line(kind) if verdict else None, lineage.HEADLINE)
+        pages.set_note(note)
+        pages.set_model_note(configure(settings), logged.model_id, note)
+    status = None if verdict is None else PASSED if verdict.passed else FORCED if force \
+        else REFUSED
     registered = _register(logged, card, run.info.run_id, kind, key, data, results, bundle,
-                           settings)
-    if alias:
+                           settings, config, status)
+    move = bool(alias) and status in (None, PASSED, FORCED)
+    if move:
+        assert alias is not None
         set_alias(settings, alias, registered.version)
     seconds = time.perf_counter() - started
     log.info("trained %s: version %s in %.1fs %s", kind, registered.version, seconds, results)
-    return TrainOutcome(kind, bundle, registered, results, seconds, fairness=evaluation.groups)
+    return TrainOutcome(kind, bundle, registered, results, seconds, fairness=evaluation.groups,
+                        verdict=verdict, alias_moved=move)
+
+
+def _gate(evaluation: Evaluation, data: PreparedData, config: TrainingConfig,
+          settings: Settings) -> GateVerdict:
+    """The gate's verdict, logged in the active run: the candidate against
+    the champion as an MLflow table, the verdict as a tag."""
+    champion, champ_results = champion_metrics(data, settings)
+    verdict = quality_gate(evaluation.metrics, champion, champ_results, config.promotion)
+    sides = {"candidate": evaluation.metrics}
+    if champion is not None and champ_results:
+        sides[f"champion (version {champion.version})"] = champ_results
+    pages.log_table(pages.comparison_table(sides), pages.COMPARISON_TABLE)
+    mlflow.set_tags({GATE_TAG: PASSED if verdict.passed else REFUSED,
+                     "gendetect.gate.reason": verdict.reason[:5000]})
+    return verdict
 
 
 def fit_bundle(kind: str, data: PreparedData, config: TrainingConfig) -> FraudModelBundle:
@@ -160,32 +227,39 @@ def _training_run(kind: str, data: PreparedData, config: TrainingConfig, key: st
 
 def _log_model(bundle: FraudModelBundle, run: ActiveRun, data: PreparedData,
                results: dict[str, float], evaluation: Evaluation,
-               fingerprint_info: dict[str, Any] | None) -> tuple[LoggedBundle, str]:
+               fingerprint_info: dict[str, Any] | None,
+               verdict: GateVerdict | None) -> tuple[LoggedBundle, str]:
     """The bundle's metadata completed, the model card and the model logged."""
     bundle.metadata.update(
         {"run_id": run.info.run_id, "data": fingerprint_info or {}, "evaluation": results,
          "window": data.window, "label_sources": data.label_info,
-         "code_version": lineage.code_version(), "fairness": evaluation.groups}
+         "code_version": lineage.code_version(), "fairness": evaluation.groups,
+         "fairness_differences": evaluation.differences}
     )
-    card = model_card(bundle, results, data)
+    card = model_card(bundle, evaluation.metrics, data, verdict=verdict)
     mlflow.log_text(card, lineage.MODEL_CARD)
     return log_bundle_model(bundle, data.train[_input_columns(data)].head(5)), card
 
 
 def _register(logged: LoggedBundle, card: str, run_id: str, kind: str, key: str,
               data: PreparedData, results: dict[str, float], bundle: FraudModelBundle,
-              settings: Settings) -> RegisteredModel:
-    """A new version of the finished run's model, then its run tagged with it."""
+              settings: Settings, config: TrainingConfig,
+              gate_status: str | None) -> RegisteredModel:
+    """A new version of the finished run's model, then its run tagged with it
+    and the registered model's description brought up to date."""
     labels_meta = {**data.label_info, **bundle.metadata.get("labels", {})}
+    tags = lineage.version_tags(kind, key, data.window, results, labels_meta)
+    if gate_status is not None:
+        tags[GATE_TAG] = gate_status
     registered = register_bundle(
-        logged, settings,
-        tags=lineage.version_tags(kind, key, data.window, results, labels_meta),
-        description=lineage.describe_version(card),
+        logged, settings, tags=tags, description=lineage.describe_version(card),
     )
+    client = configure(settings)
     # A call of its own (a run tag, not the version's): a job killed just
     # before it leaves a complete version whose run lacks it, which
     # lineage.find_version adds when a rerun reuses the version.
-    lineage.tag_run_version(configure(settings), run_id, registered.version)
+    lineage.tag_run_version(client, run_id, registered.version)
+    pages.describe_registered_model(client, settings, data.schema, config.promotion)
     return registered
 
 
@@ -230,12 +304,29 @@ def cli_main(args: argparse.Namespace) -> int:
 
 def _train_and_report(args: argparse.Namespace, data: PreparedData, fp: dict[str, Any],
                       config: TrainingConfig, settings: Settings) -> int:
+    """Train, register, gate; the verdict in one line; 0 or EXIT_REFUSED."""
     # Runs a killed job left RUNNING, before this job starts its own.
     fail_stale_runs(settings, max_age_hours=config.jobs.stale_run_hours)
-    outcome = train_one(args.model, data, config, settings, fingerprint_info=fp, alias=args.alias)
-    shown = {k: round(v, 4) for k, v in outcome.metrics.items()}
+    force = bool(getattr(args, "force", False))
+    outcome = train_one(args.model, data, config, settings, fingerprint_info=fp,
+                        alias=args.alias, gate=True, force=force)
+    shown = ", ".join(f"{k} {format_metric(k, v)}" for k, v in outcome.metrics.items())
     print(
         f"registered {outcome.registered.name} version {outcome.registered.version} "
         f"({args.model}, {outcome.seconds:.1f}s): {shown}"
     )
-    return 0
+    verdict = outcome.verdict
+    assert verdict is not None
+    print(verdict.line(f"version {outcome.registered.version}"))
+    if verdict.passed:
+        if args.alias:
+            print(f"alias '{args.alias}' -> version {outcome.registered.version}")
+        return EXIT_REGISTERED
+    if force:
+        moved = f"; alias '{args.alias}' moved anyway" if args.alias else ""
+        print(f"--force: version {outcome.registered.version} tagged {GATE_TAG}={FORCED}{moved}")
+        return EXIT_REGISTERED
+    kept = f"; alias '{args.alias}' not moved" if args.alias else ""
+    print(f"version {outcome.registered.version} tagged {GATE_TAG}={REFUSED}{kept} "
+          "(--force overrides)")
+    return EXIT_REFUSED

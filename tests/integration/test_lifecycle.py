@@ -264,7 +264,7 @@ def test_the_whole_loop(topo: Any, data_file: Path) -> None:
         runs[0].info.run_id, "data/labels.json", str(topo.root))).read_text())
     assert labels["sources"]["verdict_store"] == len(verdicts)
     assert labels["known_by"] == "2024-01-29T00:00:00"
-    assert runs[0].data.metrics["n_labels"] > 0
+    assert runs[0].data.metrics["decision/n_labels"] > 0
     mv = client.get_model_version("gendetect", "2")
     assert mv.tags["gendetect.window.since"] == "2024-01-15T00:00:00"
     assert mv.description.startswith("# gendetect vae detector")

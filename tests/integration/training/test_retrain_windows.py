@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,9 +102,10 @@ def test_windows_promote_keep_and_reuse(
     comparison = json.loads(Path(local).read_text())
     assert comparison["promoted"] is True
     assert comparison["n_labels"] > 0 and 0 < comparison["n_frauds"] < comparison["n_labels"]
-    assert parent.data.metrics["n_labels"] == comparison["n_labels"]
+    assert parent.data.metrics["decision/n_labels"] == comparison["n_labels"]
+    _assert_parent_pages(client, parent, tmp_path)
     # Drift of the held-out period against the serving model's training reference.
-    assert "drift.max_psi" in parent.data.metrics and "drift.amount" in parent.data.metrics
+    assert "drift/max_psi" in parent.data.metrics and "drift/amount" in parent.data.metrics
     assert parent.data.tags["gendetect.drift"]
     experiment = parent.info.experiment_id
     children = client.search_runs(
@@ -134,13 +136,13 @@ def test_windows_promote_keep_and_reuse(
     # Fairness: flag and false-positive rates per age band of the held-out
     # period, in the run and in the model card (the version's description).
     for band in ("18-34", "35-54", "55_"):
-        assert 0 <= child.data.metrics[f"fairness.customer_age_group.{band}.flag_rate"] <= 1
-        assert f"fairness.customer_age_group.{band}.false_positive_rate" in child.data.metrics
+        assert 0 <= child.data.metrics[f"fairness/customer_age_group.{band}.flag_rate"] <= 1
+        assert f"fairness/customer_age_group.{band}.false_positive_rate" in child.data.metrics
     card = Path(client.download_artifacts(child.info.run_id, "model_card.md", str(tmp_path)))
     text = card.read_text()
     assert "## Fairness (held-out period)" in text and "`customer_age_group`" in text
     assert "| 55+ |" in mv.description
-    assert "window: trained on [2024-01-10T00:00:00, 2024-01-24T00:00:00)" in text
+    assert "| window | trained on [2024-01-10T00:00:00, 2024-01-24T00:00:00)" in text
 
     # 2. Same window, data and config: the version is reused (no pile-up);
     # it is the champion already, so the champion is kept (exit 3).
@@ -281,3 +283,41 @@ def test_retrain_reads_a_labels_file_and_the_store(
     info = json.loads(Path(local).read_text())
     assert info["sources"]["labels_file"] == 40 and info["sources"]["verdict_store"] == 40
     assert info["known_by"] == "2024-01-24T00:00:00"
+
+
+def _artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out: set[str] = set()
+    for info in client.list_artifacts(run_id, path):
+        out |= _artifact_paths(client, run_id, info.path) if info.is_dir else {info.path}
+    return out
+
+
+def _assert_parent_pages(client: MlflowClient, parent: Any, tmp: Path) -> None:
+    """What the MLflow UI shows of a retraining: the parent run holds the
+    decision, drift and the comparison table, and none of its children's
+    metrics; the children's metrics are grouped by section."""
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert children
+    parent_metrics = set(parent.data.metrics)
+    assert parent_metrics and all(n.startswith(("decision/", "drift/")) for n in parent_metrics)
+    assert "decision/promoted" in parent_metrics
+    for child in children:
+        names = set(child.data.metrics)
+        assert all(n.startswith(("eval/", "fairness/", "train/")) for n in names), sorted(names)
+        assert not names & parent_metrics
+    paths = _artifact_paths(client, parent.info.run_id)
+    assert {"tables/comparison.json", "tables/drift.json", "comparison.json"} <= paths
+    assert "tables/fairness.json" in _artifact_paths(client, children[0].info.run_id)
+    table = json.loads(Path(client.download_artifacts(
+        parent.info.run_id, "tables/comparison.json", str(tmp))).read_text())
+    rows = {row[0] for row in table["data"]}
+    assert {"average_precision", "roc_auc", "n_labels"} <= rows
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**Retraining: promoted to champion.**")
+    assert "| average_precision |" in note
+    # The registered model explains itself; the version records the gate.
+    registered = client.get_registered_model(MODEL)
+    assert registered.description and "average_precision" in registered.description
+    assert registered.tags["gendetect.task"] == "fraud-detection"

@@ -154,19 +154,19 @@ def test_run_params_and_metrics(trained: Trained) -> None:
     assert params["alert_rate"] == "0.01"
     assert int(params["n_train_rows"]) > 100
     metrics = run.data.metrics
-    for name in ("roc_auc", "average_precision"):
+    for name in ("eval/roc_auc", "eval/average_precision"):
         assert 0.0 <= metrics[name] <= 1.0
-    assert metrics["roc_auc"] > 0.5  # better than chance even after 2 epochs
+    assert metrics["eval/roc_auc"] > 0.5  # better than chance even after 2 epochs
 
 
-@pytest.mark.parametrize("name", ["train_loss", "val_loss"])
+@pytest.mark.parametrize("name", ["train/train_loss", "train/val_loss"])
 def test_per_epoch_loss_history(trained: Trained, name: str) -> None:
     run = _the_run(trained)
     bundle, _ = _champion_bundle()
     epochs_run = bundle.metadata["training"]["vae"]["epochs_run"]
     assert epochs_run == EPOCHS  # patience 3 > 2 epochs: no early stop
     history = trained.client.get_metric_history(run.info.run_id, name)
-    assert sorted(m.step for m in history) == list(range(epochs_run)), [
+    assert sorted(m.step for m in history) == list(range(1, epochs_run + 1)), [
         (m.step, m.value) for m in history
     ]
     assert all(np.isfinite(m.value) for m in history)
@@ -375,7 +375,7 @@ def test_retrain_promotes_then_refuses(
     assert _alias(trained, "challenger") == newest
     # The champion was measured on the same held-out data as its own run.
     champ_run = trained.client.get_model_version(MODEL_NAME, champion).run_id
-    champ_ap = trained.client.get_run(champ_run).data.metrics["average_precision"]
+    champ_ap = trained.client.get_run(champ_run).data.metrics["eval/average_precision"]
     match = re.search(r"champion (\d+\.\d+)", out)
     assert match, out
     assert float(match.group(1)) == pytest.approx(champ_ap, abs=5e-5)

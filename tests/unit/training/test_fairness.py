@@ -64,11 +64,37 @@ def test_group_rates_by_hand() -> None:
     assert a["flag_rate"] == pytest.approx(5 / 40)
     assert a["false_positive_rate"] == pytest.approx(2 / 36)
     assert b["flag_rate"] == pytest.approx(4 / 40) and b["false_positive_rate"] == 0.1
-    metrics = fairness.as_metrics(report)
-    assert metrics["fairness.g.a.false_positive_rate"] == pytest.approx(2 / 36)
-    assert metrics["fairness.g.max_gap.false_positive_rate"] == pytest.approx(0.1 - 2 / 36)
-    lines = "\n".join(fairness.card_lines(report))
+    # fairlearn's differences, by hand: flag rates 5/40 vs 4/40; true-positive
+    # rates 3/4 (a) vs none (b has no fraud: left out of equalized odds).
+    differences = fairness.summary(frame, flagged, "is_fraud", ["g"])["g"]
+    assert differences["demographic_parity_difference"] == pytest.approx(5 / 40 - 4 / 40)
+    assert np.isnan(differences["equalized_odds_difference"])
+    metrics = fairness.as_metrics(report, {"g": differences})
+    assert metrics["fairness/g.a.false_positive_rate"] == pytest.approx(2 / 36)
+    assert metrics["fairness/g.demographic_parity_difference"] == pytest.approx(1 / 40)
+    assert "fairness/g.equalized_odds_difference" not in metrics  # nan is not logged
+    lines = "\n".join(fairness.card_lines(report, {"g": differences}))
     assert "| a | 40 | 12.50% | 36 | 5.56% |" in lines
+    assert "| demographic parity difference | 2.50% |" in lines
+    table = fairness.table(report)
+    assert table[["group", "rows", "genuine"]].to_dict("records") == [
+        {"group": "a", "rows": 40, "genuine": 36}, {"group": "b", "rows": 40, "genuine": 40}]
+
+
+def test_equalized_odds_by_hand() -> None:
+    # Both groups with frauds and genuine rows: TPR a 2/4, b 1/4; FPR a 1/36, b 3/36.
+    frame = pd.DataFrame({"g": ["a"] * 40 + ["b"] * 40,
+                          "is_fraud": ([0] * 36 + [1] * 4) * 2})
+    flagged = np.zeros(80, dtype=bool)
+    flagged[[0, 36, 37]] = True
+    flagged[[40, 41, 42, 76]] = True
+    differences = fairness.summary(frame, flagged, "is_fraud", ["g"])["g"]
+    assert differences["equalized_odds_difference"] == pytest.approx(max(2 / 4 - 1 / 4,
+                                                                         3 / 36 - 1 / 36))
+    assert differences["false_positive_rate_difference"] == pytest.approx(2 / 36)
+    # Groups under MIN_GROUP_ROWS are not compared.
+    small = fairness.summary(frame.head(45), flagged[:45], "is_fraud", ["g"])["g"]
+    assert all(np.isnan(v) for v in small.values())
 
 
 def test_the_simulator_age_group_is_opt_in_and_changes_nothing_else() -> None:
