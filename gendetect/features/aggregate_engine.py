@@ -200,12 +200,8 @@ def code_values(column: np.ndarray) -> np.ndarray:
     missing ones (None, NaN, NaT)."""
     import pandas as pd
 
-    codes, _ = pd.factorize(np.asarray(column, dtype=object) if _is_mixed(column) else column)
+    codes, _ = pd.factorize(np.asarray(column))
     return codes.astype(np.int64)
-
-
-def _is_mixed(column: np.ndarray) -> bool:
-    return getattr(column, "dtype", None) == object
 
 
 def key_codes(columns: Mapping[str, np.ndarray], key: tuple[str, ...]) -> np.ndarray:

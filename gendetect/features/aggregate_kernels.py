@@ -140,7 +140,8 @@ class Moments:
         base = q_seg + self.layout.seg_starts[q_seg] if len(q_seg) else q_seg
         err_sy = _BOUND_FACTOR * _EPS * (steps * self.a1[s_hi] + np.abs(self.p1[base]))
         err_sum = err_sy + _EPS * np.abs(n * shift)
-        redo = (err_sum > TOL * (1.0 + np.abs(total))) | (err_sum / safe_n > TOL * (1.0 + np.abs(mean)))
+        redo = (err_sum > TOL * (1.0 + np.abs(total))) | (
+            err_sum / safe_n > TOL * (1.0 + np.abs(mean)))
         var = None
         if want_var:
             sy2 = self.p2[s_hi] - self.p2[s_lo]
@@ -154,7 +155,7 @@ class Moments:
         redo &= n > 0
         if redo.any():
             idx = redo.nonzero()[0]
-            c, s, mu, v = ragged_moments(self.x, lo[idx], hi[idx])
+            _, s, mu, v = ragged_moments(self.x, lo[idx], hi[idx])
             total[idx], mean[idx] = s, mu
             if var is not None:
                 var[idx] = v
