@@ -178,7 +178,12 @@ class Behaviour:
             log.warning("no %r column: label rates are 0", self.label_col)
         columns = {c: df[c].to_numpy() for c in self.input_columns}
         features = self.compute(columns, time_ns, self.order_of(df), label)
-        return df.assign(**{name: features[name] for name in self.feature_names})
+        # One concatenation (not one insertion per feature): a rich
+        # declaration adds dozens of columns.
+        added = pd.DataFrame({name: features[name] for name in self.feature_names},
+                             index=df.index)
+        kept = df.drop(columns=[c for c in self.feature_names if c in df.columns])
+        return pd.concat([kept, added], axis=1)
 
 
 def _days(ns: int) -> int | float:
