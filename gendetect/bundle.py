@@ -123,7 +123,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
             # frauds, as the detector learns normal behaviour from them only.
             self._pipeline.fit(X[prepare_labels(X, y, len(X)) != FRAUD])
         # Built now so that a schema naming a missing feature fails before training.
-        self._reason_map = ReasonMap.build(self.feature_names, self._schema.reasons)
+        self._reason_map = ReasonMap.build(self.feature_names, self._pipeline.reasons)
         x = self.features(known_frauds_only(X, self._schema.label_field))
         labels = prepare_labels(X, y, len(x))
         self.detector_ = DetectorCore(kind=self.kind, params=params).fit(x, labels == FRAUD)
@@ -317,7 +317,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         `features` is the pipeline's fitted state (learned categorical levels)."""
         self._schema = schema
         self._pipeline = FeaturePipeline(schema, features)
-        self._reason_map = ReasonMap.build(self._pipeline.feature_names, schema.reasons)
+        self._reason_map = ReasonMap.build(self._pipeline.feature_names, self._pipeline.reasons)
         self.detector_, self.label_head_ = detector, head
         self.calibrator_, self.threshold_ = calibrator, threshold
         self._metadata = metadata

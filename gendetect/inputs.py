@@ -66,7 +66,7 @@ def plain_matrix(
     names = [f.name for f in schema.feature_fields]
     # Gap indicators and categorical columns come from the pipeline: a DataFrame only.
     encoded = any(f.nullable or f.kind == "categorical" for f in schema.feature_fields)
-    if array.shape[1] != len(names) or schema.derived or pipeline.window_config or encoded:
+    if array.shape[1] != len(names) or schema.derived or pipeline.behaviour or encoded:
         raise InputError(
             f"X has {array.shape[1]} features, but FraudModelBundle is expecting {len(names)} "
             f"features as input: a plain array must have the {len(names)} numeric feature "

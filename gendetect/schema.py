@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from gendetect.aggregates import AggregateDeclaration
 from gendetect.errors import InputError
 
 FieldKind = Literal["numeric", "boolean", "categorical", "timestamp", "entity", "id", "label"]
@@ -38,10 +39,12 @@ DEFAULT_MAX_LENGTH = 64
 DEFAULT_NOT_BEFORE = "1970-01-01T00:00:00"
 
 
-# Kinds whose values may be missing when a field says `nullable: true`. Ids,
-# entities and timestamps key the state, the audit and the windows: a record
-# without them cannot be placed, so they never are.
-NULLABLE_KINDS: frozenset[str] = frozenset({"numeric", "boolean", "categorical"})
+# Kinds whose values may be missing when a field says `nullable: true`. Ids
+# and timestamps key the audit and the windows: a record without them cannot
+# be placed, so they never are. An entity may have gaps (a device id the
+# channel does not report): a record without the key is in no window of the
+# aggregate groups it keys, and those features are gaps (gendetect.aggregates).
+NULLABLE_KINDS: frozenset[str] = frozenset({"numeric", "boolean", "categorical", "entity"})
 # Categorical fields without declared `categories` learn their levels from the
 # training data (gendetect.features.categorical): at most this many, each seen
 # at least this often; the rest share one "other" level.
@@ -121,6 +124,8 @@ class Schema:
     fields: tuple[FieldSpec, ...]
     derived: tuple[DerivedSpec, ...] = ()
     windows: dict[str, Any] | None = None
+    # Declared behaviour features (gendetect.features.aggregates).
+    aggregates: AggregateDeclaration | None = None
     extra_numeric: bool = False
     version: int = 1
     # Explanation reasons: (reason name, feature names or patterns); see
@@ -194,12 +199,14 @@ class Schema:
                 item["categories"] = tuple(str(c) for c in item["categories"])
             fields.append(FieldSpec(**item))
         derived = tuple(DerivedSpec(**d) for d in raw.get("derived", []) or [])
+        aggregates = AggregateDeclaration.from_schema(raw, {f.name: f.kind for f in fields})
         return cls(
             name=str(raw["name"]),
             version=int(raw.get("version", 1)),
             fields=tuple(fields),
             derived=derived,
             windows=dict(raw["windows"]) if raw.get("windows") else None,
+            aggregates=aggregates,
             extra_numeric=bool(raw.get("extra_numeric", False)),
             reasons=_parse_reasons(raw.get("reasons")),
         )
@@ -222,6 +229,8 @@ class Schema:
                               for d in self.derived]
         if self.windows:
             out["windows"] = self.windows
+        if self.aggregates is not None:
+            out["aggregates"] = self.aggregates.to_list()
         if self.extra_numeric:
             out["extra_numeric"] = True
         if self.reasons:
@@ -309,7 +318,7 @@ def validate_column(f: FieldSpec, col: pd.Series, source: str | None = None) -> 
     def fail(message: str) -> None:
         raise InputError(message, field=f.name, source=source)
 
-    if f.kind in ("entity", "id", "timestamp") and col.isna().any():
+    if f.kind in ("entity", "id", "timestamp") and not f.nullable and col.isna().any():
         fail(f"{int(col.isna().sum())} missing value(s)")
     if f.kind == "timestamp":
         times = col
@@ -423,6 +432,10 @@ def load_schema(name_or_path: str | Path) -> Schema:
         raise InputError("not a schema (needs 'name' and 'fields')", source=str(name_or_path))
     try:
         return Schema.from_dict(raw)
+    except InputError as exc:
+        # A declaration error keeps the key it names (aggregates[0].key).
+        raise InputError(f"invalid schema: {exc.message}", field=exc.field,
+                         source=str(name_or_path)) from exc
     except (TypeError, ValueError) as exc:
         # A hand-written schema file: say which file, without a traceback.
         raise InputError(f"invalid schema: {exc}", source=str(name_or_path)) from exc

@@ -286,6 +286,7 @@ def test_cli_features_writes_file(tmp_path) -> None:
     df.to_parquet(src)
     assert cli(["features", "--data", str(src), "--out", str(dst)]) == 0
     written = pd.read_csv(dst)
+    # The built-in schema's declaration: the same twelve, in the same order.
     assert list(written.columns) == [*df.columns, *EXPECTED_NAMES]
     expected = add_window_features(df)
     np.testing.assert_allclose(
