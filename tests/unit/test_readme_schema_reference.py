@@ -9,7 +9,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from gendetect.features import aggregates
+from gendetect import aggregates
 from gendetect.schema import DERIVED_OPS, FieldSpec
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -136,7 +136,6 @@ def test_a_table_without_gaps_gives_a_schema_that_loads_and_accepts_it(tmp_path)
     schema.validate_frame(df, source="acme.csv")
 
 
-@pytest.mark.xfail(strict=False, reason="needs h19a/h19c (nullable fields, aggregates:)")
 def test_a_table_with_gaps_gives_a_schema_that_loads_and_accepts_it(tmp_path) -> None:
     df = foreign()
     path = tmp_path / "acme.yaml"

@@ -120,7 +120,6 @@ def test_the_rich_schemas_aggregates_follow_the_contract() -> None:
     assert set(fields) == set(COLUMNS)
 
 
-@pytest.mark.xfail(strict=False, reason="needs h19a/h19c (nullable fields, aggregates:)")
 def test_the_rich_schema_accepts_the_rich_table(rich: pd.DataFrame) -> None:
     schema = load_schema("rich")
     schema.validate_frame(rich, source="rich")

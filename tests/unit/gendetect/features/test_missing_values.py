@@ -12,7 +12,7 @@ import pytest
 from gendetect.errors import InputError
 from gendetect.features.pipeline import FeaturePipeline
 from gendetect.features.scaling import RobustScaler
-from gendetect.schema import FieldSpec, Schema, load_schema
+from gendetect.schema import FieldSpec, Schema, load_schema, validate_column
 from tests.gappy import gappy_frame, gappy_schema
 
 SOURCE = "data/cards.csv"
@@ -39,10 +39,18 @@ def test_an_optional_derived_source_must_be_nullable() -> None:
                 derived=(DerivedSpec("log_b", "log1p", "b"),))
 
 
-@pytest.mark.parametrize("kind", ["id", "entity", "timestamp", "label"])
+@pytest.mark.parametrize("kind", ["id", "timestamp", "label"])
 def test_keys_and_times_cannot_be_nullable(kind: str) -> None:
     with pytest.raises(ValueError, match=f"kind {kind} cannot be nullable"):
         _schema(FieldSpec("b", kind, nullable=True))  # type: ignore[arg-type]
+
+
+def test_an_entity_may_have_gaps_when_nullable() -> None:
+    # A device id the channel does not always report: gaps in its aggregates.
+    nullable = FieldSpec("device", "entity", nullable=True)
+    validate_column(nullable, pd.Series(["d1", None, "d2"]))
+    with pytest.raises(InputError, match="1 missing value"):
+        validate_column(FieldSpec("device", "entity"), pd.Series(["d1", None, "d2"]))
 
 
 def test_level_settings_only_for_learned_categoricals() -> None:
