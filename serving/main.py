@@ -28,6 +28,7 @@ from serving.openapi import build_openapi, docs_router
 from serving.responses import ErrorResponse
 from serving.scoring import ScoringService, body_limits
 from serving.settings import ServingSettings
+from serving.snapshots import snapshot_loop
 from serving.stores import Stores
 
 __all__ = ["ConfigurationError", "create_app"]
@@ -55,7 +56,7 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
         # The database schema likewise: scoring answers 503 until it is ready.
         tasks = [asyncio.create_task(manager.load_until_ready(), name="model-load"),
                  asyncio.create_task(stores.prepare(), name="database-schema"),
-                 asyncio.create_task(_snapshot_loop(manager, settings), name="state-snapshot")]
+                 asyncio.create_task(snapshot_loop(manager, settings), name="state-snapshot")]
         if settings.model_poll_seconds > 0:
             tasks.append(asyncio.create_task(
                 manager.follow_registry(settings.model_poll_seconds), name="registry-follow"))
@@ -110,13 +111,3 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
     app.add_middleware(Observability, metrics=metrics, current_version=manager.current_version)
     return app
 
-
-async def _snapshot_loop(manager: ModelManager, settings: ServingSettings) -> None:
-    while True:
-        await asyncio.sleep(settings.state_snapshot_seconds)
-        served = manager.current
-        if served is not None and served.online is not None:
-            try:
-                await asyncio.to_thread(served.online.snapshot)
-            except Exception:
-                log.exception("state snapshot failed")

@@ -72,7 +72,15 @@ class ServingSettings(Settings):
     max_batch_size: int = Field(1000, ge=1)
     state_store: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    state_snapshot_seconds: float = Field(30.0, gt=0)
+    state_snapshot_seconds: float = Field(
+        3600.0, gt=0, description="memory store: the longest time between snapshots (one is "
+        "also written when the journal reaches state_snapshot_journal_mb, and at shutdown)",
+    )
+    state_snapshot_journal_mb: float = Field(
+        64.0, gt=0, description="memory store: a snapshot is written once the journal since "
+        "the last one holds this many MiB (bounds the replay at start); rarer snapshots keep "
+        "their pause out of the request tail",
+    )
     state_journal_fsync_seconds: float = Field(
         1.0, gt=0, le=60,
         description="memory store: at most this much window history is lost on a crash "
