@@ -111,6 +111,11 @@ class ServingSettings(Settings):
     audit_enabled: bool = Field(
         True, description="store every decision the API returns before answering"
     )
+    audit_writer: Literal["process", "thread"] = Field(
+        "process", description="process: the audit commits run in a writer process of their "
+        "own, out of the serving process' interpreter lock (the tail); thread: in a thread of "
+        "the serving process (an in-memory SQLite database always uses the thread)",
+    )
     audit_queue_max: int = Field(
         20_000, ge=1, description="decisions waiting for their commit beyond this are refused "
         "with 503 at once (back-pressure while the database is slow)",
