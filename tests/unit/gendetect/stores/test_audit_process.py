@@ -32,7 +32,7 @@ from tests.unit.gendetect.stores.test_stores import (  # noqa: F401 - fixtures
 )
 
 
-def _url(engine: Engine) -> str:
+def _url(engine: Engine) -> str:  # noqa: F811
     return engine.url.render_as_string(hide_password=False)
 
 
