@@ -69,6 +69,10 @@ class ServingSettings(Settings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535, description="0: any free port")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per API process")
+    workers: int = Field(
+        1, ge=1, le=64, description="API worker processes on the one port (more than one needs "
+        "the Redis state store and a shared database: serving.workers)",
+    )
     max_batch_size: int = Field(1000, ge=1)
     state_store: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
