@@ -111,9 +111,17 @@ def test_two_workers_share_history_audit_and_verdicts(
 
 def _check_sharing(url: str, registered_model: RegisteredFixture, postgres: str) -> None:
     # Both workers up and serving: concurrent requests spread over them.
-    answers = concurrent_posts(url, "/v1/score", [fresh() for _ in range(16)],
-                               headers={"X-API-Key": KEY})
-    assert {status for status, _, _ in answers} == {200}
+    # /readyz answered by one worker says nothing of the other, which may
+    # still be loading its model (503 until then).
+    deadline = time.monotonic() + 120
+    while True:
+        answers = concurrent_posts(url, "/v1/score", [fresh() for _ in range(16)],
+                                   headers={"X-API-Key": KEY})
+        if {status for status, _, _ in answers} == {200}:
+            break
+        assert {code for _, code, _ in answers} <= {"", "model_not_ready"}, answers
+        assert time.monotonic() < deadline, "a worker never became ready"
+        time.sleep(1)
     before = _scored_per_worker(url)
     assert len(before) == 2, f"one worker answered everything: {before}"
 
