@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 
-def session_cpu_seconds(sid: int) -> float:
-    """User + system CPU time of every process in a session, from /proc."""
+def session_cpu_seconds(sid: int) -> tuple[float, float]:
+    """User + system CPU time of every process in a session, and of its
+    leader alone (one worker: the process that serves requests), from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    total = leader = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -35,8 +36,11 @@ def session_cpu_seconds(sid: int) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         # After the command: state ppid pgrp session ... utime(12) stime(13).
         if int(fields[3]) == sid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+            cpu = int(fields[11]) + int(fields[12])
+            total += cpu
+            if int(entry.name) == sid:
+                leader = cpu
+    return total / ticks, leader / ticks
 
 
 def http_request(path: str, body: bytes) -> bytes:
@@ -81,6 +85,9 @@ class LoadResult:
     first_error: str | None = None
     server_cpu_ms_per_request: float | None = None
     server_cores_busy: float | None = None  # server CPU seconds per wall second
+    # The session leader's share (one worker: the serving process itself,
+    # without its audit writer process).
+    leader_cpu_ms_per_request: float | None = None
 
     @property
     def rps_per_core(self) -> float | None:
@@ -92,11 +99,12 @@ async def _drive(port: int, requests: list[bytes], concurrency: int, sid: int) -
     shares = [requests[i::concurrency] for i in range(concurrency)]
     latencies: list[float] = []
     errors: list[str] = []
-    cpu_before = session_cpu_seconds(sid)
+    cpu_before, leader_before = session_cpu_seconds(sid)
     started = time.perf_counter()
     await asyncio.gather(*(_connection(port, s, latencies, errors) for s in shares))
     seconds = time.perf_counter() - started
-    cpu = session_cpu_seconds(sid) - cpu_before
+    cpu_after, leader_after = session_cpu_seconds(sid)
+    cpu, leader = cpu_after - cpu_before, leader_after - leader_before
     ms = np.array(latencies) * 1000
 
     def pct(q: float) -> float:
@@ -109,6 +117,7 @@ async def _drive(port: int, requests: list[bytes], concurrency: int, sid: int) -
         errors=len(errors), first_error=errors[0] if errors else None,
         server_cpu_ms_per_request=round(cpu * 1000 / len(ms), 3),
         server_cores_busy=round(cpu / seconds, 2),
+        leader_cpu_ms_per_request=round(leader * 1000 / len(ms), 3),
     )
 
 
