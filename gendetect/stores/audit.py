@@ -88,6 +88,10 @@ class AuditWriter:
         self._committer = GroupCommitter(engine)
 
     @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    @property
     def commits(self) -> int:
         """Transactions that wrote rows (for tests and metrics)."""
         return self._committer.commits

@@ -107,6 +107,11 @@ class AuditProcessWriter:
         self._sock, self._frames, self._out, self._writing = ours, Frames(), bytearray(), False
         self._loop = None  # bound to the loop of the next write
 
+    @property
+    def running(self) -> bool:
+        """Started (and not closed); the process itself is restarted on demand."""
+        return self._started
+
     def writer_pid(self) -> int | None:
         """The writer process' id while it runs."""
         proc = self._proc
