@@ -17,7 +17,8 @@ decision audit on, SQLite; the memory state store; one worker):
 - gendetect serve on the label-aware champion, and on the unsupervised one;
 - with --before-src, the same with another checkout's code (the code
   before a change: `git worktree add /tmp/before <commit>`), for the
-  before/after ratios;
+  before/after ratios; with --thread-writer, the same with the audit
+  writer in a thread of the serving process instead of its own process;
 - mlflow models serve on the label-aware champion (the peer, one worker);
 - unless --skip-workers, the production topology on this machine: the
   online state in Redis (a scratch redis-server) and the audit in
@@ -114,6 +115,9 @@ def _setups(args: argparse.Namespace, uris: dict[str, str], work: Path
     ]
     if args.before_src:
         out.insert(1, ("gendetect before, label-aware", {"uri": aware, "src": args.before_src}))
+    if args.thread_writer:
+        out.insert(1, ("gendetect, label-aware, audit writer thread",
+                       {"uri": aware, "env": {"GENDETECT_AUDIT_WRITER": "thread"}}))
     if not args.skip_mlflow:
         out.append(("mlflow models serve, label-aware", {"uri": aware, "mlflow": True}))
     if not args.skip_workers:
@@ -128,7 +132,7 @@ def _start(name: str, how: dict[str, Any], tracking_uri: str, work: Path,
     uri = how["uri"]
     if how.get("mlflow"):
         return start_mlflow(tracking_uri, work, uri, cpus)
-    env = {"GENDETECT_MODEL_URI": uri}
+    env = {"GENDETECT_MODEL_URI": uri, **how.get("env", {})}
     if "workers" in how:
         env |= {"GENDETECT_WORKERS": str(how["workers"]), "GENDETECT_STATE_STORE": "redis",
                 # A Redis database and an empty audit of its own per run:
@@ -151,7 +155,8 @@ def _ratios(servers: dict[str, Any]) -> dict[str, float]:
     out = {}
     ours = servers.get("gendetect, label-aware")
     for other, key in (("mlflow models serve, label-aware", "vs_mlflow"),
-                       ("gendetect before, label-aware", "vs_before")):
+                       ("gendetect before, label-aware", "vs_before"),
+                       ("gendetect, label-aware, audit writer thread", "vs_thread_writer")):
         if ours and other in servers:
             o, b = ours["c8"], servers[other]["c8"]
             out[f"{key}_rps"] = round(o["rps"] / b["rps"], 2)
@@ -243,6 +248,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--demo-customers", type=int, default=5000)
     p.add_argument("--demo-epochs", type=int, default=None, help="default: the training config's")
     p.add_argument("--before-src", default=None, help="another checkout to run as 'before'")
+    p.add_argument("--thread-writer", action="store_true", help="also run with the audit "
+                   "writer in a thread of the serving process (GENDETECT_AUDIT_WRITER=thread)")
     p.add_argument("--skip-mlflow", action="store_true")
     p.add_argument("--skip-workers", action="store_true")
     p.add_argument("--no-pin", dest="pin", action="store_false")
