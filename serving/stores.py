@@ -116,8 +116,15 @@ class Stores:
                     log.warning("%s; retrying every %.0f s", message, wait)
                     reported = message
                 await asyncio.sleep(wait)
-        if self.writer is not None:
-            self.writer.start()
+        while self.writer is not None:
+            try:
+                # The writer process starts in a thread: the loop keeps answering.
+                await asyncio.to_thread(self.writer.start)
+                break
+            except StoreUnavailableError as exc:
+                self.problem = str(exc)
+                log.warning("%s; retrying every %.0f s", exc, RETRY_SECONDS)
+                await asyncio.sleep(RETRY_SECONDS)
         self.ready, self.problem = True, None
         log.info("database ready (audit %s)", "on" if self.writer is not None else "off")
 

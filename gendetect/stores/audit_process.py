@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gendetect.errors import StoreUnavailableError
-from gendetect.stores.audit_worker import EXPIRED, STOP, Frames, encode
+from gendetect.stores.audit_worker import EXPIRED, READY, STOP, Frames, encode
 from gendetect.stores.records import AuditRow
 from gendetect.stores.retries import RequestOutcome
 
@@ -83,16 +83,20 @@ class AuditProcessWriter:
         self._batch: list[tuple[int, float, Sequence[AuditRow]]] = []
         self._out = bytearray()
         self._writing = False
-        self._send_lock = threading.Lock()  # close() may run in another thread
+        self._send_lock = threading.RLock()  # close() may run in another thread
         self._restart_at = 0.0
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self, wait: float = 60.0) -> None:
+        """Start the writer process and wait (at most `wait` seconds) until it
+        has its database engine, so that the first requests do not spend
+        their time budget on its start (StoreUnavailableError if it does
+        not come up)."""
         if not self._started:
+            self._spawn(ready_within=wait)
             self._started = True
-            self._spawn()
 
-    def _spawn(self) -> None:
+    def _spawn(self, ready_within: float | None = None) -> None:
         ours, theirs = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
@@ -103,6 +107,15 @@ class AuditProcessWriter:
             theirs.close()
         # The URL goes over the socket, not the command line (it may hold a password).
         ours.sendall(encode((self.url, self.timeout)))
+        if ready_within is not None:
+            try:
+                self._await_ready(ours, ready_within)
+            except BaseException:
+                ours.close()
+                self._proc.kill()
+                self._proc.wait()
+                self._proc = None
+                raise
         ours.setblocking(False)
         self._sock, self._frames, self._out, self._writing = ours, Frames(), bytearray(), False
         self._loop = None  # bound to the loop of the next write
@@ -116,6 +129,20 @@ class AuditProcessWriter:
         """The writer process' id while it runs."""
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
+
+    def _await_ready(self, sock: socket.socket, seconds: float) -> None:
+        sock.settimeout(seconds)
+        frames = Frames()
+        try:
+            while True:
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise StoreUnavailableError("the audit writer process exited at start")
+                if READY in frames.feed(data):
+                    return
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"the audit writer process did not start within {seconds:g} s") from None
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the process."""
@@ -197,11 +224,16 @@ class AuditProcessWriter:
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
         if batch and self._sock is not None:
+            data = encode(batch)
             with self._send_lock:
-                self._out += encode(batch)
-                self._on_writable()
+                self._out += data
+                self._write_out()
 
     def _on_writable(self) -> None:
+        with self._send_lock:
+            self._write_out()
+
+    def _write_out(self) -> None:
         sock, loop = self._sock, self._loop
         if sock is None or loop is None:
             return
@@ -244,7 +276,10 @@ class AuditProcessWriter:
         self._answer(frames)
 
     def _answer(self, frames: list[object]) -> None:
-        for answers, commits, rows_written in frames:  # type: ignore[misc]
+        for frame in frames:
+            if frame == READY:  # a restarted process (nobody waited for it)
+                continue
+            answers, commits, rows_written = frame  # type: ignore[misc]
             self.commits, self.rows_written = commits, rows_written
             for item_id, outcome in answers:
                 item = self._items.pop(item_id, None)

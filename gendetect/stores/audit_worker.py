@@ -3,9 +3,10 @@
 Started by gendetect.stores.audit_process, one per serving process, talking
 over the socket inherited as file descriptor FD. Frames are a 4-byte length
 and a pickle (both ends are this package; nothing else writes to the
-socket). The first frame is the configuration (database URL, timeout);
-then groups of items `(id, deadline, rows)` come in and one answer per
-group goes out: `(id, outcome)` per item, plus the writer's counters.
+socket). The first frame is the configuration (database URL, timeout),
+answered with READY once the engine is made; then groups of items
+`(id, deadline, rows)` come in and one answer per group goes out:
+`(id, outcome)` per item, plus the writer's counters.
 
 The loop: wait for a frame, take every frame that arrived meanwhile (the
 requests of the serving process' last loop iterations, and those that came
@@ -37,6 +38,7 @@ from typing import Any
 
 _LENGTH = struct.Struct("!I")
 STOP = "stop"
+READY = "ready"  # sent once the engine is made
 # Rows per transaction at most (a burst of large batches is split).
 MAX_GROUP_ROWS = 5000
 EXPIRED = "expired"
@@ -99,6 +101,8 @@ def serve(sock: socket.socket) -> None:
     url, timeout = backlog.pop(0)
     engine = make_engine(url, timeout=timeout)
     committer = GroupCommitter(engine)
+    sock.setblocking(True)
+    sock.sendall(encode(READY))
     stopping = False
     try:
         while not (stopping and not backlog):
