@@ -118,6 +118,10 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
             [c for c in columns if c not in (schema.label_field, label_column)]
         )
         self._pipeline = FeaturePipeline(self._schema)
+        if isinstance(X, pd.DataFrame):
+            # Categorical levels learned from the rows that are not confirmed
+            # frauds, as the detector learns normal behaviour from them only.
+            self._pipeline.fit(X[prepare_labels(X, y, len(X)) != FRAUD])
         # Built now so that a schema naming a missing feature fails before training.
         self._reason_map = ReasonMap.build(self.feature_names, self._schema.reasons)
         x = self.features(known_frauds_only(X, self._schema.label_field))
@@ -307,10 +311,12 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
     def restore(
         self, *, schema: Schema, detector: DetectorCore, head: LabelAwareHead,
         calibrator: EmpiricalCalibrator, threshold: float, metadata: dict[str, Any],
+        features: dict[str, Any] | None = None,
     ) -> FraudModelBundle:
-        """Set the fitted state read back from storage (bundle_store.load)."""
+        """Set the fitted state read back from storage (bundle_store.load);
+        `features` is the pipeline's fitted state (learned categorical levels)."""
         self._schema = schema
-        self._pipeline = FeaturePipeline(schema)
+        self._pipeline = FeaturePipeline(schema, features)
         self._reason_map = ReasonMap.build(self._pipeline.feature_names, schema.reasons)
         self.detector_, self.label_head_ = detector, head
         self.calibrator_, self.threshold_ = calibrator, threshold

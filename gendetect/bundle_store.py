@@ -51,6 +51,9 @@ def save(bundle: FraudModelBundle, path: str | Path) -> Path:
         "threshold": bundle.threshold_,
         "calibrator": bundle.calibrator_.to_dict(),
         "scaler": detector.scaler.to_dict(),
+        # The feature pipeline's fitted state: learned categorical levels and
+        # their training counts (plain JSON), so serving encodes as training did.
+        "features": bundle.pipeline.state() if bundle.pipeline is not None else {},
         "members": members,
         "label_head": head.state(),
         "metadata": bundle.metadata,
@@ -94,6 +97,8 @@ def load(path: str | Path, cls: type[FraudModelBundle]) -> FraudModelBundle:
         schema=schema, detector=detector, head=head,
         calibrator=EmpiricalCalibrator.from_dict(manifest["calibrator"]),
         threshold=float(manifest["threshold"]), metadata=metadata,
+        # Bundles from before learned levels have none (and need none).
+        features=manifest.get("features"),
     )
 
 

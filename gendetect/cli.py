@@ -11,12 +11,16 @@ job or web layers (the import-linter contract checks it).
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import NoReturn
+
+import argcomplete
 
 from gendetect import __version__
 from gendetect.errors import CliError, GendetectError
@@ -38,6 +42,8 @@ class Command:
     # the core's (gendetect.config.Settings); how the core learns the names
     # of a layer's settings without importing the layer.
     settings: str | None = None
+    # Command lines shown under "examples:" in the command's --help.
+    examples: tuple[str, ...] = ()
 
 
 def registered_commands() -> list[Command]:
@@ -49,8 +55,55 @@ def registered_commands() -> list[Command]:
     return sorted(found, key=lambda c: (c.order, c.name))
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a default where there is one (not "default: None")."""
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with "did you mean" for a misspelt command or option."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = _suggestion(self, message)
+        super().error(f"{message}{hint}")
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    choice = re.search(r"invalid choice: '([^']*)'", message)
+    if choice:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                close = difflib.get_close_matches(choice.group(1), list(action.choices), n=1)
+                if close:
+                    return f"; did you mean '{close[0]}'?"
+        return ""
+    unknown = re.search(r"unrecognized arguments: (.*)", message)
+    if unknown:
+        known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+        hints = []
+        for word in unknown.group(1).split():
+            if word.startswith("-"):
+                typed = word.split("=")[0]
+                # A prefix of an option is what a user who abbreviates meant.
+                close = sorted(o for o in known if o.startswith(typed)) or (
+                    difflib.get_close_matches(typed, known, n=1, cutoff=0.6))
+                if close:
+                    hints.append(f"{word} -> {close[0]}")
+        if hints:
+            return f" (did you mean {', '.join(hints)}?)"
+    return ""
+
+
+def _chosen_parser(parser: argparse.ArgumentParser,
+                   args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser that `args` went through."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _chosen_parser(chosen, args)
+    return parser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Shows a default where there is one (not "default: None"), and the
+    examples as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or action.required or isinstance(action.default, bool):
@@ -59,19 +112,36 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # allow_abbrev=False: an option is its full name. With prefixes,
+    # `simulate --day 3 --cust 10` ran as --days/--customers and wrote 0 rows.
+    parser = _Parser(
         prog="gendetect",
+        allow_abbrev=False,
         description="Fraud detection with generative models (VAE, GAN, ensemble): simulate, "
         "train and register in MLflow, score files, serve a REST API.",
     )
     parser.add_argument("--version", action="version", version=f"gendetect {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     for command in commands:
+        epilog = ("examples:\n" + "\n".join(f"  {e}" for e in command.examples)
+                  if command.examples else None)
         p = sub.add_parser(command.name, help=command.help, description=command.help,
-                           formatter_class=_HelpFormatter)
+                           formatter_class=_HelpFormatter, allow_abbrev=False, epilog=epilog)
         command.add_arguments(p)
         p.set_defaults(_run=command.run)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """allow_abbrev=False on every nested parser too (`db migrate`, ...),
+    whoever created them."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +203,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("gendetect: error: no commands registered: install the package "
               "(pip install -e .)", file=sys.stderr)
         return 2
-    args = build_parser(commands).parse_args(argv)
+    parser = build_parser(commands)
+    # Shell completion (argcomplete): `eval "$(register-python-argcomplete gendetect)"`.
+    # Does nothing unless the shell's completion hook is asking.
+    argcomplete.autocomplete(parser)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # Refused by the command's own parser, which knows its options (the
+        # "did you mean" looks there) and prints its own usage line.
+        _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     module_name, func_name = args._run.split(":")
     try:
         func = getattr(importlib.import_module(module_name), func_name)

@@ -1,4 +1,4 @@
-"""The core's commands (`simulate`, `features`, `db`, `labels`), registered with the
+"""The core's commands (`simulate`, `schema`, `features`, `db`, `labels`), registered with the
 `gendetect` command through the `gendetect.commands` entry point group."""
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ def _simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--age-groups", action="store_true",
                    help="add customer_age_group, a protected attribute (never a model input; "
                    "reported per group in the model card)")
+    p.add_argument("--profile", choices=("default", "rich"), default="default",
+                   help="default: the handbook's columns; rich: with device, channel, mcc, "
+                   "e-mail domain, gaps and a device-ring scenario (schema `rich`; "
+                   "--amount-factor and --age-groups apply to the default profile only)")
     p.add_argument("--out", required=True, help="output file (.parquet or .csv)")
 
 
@@ -28,6 +32,23 @@ def _features(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
                    help="YAML file with a windows: mapping (default: the schema's windows)")
     add_quiet(p)
+
+
+def _schema(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    infer = sub.add_parser(
+        "infer", help="draft a schema from a table (kinds, bounds, levels, gaps, a starter "
+        "aggregates: block), with comments saying what to check")
+    infer.add_argument("--data", required=True, help="the table (.parquet or .csv)")
+    infer.add_argument("--out", required=True, help="schema file to write (.yaml)")
+    infer.add_argument("--name", default=None, help="schema name (default: the file's name)")
+    infer.add_argument("--force", action="store_true", help="replace --out if it exists")
+    check = sub.add_parser(
+        "check", help="say column by column what train would refuse in a file (exit 2 if "
+        "anything), without training")
+    check.add_argument("--schema", required=True,
+                       help="schema file (.yaml) or built-in name (transactions, numeric, rich)")
+    check.add_argument("--data", required=True, help="the table (.parquet or .csv)")
 
 
 def _database_url(p: argparse.ArgumentParser) -> None:
@@ -60,7 +81,14 @@ def _labels(p: argparse.ArgumentParser) -> None:
 
 COMMANDS = [
     Command("simulate", "write simulated card transactions (the handbook's design)",
-            _simulate, "gendetect.data.simulator:cli_main", order=10),
+            _simulate, "gendetect.data.simulate_cli:cli_main", order=10,
+            examples=("gendetect simulate --days 30 --customers 500 --out tx.parquet",
+                      "gendetect simulate --days 90 --seed 7 --age-groups --out tx.csv",
+                      "gendetect simulate --profile rich --days 30 --out shop.csv")),
+    Command("schema", "describe your own table: draft a schema (infer), check a file "
+            "against one (check)", _schema, "gendetect.schema_tools.cli:main", order=15,
+            examples=("gendetect schema infer --data shop.csv --out shop.yaml",
+                      "gendetect schema check --schema shop.yaml --data shop.csv")),
     Command("features", "add the behaviour (window) features to a transactions file",
             _features, "gendetect.features.offline_cli:cli_main", order=20),
     Command("db", "the audit and verdict database: create or upgrade its schema",

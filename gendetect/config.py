@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Mapping
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the audit/verdict database; default a SQLite "
         "file <home>/gendetect.db; postgresql://... uses psycopg (the postgres extra)"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines as text, or one JSON object per line (time, level, "
+        "logger, message, request_id) for a log pipeline",
     )
     database_timeout_seconds: float = Field(
         2.0, gt=0, le=60,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gendetect.features.scaling import RobustScaler
-from gendetect.member import NeuralDetector
+from gendetect.member import NeuralDetector, observed_cells
 from gendetect.models.registry import ENSEMBLE, list_detector_kinds
 from gendetect.models.settings import TrainingResult
 from gendetect.params import DetectorParams
@@ -30,7 +30,7 @@ from gendetect.params import DetectorParams
 class Evidence:
     """What the detector says about a block of rows."""
 
-    z: np.ndarray  # the scaled features (n, d)
+    z: np.ndarray  # the scaled features (n, d), gaps imputed with the median (0)
     score: np.ndarray  # the raw anomaly score (n,)
     contributions: np.ndarray  # per-feature contributions to it (n, d)
     member_scores: list[np.ndarray]  # each network's score on its common scale
@@ -72,11 +72,20 @@ class DetectorCore:
     def evidence(self, x: np.ndarray) -> Evidence:
         """The block scorer: the networks run once on the block in float32;
         everything after them is float64. The discriminator runs only where
-        its verdict has a weight (DetectorParams.uses_discriminator)."""
+        its verdict has a weight (DetectorParams.uses_discriminator).
+
+        Gaps (NaN, nullable fields) reach the networks as NaN, which they
+        impute and leave out of the errors; the score averages over the
+        observed cells, and the evidence's `z` holds the imputed values
+        (finite: the label-aware head's trees read it)."""
         z = self.scaler.transform(x)
         t = torch.as_tensor(z, dtype=torch.float32)
+        observed = observed_cells(z)
+        if observed is not None:
+            z = np.where(observed, z, 0.0)
         disc = self.params.uses_discriminator
-        parts = [m.score_from(*m.raw_outputs(t, with_discriminator=disc)) for m in self.members]
+        parts = [m.score_from(*m.raw_outputs(t, with_discriminator=disc), observed)
+                 for m in self.members]
         if len(parts) == 1:
             (s, contrib), member = parts[0], self.members[0]
             center, spread = member.score_center_spread_

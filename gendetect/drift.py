@@ -258,8 +258,10 @@ class LiveDrift:
     def _inputs(self, records: list[Any], windows: list[Any]) -> np.ndarray:
         pipeline = self.bundle.pipeline
         given = None if any(w is None for w in windows) else windows
+        # Scored already (and counted): not a second count of unseen levels.
         return np.atleast_2d(np.asarray(
-            pipeline.transform(pipeline.columns_from_records(records, given)),
+            pipeline.transform(pipeline.columns_from_records(records, given),
+                               count_unseen=False),
             dtype=np.float64))
 
     def compute(self, records: list[Any], windows: list[Any],

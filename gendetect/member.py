@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,10 +89,13 @@ class NeuralDetector:
         on training rows and return their scores: one forward pass for both."""
         t = torch.as_tensor(x_train, dtype=torch.float32)
         errors, disc = self.raw_outputs(t, with_discriminator=True)
-        self._set_error_scale(errors, disc)
-        return self.score_from(errors, disc)[0]
+        observed = observed_cells(x_train)
+        self._set_error_scale(errors, disc, observed)
+        return self.score_from(errors, disc, observed)[0]
 
-    def _set_error_scale(self, errors: np.ndarray, disc: np.ndarray | None) -> None:
+    def _set_error_scale(
+        self, errors: np.ndarray, disc: np.ndarray | None, observed: np.ndarray | None = None
+    ) -> None:
         mode = self.params.error_scale
         if mode == "auto":
             # A likelihood (the VAE with learned variance) is already on one scale.
@@ -99,6 +103,14 @@ class NeuralDetector:
             mode = "none" if self.network.likelihood_errors else "typical"
         if mode == "none":
             self.feature_error_scale_ = np.ones(errors.shape[1])
+        elif observed is not None:
+            # A feature's typical error over the rows that have a value.
+            seen = np.where(observed, errors, np.nan)
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a column of gaps only
+                typical = (np.nanmean(seen, axis=0) if mode == "typical"
+                           else np.nanquantile(seen, float(mode.removeprefix("q")), axis=0))
+            self.feature_error_scale_ = np.maximum(np.nan_to_num(typical, nan=1.0), 1e-8)
         elif mode == "typical":
             self.feature_error_scale_ = np.maximum(errors.mean(axis=0), 1e-8)
         else:
@@ -112,7 +124,8 @@ class NeuralDetector:
                 f"score={self.params.score!r} needs a network with a discriminator "
                 f"(the GAN); {self.kind!r} has none"
             )
-        recon = top_mean(errors / self.feature_error_scale_, self.params.score_top_fraction)
+        recon = top_mean(errors / self.feature_error_scale_, self.params.score_top_fraction,
+                         observed)
         center, spread = robust_center_spread(recon, axis=None)
         self.recon_center_spread_ = (float(center), float(spread))
 
@@ -129,12 +142,14 @@ class NeuralDetector:
         return errors, None if extra is None else finite(extra.numpy().astype(np.float64))
 
     def score_from(
-        self, errors: np.ndarray, disc: np.ndarray | None
+        self, errors: np.ndarray, disc: np.ndarray | None, observed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(raw score (n,), per-feature contributions (n, d)) from the outputs."""
+        """(raw score (n,), per-feature contributions (n, d)) from the
+        outputs; with `observed` (False at gaps, whose errors are 0) the
+        score averages over the observed cells only."""
         assert self.feature_error_scale_ is not None
         contributions = errors / self.feature_error_scale_
-        score = top_mean(contributions, self.params.score_top_fraction)
+        score = top_mean(contributions, self.params.score_top_fraction, observed)
         if disc is None:
             return score, contributions
         center, spread = self.disc_center_spread_
@@ -183,15 +198,40 @@ class NeuralDetector:
         return det
 
 
-def top_mean(contributions: np.ndarray, fraction: float) -> np.ndarray:
+def observed_cells(x: np.ndarray) -> np.ndarray | None:
+    """False where a scaled input is a gap (NaN); None when there is none."""
+    missing = np.isnan(x)
+    return None if not missing.any() else ~missing
+
+
+def top_mean(
+    contributions: np.ndarray, fraction: float, observed: np.ndarray | None = None
+) -> np.ndarray:
     """Per row, the mean of the largest ceil(fraction * d) contributions (a
-    mean, not a sum: the scale does not depend on the feature count)."""
+    mean, not a sum: the scale does not depend on the feature count). With
+    `observed`, d is the row's number of observed cells and only they count:
+    a gap neither raises the score (it has no error) nor lowers it (it is
+    not averaged in as a perfect reconstruction)."""
+    if observed is not None and not observed.all():
+        return _observed_top_mean(contributions, fraction, observed)
     d = contributions.shape[1]
     k = max(1, math.ceil(fraction * d - 1e-9))
     if k >= d:
         return contributions.mean(axis=1)
     top = np.partition(contributions, d - k, axis=1)[:, d - k :]
     return top.mean(axis=1)
+
+
+def _observed_top_mean(
+    contributions: np.ndarray, fraction: float, observed: np.ndarray
+) -> np.ndarray:
+    n_observed = np.maximum(observed.sum(axis=1), 1)
+    if fraction >= 1.0:
+        return np.where(observed, contributions, 0.0).sum(axis=1) / n_observed
+    k = np.maximum(1, np.ceil(fraction * n_observed - 1e-9).astype(np.int64))
+    ordered = -np.sort(-np.where(observed, contributions, -np.inf), axis=1)
+    cumulative = np.cumsum(np.where(np.isfinite(ordered), ordered, 0.0), axis=1)
+    return cumulative[np.arange(len(k)), k - 1] / k
 
 
 def center_tail_spread(values: np.ndarray, q: float = 0.99) -> tuple[float, float]:

@@ -11,6 +11,12 @@ recent fraud"), so a schema may name reasons, each a list of feature names or
 shell-style patterns, and a record's reasons are ranked by the summed
 contributions of their features. Features that no reason claims are their
 own reason, under their own name.
+
+A gap indicator (`<field> missing`, gendetect.features.missing) is a signal
+of its own: a wildcard pattern never claims it, so that when a record is
+flagged because a field is missing where it usually is not, the reason says
+`<field> missing` rather than the field's name. Only a pattern naming the
+indicator exactly puts it in a group.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gendetect.errors import InputError
+from gendetect.features.missing import is_indicator
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -50,6 +57,8 @@ class ReasonMap:
         for reason, patterns in reasons:
             for pattern in patterns:
                 matched = fnmatch.filter(feature_names, pattern)
+                if _GLOB_CHARS & set(pattern):
+                    matched = [name for name in matched if not is_indicator(name)]
                 if not matched and not _GLOB_CHARS & set(pattern):
                     raise InputError(
                         f"explanation reason {reason!r} names {pattern!r}, which is not a "

@@ -25,7 +25,7 @@ _KINDS: frozenset[str] = frozenset(FieldKind.__args__)  # type: ignore[attr-defi
 DERIVED_OPS: frozenset[str] = frozenset(
     {"log1p", "hour_sin", "hour_cos", "weekend", "night", "log_ratio", "ratio"}
 )
-BUILTIN_SCHEMAS = ("transactions", "numeric")
+BUILTIN_SCHEMAS = ("transactions", "numeric", "rich")
 
 # Bounds every record is held to, so that nothing the state stores or the
 # model see can overflow: ids fit a signed 64-bit integer, string ids and
@@ -38,11 +38,34 @@ DEFAULT_MAX_LENGTH = 64
 DEFAULT_NOT_BEFORE = "1970-01-01T00:00:00"
 
 
+# Kinds whose values may be missing when a field says `nullable: true`. Ids,
+# entities and timestamps key the state, the audit and the windows: a record
+# without them cannot be placed, so they never are.
+NULLABLE_KINDS: frozenset[str] = frozenset({"numeric", "boolean", "categorical"})
+# Categorical fields without declared `categories` learn their levels from the
+# training data (gendetect.features.categorical): at most this many, each seen
+# at least this often; the rest share one "other" level.
+DEFAULT_MAX_LEVELS = 20
+DEFAULT_MIN_LEVEL_COUNT = 10
+
+
 @dataclass(frozen=True)
 class FieldSpec:
+    """One field of a record.
+
+    `required` is about presence: a required field's column must be in every
+    file and its key in every record; an optional one may be left out.
+    `nullable` is about values: a nullable field may hold gaps (null, NaN, an
+    empty cell), and an optional nullable field that is left out is a gap in
+    every row. A model feature must have a value or be nullable, so an
+    optional field that is a feature (or a derived feature's source) must be
+    nullable: the schema refuses it otherwise, at load. Gaps never count as
+    fraud or as normal by themselves (gendetect.features.missing)."""
+
     name: str
     kind: FieldKind
     required: bool = True
+    nullable: bool = False
     min: float | None = None
     max: float | None = None
     categories: tuple[str, ...] | None = None
@@ -55,6 +78,17 @@ class FieldSpec:
     max_length: int | None = None
     # Timestamps: the earliest accepted (ISO 8601, naive = UTC).
     not_before: str | None = None
+    # Categorical features without `categories`: how many levels to learn
+    # from training data, and how often a level must occur to get its own
+    # column (None: DEFAULT_MAX_LEVELS, DEFAULT_MIN_LEVEL_COUNT).
+    max_levels: int | None = None
+    min_level_count: int | None = None
+
+    @property
+    def level_limits(self) -> tuple[int, int]:
+        """(max levels, min count) for learned categorical levels."""
+        return (DEFAULT_MAX_LEVELS if self.max_levels is None else self.max_levels,
+                DEFAULT_MIN_LEVEL_COUNT if self.min_level_count is None else self.min_level_count)
 
     @property
     def length_limit(self) -> int:
@@ -117,6 +151,9 @@ class Schema:
                 raise ValueError(f"schema {self.name!r}: derived {d.name!r} has unknown op {d.op}")
             if d.source not in names:
                 raise ValueError(f"schema {self.name!r}: derived {d.name!r} needs {d.source!r}")
+        sources = {d.source for d in self.derived} | {d.by for d in self.derived if d.by}
+        for f in self.fields:
+            _check_values_rule(self.name, f, f.name in sources)
         self._by_name.update({f.name: f for f in self.fields})
 
     # ------------------------------------------------------------------ access
@@ -172,6 +209,10 @@ class Schema:
         fields = []
         for f in self.fields:
             d = {k: v for k, v in asdict(f).items() if v not in (None, "")}
+            if not f.nullable:
+                # Written only when set: schemas (and bundles) from before
+                # nullable fields read and write as they did.
+                d.pop("nullable")
             if f.categories is not None:
                 d["categories"] = list(f.categories)
             fields.append(d)
@@ -212,11 +253,43 @@ class Schema:
         """Validation for one record as a dict (the Python API's path; the REST
         API validates with request models generated from the same schema)."""
         for f in self.input_fields:
-            if f.name not in record or record[f.name] is None:
+            if f.name not in record:
                 if f.required:
                     raise InputError("field required", field=f.name)
                 continue
+            if record[f.name] is None:
+                if f.required and not f.nullable:
+                    raise InputError("field required (null is allowed only in nullable "
+                                     "fields)", field=f.name)
+                continue
             validate_column(f, pd.Series([record[f.name]]), None)
+
+
+def _check_values_rule(schema: str, f: FieldSpec, derived_source: bool) -> None:
+    """The presence/gap rules of FieldSpec, and the level settings."""
+    where = f"schema {schema!r}: field {f.name!r}"
+    if f.nullable and f.kind not in NULLABLE_KINDS:
+        raise ValueError(f"{where}: kind {f.kind} cannot be nullable (only "
+                         f"{sorted(NULLABLE_KINDS)} fields can)")
+    if not f.required and not f.nullable and (f.is_feature or derived_source):
+        raise ValueError(
+            f"{where} is optional (required: false) and a model input, so a record without "
+            "it would have no value to score: declare it `nullable: true` (a left-out field "
+            "is then a gap the model allows for) or make it required")
+    for key in ("max_levels", "min_level_count"):
+        value = getattr(f, key)
+        if value is None:
+            continue
+        if f.kind != "categorical" or f.categories is not None:
+            raise ValueError(f"{where}: {key} applies to categorical fields without "
+                             "declared categories (their levels are learned)")
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}: {key} must be a positive integer")
+    if f.pii and f.is_feature and f.kind == "categorical" and f.categories is None:
+        # Learned levels are stored in the model: personal data would be at rest.
+        raise ValueError(f"{where}: personal data (pii) cannot be a categorical model "
+                         "input with learned levels (they are stored with the model); "
+                         "declare its categories or set feature: false")
 
 
 def _parse_reasons(raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -280,14 +353,29 @@ def validate_column(f: FieldSpec, col: pd.Series, source: str | None = None) -> 
         longest = int(col.astype(str).str.len().max())
         if longest > f.length_limit:
             fail(f"values longer than {f.length_limit} characters")
+    if f.kind == "boolean" and col.dtype == object:
+        # True/False with gaps: a CSV reader leaves such a column as objects.
+        try:
+            col = col.astype("boolean")
+        except (TypeError, ValueError):
+            fail("expected booleans (true/false or 0/1)")
     if f.kind in ("numeric", "label", "boolean"):
         if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
             fail(f"expected numbers, found {col.dtype}")
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
-        if f.kind != "label" and bad.any():
+        if f.nullable:
+            # Gaps are allowed; an infinity is not a gap but a broken value.
+            infinite = np.isinf(values)
+            if infinite.any():
+                fail(f"{int(infinite.sum())} infinite value(s) (first at row "
+                     f"{int(np.argmax(infinite))}); gaps are allowed (the field is nullable)")
+        elif f.kind != "label" and bad.any():
             first = int(np.argmax(bad))
-            fail(f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {first})")
+            hint = ("; declare the field nullable: true if gaps are expected"
+                    if np.isnan(values).any() else "")
+            fail(f"{int(bad.sum())} missing, NaN or infinite value(s) (first at row {first})"
+                 + hint)
         finite = values[~bad]
         if f.kind == "label" and (np.isinf(values).any() or not np.isin(finite, (0, 1, -1)).all()):
             # Labels are 1 (confirmed fraud), 0 (confirmed genuine) or
@@ -304,6 +392,11 @@ def validate_column(f: FieldSpec, col: pd.Series, source: str | None = None) -> 
             fail(f"value {finite.min()} below the minimum {f.min}")
         if f.max is not None and finite.size and finite.max() > f.max:
             fail(f"value {finite.max()} above the maximum {f.max}")
+    if f.kind == "categorical" and f.is_feature and not f.nullable and col.isna().any():
+        # A feature needs a value: an unnoticed gap would read as a level.
+        fail(f"{int(col.isna().sum())} missing value(s) (first at row "
+             f"{int(np.argmax(col.isna().to_numpy()))}); declare the field nullable: true "
+             "if gaps are expected")
     if f.kind == "categorical" and f.categories is not None:
         unknown = set(col.dropna().astype(str)) - set(f.categories)
         if unknown:

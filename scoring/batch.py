@@ -60,6 +60,9 @@ class ScoreSummary:
             ("read", "features", "score", "assemble", "write"), 0.0
         )
     )
+    # Per categorical field, values of a level never seen in training
+    # (scored as "other", not an error).
+    unseen_levels: dict[str, int] = field(default_factory=dict)
 
 
 def cli_main(args: argparse.Namespace) -> int:
@@ -98,6 +101,10 @@ def cli_main(args: argparse.Namespace) -> int:
         f"scored {summary.rows:,} rows with {ref.name} v{ref.version}: "
         f"{summary.flagged:,} flagged -> {args.out}"
     )
+    for name, count in sorted(summary.unseen_levels.items()):
+        if count:
+            print(f"{name}: {count:,} value(s) of a level not seen in training, scored as "
+                  "\"other\"", file=sys.stderr)
     return 0
 
 
@@ -123,6 +130,7 @@ def score_file(
     writer: pq.ParquetWriter | None = None
     history = _history(bundle) if summary.streamed else None
     total = _total_rows(data)
+    unseen_before = bundle.pipeline.unseen_levels() if bundle.pipeline is not None else {}
     try:
         for table in chunks:
             t0 = time.perf_counter()
@@ -169,6 +177,11 @@ def score_file(
         if summary.rows == 0:
             raise InputError("the file has no rows (empty, or a header only)", source=str(data))
         os.replace(tmp, out)
+        assert bundle.pipeline is not None
+        summary.unseen_levels = {
+            name: count - unseen_before.get(name, 0)
+            for name, count in bundle.pipeline.unseen_levels().items()
+        }
     finally:
         if writer is not None:
             writer.close()

@@ -25,6 +25,7 @@ from serving.middleware import Observability, RequestGuard
 from serving.model_manager import ModelManager
 from serving.online_state import check_state_key
 from serving.openapi import build_openapi, docs_router
+from serving.request_id import RequestId
 from serving.responses import ErrorResponse
 from serving.scoring import ScoringService, body_limits
 from serving.settings import ServingSettings
@@ -48,6 +49,7 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
     stores = Stores(settings)
     if stores.writer is not None:
         metrics.watch_audit(stores.writer)
+    metrics.watch_unseen_levels(lambda: _unseen_levels(manager))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,5 +111,14 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
     app.add_middleware(RequestGuard, limits=body_limits(settings),
                        body_timeout=settings.body_timeout_seconds)
     app.add_middleware(Observability, metrics=metrics, current_version=manager.current_version)
+    app.add_middleware(RequestId)  # outermost: every log line of the request carries its id
     return app
 
+
+
+def _unseen_levels(manager: ModelManager) -> dict[str, int]:
+    """The served model's count of unseen categorical levels (none before
+    a model is loaded)."""
+    served = manager.current
+    pipeline = served.bundle.pipeline if served is not None else None
+    return pipeline.unseen_levels() if pipeline is not None else {}

@@ -9,7 +9,7 @@ as they were.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -125,6 +125,12 @@ class Metrics:
         the group-commit size) and the 503s it caused."""
         self.registry.register(_AuditCollector(writer))
 
+    def watch_unseen_levels(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Export `source()`: per categorical field, the values of a level
+        the served model never saw in training, scored as "other" (the
+        model's pipeline counts them; a reload starts the count again)."""
+        self.registry.register(_UnseenLevelsCollector(source))
+
     # ----------------------------------------------------------------- output
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -140,3 +146,16 @@ class _AuditCollector(Collector):
                                   value=self.writer.commits)
         yield CounterMetricFamily("gendetect_audit_rows", "Decisions written to the audit.",
                                   value=self.writer.rows_written)
+
+
+class _UnseenLevelsCollector(Collector):
+    def __init__(self, source: Callable[[], Mapping[str, int]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "gendetect_unseen_levels", "Categorical values of a level the served model never "
+            "saw in training, scored as \"other\", by field.", labels=["field"])
+        for name, count in sorted(self.source().items()):
+            family.add_metric([name], count)
+        yield family

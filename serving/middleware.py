@@ -174,5 +174,10 @@ class Observability:
             route = route_template(scope)
             self.metrics.observe_request(route, scope["method"], status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
+                version = self.current_version()
+                # The fields again as `extra`: separate keys in JSON log lines.
                 access_log.info("%s %s %d %.2fms model=%s", scope["method"], route, status,
-                                elapsed * 1000, self.current_version())
+                                elapsed * 1000, version,
+                                extra={"method": scope["method"], "route": route,
+                                       "status": status, "latency_ms": round(elapsed * 1000, 3),
+                                       "model_version": version})

@@ -18,16 +18,28 @@ import fastapi_offline
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from serving import examples
 from serving.feedback_models import VerdictIn
 from serving.model_manager import ModelManager
 from serving.responses import LabelIn
 
 ASSETS_URL = "/docs-assets"
 _ASSETS = Path(fastapi_offline.__file__).parent / "static"
+# ReDoc's bundle loads its footer logo from Redocly's CDN: served with that
+# one address pointed at a local image instead.
+_REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+REDOC_JS_URL = "/redoc.standalone.js"
+# The pages may load nothing from elsewhere: a closed network stays closed,
+# and a CDN address that slips into an asset fails in the browser's console
+# (and in tests/integration/serving/test_openapi_examples.py), not silently.
+# Swagger UI starts from an inline script; ReDoc runs a worker from a blob.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
+            "connect-src 'self'; font-src 'self' data:")
 
 
 def docs_router(app: FastAPI, dependencies: list[Any]) -> APIRouter:
@@ -42,20 +54,32 @@ def docs_router(app: FastAPI, dependencies: list[Any]) -> APIRouter:
 
     @router.get("/docs")
     async def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json", title=f"{app.title} - docs",
             swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
         )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     @router.get("/redoc")
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url="/openapi.json", title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+            redoc_js_url=REDOC_JS_URL,
             redoc_favicon_url=f"{ASSETS_URL}/favicon.png", with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    redoc_js = (_ASSETS / "redoc.standalone.js").read_bytes().replace(
+        _REDOC_LOGO, f"{ASSETS_URL}/favicon.png".encode())
+
+    @router.get(REDOC_JS_URL)
+    async def redoc_bundle() -> Response:
+        return Response(redoc_js, media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
     return router
 
@@ -72,9 +96,36 @@ def build_openapi(app: FastAPI, manager: ModelManager) -> dict[str, Any]:
                       routes=app.routes)
     if served is not None:
         add_request_bodies(doc, served.record_model, served.batch_model)
+        _set_examples(doc, "/v1/score", examples.record_examples(served.record_model))
+        _set_examples(doc, "/v1/score/batch", examples.batch_examples(served.record_model))
     add_feedback_bodies(doc, app.state.settings.max_batch_size)
+    _set_examples(doc, "/v1/feedback", examples.VERDICT_EXAMPLES)
+    _set_examples(doc, "/v1/labels", examples.LABEL_EXAMPLES)
+    _prune_errors(doc)
     app.state.openapi_cache = (key, doc)
     return doc
+
+
+# Errors only a request with a body can get: 409 (a transaction id scored
+# with other content), 413 and 415 (the body's size and media type).
+_BODY_ERRORS = {"409": ("/v1/score", "/v1/score/batch"), "413": None, "415": None}
+
+
+def _prune_errors(doc: dict[str, Any]) -> None:
+    """Each operation lists the errors it can answer: none of the body's on a
+    GET, and 409 only where a transaction id is scored."""
+    for path, operations in doc.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.get("responses", {})
+            for code, paths in _BODY_ERRORS.items():
+                if method == "get" or (paths is not None and path not in paths):
+                    responses.pop(code, None)
+
+
+def _set_examples(doc: dict[str, Any], path: str, named: dict[str, Any] | None) -> None:
+    body = doc.get("paths", {}).get(path, {}).get("post", {}).get("requestBody")
+    if body is not None and named:
+        body["content"]["application/json"]["examples"] = named
 
 
 def add_request_bodies(

@@ -169,7 +169,12 @@ def build_record_model(
         extra: dict[str, Any] = {"description": spec.description or None}
         if alias is not None:
             extra["alias"] = alias
-        if spec.required:
+        # `required`: the key must be present; `nullable`: null is a value
+        # (a gap). An optional field left out is null, which the schema
+        # allows for model inputs only when they are nullable.
+        if spec.required and spec.nullable:
+            definitions[py_name] = (annotation | None, Field(..., **extra))
+        elif spec.required:
             definitions[py_name] = (annotation, Field(..., **extra))
         else:
             definitions[py_name] = (annotation | None, Field(None, **extra))

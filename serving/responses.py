@@ -28,7 +28,9 @@ class ModelRef(BaseModel):
 
 class ScoreResponse(BaseModel):
     score: float = Field(description="raw anomaly score; higher is more anomalous")
-    risk: float = Field(description="calibrated 0-1 risk")
+    risk: float = Field(description="the share of reference traffic (the model's held-out "
+                        "validation records) that scores lower: 0.99 = more unusual than 99% "
+                        "of traffic. A rank, not a probability of fraud")
     is_fraud: bool = Field(description="score >= threshold")
     threshold: float
     top_features: list[FeatureContribution]
@@ -63,6 +65,8 @@ class SchemaField(BaseModel):
     name: str
     kind: str
     required: bool
+    # null (or, when not required, leaving the field out) is a gap the model allows for.
+    nullable: bool = False
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
@@ -137,6 +141,7 @@ def schema_fields(schema: Schema) -> list[SchemaField]:
             name=f.name,
             kind=f.kind,
             required=f.required,
+            nullable=f.nullable,
             min=f.min,
             max=f.max,
             categories=list(f.categories) if f.categories else None,

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-import sys
 
 from gendetect.config import get_settings
 from gendetect.errors import ModelNotReadyError
@@ -75,17 +74,6 @@ def _settings_from_args(args: argparse.Namespace) -> ServingSettings:
         if value is not None
     }
     return settings.model_copy(update=updates) if updates else settings
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Alembic's per-plugin and per-context INFO lines at start say nothing to
-    # an operator; the schema check logs its own line (gendetect.stores).
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def cli_main(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ def warm_up(bundle: FraudModelBundle, online: bool) -> None:
     lazy initialisation (torch kernels, numpy dispatch)."""
     record: dict[str, Any] = {}
     for f in bundle.schema.input_fields:
-        record[f.name] = _placeholder(f.kind, f.min, f.categories)
+        record[f.name] = _placeholder(f.kind, f.min, f.categories or _learned(bundle, f.name))
     window = None
     if online and bundle.pipeline is not None:
         window = [dict.fromkeys(bundle.pipeline.window_feature_names, 0.0)]
@@ -44,6 +44,17 @@ def warm_up(bundle: FraudModelBundle, online: bool) -> None:
         bundle.score_records([record], window)
     except Exception as exc:  # a warm-up failure must not stop serving
         log.debug("warm-up skipped: %s", exc)
+
+
+def _learned(bundle: FraudModelBundle, name: str) -> tuple[str, ...] | None:
+    """The most frequent training level of a categorical feature whose levels
+    were learned, so that the warm-up is not counted as an unseen level."""
+    pipeline = bundle.pipeline
+    try:
+        counts = pipeline.encoder(name).counts if pipeline is not None else {}
+    except (KeyError, RuntimeError):
+        return None
+    return (next(iter(counts)),) if counts else None
 
 
 def _placeholder(kind: str, minimum: float | None, categories: tuple[str, ...] | None) -> Any:

@@ -30,6 +30,7 @@ two such requests on two workers within that millisecond do not.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -61,9 +62,7 @@ def check_shared_state(settings: ServingSettings) -> None:
 
 def prepare_process(settings: ServingSettings) -> None:
     """Per serving process, before anything loads a model."""
-    from serving.server import configure_logging
-
-    configure_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     import torch
 
     # The thread count is fixed at first use.
@@ -73,6 +72,15 @@ def prepare_process(settings: ServingSettings) -> None:
     # switch interval (5 ms by default) while the event loop keeps the CPU
     # busy: shorter, so that they never hold a request up for long.
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+
+
+def _setup_logging(level: str, fmt: Any) -> None:
+    from gendetect.logs import configure_logging
+
+    configure_logging(level, fmt)
+    # Alembic's per-plugin and per-context INFO lines at start say nothing to
+    # an operator; the schema check logs its own line (gendetect.stores).
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def create_worker_app() -> Any:

@@ -217,7 +217,11 @@ def cli_main(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # bad numbers or an unparseable --start-date
         raise CliError(str(exc)) from exc
+    if not len(df):
+        # An empty file trains nothing and scores nothing: say so instead of exit 0.
+        raise CliError(f"no transactions in {args.days} day(s) of {args.customers} customer(s): "
+                       "raise --days or --customers; nothing written")
     write_table(df, args.out)
-    rate = float(df["is_fraud"].mean()) if len(df) else 0.0
+    rate = float(df["is_fraud"].mean())
     print(f"wrote {len(df)} transactions (fraud rate {rate:.2%}) to {args.out}")
     return 0

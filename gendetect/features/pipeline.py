@@ -17,11 +17,14 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
-from gendetect.features.derived import DERIVED_FUNCTIONS, TWO_COLUMN_FUNCTIONS
+from gendetect.features.derived import TWO_COLUMN_FUNCTIONS
+from gendetect.features.missing import absent_column
+from gendetect.features.static import StaticFeatures
 from gendetect.schema import Schema
 from gendetect.timestamps import column_to_ns, to_ns
 
 if TYPE_CHECKING:
+    from gendetect.features.categorical import CategoricalEncoder
     from gendetect.features.windows import WindowConfig
 
 log = logging.getLogger(__name__)
@@ -32,13 +35,14 @@ Columns = dict[str, np.ndarray]
 class FeaturePipeline:
     """Turns validated records into the numeric matrix the detectors see.
 
-    Columns of the output, in order: numeric/boolean feature fields, one-hot
-    categories, derived features (schema `derived:`), then behaviour window
+    Columns of the output, in order: the static features (feature fields,
+    each nullable one followed by its gap indicator, categorical encodings
+    and derived features: gendetect.features.static), then behaviour window
     features (schema `windows:`), whose values come from the offline engine
     for files and from the online state store for API requests.
     """
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, state: Mapping[str, Any] | None = None) -> None:
         self.schema = schema
         self.window_config: WindowConfig | None = None
         if schema.windows:
@@ -51,6 +55,40 @@ class FeaturePipeline:
         for d in schema.derived:
             if d.op in TWO_COLUMN_FUNCTIONS and d.by not in window_names and d.by not in schema:
                 raise ValueError(f"derived {d.name!r}: unknown column {d.by!r} in 'by'")
+        if self.window_config is not None:
+            config = self.window_config
+            for name in (config.time_col, config.customer_col, config.terminal_col,
+                         config.amount_col):
+                if name in schema and schema[name].nullable:
+                    # The behaviour windows sum and count every transaction:
+                    # a gap would make every later feature of the card a gap.
+                    raise ValueError(f"field {name!r} feeds the behaviour windows and "
+                                     "cannot be nullable")
+        self.static = StaticFeatures(schema, state)
+
+    # ------------------------------------------------------------- fitting
+    @property
+    def is_fitted(self) -> bool:
+        """True when every categorical feature has its levels."""
+        return self.static.is_fitted
+
+    def fit(self, df: pd.DataFrame) -> FeaturePipeline:
+        """Learn the levels of categorical features without declared
+        categories from the training rows (validated)."""
+        self.static.fit(df)
+        return self
+
+    def state(self) -> dict[str, Any]:
+        """What a saved model keeps of the fit: the learned levels (JSON)."""
+        return self.static.state()
+
+    def encoder(self, name: str) -> CategoricalEncoder:
+        return self.static.encoder(name)
+
+    def unseen_levels(self) -> dict[str, int]:
+        """Per categorical field, how many values of a level never seen in
+        training were scored (as "other") since this pipeline was built."""
+        return self.static.unseen_levels()
 
     # ------------------------------------------------------------------ names
     @property
@@ -59,15 +97,7 @@ class FeaturePipeline:
 
     @property
     def feature_names(self) -> list[str]:
-        names: list[str] = []
-        for f in self.schema.feature_fields:
-            if f.kind == "categorical" and f.categories:
-                names.extend(f"{f.name}={c}" for c in f.categories)
-            else:
-                names.append(f.name)
-        names.extend(d.name for d in self.schema.derived)
-        names.extend(self.window_feature_names)
-        return names
+        return [*self.static.names, *self.window_feature_names]
 
     @property
     def needed_fields(self) -> list[str]:
@@ -103,6 +133,9 @@ class FeaturePipeline:
         for name in self.needed_fields:
             if name in self._timestamp_fields:
                 cols[name] = column_to_ns(df[name])
+            elif name not in df.columns and name in self.static.nullable:
+                # An optional nullable field the file leaves out: a gap per row.
+                cols[name] = absent_column(len(df))
             else:
                 cols[name] = df[name].to_numpy()
         if self.window_config is None:
@@ -173,7 +206,9 @@ class FeaturePipeline:
         """Columns for validated records (the API path: no pandas)."""
         cols: Columns = {}
         for name in self.needed_fields:
-            values = [r[name] for r in records]
+            # An optional field a record leaves out is None: a gap (the
+            # schema allows that only for nullable features).
+            values = [r.get(name) for r in records]
             if name in self._timestamp_fields:
                 cols[name] = np.fromiter(
                     (v if isinstance(v, int) else _record_time_ns(v) for v in values),
@@ -192,21 +227,15 @@ class FeaturePipeline:
         return cols
 
     # -------------------------------------------------------------- features
-    def transform(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The feature matrix (n, n_features), float64."""
-        parts: list[np.ndarray] = []
-        for f in self.schema.feature_fields:
-            values = cols[f.name]
-            if f.kind == "categorical" and f.categories:
-                as_text = values.astype(str)
-                parts.extend((as_text == c).astype(np.float64) for c in f.categories)
-            else:
-                parts.append(values.astype(np.float64))
-        for d in self.schema.derived:
-            if d.op in TWO_COLUMN_FUNCTIONS:
-                parts.append(TWO_COLUMN_FUNCTIONS[d.op](cols[d.source], cols[d.by or ""]))
-            else:
-                parts.append(DERIVED_FUNCTIONS[d.op](cols[d.source]))
+    def transform(
+        self, cols: Mapping[str, np.ndarray], *, count_unseen: bool = True
+    ) -> np.ndarray:
+        """The feature matrix (n, n_features), float64; NaN marks a gap
+        (gendetect.features.missing), only in nullable fields and the
+        features derived from them. Values of categorical levels never seen
+        in training are counted (`unseen_levels`) unless `count_unseen` is
+        False (a second look at records already scored, e.g. drift)."""
+        parts = self.static.parts(cols, count_unseen)
         parts.extend(cols[name] for name in self.window_feature_names)
         if not parts:
             raise InputError("the schema defines no features")

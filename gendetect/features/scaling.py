@@ -56,7 +56,22 @@ class RobustScaler:
     scale_: np.ndarray | None = None
 
     def fit(self, x: np.ndarray) -> RobustScaler:
-        self.center_, self.scale_ = robust_center_spread(x, axis=0)
+        """Median and spread per column. NaN marks a gap (nullable fields,
+        gendetect.features.missing): the statistics are those of the observed
+        values, and a column without any gets centre 0, spread 1. Gaps stay
+        NaN through `transform`; the detector imputes them."""
+        x = np.asarray(x, dtype=np.float64)
+        if not np.isnan(x).any():
+            self.center_, self.scale_ = robust_center_spread(x, axis=0)
+            return self
+        d = x.shape[1]
+        center, scale = np.zeros(d), np.ones(d)
+        for j in range(d):
+            observed = x[:, j][~np.isnan(x[:, j])]
+            if len(observed):
+                c, s = robust_center_spread(observed, axis=None)
+                center[j], scale[j] = float(c), float(s)
+        self.center_, self.scale_ = center, scale
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -71,7 +86,8 @@ class RobustScaler:
             z /= self.scale_
         np.clip(z, -CLIP_ROBUST_UNITS, CLIP_ROBUST_UNITS, out=z)
         limit = self.soft_limit
-        beyond = np.abs(z) > limit
+        with np.errstate(invalid="ignore"):  # NaN (a gap) is never beyond
+            beyond = np.abs(z) > limit
         if beyond.any():
             far = z[beyond]
             z[beyond] = np.sign(far) * (limit + np.log1p(np.abs(far) - limit))

@@ -3,6 +3,6 @@ network and the parameters every network has. The Lightning base class is
 in components/lightning.py, imported by training code only."""
 
 from gendetect.models.components.base import GenerativeNetwork
-from gendetect.models.components.blocks import mlp, squared_error
+from gendetect.models.components.blocks import fill_missing, mlp, observed_only, squared_error
 
-__all__ = ["GenerativeNetwork", "mlp", "squared_error"]
+__all__ = ["GenerativeNetwork", "fill_missing", "mlp", "observed_only", "squared_error"]

@@ -16,6 +16,9 @@ The detector core asks a network for two things:
   as they are) or plain errors that it divides by their typical size.
 - `extra_score(x)`: an optional per-record score beside the errors (the GAN's
   discriminator), or None.
+Inputs may hold NaN: a gap in a nullable field (gendetect.features.missing).
+A network imputes it (blocks.fill_missing) and gives it an error of 0
+(blocks.observed_only); the detector then averages over observed cells only.
 A new way of scoring (another network's output, a head trained on labels)
 adds to this contract rather than to branches in the detector.
 """

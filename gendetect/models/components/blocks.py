@@ -32,6 +32,25 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+def fill_missing(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """NaN in a scaled input marks a gap (a nullable field without a value,
+    gendetect.features.missing). Returns x with 0 there (the training
+    median: the scaler centres every column on it) and the mask of observed
+    cells as 0/1 floats, or None when nothing is missing (then x is returned
+    as it is, so complete records score exactly as before gaps existed)."""
+    missing = torch.isnan(x)
+    if not bool(missing.any()):
+        return x, None
+    return torch.where(missing, torch.zeros_like(x), x), (~missing).to(x.dtype)
+
+
+def observed_only(terms: torch.Tensor, observed: torch.Tensor | None) -> torch.Tensor:
+    """Per-feature error or likelihood terms with the gaps' cells set to 0:
+    a value the record does not have is neither well nor badly explained,
+    so it adds nothing to the loss, the score or the explanations."""
+    return terms if observed is None else terms * observed
+
+
 def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Per-record, per-feature squared error (n, d): the raw material of both
     the anomaly score and the explanations."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gendetect.models.components import fill_missing
 from gendetect.models.components.lightning import GenerativeModule
 from gendetect.models.gan.loss import (
     adversarial_loss,
@@ -44,7 +45,10 @@ class GAN(GenerativeModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         opt_d, opt_g = self.optimizers()  # type: ignore[misc]
-        hp, net, x = self.params, self.model, batch
+        # The discriminator sees gaps imputed with the median (the gap
+        # indicators are inputs too); the reconstruction losses take the
+        # batch with its gaps and leave them out of the error.
+        hp, net, x = self.params, self.model, fill_missing(batch)[0]
         z = torch.randn(len(x), hp.latent_dim, device=x.device)
 
         # Discriminator: real vs generated, with R1 on real records. R1 is
@@ -69,7 +73,7 @@ class GAN(GenerativeModule):
         # Generator + encoder: fool D, reconstruct x, and recover z.
         fake = net.generator(z)
         adv = adversarial_loss(net, x, fake, hp.feature_matching)
-        recon = noisy_reconstruction_loss(net, x, hp.latent_noise)
+        recon = noisy_reconstruction_loss(net, batch, hp.latent_noise)
         latent = latent_recovery_loss(net, fake, z)
         g_loss = adv + hp.recon_weight * (recon + latent)
         opt_g.zero_grad()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from gendetect.models.components import squared_error
+from gendetect.models.components import fill_missing, observed_only, squared_error
 
 if TYPE_CHECKING:
     from gendetect.models.gan.torch_model import GANNetwork
@@ -52,7 +52,8 @@ def adversarial_loss(
 
 
 def reconstruction_loss(net: GANNetwork, x: torch.Tensor) -> torch.Tensor:
-    return squared_error(x, net.reconstruct(x)).sum(dim=1).mean()
+    x, observed = fill_missing(x)
+    return observed_only(squared_error(x, net.reconstruct(x)), observed).sum(dim=1).mean()
 
 
 def noisy_reconstruction_loss(
@@ -69,12 +70,13 @@ def noisy_reconstruction_loss(
     does for a fixed posterior variance) limits how much each code can
     carry, so only structure shared by many records is reconstructed.
     """
+    x, observed = fill_missing(x)  # gaps: imputed in, left out of the error
     code = net.encoder(x)
     if sigma <= 0:
-        return squared_error(x, net.generator(code)).sum(dim=1).mean()
+        return observed_only(squared_error(x, net.generator(code)), observed).sum(dim=1).mean()
     noise = torch.randn(code.shape, generator=generator, device=code.device)
     noisy = code + sigma * noise
-    recon = squared_error(x, net.generator(noisy)).sum(dim=1)
+    recon = observed_only(squared_error(x, net.generator(noisy)), observed).sum(dim=1)
     prior = 0.5 * code.pow(2).sum(dim=1)
     return (recon + prior).mean()
 

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gendetect.models.components import GenerativeNetwork, mlp, squared_error
+from gendetect.models.components import (
+    GenerativeNetwork,
+    fill_missing,
+    mlp,
+    observed_only,
+    squared_error,
+)
 from gendetect.models.gan.loss import GAUSSIAN_REFERENCE_SCALE
 from gendetect.models.gan.params import GANParams
 
@@ -54,7 +60,8 @@ class GANNetwork(GenerativeNetwork):
 
     @torch.no_grad()
     def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
-        return squared_error(x, self.reconstruct(x))
+        x, observed = fill_missing(x)
+        return observed_only(squared_error(x, self.reconstruct(x)), observed)
 
     @torch.no_grad()
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -65,6 +72,9 @@ class GANNetwork(GenerativeNetwork):
         |x|^2 / (2 s^2) (up to a constant) makes it an estimate of -log p_data,
         which keeps growing in the tails where a smooth discriminator levels off.
         """
+        # Gaps imputed with the median: they move neither the verdict nor
+        # the reference term below.
+        x, _ = fill_missing(x)
         verdict = -self.discriminate(x)
         if self.reference_scale > 0:
             verdict = verdict + x.pow(2).sum(dim=1) / (2 * self.reference_scale**2)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gendetect.models.components import squared_error
+from gendetect.models.components import fill_missing, observed_only, squared_error
 
 if TYPE_CHECKING:
     from gendetect.models.vae.torch_model import VAENetwork
@@ -29,9 +29,12 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def vae_loss(net: VAENetwork, x: torch.Tensor, beta: float) -> torch.Tensor:
-    """Negative ELBO (beta-weighted), averaged over the batch; one sample of z."""
+    """Negative ELBO (beta-weighted), averaged over the batch; one sample of z.
+    Gaps (NaN) are imputed at the encoder and left out of the likelihood:
+    the decoder is never trained to reproduce an imputed value."""
+    x, observed = fill_missing(x)
     mu, logvar = net.encode(x)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
     mean, dec_logvar = net.decode(z)
-    recon = gaussian_nll_terms(x, mean, dec_logvar).sum(dim=1)
+    recon = observed_only(gaussian_nll_terms(x, mean, dec_logvar), observed).sum(dim=1)
     return (recon + beta * kl_divergence(mu, logvar)).mean()

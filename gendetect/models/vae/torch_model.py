@@ -11,7 +11,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gendetect.models.components import GenerativeNetwork, mlp, squared_error
+from gendetect.models.components import (
+    GenerativeNetwork,
+    fill_missing,
+    mlp,
+    observed_only,
+    squared_error,
+)
 from gendetect.models.vae.loss import LOGVAR_MAX, LOGVAR_MIN
 from gendetect.models.vae.params import VAEParams
 
@@ -64,13 +70,14 @@ class VAENetwork(GenerativeNetwork):
         lets a record "explain away" its anomaly: the decoder predicts a wide
         variance for unusual codes, and the scaled error stays small.
         """
+        x, observed = fill_missing(x)
         mu, _ = self.encode(x)
         mean, logvar = self.decode(mu)
         err = squared_error(x, mean)
         if not self.learned_variance:
-            return err
+            return observed_only(err, observed)
         # logvar >= LOGVAR_MIN, so each term is >= 0.
-        return 0.5 * (err * torch.exp(-logvar) + logvar - LOGVAR_MIN)
+        return observed_only(0.5 * (err * torch.exp(-logvar) + logvar - LOGVAR_MIN), observed)
 
 
 def build_vae_network(n_features: int, params: VAEParams) -> VAENetwork:

@@ -19,14 +19,16 @@ def _json(content: object) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@router.post("/feedback", summary="Analyst verdicts (one object or a list); scope feedback",
+@router.post("/feedback", operation_id="post_verdicts",
+             summary="Analyst verdicts (one object or a list); scope feedback",
              responses={200: {"model": FeedbackResult}, **_NOT_FOUND})
 async def feedback(request: Request, caller: FeedbackKey, served: CurrentModel,
                    service: FeedbackDep) -> Response:
     return _json(await service.feedback(served, await request.body(), caller))
 
 
-@router.post("/labels", summary="Confirmed labels (alias of /v1/feedback with the label "
+@router.post("/labels", operation_id="post_labels",
+             summary="Confirmed labels (alias of /v1/feedback with the label "
              "body); scope feedback", responses={200: {"model": LabelResult}, **_NOT_FOUND})
 async def labels(request: Request, caller: FeedbackKey, served: CurrentModel,
                  service: FeedbackDep) -> Response:

@@ -21,12 +21,14 @@ def _json(content: object, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
-@router.get("/healthz", summary="The process is alive", response_model=HealthStatus)
+@router.get("/healthz", operation_id="healthz",
+            summary="The process is alive", response_model=HealthStatus)
 async def healthz() -> Response:
     return _json({"status": "ok"})
 
 
-@router.get("/readyz", summary="A model is loaded, its state store answers, and so does the "
+@router.get("/readyz", operation_id="readyz",
+            summary="A model is loaded, its state store answers, and so does the "
             "audit database (when the audit is on)",
             response_model=ReadyStatus, responses={503: {"model": ReadyStatus}})
 async def readyz(request: Request, manager: ManagerDep) -> Response:
@@ -55,7 +57,8 @@ async def readyz(request: Request, manager: ManagerDep) -> Response:
     return _json({"status": "ready", "model": served.model_ref})
 
 
-@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}}})
+@metrics_router.get("/metrics", operation_id="metrics",
+                    summary="Prometheus metrics", response_class=Response,
+                    responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}}})
 async def prometheus(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

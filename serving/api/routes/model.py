@@ -14,12 +14,14 @@ from serving.responses import ModelInfo, ReloadResult, schema_fields
 router = APIRouter(tags=["model"])
 
 
-@router.get("/model", summary="The model being served", response_model=ModelInfo)
+@router.get("/model", operation_id="get_model",
+            summary="The model being served", response_model=ModelInfo)
 async def model_info(served: CurrentModel, manager: ManagerDep) -> dict[str, Any]:
     return describe(served, manager)
 
 
-@router.post("/model/reload", summary="Load what the registry URI points at now (e.g. after "
+@router.post("/model/reload", operation_id="reload_model",
+             summary="Load what the registry URI points at now (e.g. after "
              "the champion alias moved); requests keep flowing", response_model=ReloadResult)
 async def reload(manager: ManagerDep, _caller: AdminKey, force: bool = False) -> dict[str, Any]:
     try:

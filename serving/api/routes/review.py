@@ -38,7 +38,8 @@ async def _read(stores: Stores, call: Any, *args: Any, **kwargs: Any) -> Any:
         raise from_core_error(exc) from None
 
 
-@router.get("/alerts", summary="The review queue: flagged decisions without a verdict, "
+@router.get("/alerts", operation_id="list_alerts",
+            summary="The review queue: flagged decisions without a verdict, "
             "newest first", response_model=AlertPage)
 async def alerts(
     stores: StoresDep,
@@ -56,7 +57,8 @@ async def alerts(
     return {"alerts": page, "next_cursor": nxt}
 
 
-@router.get("/decisions/{transaction_id}", summary="A transaction's stored decision and its "
+@router.get("/decisions/{transaction_id}", operation_id="get_decision",
+            summary="A transaction's stored decision and its "
             "verdict history", response_model=DecisionHistory,
             responses={404: {"model": ErrorResponse}})
 async def decision(

@@ -16,7 +16,8 @@ def _json(content: object) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@router.post("/score", summary="Score one record", responses={200: {"model": ScoreResponse}})
+@router.post("/score", operation_id="score",
+             summary="Score one record", responses={200: {"model": ScoreResponse}})
 async def score(request: Request, caller: ScoreKey, served: CurrentModel,
                 scoring: ScoringDep) -> Response:
     # The body is read as bytes and validated with the request model of the
@@ -24,7 +25,8 @@ async def score(request: Request, caller: ScoreKey, served: CurrentModel,
     return _json(await scoring.score_one(served, await request.body(), caller))
 
 
-@router.post("/score/batch", summary="Score records in order (later ones see the earlier "
+@router.post("/score/batch", operation_id="score_batch",
+             summary="Score records in order (later ones see the earlier "
              "ones in their behaviour features)", responses={200: {"model": BatchResponse}})
 async def score_batch(request: Request, caller: ScoreKey, served: CurrentModel,
                       scoring: ScoringDep) -> Response:

@@ -26,9 +26,10 @@ SCHEMA = Schema(
         FieldSpec("customer_id", "entity", pii=True),
         FieldSpec("amount", "numeric", min=0.0, max=1000.0),
         FieldSpec("channel", "categorical", categories=("web", "pos")),
-        FieldSpec("is_foreign", "boolean", required=False),
-        FieldSpec("score_hint", "numeric", required=False),
-        FieldSpec("model_version", "numeric", required=False),  # clashes with pydantic's names
+        FieldSpec("is_foreign", "boolean", required=False, nullable=True),
+        FieldSpec("score_hint", "numeric", required=False, nullable=True),
+        # A name that clashes with pydantic's own:
+        FieldSpec("model_version", "numeric", required=False, nullable=True),
         FieldSpec("is_fraud", "label", required=False),
     ),
 )
