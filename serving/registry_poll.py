@@ -19,6 +19,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from serving.parent_death import end_with_parent
 from serving.settings import ServingSettings
 
 log = logging.getLogger("gendetect.serving")
@@ -44,7 +45,9 @@ class RegistryPoller:
         (ModelNotReadyError, ...) are raised as they are."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                # Not an orphan blocked on its queue if this process is killed.
+                initializer=end_with_parent)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, resolve_version,

@@ -87,26 +87,14 @@ def create_worker_app() -> Any:
     """uvicorn's app factory in each worker process."""
     from gendetect.config import get_settings
     from serving.main import create_app
+    from serving.parent_death import end_with_parent
 
-    _stop_with_supervisor()
+    # A worker stops (gracefully) when the supervisor dies, even by SIGKILL,
+    # instead of serving on as an orphan.
+    end_with_parent()
     settings = get_settings(ServingSettings)
     prepare_process(settings)
     return create_app(settings)
-
-
-def _stop_with_supervisor() -> None:
-    """A worker gets SIGTERM (a graceful stop) when the supervising process
-    dies, even by SIGKILL, instead of serving on as an orphan (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    supervisor = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    if os.getppid() != supervisor:  # it died before the call
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def __getattr__(name: str) -> Any:
