@@ -138,7 +138,7 @@ def _reset(url: str) -> None:
 
     engine = create_engine(normalise_url(url))
     with engine.begin() as conn:
-        for table in ("verdicts", "decisions", "alembic_version"):
+        for table in ("verdicts", "decisions", "hash_key_check", "alembic_version"):
             conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     engine.dispose()
 

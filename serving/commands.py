@@ -16,6 +16,6 @@ def _serve(p: argparse.ArgumentParser) -> None:
                    help="registry URI to serve (default: models:/<name>@<champion alias>)")
 
 
-COMMANDS = [Command("serve", "start the scoring API (FastAPI under uvicorn, one worker)",
+COMMANDS = [Command("serve", "start the scoring API (FastAPI under uvicorn)",
                     _serve, "serving.server:cli_main", order=60,
                     settings="serving.settings:ServingSettings")]

@@ -29,6 +29,7 @@ from serving.request_id import RequestId
 from serving.responses import ErrorResponse
 from serving.scoring import ScoringService, body_limits
 from serving.settings import ServingSettings
+from serving.snapshots import snapshot_loop
 from serving.stores import Stores
 
 __all__ = ["ConfigurationError", "create_app"]
@@ -57,7 +58,7 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
         # The database schema likewise: scoring answers 503 until it is ready.
         tasks = [asyncio.create_task(manager.load_until_ready(), name="model-load"),
                  asyncio.create_task(stores.prepare(), name="database-schema"),
-                 asyncio.create_task(_snapshot_loop(manager, settings), name="state-snapshot")]
+                 asyncio.create_task(snapshot_loop(manager, settings), name="state-snapshot")]
         if settings.model_poll_seconds > 0:
             tasks.append(asyncio.create_task(
                 manager.follow_registry(settings.model_poll_seconds), name="registry-follow"))
@@ -113,16 +114,6 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
     app.add_middleware(RequestId)  # outermost: every log line of the request carries its id
     return app
 
-
-async def _snapshot_loop(manager: ModelManager, settings: ServingSettings) -> None:
-    while True:
-        await asyncio.sleep(settings.state_snapshot_seconds)
-        served = manager.current
-        if served is not None and served.online is not None:
-            try:
-                await asyncio.to_thread(served.online.snapshot)
-            except Exception:
-                log.exception("state snapshot failed")
 
 
 def _unseen_levels(manager: ModelManager) -> dict[str, int]:

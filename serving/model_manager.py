@@ -152,24 +152,57 @@ class ModelManager:
     async def follow_registry(self, interval_seconds: float) -> None:
         """Poll the registry and swap to what the URI points at now, so that
         a moved alias is served without anyone calling /v1/model/reload.
-        Failures keep the current model and are retried on the next tick."""
+        The poll runs in a helper process (serving.registry_poll): only a
+        changed version (or a failed check, to record why) costs this
+        process anything. Failures keep the current model and are retried on
+        the next tick."""
+        from serving.registry_poll import RegistryPoller
+
+        poller = RegistryPoller(self.settings)
         reported = None
-        while True:
-            await asyncio.sleep(interval_seconds)
-            if self.current is None:
-                continue  # load_until_ready is still at it
-            try:
-                await self.reload()
-                reported = None
-            except Exception as exc:
-                message = f"{type(exc).__name__}: {exc}"
-                if message != reported:
-                    log.warning(
-                        "registry check failed, still serving version %s: %s",
-                        self.current.ref.version,
-                        exc,
-                    )
-                    reported = message
+        try:
+            while True:
+                await asyncio.sleep(interval_seconds)
+                served = self.current
+                if served is None:
+                    continue  # load_until_ready is still at it
+                try:
+                    name, version = await poller.resolve()
+                except ModelNotReadyError as exc:  # the registry's answer
+                    self._poll_failed(served, exc)
+                    reported = self._warn_once(served, exc, reported)
+                    continue
+                except Exception:
+                    # The helper itself failed: ask from here this time.
+                    name, version = "", ""
+                if (name, version) == (served.ref.name, served.ref.version):
+                    self.metrics.reload_attempt("unchanged")
+                    self.alias_check = AliasCheck(True, datetime.now(UTC))
+                    reported = None
+                    continue
+                try:
+                    await self.reload()  # records its outcome itself
+                    reported = None
+                except Exception as exc:
+                    reported = self._warn_once(served, exc, reported)
+        finally:
+            poller.close()
+
+    @staticmethod
+    def _warn_once(served: ServedModel, exc: Exception, reported: str | None) -> str:
+        message = f"{type(exc).__name__}: {exc}"
+        if message != reported:
+            log.warning("registry check failed, still serving version %s: %s",
+                        served.ref.version, exc)
+        return message
+
+    def _poll_failed(self, served: ServedModel, exc: Exception) -> None:
+        """What reload() records when the alias cannot be resolved: still
+        serving `served`, which no longer holds the alias (/v1/model says so)."""
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.metrics.reload_attempt("error")
+        if self.current is served:
+            self.alias_check = AliasCheck(False, datetime.now(UTC))
 
     def close(self) -> None:
         if self._online is not None:

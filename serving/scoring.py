@@ -18,10 +18,11 @@ schema), decisions out.
   counted once), and a 409 when it differs.
 - Order with the audit on: validation, then the features (previewed: the
   state store is read, nothing is recorded), the decision, the audit commit
-  (group commit, gendetect.stores.audit), and only then the transaction is
-  recorded in the behaviour state. A request that fails anywhere before the
-  commit (invalid, 409, 503 `audit_unavailable`, a crash) leaves the state
-  as it was: a 503 leaves no trace, a 2xx means stored. Safe under kill -9:
+  (group commit in the writer process, gendetect.stores.audit_process),
+  and only then the transaction is recorded in the behaviour state. A
+  request that fails anywhere before the commit (invalid, 409, 503
+  `audit_unavailable`, a crash) leaves the state as it was: a 503 leaves
+  no trace, a 2xx means stored. Safe under kill -9:
   a process killed after the commit and before the state write has stored
   a decision its client never received; the client's retry gets that
   decision back from the audit and records the transaction then (recording

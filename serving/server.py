@@ -1,6 +1,7 @@
-"""`gendetect serve`: run the scoring API under uvicorn, one worker.
+"""`gendetect serve`: run the scoring API under uvicorn, one worker by
+default (GENDETECT_WORKERS > 1: serving.workers).
 
-One worker on purpose: the model and the online feature state live in the
+One worker by default: the model and the online feature state live in the
 process, and torch runs with `settings.torch_threads` (default 1) intra-op
 threads so that the event loop, not a pool of spinning BLAS threads, decides
 what runs. Scale out with more processes behind a load balancer and a shared
@@ -34,16 +35,12 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-import sys
 
 from gendetect.config import get_settings
 from gendetect.errors import ModelNotReadyError
-from gendetect.logs import LogFormat, configure_logging
 from serving.settings import ServingSettings
 
 log = logging.getLogger("gendetect.serving")
-
-SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -79,13 +76,6 @@ def _settings_from_args(args: argparse.Namespace) -> ServingSettings:
     return settings.model_copy(update=updates) if updates else settings
 
 
-def _configure_logging(level: str, fmt: LogFormat) -> None:
-    configure_logging(level, fmt)
-    # Alembic's per-plugin and per-context INFO lines at start say nothing to
-    # an operator; the schema check logs its own line (gendetect.stores).
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
 def cli_main(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
     uri = settings.resolved_model_uri
@@ -95,30 +85,30 @@ def cli_main(args: argparse.Namespace) -> int:
             f"only registry URIs are served (models:/<name>@<alias> or "
             f"models:/<name>/<version>), got {uri!r}"
         )
-    _configure_logging(settings.log_level, settings.log_format)
+    from serving.workers import check_shared_state, prepare_process
 
-    # Before anything loads a model: the thread count is fixed at first use.
-    import torch
-
-    torch.set_num_threads(settings.torch_threads)
+    check_shared_state(settings)
+    prepare_process(settings)  # logging, torch threads, switch interval
 
     import uvicorn
 
     from serving.connections import deadline_protocol
     from serving.main import create_app
 
-    # The audit writer is a second thread (gendetect.stores.audit). When the
-    # event loop keeps the CPU busy, a thread that wants the GIL gets it only
-    # after the switch interval (5 ms by default), and every commit needs it
-    # a few times: decisions would wait for the writer, not for the disk.
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-
     app = create_app(settings)  # refuses half-open settings before the port opens
     sock = bind_listener(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    workers = f", {settings.workers} workers" if settings.workers > 1 else ""
     print(f"gendetect API on http://{shown}:{port} (docs at /docs, model "
-          f"{settings.resolved_model_uri})", flush=True)
+          f"{settings.resolved_model_uri}{workers})", flush=True)
+    if settings.workers > 1:
+        from serving.workers import serve_workers
+
+        try:
+            return serve_workers(settings, sock)  # each worker makes its own app
+        finally:
+            sock.close()
     config = uvicorn.Config(
         app,
         workers=1,

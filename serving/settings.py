@@ -69,10 +69,22 @@ class ServingSettings(Settings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535, description="0: any free port")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per API process")
+    workers: int = Field(
+        1, ge=1, le=64, description="API worker processes on the one port (more than one needs "
+        "the Redis state store and a shared database: serving.workers)",
+    )
     max_batch_size: int = Field(1000, ge=1)
     state_store: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    state_snapshot_seconds: float = Field(30.0, gt=0)
+    state_snapshot_seconds: float = Field(
+        3600.0, gt=0, description="memory store: the longest time between snapshots (one is "
+        "also written when the journal reaches state_snapshot_journal_mb, and at shutdown)",
+    )
+    state_snapshot_journal_mb: float = Field(
+        64.0, gt=0, description="memory store: a snapshot is written once the journal since "
+        "the last one holds this many MiB (bounds the replay at start); rarer snapshots keep "
+        "their pause out of the request tail",
+    )
     state_journal_fsync_seconds: float = Field(
         1.0, gt=0, le=60,
         description="memory store: at most this much window history is lost on a crash "
@@ -102,6 +114,11 @@ class ServingSettings(Settings):
     )
     audit_enabled: bool = Field(
         True, description="store every decision the API returns before answering"
+    )
+    audit_writer: Literal["process", "thread"] = Field(
+        "process", description="process: the audit commits run in a writer process of their "
+        "own, out of the serving process' interpreter lock (the tail); thread: in a thread of "
+        "the serving process (an in-memory SQLite database always uses the thread)",
     )
     audit_queue_max: int = Field(
         20_000, ge=1, description="decisions waiting for their commit beyond this are refused "

@@ -27,12 +27,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gendetect.errors import DuplicateTransactionError, StoreUnavailableError
 from gendetect.key_check import HashKeyChangedError, key_check
 from gendetect.schema import Schema
 from gendetect.stores.audit import AuditWriter
+from gendetect.stores.audit_process import AuditProcessWriter
 from gendetect.stores.database import make_engine
 from gendetect.stores.errors import SchemaVersionError
 from gendetect.stores.hash_key import check_hash_key
@@ -52,6 +54,20 @@ def unavailable(code: str, exc: Exception) -> ApiError:
     return ApiError(503, code, str(exc), headers={"Retry-After": "1"})
 
 
+def _audit_writer(settings: ServingSettings, engine: Engine) -> AuditWriter | AuditProcessWriter:
+    """The writer process (commits off the serving process' interpreter
+    lock), unless asked for the thread or the database lives in this
+    process' memory (another process cannot open it)."""
+    timeout, queue_max = settings.database_timeout_seconds, settings.audit_queue_max
+    url = engine.url
+    in_memory = url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory")
+    if settings.audit_writer == "thread" or in_memory:
+        return AuditWriter(engine, timeout=timeout, queue_max=queue_max)
+    return AuditProcessWriter(url.render_as_string(hide_password=False), timeout=timeout,
+                              queue_max=queue_max)
+
+
 class Stores:
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
@@ -63,9 +79,7 @@ class Stores:
             raise ConfigurationError(
                 f"GENDETECT_DATABASE_URL is not a database URL this installation can use "
                 f"({type(exc).__name__}; PostgreSQL needs the postgres extra)") from None
-        self.writer = (AuditWriter(self.engine, timeout=settings.database_timeout_seconds,
-                                   queue_max=settings.audit_queue_max)
-                       if settings.audit_enabled else None)
+        self.writer = _audit_writer(settings, self.engine) if settings.audit_enabled else None
         self.verdicts = VerdictStore(self.engine)
         self.review = ReviewStore(self.engine)
         self.ready = False  # the start-up checks passed and the writer runs
@@ -102,8 +116,15 @@ class Stores:
                     log.warning("%s; retrying every %.0f s", message, wait)
                     reported = message
                 await asyncio.sleep(wait)
-        if self.writer is not None:
-            self.writer.start()
+        while self.writer is not None:
+            try:
+                # The writer process starts in a thread: the loop keeps answering.
+                await asyncio.to_thread(self.writer.start)
+                break
+            except StoreUnavailableError as exc:
+                self.problem = str(exc)
+                log.warning("%s; retrying every %.0f s", exc, RETRY_SECONDS)
+                await asyncio.sleep(RETRY_SECONDS)
         self.ready, self.problem = True, None
         log.info("database ready (audit %s)", "on" if self.writer is not None else "off")
 

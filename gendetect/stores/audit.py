@@ -23,17 +23,14 @@ of paid per request; an idle service writes a lone request at once.
   without knowing the outcome.
 - More than `queue_max` rows waiting: refused at once (back-pressure while
   the database is slow) rather than queueing requests that will time out.
-- A group is first inserted as it is, in one statement without reads (the
-  common case: new ids). Only when that meets a stored id (a unique
-  violation, rolled back) are the group's ids looked up. A transaction id
-  that is already stored with the same record fingerprint is a retry: the
-  stored decision is returned instead of the new one (it may come from
-  another model version since). Other content under a stored id
-  is a DuplicateTransactionError (409) and none of that request's rows are
-  written. Within one group the first row of an id wins the same way.
-- A failed commit fails that group's requests only; the next group takes a
-  fresh (pre-pinged) connection, so the writer recovers by itself when the
-  database is back. A connection lost mid-commit is retried once at once.
+- Each group is committed by gendetect.stores.group_commit (new ids in one
+  driver-level INSERT; retries and conflicts sorted out only when a stored
+  id is met; a failed commit fails that group only).
+- This writer runs in a thread of the serving process. The API uses the
+  writer process instead (gendetect.stores.audit_process: the same
+  contract, the commits out of the serving process' interpreter lock); this
+  one serves in-memory SQLite databases, which another process cannot open,
+  and GENDETECT_AUDIT_WRITER=thread.
 """
 
 from __future__ import annotations
@@ -43,20 +40,16 @@ import contextlib
 import logging
 import queue
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy import Engine
 
 from gendetect.errors import StoreUnavailableError
-from gendetect.stores import bulk
-from gendetect.stores.database import IMMEDIATE
+from gendetect.stores.group_commit import GroupCommitter, Outcome
 from gendetect.stores.records import AuditRow
-from gendetect.stores.retries import RequestOutcome, insert_checked
-from gendetect.stores.tables import decisions
+from gendetect.stores.retries import RequestOutcome
 
 log = logging.getLogger("gendetect.stores")
 
@@ -92,11 +85,20 @@ class AuditWriter:
         # Items of the current event-loop iteration, per loop (see write()).
         self._pending_items: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._thread: threading.Thread | None = None
-        # The writer's own connection, kept between groups (no pool checkout
-        # and pre-ping per commit); replaced after any database error.
-        self._conn: Connection | None = None
-        self.commits = 0  # transactions that wrote rows (for tests and metrics)
-        self.rows_written = 0
+        self._committer = GroupCommitter(engine)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def commits(self) -> int:
+        """Transactions that wrote rows (for tests and metrics)."""
+        return self._committer.commits
+
+    @property
+    def rows_written(self) -> int:
+        return self._committer.rows_written
 
     def start(self) -> None:
         if self._thread is None:
@@ -181,72 +183,11 @@ class AuditWriter:
                         item.state = _TAKEN
                         live.append(item)
             if live:
-                self._deliver(live, self._commit_safely(live))
-        self._drop_connection()
-
-    def _commit_safely(self, items: list[_Item]) -> list[RequestOutcome | BaseException]:
-        # First as if every id were new: one INSERT, no reads (retries are
-        # rare). A unique violation means a stored id: then check each row.
-        checked = False
-        for _attempt in range(3):
-            try:
-                return self._commit(items) if checked else self._insert_all(items)
-            except IntegrityError:
-                if checked:
-                    # Another process inserted one of these ids between our
-                    # check and insert (PostgreSQL replicas): check again.
-                    log.warning("audit commit met a concurrent insert; checking again")
-                checked = True
-            except DBAPIError as exc:
-                self._drop_connection()
-                if exc.connection_invalidated and _attempt == 0:
-                    continue  # the connection died under us: one fresh try
-                log.warning("audit commit failed: %s", type(exc.orig).__name__)
-                break
-            except SQLAlchemyError as exc:
-                self._drop_connection()
-                log.warning("audit commit failed: %s", type(exc).__name__)
-                break
-        error = StoreUnavailableError("the audit database is unavailable; nothing was stored")
-        return [error] * len(items)
-
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            # Taken from the pool with a pre-ping: a database that restarted
-            # meanwhile gets a fresh connection here.
-            self._conn = self.engine.connect().execution_options(**IMMEDIATE)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.invalidate()
-                self._conn.close()
-            self._conn = None
-
-    def _insert_all(self, items: list[_Item]) -> list[RequestOutcome | BaseException]:
-        values = [row.values(uuid.uuid4()) for item in items for row in item.rows]
-        conn = self._connection()
-        with conn.begin():
-            if bulk.supported(conn):
-                bulk.insert_decisions(conn, values)
-            else:
-                conn.execute(insert(decisions), values)
-        self.commits += 1
-        self.rows_written += len(values)
-        return [[None] * len(item.rows) for item in items]
-
-    def _commit(self, items: list[_Item]) -> list[RequestOutcome | BaseException]:
-        conn = self._connection()
-        with conn.begin():
-            outcomes, written = insert_checked(conn, [item.rows for item in items])
-        if written:  # a group of retries only writes nothing
-            self.commits += 1
-            self.rows_written += written
-        return outcomes
+                self._deliver(live, self._committer.commit([item.rows for item in live]))
+        self._committer.drop_connection()
 
     @staticmethod
-    def _deliver(items: list[_Item], outcomes: list[RequestOutcome | BaseException]) -> None:
+    def _deliver(items: list[_Item], outcomes: list[Outcome]) -> None:
         by_loop: dict[
             asyncio.AbstractEventLoop, list[tuple[asyncio.Future[RequestOutcome], Any]]
         ] = {}

@@ -667,7 +667,7 @@ def test_the_api_stays_not_ready_on_an_audit_database_of_another_key(
     _scored(make_engine(f"sqlite:///{tmp_path / 'gendetect.db'}"), 1)
     with caplog.at_level("ERROR", logger="gendetect.serving"):
         second = prepared("a-second-hash-key")
-    assert not second.ready and second.writer is not None and second.writer._thread is None
+    assert not second.ready and second.writer is not None and not second.writer.running
     assert second.problem is not None and "hash key changed" in second.problem
     assert str(tmp_path / "gendetect.db") in second.problem
     assert "GENDETECT_HASH_KEY" in second.problem and second.problem in caplog.text
