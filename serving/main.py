@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -31,13 +32,17 @@ from serving.scoring import ScoringService, body_limits
 from serving.settings import ServingSettings
 from serving.snapshots import snapshot_loop
 from serving.stores import Stores
+from serving.tracing import setup_tracing, stop_tracing
 
 __all__ = ["ConfigurationError", "create_app"]
 
 log = logging.getLogger("gendetect.serving")
 
 
-def create_app(settings: ServingSettings | None = None, *, fast_path: bool = True) -> FastAPI:
+def create_app(settings: ServingSettings | None = None, *, fast_path: bool = True,
+               span_exporter: Any = None) -> FastAPI:
+    """The API. `span_exporter` receives the traces instead of OTLP (tests);
+    passing one turns tracing on whatever GENDETECT_OTEL_ENABLED says."""
     settings = settings or get_settings(ServingSettings)
     keys = KeyRing.from_settings(settings)  # refuses no keys, unless GENDETECT_AUTH=disabled
     # A state written with another hash key stops the start here (before the
@@ -72,6 +77,7 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
             # the audit writer commits what is queued.
             await asyncio.to_thread(manager.close)
             await asyncio.to_thread(stores.close)
+            stop_tracing(getattr(app.state, "tracer_provider", None))
 
     app = FastAPI(
         title="gendetect scoring API",
@@ -112,6 +118,8 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
                        body_timeout=settings.body_timeout_seconds)
     app.add_middleware(Observability, metrics=metrics, current_version=manager.current_version)
     app.add_middleware(RequestId)  # outermost: every log line of the request carries its id
+    if settings.otel_enabled or span_exporter is not None:
+        app.state.tracer_provider = setup_tracing(app, span_exporter)
     return app
 
 

@@ -54,6 +54,7 @@ from serving.metrics import Metrics
 from serving.model_manager import ServedModel
 from serving.settings import ServingSettings
 from serving.stores import Stores
+from serving.tracing import span
 
 _T = TypeVar("_T")
 
@@ -136,8 +137,9 @@ class ScoringService:
         decisions, preview = await self._run(inline, self._score, served, records,
                                              fingerprints, False)
         try:
-            stored = await self.stores.audit(served.bundle.schema, records, decisions,
-                                             fingerprints, decided_at, caller.name)
+            with span("audit"):
+                stored = await self.stores.audit(served.bundle.schema, records, decisions,
+                                                 fingerprints, decided_at, caller.name)
         except BaseException:
             if preview is not None:
                 served.online.discard(preview)  # type: ignore[union-attr]
@@ -156,15 +158,17 @@ class ScoringService:
                ) -> tuple[list[dict[str, Any]], Preview | None]:
         online, preview = served.online, None
         try:
-            if online is None:
-                windows = None
-            elif record_now:
-                windows = online.compute(records, fingerprints)
-            else:
-                preview = online.preview(records, fingerprints)
-                windows = preview.features
+            with span("features"):
+                if online is None:
+                    windows = None
+                elif record_now:
+                    windows = online.compute(records, fingerprints)
+                else:
+                    preview = online.preview(records, fingerprints)
+                    windows = preview.features
             try:
-                decisions = served.bundle.score_records(records, windows)
+                with span("model"):
+                    decisions = served.bundle.score_records(records, windows)
             except BaseException:
                 if preview is not None:
                     online.discard(preview)  # type: ignore[union-attr]

@@ -161,6 +161,10 @@ class ServingSettings(Settings):
         "reference (about a day of traffic)",
     )
     log_level: str = "INFO"
+    otel_enabled: bool = Field(
+        False, description="OpenTelemetry traces: a span per request (continuing a caller's "
+        "traceparent) with child spans for features, model and audit, sent to the OTLP "
+        "endpoint of OTEL_EXPORTER_OTLP_ENDPOINT; needs the otel extra")
 
     @property
     def state_snapshot_path(self) -> Path:
