@@ -32,6 +32,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gendetect.errors import DuplicateTransactionError, StoreUnavailableError
 from gendetect.key_check import HashKeyChangedError, key_check
+from gendetect.logs import request_id_var
 from gendetect.schema import Schema
 from gendetect.stores.audit import AuditWriter
 from gendetect.stores.audit_process import AuditProcessWriter
@@ -189,7 +190,7 @@ class Stores:
             return decisions
         self.require_ready("audit_unavailable")
         rows = self._rows_builder(schema).rows(records, decisions, decided_at, key_name,
-                                               fingerprints)
+                                               fingerprints, request_id_var.get())
         try:
             outcome = await self.writer.write(rows)
         except StoreUnavailableError as exc:

@@ -38,6 +38,7 @@ class AuditRow:
     event_time: datetime | None
     decided_at: datetime
     key_name: str | None
+    request_id: str | None = None
 
     def values(self, decision_id: uuid.UUID) -> dict[str, Any]:
         d = self.decision
@@ -58,6 +59,7 @@ class AuditRow:
             "entities": self.entities,
             "fingerprint": self.fingerprint,
             "key_name": self.key_name,
+            "request_id": self.request_id,
         }
 
 
@@ -77,7 +79,8 @@ class RowBuilder:
 
     def rows(self, records: Sequence[Mapping[str, Any]], decisions: Sequence[dict[str, Any]],
              decided_at: datetime, key_name: str | None,
-             fingerprints: Sequence[str] | None = None) -> list[AuditRow]:
+             fingerprints: Sequence[str] | None = None,
+             request_id: str | None = None) -> list[AuditRow]:
         """One row per decision; `fingerprints` if the caller has the
         records' identities already (the API computes them once per request),
         else computed here the same way."""
@@ -97,6 +100,7 @@ class RowBuilder:
                 event_time=utc_naive(when) if isinstance(when, datetime) else None,
                 decided_at=at,
                 key_name=key_name,
+                request_id=request_id,
             ))
         return out
 

@@ -69,6 +69,8 @@ class Decision(Base):
     # under the same id is a conflict, not a replay.
     fingerprint: Mapped[str] = mapped_column(String(32))
     key_name: Mapped[str | None] = mapped_column(String(64))
+    # The request's X-Request-ID (serving.request_id): its log lines and trace.
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         Index("ix_decisions_decided_at_id", "decided_at", "id"),

@@ -1,6 +1,6 @@
 """Production logs: GENDETECT_LOG_FORMAT=json gives one JSON object per line,
 and every request's lines carry its X-Request-ID (the client's, or one made
-up and echoed)."""
+up and echoed), which the decision's audit row keeps too."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from serving import examples
-from tests.integration.conftest import API_KEY, ServerProcess
+from tests.integration.conftest import API_KEY, ServerProcess, audit_db, table_rows
 
 
 def _json_lines(proc: ServerProcess) -> list[dict[str, Any]]:
@@ -45,6 +45,10 @@ def test_json_log_lines_carry_the_request_id(server_factory: Any) -> None:
     assert (score["route"], score["status"], score["method"]) == ("/v1/score", 200, "POST")
     assert isinstance(score["latency_ms"], float)
     assert made_up.headers["x-request-id"] in access
+    # The decision's audit row names the request, so the two lead to each other.
+    (row,) = [r for r in table_rows(audit_db(proc.home), "decisions")
+              if r["transaction_id"] == examples.RECORD["transaction_id"]]
+    assert row["request_id"] == "checkout-7f3a.1"
     # A log line never quotes a record's fields.
     for line in lines:
         assert "customer_id" not in line and "amount" not in line

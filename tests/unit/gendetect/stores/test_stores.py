@@ -634,15 +634,21 @@ def test_a_database_from_before_key_checks_adopts_the_key(engine: Engine) -> Non
 
 
 def test_db_upgrade_adds_the_key_check_table_to_an_older_database(tmp_path: Path) -> None:
-    from sqlalchemy import inspect
+    from sqlalchemy import MetaData, Table, inspect
 
     eng = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     migrate.upgrade(eng, "0001")
-    _scored(eng, 1)
+    # A decision as the 0001 schema holds it (the writer of today adds columns).
+    old = Table("decisions", MetaData(), autoload_with=eng)
+    (row,) = rows([record(1)], [decision(1)])
+    with eng.begin() as conn:  # the model's types, the old table's columns
+        conn.execute(decisions.insert(), {k: v for k, v in row.values(uuid.uuid4()).items()
+                                          if k in old.c})
     with pytest.raises(SchemaVersionError, match="gendetect db upgrade"):
         migrate.ensure_schema(eng)
     assert migrate.upgrade(eng) == "0001"
     assert "hash_key_check" in inspect(eng).get_table_names()
+    assert "request_id" in {c["name"] for c in inspect(eng).get_columns("decisions")}
     assert count(eng, decisions) == 1
     migrate.ensure_schema(eng)
     eng.dispose()
