@@ -155,6 +155,7 @@ def test_label_aware_scores_and_explanations_equal_todays(aware: FraudModelBundl
                                rtol=0, atol=TOL)
     np.testing.assert_allclose(aware.decision_function(x), want_scores, rtol=0, atol=TOL)
     scores, contributions = aware.score_parts(x)
+    np.testing.assert_allclose(scores, want_scores, rtol=0, atol=TOL)
     np.testing.assert_allclose(contributions, want_contributions, rtol=0, atol=TOL)
     decisions = aware.score_matrix(x, explain="flagged")
     np.testing.assert_allclose(decisions.score, want_scores, rtol=0, atol=TOL)
