@@ -32,7 +32,7 @@ from gendetect.detector import DetectorCore, Evidence
 from gendetect.errors import InputError
 from gendetect.member import center_tail_spread
 from gendetect.models.labels import FRAUD, GENUINE, UNKNOWN, BoostedHead, normalise_labels
-from gendetect.models.tree_codes import Column
+from gendetect.models.tree_codes import SMALL_ROWS, Column
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,17 @@ def evidence_columns(ev: Evidence) -> np.ndarray:
     return np.column_stack(
         [ev.z, np.log1p(np.maximum(ev.contributions, 0.0)), *ev.member_scores]
     )
+
+
+def _evidence(ev: Evidence, rows: np.ndarray | None) -> tuple[np.ndarray | Column, int]:
+    """The head's input for `rows` of a block (all by default): for a few
+    rows the evidence matrix (whole-matrix calls are cheapest), else its
+    columns on demand, as the trees ask for them."""
+    n = len(ev.score) if rows is None else len(rows)
+    if n <= SMALL_ROWS:
+        matrix = evidence_columns(ev)
+        return (matrix if rows is None else matrix[rows]), n
+    return evidence_column(ev, rows), n
 
 
 def evidence_column(ev: Evidence, rows: np.ndarray | None = None) -> Column:
@@ -164,7 +175,7 @@ class LabelAwareHead:
         """The label-aware score of every row of a block (no attributions)."""
         if self.trees is None:
             return ev.score
-        logits = self.trees.logits(evidence_column(ev), len(ev.score))
+        logits = self.trees.logits(*_evidence(ev, None))
         return logits + self.blend * self._unsupervised(ev.score)
 
     def contributions(self, ev: Evidence, rows: np.ndarray | None = None) -> np.ndarray:
@@ -175,8 +186,7 @@ class LabelAwareHead:
         contributions = ev.contributions if rows is None else ev.contributions[rows]
         if self.trees is None:
             return contributions
-        n = len(contributions)
-        attributions = self.trees.attributions(evidence_column(ev, rows), n)
+        attributions = self.trees.attributions(*_evidence(ev, rows))
         unsupervised = self._unsupervised(ev.score if rows is None else ev.score[rows])
         # Per-feature explanations: the head's path attributions of a
         # feature's own columns (its value and its error), the member-score

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from gendetect.models.tree_codes import CodedTrees, Column
+from gendetect.models.tree_codes import SMALL_ROWS, CodedTrees, Column
 
 FRAUD, GENUINE, UNKNOWN = 1, 0, -1
 # Rows scored per traversal chunk: bounds the (rows x trees) index arrays.
@@ -178,25 +178,33 @@ class BoostedHead:
         coded = self.coded()
         if coded is None:
             return reference_decision(self, evidence)
-        codes = coded.codes(_matrix_columns(evidence), len(evidence))
+        codes = self._codes(coded, evidence, None)
         return coded.logits(codes), coded.attributions(codes)
 
     def logits(self, evidence: np.ndarray | Column, n_rows: int | None = None) -> np.ndarray:
         """Log-odds of rows, no attributions: `evidence` is an (n, columns)
         matrix, or a function giving column j of `n_rows` rows."""
-        column, n = _columns(evidence, n_rows)
         coded = self.coded()
         if coded is None:
-            return reference_decision(self, _stacked(column, n, self.n_columns_))[0]
-        return coded.logits(coded.codes(column, n))
+            return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))[0]
+        return coded.logits(self._codes(coded, evidence, n_rows))
 
     def attributions(self, evidence: np.ndarray | Column, n_rows: int | None = None) -> np.ndarray:
         """Per-column path attributions (n, columns) of rows (see `logits`)."""
-        column, n = _columns(evidence, n_rows)
         coded = self.coded()
         if coded is None:
-            return reference_decision(self, _stacked(column, n, self.n_columns_))[1]
-        return coded.attributions(coded.codes(column, n))
+            return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))[1]
+        return coded.attributions(self._codes(coded, evidence, n_rows))
+
+    @staticmethod
+    def _codes(coded: CodedTrees, evidence: np.ndarray | Column, n_rows: int | None) -> np.ndarray:
+        if callable(evidence):
+            if n_rows is None:
+                raise TypeError("n_rows is required with a column function")
+            return coded.codes(evidence, n_rows)
+        if len(evidence) <= SMALL_ROWS:
+            return coded.codes_of_rows(evidence)
+        return coded.codes(_matrix_columns(evidence), len(evidence))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -255,18 +263,14 @@ def _matrix_columns(evidence: np.ndarray) -> Column:
     return column
 
 
-def _columns(evidence: np.ndarray | Column, n_rows: int | None) -> tuple[Column, int]:
-    if callable(evidence):
-        if n_rows is None:
-            raise TypeError("n_rows is required with a column function")
-        return evidence, n_rows
-    return _matrix_columns(evidence), len(evidence)
-
-
-def _stacked(column: Column, n_rows: int, n_columns: int) -> np.ndarray:
-    return np.column_stack([column(j) for j in range(n_columns)]) if n_columns else np.zeros(
-        (n_rows, 0)
-    )
+def _matrix(evidence: np.ndarray | Column, n_rows: int | None, n_columns: int) -> np.ndarray:
+    if not callable(evidence):
+        return evidence
+    if n_rows is None:
+        raise TypeError("n_rows is required with a column function")
+    if not n_columns:
+        return np.zeros((n_rows, 0))
+    return np.column_stack([evidence(j) for j in range(n_columns)])
 
 
 def reference_decision(head: BoostedHead, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from gendetect.bundle import SCORE_BLOCK_ROWS, FraudModelBundle
 from gendetect.detector import Evidence
 from gendetect.label_aware import LabelAwareHead, evidence_columns
 from gendetect.models.labels import BoostedHead, reference_decision
+from gendetect.models.tree_codes import SMALL_ROWS
 
 FIT = {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu", "seed": 0}
 TOL = 1e-9
@@ -35,12 +36,16 @@ def _head_data(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _assert_equal_to_reference(head: BoostedHead, x: np.ndarray) -> None:
-    want_logits, want_attributions = reference_decision(head, x)
-    logits, attributions = head.decision(x)
-    np.testing.assert_allclose(logits, want_logits, rtol=0, atol=TOL)
-    np.testing.assert_allclose(attributions, want_attributions, rtol=0, atol=TOL)
-    np.testing.assert_allclose(head.logits(x), want_logits, rtol=0, atol=TOL)
-    np.testing.assert_allclose(head.attributions(x), want_attributions, rtol=0, atol=TOL)
+    """Column-wise (many rows) and whole-matrix (a few rows) codes alike."""
+    assert len(x) > SMALL_ROWS
+    for part in (x, x[:SMALL_ROWS], x[-3:], x[7:8]):
+        want_logits, want_attributions = reference_decision(head, part)
+        logits, attributions = head.decision(part)
+        np.testing.assert_allclose(logits, want_logits, rtol=0, atol=TOL)
+        np.testing.assert_allclose(attributions, want_attributions, rtol=0, atol=TOL)
+        np.testing.assert_allclose(head.logits(part), want_logits, rtol=0, atol=TOL)
+        np.testing.assert_allclose(head.attributions(part), want_attributions, rtol=0,
+                                   atol=TOL)
 
 
 def test_codes_equal_the_reference_traversal_with_missing_values() -> None:
@@ -150,8 +155,17 @@ def test_label_aware_scores_and_explanations_equal_todays(aware: FraudModelBundl
     np.testing.assert_allclose(head.scores(evidence), want_scores, rtol=0, atol=TOL)
     np.testing.assert_allclose(head.contributions(evidence), want_contributions,
                                rtol=0, atol=TOL)
+    small = aware.detector_.evidence(x[:5])
+    np.testing.assert_allclose(head.scores(small), want_scores[:5], rtol=0, atol=TOL)
+    np.testing.assert_allclose(head.contributions(small), want_contributions[:5],
+                               rtol=0, atol=TOL)
+    records = aware.score_matrix(x[:5], explain="all").records()
+    np.testing.assert_allclose([r["score"] for r in records], want_scores[:5], rtol=0, atol=TOL)
     rows = np.array([3, 17, 400, 401, 1200])
     np.testing.assert_allclose(head.contributions(evidence, rows), want_contributions[rows],
+                               rtol=0, atol=TOL)
+    many = np.arange(0, len(x), 3)  # more than SMALL_ROWS: the column-wise path
+    np.testing.assert_allclose(head.contributions(evidence, many), want_contributions[many],
                                rtol=0, atol=TOL)
     np.testing.assert_allclose(aware.decision_function(x), want_scores, rtol=0, atol=TOL)
     scores, contributions = aware.score_parts(x)
