@@ -229,7 +229,8 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         self, df: pd.DataFrame, *, source: str | None = None, explain: str = "all"
     ) -> pd.DataFrame:
         """Batch scoring: one output row per input row, in input order, with
-        explanations as lists of dicts (see `score_batch` for the columns)."""
+        explanations as Arrow list columns whose elements read as lists of
+        dicts (see `score_batch` for the columns)."""
         return self.score_batch(df, source=source, explain=explain).to_pandas(index=df.index)
 
     def score_batch(
