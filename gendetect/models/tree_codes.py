@@ -30,8 +30,6 @@ import numpy as np
 # entries per tree; trees with more internal nodes (never with the head's
 # 8 leaves) are scored by the reference traversal.
 MAX_BITS = 8
-# Rows per pass when attributing: bounds the (pairs x rows) gather.
-_ATTRIBUTION_ROWS = 2048
 # Up to this many rows, codes come from a handful of whole-matrix numpy calls
 # (`codes_of_rows`) instead of one call per group of tests: the online path's
 # one record would otherwise pay ~250 calls' fixed cost.
@@ -186,23 +184,33 @@ class CodedTrees:
         return self.baseline + np.add.reduce(leaf_values, axis=0)
 
     def attributions(self, codes: np.ndarray) -> np.ndarray:
-        """(rows, columns) path attributions (Saabas) of the coded rows."""
+        """(rows, columns) path attributions (Saabas) of the coded rows:
+        per column, its (tree, column) tables' entries added in tree order."""
         n = codes.shape[1]
-        out = np.zeros((n, self.n_columns))
         if not len(self.pair_tree) or not n:
-            return out
+            return np.zeros((n, self.n_columns))
+        if n <= SMALL_ROWS:
+            return self._attributions_of_rows(codes)
+        out = np.zeros((self.n_columns, n))
+        entry = np.empty(n)
+        for tree, column, table in zip(
+            self.pair_tree.tolist(), self.pair_column.tolist(), self.pair_table, strict=True
+        ):
+            np.take(table, codes[tree], out=entry, mode="clip")
+            out[column] += entry
+        return out.T
+
+    def _attributions_of_rows(self, codes: np.ndarray) -> np.ndarray:
+        """The same for a few rows, in a handful of whole-array calls."""
         width = self.pair_table.shape[1]
-        flat = self.pair_table.ravel()
-        offsets = (np.arange(len(self.pair_tree)) * width)[:, None]
+        index = codes[self.pair_tree].astype(np.intp)
+        index += (np.arange(len(self.pair_tree)) * width)[:, None]
         starts = np.flatnonzero(np.r_[True, self.pair_column[1:] != self.pair_column[:-1]])
-        columns = self.pair_column[starts]
-        for lo in range(0, n, _ATTRIBUTION_ROWS):
-            part = codes[self.pair_tree, lo : lo + _ATTRIBUTION_ROWS].astype(np.intp)
-            part += offsets
-            # Trees of one column are added in tree order (reduceat is sequential).
-            out[lo : lo + part.shape[1], columns] = np.add.reduceat(
-                flat.take(part, mode="clip"), starts, axis=0
-            ).T
+        out = np.zeros((codes.shape[1], self.n_columns))
+        # reduceat adds each column's entries in order, as the loop does.
+        out[:, self.pair_column[starts]] = np.add.reduceat(
+            self.pair_table.ravel().take(index, mode="clip"), starts, axis=0
+        ).T
         return out
 
 
