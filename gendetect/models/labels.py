@@ -276,7 +276,7 @@ def _matrix(evidence: np.ndarray | Column, n_rows: int | None, n_columns: int) -
 def reference_decision(head: BoostedHead, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The depth-stepped numpy traversal of all trees at once: (log-odds,
     attributions) of every row. The reference the code tables are pinned to
-    (1e-9), and the "before" of the benchmarks; ~25x slower."""
+    (1e-9), and the "before" of the benchmarks (tens of times slower)."""
     n = len(evidence)
     logits = np.full(n, head.baseline_)
     attributions = np.zeros((n, head.n_columns_))
