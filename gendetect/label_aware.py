@@ -86,10 +86,12 @@ def _evidence(ev: Evidence, rows: np.ndarray | None) -> tuple[np.ndarray | Colum
     rows the evidence matrix (whole-matrix calls are cheapest), else its
     columns on demand, as the trees ask for them."""
     n = len(ev.score) if rows is None else len(rows)
-    if n <= SMALL_ROWS:
-        matrix = evidence_columns(ev)
-        return (matrix if rows is None else matrix[rows]), n
-    return evidence_column(ev, rows), n
+    if n > SMALL_ROWS:
+        return evidence_column(ev, rows), n
+    if rows is not None:  # those rows' evidence only, not the block's
+        ev = Evidence(z=ev.z[rows], score=ev.score[rows], contributions=ev.contributions[rows],
+                      member_scores=[member[rows] for member in ev.member_scores])
+    return evidence_columns(ev), n
 
 
 def evidence_column(ev: Evidence, rows: np.ndarray | None = None) -> Column:
