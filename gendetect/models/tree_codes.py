@@ -177,11 +177,13 @@ class CodedTrees:
             index = codes + (np.arange(self.n_trees) * width)[:, None]
             leaf_values = self.values.ravel().take(index, mode="clip")
             return self.baseline + np.add.reduce(leaf_values, axis=0)
-        leaf_values = np.empty(codes.shape)
+        # One row's worth of values at a time (cache-resident), added in tree
+        # order: the same sums as the reduction above.
+        total, leaf_values = np.zeros(codes.shape[1]), np.empty(codes.shape[1])
         for t in range(self.n_trees):
-            np.take(self.values[t], codes[t], out=leaf_values[t], mode="clip")
-        # A reduction over the first axis adds the rows in order.
-        return self.baseline + np.add.reduce(leaf_values, axis=0)
+            np.take(self.values[t], codes[t], out=leaf_values, mode="clip")
+            total += leaf_values
+        return self.baseline + total
 
     def attributions(self, codes: np.ndarray) -> np.ndarray:
         """(rows, columns) path attributions (Saabas) of the coded rows:
