@@ -14,7 +14,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from gendetect import make_detector
 from gendetect.bundle import SCORE_BLOCK_ROWS, FraudModelBundle
 from gendetect.detector import Evidence
-from gendetect.label_aware import LabelAwareHead, evidence_columns
+from gendetect.label_aware import LabelAwareHead, evidence_column, evidence_columns
 from gendetect.models.labels import BoostedHead, reference_decision
 from gendetect.models.tree_codes import SMALL_ROWS
 
@@ -184,6 +184,19 @@ def test_label_aware_scores_and_explanations_equal_todays(aware: FraudModelBundl
     idx, share = top_share_indices(want_contributions[flagged], aware.top_k)
     assert np.array_equal(decisions.feature_idx, idx)
     np.testing.assert_allclose(decisions.feature_share, share, rtol=0, atol=TOL)
+
+
+def test_evidence_columns_on_demand_are_bit_for_bit_the_matrix(aware: FraudModelBundle) -> None:
+    """The trees read columns one at a time on big blocks: the same bits as
+    the evidence matrix, or a value at a split could take the other side."""
+    x, _ = _data(3000, seed=3)
+    evidence = aware.detector_.evidence(x)
+    matrix = evidence_columns(evidence)
+    rows = np.arange(1, len(x), 2)
+    whole, some = evidence_column(evidence), evidence_column(evidence, rows)
+    for j in range(matrix.shape[1]):
+        assert np.array_equal(whole(j), matrix[:, j])
+        assert np.array_equal(some(j), matrix[rows, j])
 
 
 def test_attributions_only_for_the_rows_explained(aware: FraudModelBundle) -> None:
