@@ -94,7 +94,7 @@ class BatchDecisions:
         """One entry per row: the [{feature|reason, contribution}] list of
         `score_records`, empty for rows without an explanation (Python
         objects: for tests and small batches, not the batch path)."""
-        return self.explanation_array(column).to_pylist()  # type: ignore[no-any-return]
+        return self.explanation_array(column).to_pylist()
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per row (score, risk, is_fraud, threshold, top_features,
