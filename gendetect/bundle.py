@@ -35,7 +35,7 @@ from sklearn.exceptions import NotFittedError
 from gendetect import bundle_store, decisions, inputs
 from gendetect.calibration import EmpiricalCalibrator
 from gendetect.decisions import BatchDecisions
-from gendetect.detector import DetectorCore
+from gendetect.detector import DetectorCore, Evidence
 from gendetect.errors import InputError
 from gendetect.estimator_params import EstimatorParams, with_parameter_signature
 from gendetect.features.pipeline import FeaturePipeline, WindowHistory
@@ -132,11 +132,11 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         )
         # Calibrate on the held-out validation rows: training rows score
         # optimistically low, which would put the threshold too low.
-        val_scores = self.score_parts(x[self.detector_.validation_index_])[0]
+        val_scores = self._scores(x[self.detector_.validation_index_])
         self.calibrator_ = EmpiricalCalibrator().fit(val_scores)
         self.threshold_ = self.calibrator_.threshold_for_alert_rate(self.alert_rate)
         self.n_features_in_ = len(columns)
-        self.decision_scores_ = self.score_parts(x)[0]
+        self.decision_scores_ = self._scores(x)
         self.labels_ = (self.decision_scores_ >= self.threshold_).astype(np.int64)
         self._metadata = fit_metadata(
             kind=self.kind, x=x, feature_names=self.feature_names, validation_scores=val_scores,
@@ -171,22 +171,29 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
 
     def score_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(raw score, per-feature contributions) of a feature matrix."""
-        parts = list(self._blocks(x))
-        if len(parts) == 1:
-            return parts[0][1], parts[0][2]
-        return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+        scores, contributions = [], []
+        for _, evidence in self._blocks(x):
+            scores.append(self.label_head_.scores(evidence))
+            contributions.append(self.label_head_.contributions(evidence))
+        if len(scores) == 1:
+            return scores[0], contributions[0]
+        return np.concatenate(scores), np.concatenate(contributions)
 
-    def _blocks(self, x: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(first row, score, contributions) per block of SCORE_BLOCK_ROWS:
-        the detector's block scorer, then the label-aware head."""
+    def _scores(self, x: np.ndarray) -> np.ndarray:
+        """The raw scores of a feature matrix, without explanations."""
+        parts = [self.label_head_.scores(evidence) for _, evidence in self._blocks(x)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _blocks(self, x: np.ndarray) -> Iterator[tuple[int, Evidence]]:
+        """(first row, the detector's evidence) per block of SCORE_BLOCK_ROWS:
+        the detector's block scorer; the label-aware head scores from it."""
         if "label_head_" not in vars(self):
             raise NotFittedError(_NOT_FITTED)
         for start in range(0, max(len(x), 1), SCORE_BLOCK_ROWS):
-            evidence = self.detector_.evidence(x[start : start + SCORE_BLOCK_ROWS])
-            yield (start, *self.label_head_.score(evidence))
+            yield start, self.detector_.evidence(x[start : start + SCORE_BLOCK_ROWS])
 
     def decision_function(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        return self.score_parts(self.features(X))[0]
+        return self._scores(self.features(X))
 
     def risk(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         scores = self.decision_function(X)
@@ -226,7 +233,8 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         self, df: pd.DataFrame, *, source: str | None = None, explain: str = "all"
     ) -> pd.DataFrame:
         """Batch scoring: one output row per input row, in input order, with
-        explanations as lists of dicts (see `score_batch` for the columns)."""
+        explanations as Arrow list columns whose elements read as lists of
+        dicts (see `score_batch` for the columns)."""
         return self.score_batch(df, source=source, explain=explain).to_pandas(index=df.index)
 
     def score_batch(
@@ -264,15 +272,19 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         scores = np.empty(n)
         kept_rows: list[np.ndarray] = []
         kept: list[np.ndarray] = []
-        for start, block_scores, contributions in self._blocks(x):
+        head = self.label_head_
+        for start, evidence in self._blocks(x):
+            block_scores = head.scores(evidence)
             scores[start : start + len(block_scores)] = block_scores
+            # Contributions (for the head: path attributions) of the
+            # explained rows only: ~alert_rate of them by default.
             if explain == "all":
-                kept.append(contributions)
+                kept.append(head.contributions(evidence))
             elif explain == "flagged":
                 rows = np.flatnonzero(block_scores >= threshold)
                 if len(rows):
                     kept_rows.append(rows + start)
-                    kept.append(contributions[rows])
+                    kept.append(head.contributions(evidence, rows))
         if explain == "all":
             explained = np.arange(n)
         else:

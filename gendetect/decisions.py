@@ -2,12 +2,14 @@
 
 `BatchDecisions` is what batch scoring returns: score, risk, flag and
 threshold as arrays, and the explanations (top features and reasons) as
-index and share arrays for the explained rows only. It becomes a DataFrame
-(the pyfunc and Spark surfaces), an Arrow table with list<struct> columns
-(Parquet) or JSON text (CSV) without a Python object per row, and one dict
-per record for the online path (`records`, the one-row case). `assemble`
-builds it from scores and contributions for every scoring entry point of
-the bundle; every surface writes it from here.
+index and share arrays for the explained rows only. It becomes an Arrow
+table with list<struct> columns (Parquet), a DataFrame whose explanation
+columns are those same Arrow arrays (pandas' ArrowDtype: the pyfunc and
+Spark surfaces), both without a Python object per row, JSON text for the
+explained rows (CSV), and one dict per record for the online path
+(`records`, the one-row case). `assemble` builds it from scores and
+contributions for every scoring entry point of the bundle; every surface
+writes it from here.
 """
 
 from __future__ import annotations
@@ -66,15 +68,33 @@ class BatchDecisions:
             return self.feature_names, self.feature_idx, self.feature_share
         return self.reason_names, self.reason_idx, self.reason_share
 
+    def explanation_array(self, column: str) -> pa.ListArray:
+        """One column of explanations as list<struct<feature|reason: string,
+        contribution: double>>, an empty list for rows without one. Built
+        from the index arrays: offsets, a take of the names, the shares."""
+        import pyarrow as pa
+
+        names, idx, share = self._parts(column)
+        n = len(self)
+        k = idx.shape[1] if idx.ndim == 2 else 0
+        lengths = np.zeros(n, dtype=np.int32)
+        lengths[self.explained] = k
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        values = pa.StructArray.from_arrays(
+            [
+                pa.array(names, pa.string()).take(pa.array(idx.ravel(), pa.int64())),
+                pa.array(share.ravel(), pa.float64()),
+            ],
+            names=[EXPLANATION_KEYS[column], "contribution"],
+        )
+        return pa.ListArray.from_arrays(pa.array(offsets), values)
+
     def explanation_lists(self, column: str) -> list[list[dict[str, Any]]]:
         """One entry per row: the [{feature|reason, contribution}] list of
-        `score_records`, empty for rows without an explanation."""
-        names, idx, share = self._parts(column)
-        key = EXPLANATION_KEYS[column]
-        out: list[list[dict[str, Any]]] = [[] for _ in range(len(self))]
-        for row, js, ss in zip(self.explained.tolist(), idx.tolist(), share.tolist(), strict=True):
-            out[row] = [{key: names[j], "contribution": c} for j, c in zip(js, ss, strict=True)]
-        return out
+        `score_records`, empty for rows without an explanation (Python
+        objects: for tests and small batches, not the batch path)."""
+        return self.explanation_array(column).to_pylist()
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per row (score, risk, is_fraud, threshold, top_features,
@@ -105,13 +125,23 @@ class BatchDecisions:
         ]
 
     def explanation_json(self, column: str) -> list[str]:
-        """As `explanation_lists`, each list as JSON text (for CSV files)."""
-        return [json.dumps(v) if v else "[]" for v in self.explanation_lists(column)]
+        """Per row the explanation list as JSON text (for CSV files): "[]"
+        for rows without one; text is made for the explained rows only."""
+        names, idx, share = self._parts(column)
+        key = EXPLANATION_KEYS[column]
+        out = ["[]"] * len(self)
+        for row, js, ss in zip(self.explained.tolist(), idx.tolist(), share.tolist(), strict=True):
+            out[row] = json.dumps(
+                [{key: names[j], "contribution": c} for j, c in zip(js, ss, strict=True)]
+            )
+        return out
 
     def to_pandas(self, index: Any = None, *, json_text: bool = False) -> pd.DataFrame:
         """score, risk, is_fraud, threshold, top_features, top_reasons and
-        batch_history_only; explanations as lists of dicts (JSON text with
-        `json_text`)."""
+        batch_history_only. Explanations are Arrow-backed columns
+        (pd.ArrowDtype of list<struct>): an element reads as a list of
+        dicts, yet no Python object is made per row; JSON text with
+        `json_text`."""
         n = len(self)
         columns: dict[str, Any] = {
             "score": self.score,
@@ -120,8 +150,13 @@ class BatchDecisions:
             "threshold": np.full(n, self.threshold),
         }
         for column in EXPLANATION_COLUMNS:
-            lists = self.explanation_json(column) if json_text else self.explanation_lists(column)
-            columns[column] = pd.Series(lists, dtype=object, index=index)
+            if json_text:
+                columns[column] = pd.Series(self.explanation_json(column), dtype=object,
+                                            index=index)
+            else:
+                columns[column] = pd.Series(
+                    pd.arrays.ArrowExtensionArray(self.explanation_array(column)), index=index
+                )
         columns[BATCH_HISTORY_COLUMN] = np.full(n, self.batch_history_only)
         return pd.DataFrame(columns, index=index)
 
@@ -138,22 +173,8 @@ class BatchDecisions:
             "is_fraud": pa.array(self.is_fraud, pa.bool_()),
             "threshold": pa.array(np.full(n, self.threshold), pa.float64()),
         }
-        has = np.zeros(n, dtype=bool)
-        has[self.explained] = True
         for column in EXPLANATION_COLUMNS:
-            names, idx, share = self._parts(column)
-            k = idx.shape[1] if idx.ndim == 2 else 0
-            lengths = np.where(has, k, 0)
-            offsets = np.zeros(n + 1, dtype=np.int32)
-            np.cumsum(lengths, out=offsets[1:])
-            values = pa.StructArray.from_arrays(
-                [
-                    pa.array(np.asarray(names, dtype=object)[idx.ravel()], pa.string()),
-                    pa.array(share.ravel(), pa.float64()),
-                ],
-                names=[EXPLANATION_KEYS[column], "contribution"],
-            )
-            arrays[column] = pa.ListArray.from_arrays(pa.array(offsets), values)
+            arrays[column] = self.explanation_array(column)
         arrays[BATCH_HISTORY_COLUMN] = pa.array(np.full(n, self.batch_history_only))
         return pa.table({prefix + name: array for name, array in arrays.items()})
 

@@ -12,6 +12,11 @@ the unsupervised score on its common scale (median 0, 99th training
 percentile 1): the head ranks the top of the list, the generative score
 orders the bulk the trees leave flat. Measurements behind the defaults:
 gendetect/models/README.md.
+
+Scores and explanations are separate calls: every row needs a score, but
+only the rows that get an explanation (the flagged ones, by default) need
+the head's path attributions, so `scores` never computes them and
+`contributions` computes them for the rows asked for only.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from gendetect.detector import DetectorCore, Evidence
 from gendetect.errors import InputError
 from gendetect.member import center_tail_spread
 from gendetect.models.labels import FRAUD, GENUINE, UNKNOWN, BoostedHead, normalise_labels
+from gendetect.models.tree_codes import SMALL_ROWS, Column
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +79,42 @@ def evidence_columns(ev: Evidence) -> np.ndarray:
     return np.column_stack(
         [ev.z, np.log1p(np.maximum(ev.contributions, 0.0)), *ev.member_scores]
     )
+
+
+def _evidence(ev: Evidence, rows: np.ndarray | None) -> tuple[np.ndarray | Column, int]:
+    """The head's input for `rows` of a block (all by default): for a few
+    rows the evidence matrix (whole-matrix calls are cheapest), else its
+    columns on demand, as the trees ask for them."""
+    n = len(ev.score) if rows is None else len(rows)
+    if n > SMALL_ROWS:
+        return evidence_column(ev, rows), n
+    if rows is not None:  # those rows' evidence only, not the block's
+        ev = Evidence(z=ev.z[rows], score=ev.score[rows], contributions=ev.contributions[rows],
+                      member_scores=[member[rows] for member in ev.member_scores])
+    return evidence_columns(ev), n
+
+
+def evidence_column(ev: Evidence, rows: np.ndarray | None = None) -> Column:
+    """Column j of `evidence_columns` (of `rows` only, if given), computed
+    on demand and contiguous: the head's trees test a column at a time and
+    need only the columns they split on (the same values, bit for bit)."""
+    d = ev.z.shape[1]
+    cache: dict[int, np.ndarray] = {}
+
+    def column(j: int) -> np.ndarray:
+        if j not in cache:
+            if j < d:
+                values = ev.z[:, j] if rows is None else ev.z[rows, j]
+            elif j < 2 * d:
+                part = ev.contributions[:, j - d] if rows is None else ev.contributions[rows, j - d]
+                values = np.log1p(np.maximum(part, 0.0))
+            else:
+                member = ev.member_scores[j - 2 * d]
+                values = member if rows is None else member[rows]
+            cache[j] = np.ascontiguousarray(values, dtype=np.float64)
+        return cache[j]
+
+    return column
 
 
 @dataclass
@@ -127,27 +169,44 @@ class LabelAwareHead:
         return self
 
     def score(self, ev: Evidence) -> tuple[np.ndarray, np.ndarray]:
-        """(label-aware score, per-feature contributions) of a block; the
-        detector's own when the head is inactive."""
+        """(label-aware score, per-feature contributions) of every row of a
+        block; the detector's own when the head is inactive."""
+        return self.scores(ev), self.contributions(ev)
+
+    def scores(self, ev: Evidence) -> np.ndarray:
+        """The label-aware score of every row of a block (no attributions)."""
         if self.trees is None:
-            return ev.score, ev.contributions
-        logits, attributions = self.trees.decision(evidence_columns(ev))
-        center, spread = self.unsupervised_center_spread_
-        unsupervised = (ev.score - center) / spread
+            return ev.score
+        logits = self.trees.logits(*_evidence(ev, None))
+        return logits + self.blend * self._unsupervised(ev.score)
+
+    def contributions(self, ev: Evidence, rows: np.ndarray | None = None) -> np.ndarray:
+        """Per-feature contributions of `rows` of a block (all by default):
+        the head's path attributions are computed for those rows only."""
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.intp)
+        contributions = ev.contributions if rows is None else ev.contributions[rows]
+        if self.trees is None:
+            return contributions
+        attributions = self.trees.attributions(*_evidence(ev, rows))
+        unsupervised = self._unsupervised(ev.score if rows is None else ev.score[rows])
         # Per-feature explanations: the head's path attributions of a
         # feature's own columns (its value and its error), the member-score
         # columns and the blended unsupervised part shared out by the
         # generative contributions. Only the parts that push the score up
         # explain an alert; a tiny share of the generative contributions
         # keeps every row's total positive.
-        contributions = ev.contributions
         d = ev.z.shape[1]
         share = contributions / np.maximum(contributions.sum(axis=1, keepdims=True), 1e-12)
         per_feature = attributions[:, :d] + attributions[:, d : 2 * d]
         per_feature = per_feature + attributions[:, 2 * d :].sum(axis=1, keepdims=True) * share
         pushed = self.blend * np.maximum(unsupervised, 0.0)[:, None] * share
         explained = np.maximum(per_feature, 0.0) + pushed
-        return logits + self.blend * unsupervised, explained + 1e-6 * share
+        return explained + 1e-6 * share
+
+    def _unsupervised(self, score: np.ndarray) -> np.ndarray:
+        center, spread = self.unsupervised_center_spread_
+        return (score - center) / spread
 
     def state(self) -> dict[str, Any] | None:
         """What a bundle stores (None when inactive)."""

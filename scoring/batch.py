@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -132,9 +133,9 @@ def score_file(
     total = _total_rows(data)
     unseen_before = bundle.pipeline.unseen_levels() if bundle.pipeline is not None else {}
     try:
-        for table in chunks:
+        for table, frame in chunks:
             t0 = time.perf_counter()
-            df = table.to_pandas()
+            df = table.to_pandas() if frame is None else frame
             t1 = time.perf_counter()
             pipeline = bundle.pipeline
             assert pipeline is not None
@@ -148,7 +149,9 @@ def score_file(
                 result = _with_decisions(table, decisions, extra)
                 t4 = time.perf_counter()
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, result.schema)
+                    writer = pq.ParquetWriter(
+                        tmp, result.schema, use_dictionary=_dictionary_paths(result.schema)
+                    )
                 writer.write_table(result)
             else:
                 frame = df.drop(columns=[c for c in df.columns if c.startswith(PREFIX)])
@@ -194,11 +197,15 @@ def _history(bundle: FraudModelBundle) -> WindowHistory | None:
     return WindowHistory(behaviour) if behaviour is not None else None
 
 
+Chunk = tuple[pa.Table, pd.DataFrame | None]
+
+
 def _stream_chunks(
     bundle: FraudModelBundle, data: Path, chunk_rows: int, summary: ScoreSummary
-) -> Iterator[pa.Table]:
-    """Chunks of the input as Arrow tables. Sets `summary.streamed` (before
-    the first chunk is asked for) when the file is read in several chunks."""
+) -> Iterator[Chunk]:
+    """Chunks of the input as Arrow tables, each with its DataFrame when
+    one was read already (a whole file). Sets `summary.streamed` (before the
+    first chunk is asked for) when the file is read in several chunks."""
     is_parquet = data.suffix.lower() == ".parquet"
     if not is_parquet or chunk_rows <= 0:
         return _whole(data, summary)
@@ -217,15 +224,16 @@ def _stream_chunks(
         )
         return _whole(data, summary)
     summary.streamed = True
-    return _parquet_chunks(parquet, chunk_rows, time_col)
+    return ((table, None) for table in _parquet_chunks(parquet, chunk_rows, time_col))
 
 
-def _whole(data: Path, summary: ScoreSummary) -> Iterator[pa.Table]:
+def _whole(data: Path, summary: ScoreSummary) -> Iterator[Chunk]:
     t0 = time.perf_counter()
     df = read_table(data)
     table = pa.Table.from_pandas(df, preserve_index=False)
     summary.seconds["read"] += time.perf_counter() - t0
-    yield table
+    # The frame read is the one scored: no second conversion from Arrow.
+    yield table, df
 
 
 def _time_column_needing_order(bundle: FraudModelBundle, columns: list[str]) -> str | None:
@@ -282,8 +290,32 @@ def _with_decisions(
     for name, column in zip(decided.column_names, decided.columns, strict=True):
         result = result.append_column(name, column)
     for name, value in (extra or {}).items():
-        result = result.append_column(PREFIX + name, pa.array([value] * len(decisions)))
+        result = result.append_column(PREFIX + name, pa.repeat(value, len(decisions)))
     return result
+
+
+def _dictionary_paths(schema: pa.Schema) -> list[str]:
+    """The Parquet column paths to dictionary-encode: all but floating-point
+    ones. Scores, risks and float features are nearly all distinct, so a
+    dictionary is tried, overflows and is dropped (about half the write
+    time); ids, text and the explanations' feature names repeat, and their
+    dictionaries make the file smaller."""
+    paths: list[str] = []
+
+    def walk(column: pa.Field, prefix: str) -> None:
+        path = f"{prefix}{column.name}"
+        kind = column.type
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            walk(pa.field("element", kind.value_type), f"{path}.list.")
+        elif pa.types.is_struct(kind):
+            for child in kind:
+                walk(child, f"{path}.")
+        elif not pa.types.is_floating(kind):
+            paths.append(path)
+
+    for column in schema:
+        walk(column, "")
+    return paths
 
 
 def _total_rows(data: Path) -> int | None:

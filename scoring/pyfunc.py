@@ -11,9 +11,12 @@ computed from the rows of the batch itself, and the output column
 its customers and terminals (a complete file), wrong for a lone request or a
 Spark partition, whose customers then look new.
 
-Explanations come as lists of {feature|reason, contribution} records (Arrow
-list<struct> through Spark), for flagged rows by default; the `explain`
-parameter ("flagged", "all", "none") chooses.
+Explanations come as lists of {feature|reason, contribution} records, for
+flagged rows by default; the `explain` parameter ("flagged", "all", "none")
+chooses. The output frame holds them as Arrow list<struct> columns
+(pd.ArrowDtype, see gendetect.decisions): an element reads as a list of
+dicts (the scoring server's JSON, Spark's conversion), but none is made per
+row on the way out.
 """
 
 from __future__ import annotations

