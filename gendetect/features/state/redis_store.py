@@ -23,25 +23,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gendetect.errors import DuplicateTransactionError, StateUnavailableError
+from gendetect.features.state.answer import answer_event, with_extra
+from gendetect.features.state.memory_state import parts_of
 from gendetect.features.state.model import (
     DUPLICATE_MESSAGE,
+    Answer,
     TxEvent,
-    WindowPlan,
-    WindowSums,
     check_conflicts,
     check_event,
     check_int64,
 )
+from gendetect.features.state.plan import AggregatePlan
 from gendetect.features.state.redis_scripts import (
     ADD_LABEL,
-    AMOUNT_BIAS,
     RECORD_AND_READ,
-    answer_from_reply,
-    count_bound,
+    after_bound,
     encode_int,
+    payload,
     prune_bound,
+    series_from_reply,
 )
-from gendetect.features.state.series import to_fixed
 from gendetect.key_check import ACCEPT_SETTING, HashKeyChangedError
 
 log = logging.getLogger(__name__)
@@ -136,55 +137,49 @@ class RedisStateStore:
         return f"{self.prefix}:x:{encode_int(transaction_id)}"
 
     def record_and_query(
-        self, event: TxEvent, plan: WindowPlan, *, record: bool = True
-    ) -> WindowSums:
-        check_event(event)
+        self, event: TxEvent, plan: AggregatePlan, *, record: bool = True,
+        extra: Sequence[TxEvent] = (),
+    ) -> Answer:
+        check_event(event, plan)
         if not self._key_settled:
             self._require_key()
-        t, h = event.time_ns, plan.horizons
-        keys = [
-            f"{self.prefix}:c:{event.customer}",
-            f"{self.prefix}:t:{event.terminal}",
-            self._tx_key(event.transaction_id),
-            f"{self.prefix}:l:{event.terminal}",
-            f"{self.prefix}:cb:{event.customer}",
-            f"{self.prefix}:fe:{event.terminal}",
-            f"{self.prefix}:fa:{event.terminal}",
-            f"{self.prefix}:fw:{event.terminal}",
-        ]
-        args = [
-            encode_int(event.transaction_id),
-            encode_int(t),
-            repr(event.amount),
-            prune_bound(t - h.customer_ns),
-            prune_bound(t - h.terminal_ns),
-            h.customer_ns // 1_000_000 + _TTL_MARGIN_MS,
-            h.terminal_ns // 1_000_000 + _TTL_MARGIN_MS,
-            "1" if record else "0",
-            event.fingerprint,
-            encode_int(t + h.customer_ns),
-            encode_int(t + h.terminal_ns),
-            f"{self.prefix}:x:",
-            event.terminal,
-            str(to_fixed(event.amount) + AMOUNT_BIAS),
-        ]
-        for offsets in (plan.customer_bounds[0], plan.terminal_bounds[0]):
-            args.append(len(offsets))
-            args += [count_bound(t - o) for o in offsets]
+        t = event.time_ns
+        keys = [self._tx_key(event.transaction_id)]
+        args: list[Any] = [encode_int(event.transaction_id), encode_int(t),
+                           "1" if record else "0", event.fingerprint]
+        present = [i for i, k in enumerate(event.keys) if k is not None]
+        args.append(len(present))
+        parts = parts_of(event, plan)
+        for i, (key, horizon, values, distinct) in zip(present, parts, strict=True):
+            keys += [f"{self.prefix}:e:{key}", f"{self.prefix}:v:{key}",
+                     f"{self.prefix}:l:{key}"]
+            args += [
+                horizon // 1_000_000 + _TTL_MARGIN_MS,
+                encode_int(t + horizon),
+                prune_bound(t - horizon),
+                key,
+                payload(values, distinct),
+                after_bound(t - plan.horizons[i]),
+            ]
         reply = self._call(self._record_script, keys=keys, args=args)
         if reply[0] == -1:
             raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
-        return answer_from_reply(reply, event, plan)
+        histories: list[Any] = [None] * len(event.keys)
+        for i, part in zip(present, reply[1:], strict=True):
+            histories[i] = series_from_reply(part, plan.entities[i], t)
+        if extra:
+            histories = with_extra(histories, event, plan, extra)
+        return Answer(answer_event(plan, event, histories), bool(reply[0]))
 
     def record_and_query_many(
-        self, events: Sequence[TxEvent], plan: WindowPlan
-    ) -> list[WindowSums]:
+        self, events: Sequence[TxEvent], plan: AggregatePlan
+    ) -> list[Answer]:
         """Conflicts are checked for the whole batch first (one read); then
         each event takes its own atomic script. If Redis fails part-way, the
         events before are recorded: sending the same batch again is safe
         (same ids, same fingerprints: retries, counted once)."""
         for event in events:
-            check_event(event)
+            check_event(event, plan)
         if not events:
             return []
         if not self._key_settled:
@@ -196,10 +191,12 @@ class RedisStateStore:
     def known_fingerprints(self, transaction_ids: Sequence[int]) -> dict[int, str]:
         if not transaction_ids:
             return {}
-        keys = [self._tx_key(tid) for tid in transaction_ids]
-        known = self._call(self._redis.mget, keys=keys)
+        pipe = self._redis.pipeline(transaction=False)
+        for tid in transaction_ids:
+            pipe.hget(self._tx_key(tid), "f")
+        known = self._call(pipe.execute)
         return {
-            tid: value.split(b" ")[2].decode()
+            tid: value.decode() if isinstance(value, bytes) else value
             for tid, value in zip(transaction_ids, known, strict=True)
             if value is not None
         }
@@ -211,9 +208,8 @@ class RedisStateStore:
             self._require_key()
         args = [
             encode_int(transaction_id),
-            "1" if is_fraud else "0",
+            f"{int(bool(is_fraud))}:{encode_int(labelled_at_ns)}",
             f"{self.prefix}:",
-            encode_int(labelled_at_ns),
         ]
         keys = [self._tx_key(transaction_id)]
         return bool(self._call(self._label_script, keys=keys, args=args))

@@ -1,0 +1,115 @@
+"""A declaration (gendetect.features.aggregates) as the state stores answer it.
+
+The stores keep one history per *entity*: the distinct key column tuples of
+the declaration's groups (two groups over `customer_id` with other windows
+share the customer's history, which holds what the longer of them needs).
+An entity's horizon is the longest of its groups'; it keeps the numeric
+columns (`of` of sum, mean, std, min, max, zscore) and the `distinct`
+columns its groups read. A group's features are answered from its entity's
+history; the plan lays out where each feature goes in the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from gendetect.features.aggregates import (
+    NUMERIC_OF,
+    AggregateDeclaration,
+    AggregateGroup,
+)
+
+
+@dataclass(frozen=True)
+class EntityPlan:
+    columns: tuple[str, ...]  # the key columns (one, or a pair...)
+    horizon_ns: int  # the longest horizon of its groups
+    value_columns: tuple[str, ...]  # numeric columns its groups read
+    distinct_columns: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The entity's name in store keys: its key columns joined by '+'
+        (column names, never values)."""
+        return "+".join(self.columns)
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    kind: str
+    window: int  # index into the group's windows; -1 for since_previous
+    of: str | None
+    slot: int  # its index in the answer
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    entity: int  # index into AggregatePlan.entities
+    windows_ns: tuple[int, ...]
+    delay_ns: int
+    horizon_ns: int
+    features: tuple[FeaturePlan, ...]
+
+
+@dataclass(frozen=True)
+class AggregatePlan:
+    declaration: AggregateDeclaration
+    entities: tuple[EntityPlan, ...]
+    groups: tuple[GroupPlan, ...]
+    value_columns: tuple[str, ...]  # what TxEvent.values holds, in order
+    distinct_columns: tuple[str, ...]  # what TxEvent.distinct holds
+
+    @classmethod
+    def of(cls, declaration: AggregateDeclaration) -> AggregatePlan:
+        keys = list(dict.fromkeys(g.key for g in declaration.groups))
+        entities = tuple(_entity(k, [g for g in declaration.groups if g.key == k]) for k in keys)
+        groups: list[GroupPlan] = []
+        slot = 0
+        for g in declaration.groups:
+            features = []
+            for f in g.features:
+                window = -1 if f.window_ns is None else g.windows_ns.index(f.window_ns)
+                features.append(FeaturePlan(f.kind, window, f.of, slot))
+                slot += 1
+            groups.append(GroupPlan(keys.index(g.key), g.windows_ns, g.delay_ns, g.horizon_ns,
+                                    tuple(features)))
+        return cls(
+            declaration=declaration,
+            entities=entities,
+            groups=tuple(groups),
+            value_columns=tuple(dict.fromkeys(c for e in entities for c in e.value_columns)),
+            distinct_columns=tuple(dict.fromkeys(c for e in entities for c in e.distinct_columns)),
+        )
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.declaration.feature_names
+
+    @cached_property
+    def horizons(self) -> tuple[int, ...]:
+        return tuple(e.horizon_ns for e in self.entities)
+
+    @cached_property
+    def entity_values(self) -> tuple[tuple[tuple[str, int], ...], ...]:
+        """Per entity: (column, index into TxEvent.values) of what it keeps."""
+        index = {c: i for i, c in enumerate(self.value_columns)}
+        return tuple(tuple((c, index[c]) for c in e.value_columns) for e in self.entities)
+
+    @cached_property
+    def entity_distinct(self) -> tuple[tuple[tuple[str, int], ...], ...]:
+        index = {c: i for i, c in enumerate(self.distinct_columns)}
+        return tuple(tuple((c, index[c]) for c in e.distinct_columns) for e in self.entities)
+
+
+def _entity(key: tuple[str, ...], groups: list[AggregateGroup]) -> EntityPlan:
+    values = dict.fromkeys(f.of for g in groups for f in g.features
+                           if f.kind in NUMERIC_OF and f.of)
+    distinct = dict.fromkeys(f.of for g in groups for f in g.features
+                             if f.kind == "distinct" and f.of)
+    return EntityPlan(
+        columns=key,
+        horizon_ns=max(g.horizon_ns for g in groups),
+        value_columns=tuple(v for v in values if v is not None),
+        distinct_columns=tuple(d for d in distinct if d is not None),
+    )
