@@ -68,9 +68,23 @@ class MemoryStateStore:
     starts from the snapshot plus the journal (see the module docstring).
     """
 
-    # The idle sweep (gendetect.features.state.memory_state.MemoryState).
-    SWEEP_EVERY = MemoryState.SWEEP_EVERY
-    IDLE_MARGIN_SECONDS = MemoryState.IDLE_MARGIN_SECONDS
+    # The idle sweep's pace and margin live with the state
+    # (gendetect.features.state.memory_state.MemoryState); settable here.
+    @property
+    def SWEEP_EVERY(self) -> int:  # noqa: N802 - a setting, named as one
+        return self._state.SWEEP_EVERY
+
+    @SWEEP_EVERY.setter
+    def SWEEP_EVERY(self, value: int) -> None:  # noqa: N802
+        self._state.SWEEP_EVERY = value
+
+    @property
+    def IDLE_MARGIN_SECONDS(self) -> float:  # noqa: N802
+        return self._state.IDLE_MARGIN_SECONDS
+
+    @IDLE_MARGIN_SECONDS.setter
+    def IDLE_MARGIN_SECONDS(self, value: float) -> None:  # noqa: N802
+        self._state.IDLE_MARGIN_SECONDS = value
 
     def __init__(
         self,
@@ -93,8 +107,6 @@ class MemoryStateStore:
         self._lock = threading.Lock()
         self._snapshot_lock = threading.Lock()
         self._state = MemoryState(clock)
-        self._state.SWEEP_EVERY = self.SWEEP_EVERY
-        self._state.IDLE_MARGIN_SECONDS = self.IDLE_MARGIN_SECONDS
         self._journal: Journal | None = None
         self._closed = False
         if self._path is not None:
@@ -236,9 +248,9 @@ class MemoryStateStore:
         first_seq = 0
         loaded = decode_snapshot(raw, self._path, self._clock) if raw is not None else None
         if loaded is not None:
+            loaded.state.SWEEP_EVERY = self._state.SWEEP_EVERY
+            loaded.state.IDLE_MARGIN_SECONDS = self._state.IDLE_MARGIN_SECONDS
             self._state = loaded.state
-            self._state.SWEEP_EVERY = self.SWEEP_EVERY
-            self._state.IDLE_MARGIN_SECONDS = self.IDLE_MARGIN_SECONDS
             first_seq = loaded.journal_seq
         replayed = 0
         last_seq = first_seq - 1
