@@ -119,7 +119,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         )
         self._pipeline = FeaturePipeline(self._schema)
         # Built now so that a schema naming a missing feature fails before training.
-        self._reason_map = ReasonMap.build(self.feature_names, self._schema.reasons)
+        self._reason_map = ReasonMap.build(self.feature_names, self._pipeline.reasons)
         x = self.features(known_frauds_only(X, self._schema.label_field))
         labels = prepare_labels(X, y, len(x))
         self.detector_ = DetectorCore(kind=self.kind, params=params).fit(x, labels == FRAUD)
@@ -311,7 +311,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         """Set the fitted state read back from storage (bundle_store.load)."""
         self._schema = schema
         self._pipeline = FeaturePipeline(schema)
-        self._reason_map = ReasonMap.build(self._pipeline.feature_names, schema.reasons)
+        self._reason_map = ReasonMap.build(self._pipeline.feature_names, self._pipeline.reasons)
         self.detector_, self.label_head_ = detector, head
         self.calibrator_, self.threshold_ = calibrator, threshold
         self._metadata = metadata

@@ -26,7 +26,11 @@ def _features(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="transactions file (.parquet or .csv)")
     p.add_argument("--out", required=True, help="output file with the window features added")
     p.add_argument("--config", default=None,
-                   help="YAML file with a windows: mapping (default: the schema's windows)")
+                   help="YAML file with a legacy windows: mapping, or a training config "
+                   "(its schema's aggregates:)")
+    p.add_argument("--schema", default=None,
+                   help="schema whose aggregates: to compute (built-in name or YAML file; "
+                   "default: the built-in transactions schema)")
     add_quiet(p)
 
 
@@ -61,7 +65,7 @@ def _labels(p: argparse.ArgumentParser) -> None:
 COMMANDS = [
     Command("simulate", "write simulated card transactions (the handbook's design)",
             _simulate, "gendetect.data.simulator:cli_main", order=10),
-    Command("features", "add the behaviour (window) features to a transactions file",
+    Command("features", "add the behaviour features (schema aggregates:) to a transactions file",
             _features, "gendetect.features.offline_cli:cli_main", order=20),
     Command("db", "the audit and verdict database: create or upgrade its schema",
             _db, "gendetect.stores.cli:db_main", order=70),

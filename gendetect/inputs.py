@@ -64,7 +64,7 @@ def plain_matrix(
     if array.ndim != 2:
         raise InputError(_not_2d(array), source=source)
     names = [f.name for f in schema.feature_fields]
-    if array.shape[1] != len(names) or schema.derived or pipeline.window_config:
+    if array.shape[1] != len(names) or schema.derived or pipeline.behaviour:
         raise InputError(
             f"X has {array.shape[1]} features, but FraudModelBundle is expecting {len(names)} "
             f"features as input: a plain array must have the {len(names)} numeric feature "

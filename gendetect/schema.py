@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from gendetect.errors import InputError
+from gendetect.features.aggregates import AggregateDeclaration
 
 FieldKind = Literal["numeric", "boolean", "categorical", "timestamp", "entity", "id", "label"]
 _KINDS: frozenset[str] = frozenset(FieldKind.__args__)  # type: ignore[attr-defined]
@@ -87,6 +88,8 @@ class Schema:
     fields: tuple[FieldSpec, ...]
     derived: tuple[DerivedSpec, ...] = ()
     windows: dict[str, Any] | None = None
+    # Declared behaviour features (gendetect.features.aggregates).
+    aggregates: AggregateDeclaration | None = None
     extra_numeric: bool = False
     version: int = 1
     # Explanation reasons: (reason name, feature names or patterns); see
@@ -157,12 +160,14 @@ class Schema:
                 item["categories"] = tuple(str(c) for c in item["categories"])
             fields.append(FieldSpec(**item))
         derived = tuple(DerivedSpec(**d) for d in raw.get("derived", []) or [])
+        aggregates = AggregateDeclaration.from_schema(raw, {f.name: f.kind for f in fields})
         return cls(
             name=str(raw["name"]),
             version=int(raw.get("version", 1)),
             fields=tuple(fields),
             derived=derived,
             windows=dict(raw["windows"]) if raw.get("windows") else None,
+            aggregates=aggregates,
             extra_numeric=bool(raw.get("extra_numeric", False)),
             reasons=_parse_reasons(raw.get("reasons")),
         )
@@ -181,6 +186,8 @@ class Schema:
                               for d in self.derived]
         if self.windows:
             out["windows"] = self.windows
+        if self.aggregates is not None:
+            out["aggregates"] = self.aggregates.to_list()
         if self.extra_numeric:
             out["extra_numeric"] = True
         if self.reasons:
@@ -330,6 +337,10 @@ def load_schema(name_or_path: str | Path) -> Schema:
         raise InputError("not a schema (needs 'name' and 'fields')", source=str(name_or_path))
     try:
         return Schema.from_dict(raw)
+    except InputError as exc:
+        # A declaration error keeps the key it names (aggregates[0].key).
+        raise InputError(f"invalid schema: {exc.message}", field=exc.field,
+                         source=str(name_or_path)) from exc
     except (TypeError, ValueError) as exc:
         # A hand-written schema file: say which file, without a traceback.
         raise InputError(f"invalid schema: {exc}", source=str(name_or_path)) from exc

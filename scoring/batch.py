@@ -177,8 +177,8 @@ def score_file(
 
 
 def _history(bundle: FraudModelBundle) -> WindowHistory | None:
-    config = bundle.pipeline.window_config if bundle.pipeline is not None else None
-    return WindowHistory(config) if config is not None else None
+    behaviour = bundle.pipeline.behaviour if bundle.pipeline is not None else None
+    return WindowHistory(behaviour) if behaviour is not None else None
 
 
 def _stream_chunks(
@@ -219,11 +219,11 @@ def _time_column_needing_order(bundle: FraudModelBundle, columns: list[str]) -> 
     """The time column when behaviour features must be computed from the
     file (it does not carry them all), else None (chunks are independent)."""
     pipeline = bundle.pipeline
-    if pipeline is None or pipeline.window_config is None:
+    if pipeline is None or pipeline.behaviour is None:
         return None
     if set(pipeline.window_feature_names) <= set(columns):
         return None
-    return pipeline.window_config.time_col
+    return pipeline.behaviour.time_col
 
 
 def _in_time_order(parquet: pq.ParquetFile, time_col: str, data: Path) -> bool:

@@ -17,6 +17,7 @@ from gendetect.data.split import holdout_split, holdout_windows
 from gendetect.errors import InputError
 from gendetect.features.pipeline import FeaturePipeline
 from gendetect.schema import Schema, load_schema
+from gendetect.timestamps import NS_PER_DAY
 from training import labels as label_sources
 from training.config import EvaluationConfig, TrainingConfig
 from training.labels import LabelSources
@@ -82,7 +83,7 @@ def prepare_data(
         merged, _ = label_sources.overlay(df["transaction_id"], base, now_frames, label)
         df = df.assign(**{label: merged})
     pipeline = FeaturePipeline(schema)
-    if pipeline.window_config is not None:
+    if pipeline.behaviour is not None:
         if label and label in df.columns and df[label].isna().any():
             # Terminal risk counts known frauds: an unknown label is not one.
             # The unknowns come back afterwards (evaluation skips them).
@@ -196,11 +197,13 @@ def _add_labels(
     }
 
 
-def _label_delay_days(schema: Schema, evaluation: EvaluationConfig) -> int:
+def _label_delay_days(schema: Schema, evaluation: EvaluationConfig) -> float:
     """When a file label counts as known: the schema's label delay (the one
-    the terminal-risk features use), else the evaluation's."""
-    windows = schema.windows or {}
-    return int(windows.get("delay_days", evaluation.delay_days))
+    the label-rate features use), else the evaluation's."""
+    behaviour = FeaturePipeline(schema).behaviour
+    if behaviour is None or not behaviour.declaration.needs_label:
+        return float(evaluation.delay_days)
+    return behaviour.label_delay_ns / NS_PER_DAY
 
 
 def _split(
@@ -246,11 +249,10 @@ def warmup_days(pipeline: FeaturePipeline, evaluation: EvaluationConfig) -> int:
     so training skips them when there is enough data."""
     if evaluation.warmup_days != "auto":
         return int(evaluation.warmup_days)
-    config = pipeline.window_config
-    if config is None:
+    behaviour = pipeline.behaviour
+    if behaviour is None:
         return 0
-    longest = max((*config.customer_windows_days, *config.terminal_windows_days))
-    return int(np.ceil(longest + config.delay_days))
+    return int(np.ceil(behaviour.horizon_ns / NS_PER_DAY))
 
 
 def load_prepared(

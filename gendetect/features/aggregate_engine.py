@@ -27,6 +27,7 @@ import numpy as np
 from gendetect.features.aggregate_kernels import (
     Layout,
     Moments,
+    Timeline,
     distinct_counts,
     known_fraud_counts,
     previous_same,
@@ -52,6 +53,8 @@ def group_features(
     label: np.ndarray | None = None,
     label_known_ns: np.ndarray | None = None,
     queries: np.ndarray | None = None,
+    *,
+    _timeline: Timeline | None = None,
 ) -> Columns:
     """One group's features (name -> float64 array) for the query events.
 
@@ -81,21 +84,26 @@ def group_features(
     n = len(key_codes)
     if not len(time_ns) == len(order) == n:
         raise ValueError("key_codes, time_ns and order must have the same length")
+    timeline = _timeline if _timeline is not None else Timeline(time_ns, order)
+    layout = Layout.build(key_codes, time_ns, timeline)
     q_idx = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
     out = {name: np.full(len(q_idx), np.nan) for name in group.feature_names}
-    layout = Layout.build(key_codes, time_ns, order)
-    q_pos_all = layout.pos[q_idx]
-    keyed = q_pos_all >= 0
-    if not keyed.any():
+    if queries is None:
+        # Every keyed event, in sorted-position order.
+        q_pos, slot = np.arange(len(layout.perm)), layout.perm
+    else:
+        q_pos_all = layout.pos[q_idx]
+        keyed = q_pos_all >= 0
+        # Queries in sorted-position order: binary searches get sorted keys,
+        # and lo/hi grow with the query (distinct and label counting rely on it).
+        q_pos = np.sort(q_pos_all[keyed])
+        slot = np.flatnonzero(keyed)[np.argsort(q_pos_all[keyed], kind="stable")]
+    if not len(q_pos):
         return out
-    # Queries in sorted-position order: binary searches get sorted keys, and
-    # lo/hi grow with the query (distinct and label counting rely on it).
-    q_pos = np.sort(q_pos_all[keyed])
-    slot = np.flatnonzero(keyed)[np.argsort(q_pos_all[keyed], kind="stable")]
     q_seg = layout.seg[q_pos]
     q_time = layout.time[q_pos]
     computed = _compute(group, layout, q_pos, q_seg, q_time, values or {}, distinct or {},
-                        label, label_known_ns)
+                        label, label_known_ns, queries is None)
     for name, column in computed.items():
         out[name][slot] = column
     return out
@@ -111,6 +119,7 @@ def _compute(
     distinct: Mapping[str, np.ndarray],
     label: np.ndarray | None,
     label_known_ns: np.ndarray | None,
+    all_events: bool,
 ) -> Columns:
     res: Columns = {}
     delay = group.delay_ns
@@ -135,20 +144,25 @@ def _compute(
             for f in feats:  # since_previous
                 res[f.name] = _since_previous(layout, q_pos, q_seg, q_time, group.horizon_ns)
             continue
-        lo = layout.first_after(q_pos, q_time - (delay + window))
+        lo = layout.first_after(q_pos, q_time, delay + window, all_events)
         # Without delay the window ends at the event itself (ties by order);
         # with one it ends at t - delay and never holds the event.
-        hi = q_pos + 1 if delay == 0 else layout.first_after(q_pos, q_time - delay)
+        hi = q_pos + 1 if delay == 0 else layout.first_after(q_pos, q_time, delay, all_events)
         before = q_pos if delay == 0 else hi
         count = (hi - lo).astype(np.float64)
+        # One pass of moments per value column, with the variance if any
+        # feature needs it.
+        wants_var = {f.of for f in feats if f.kind == "std"}
+        stats = {c: moments[c].stats(q_seg, lo, hi, c in wants_var)
+                 for c in {f.of for f in feats if f.kind in ("sum", "mean", "std")}}
         for f in feats:
             if f.kind == "count":
                 res[f.name] = count
             elif f.kind == "first_seen":
                 res[f.name] = (before == lo).astype(np.float64)
             elif f.kind in ("sum", "mean", "std"):
-                _, total, mean, var, _ = moments[f.of].stats(q_seg, lo, hi, f.kind == "std")
-                res[f.name] = {"sum": total, "mean": mean}.get(f.kind) if var is None \
+                _, total, mean, var, _ = stats[f.of]
+                res[f.name] = total if f.kind == "sum" else mean if f.kind == "mean" \
                     else np.sqrt(var)
             elif f.kind in ("min", "max"):
                 extreme = range_extreme(moments[f.of].x, lo, hi, f.kind)
@@ -230,10 +244,13 @@ def aggregate_features(
     columns numbers (NaN missing). See `group_features` for the rest."""
     out: Columns = {}
     coded: dict[str, np.ndarray] = {}
+    time_ns = np.asarray(time_ns, dtype=np.int64)
+    order = np.asarray(order, dtype=np.int64)
+    timeline = Timeline(time_ns, order)  # shared by every group
     for group in groups:
         values = {c: np.asarray(columns[c], dtype=np.float64) for c in group.value_columns}
         distinct = {c: coded.setdefault(c, code_values(columns[c])) for c in group.distinct_columns}
         out |= group_features(group, key_codes(columns, group.key), time_ns, order, values,
                               distinct, label if group.needs_label else None,
-                              label_known_ns, queries)
+                              label_known_ns, queries, _timeline=timeline)
     return out

@@ -4,12 +4,13 @@ Events of one group are laid out sorted by (key, time, order): each key's
 events form a contiguous segment, and every window of a query event is a
 range [lo, hi) of positions inside its segment. Everything here answers
 questions about such ranges for many queries at once:
-- `Layout`: the sort and the binary searches that find the ranges;
-- `Moments`: count, sum, mean, variance from segmented prefix sums, with an
-  error bound per answer; answers whose bound exceeds `TOL` are recomputed
-  exactly (two-pass over the range), so results do not depend on where a
-  segment starts (offline: the key's first event in the file; online: the
-  oldest event the store kept);
+- `Timeline`, `Layout`: the sorts and the binary searches that find the ranges;
+- `Moments`: count, sum, mean, variance from segmented prefix sums carried
+  with their rounding errors (`ExactPrefix`), with an error bound per
+  answer; answers whose bound exceeds `TOL` are recomputed exactly
+  (two-pass over the range), so results do not depend on where a segment
+  starts (offline: the key's first event in the file; online: the oldest
+  event the store kept);
 - `range_extreme`: min or max by a sparse table (O(n log n), exact);
 - `distinct_counts`: distinct values in ranges by interval counting over
   "previous occurrence" links (O(n log n));
@@ -26,10 +27,29 @@ import numpy as np
 # under the 1e-9 at which the engine, the online stores and Spark must agree.
 TOL = 1e-11
 _EPS = float(np.finfo(np.float64).eps)
-# Cumulative rounding of a running sum grows like sqrt(steps) * eps * |sum|;
-# a generous factor keeps the bound a bound for realistic data.
-_BOUND_FACTOR = 8.0
 _RAGGED_CHUNK = 1 << 22
+
+
+class Timeline:
+    """All events in (time, order) order, shared by the groups of a
+    declaration: the sort, each event's rank in it, and per window offset
+    the number of events at or before each event's time - offset (one
+    binary search per distinct offset, whatever the number of groups)."""
+
+    def __init__(self, time_ns: np.ndarray, order: np.ndarray) -> None:
+        self.by_time = np.lexsort((order, time_ns))
+        self.rank = np.empty(len(time_ns), dtype=np.int64)
+        self.rank[self.by_time] = np.arange(len(time_ns))
+        self.time_sorted = time_ns[self.by_time]
+        self._at_or_before: dict[int, np.ndarray] = {}
+
+    def at_or_before(self, offset: int) -> np.ndarray:
+        """Per rank: how many events have time <= that event's time - offset
+        (searched in time order: sorted keys, much faster on many rows)."""
+        if offset not in self._at_or_before:
+            t = self.time_sorted
+            self._at_or_before[offset] = t.searchsorted(t - offset, side="right")
+        return self._at_or_before[offset]
 
 
 @dataclass(frozen=True)
@@ -41,23 +61,22 @@ class Layout:
     seg: np.ndarray  # sorted position -> segment number
     seg_starts: np.ndarray  # segment number -> first position
     time: np.ndarray  # time in sorted order
-    composite: np.ndarray  # seg * stride + rank in (time, order): increasing
-    time_by_rank: np.ndarray  # times of the keyed events in (time, order)
+    rank: np.ndarray  # sorted position -> rank in the timeline
+    composite: np.ndarray  # seg * stride + rank: increasing
+    timeline: Timeline
     stride: int
 
     @classmethod
-    def build(cls, key: np.ndarray, time_ns: np.ndarray, order: np.ndarray) -> Layout:
+    def build(cls, key: np.ndarray, time_ns: np.ndarray, timeline: Timeline) -> Layout:
         n = len(key)
-        by_time = np.lexsort((order, time_ns))
+        by_time = timeline.by_time
         keyed = by_time[key[by_time] >= 0]
         m = len(keyed)
         k_by_time = key[keyed]
-        if m >= 4096 and m and k_by_time.max() < 2**16:
+        if m >= 4096 and k_by_time.max() < 2**16:
             # numpy's stable sort is a radix sort for 16-bit integers.
             k_by_time = k_by_time.astype(np.uint16)
-        by_key = k_by_time.argsort(kind="stable")
-        perm = keyed[by_key]
-        rank = by_key  # rank in time order of each sorted position
+        perm = keyed[k_by_time.argsort(kind="stable")]
         pos = np.full(n, -1, dtype=np.int64)
         pos[perm] = np.arange(m)
         k_sorted = key[perm]
@@ -66,29 +85,71 @@ class Layout:
             new_seg[0] = True
             np.not_equal(k_sorted[1:], k_sorted[:-1], out=new_seg[1:])
         seg = new_seg.cumsum() - 1
-        stride = m + 1
+        rank = timeline.rank[perm]
+        stride = n + 1
         return cls(perm=perm, pos=pos, seg=seg, seg_starts=new_seg.nonzero()[0],
-                   time=time_ns[perm], composite=seg * stride + rank,
-                   time_by_rank=time_ns[keyed], stride=stride)
+                   time=time_ns[perm], rank=rank, composite=seg * stride + rank,
+                   timeline=timeline, stride=stride)
 
-    def first_after(self, q_pos: np.ndarray, cutoff: np.ndarray) -> np.ndarray:
-        """Per query: the first position of its segment with time > cutoff."""
-        at_or_before = self.time_by_rank.searchsorted(cutoff, side="right")
+    def first_after(
+        self, q_pos: np.ndarray, q_time: np.ndarray, offset: int, all_events: bool
+    ) -> np.ndarray:
+        """Per query: the first position of its segment with time > its
+        time - offset: events of the segment whose rank is at least the
+        number of events at or before that time."""
+        if all_events:
+            at_or_before = self.timeline.at_or_before(offset)[self.rank[q_pos]]
+        else:
+            at_or_before = self.timeline.time_sorted.searchsorted(q_time - offset, side="right")
         return self.composite.searchsorted(self.seg[q_pos] * self.stride + at_or_before)
 
 
-def segmented_prefix(values: np.ndarray, seg: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
-    """Prefix sums restarted per segment: the sum of segment s's values
-    before position p is out[p + s]. A correction slot before each segment
-    holds minus the previous segment's total, so the running sum returns to
-    ~0 there instead of growing over the whole file."""
+def _segmented_layout(values: np.ndarray, seg: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
+    """`values` with a correction slot before each segment holding minus the
+    previous segment's total, so that a running sum returns to ~0 there:
+    the sum of segment s's values before position p is then the running sum
+    at p + s."""
     n, n_seg = len(values), len(seg_starts)
     ext = np.zeros(n + n_seg, dtype=np.float64)
     ext[np.arange(1, n + 1) + seg] = values
     if n_seg > 1:
         totals = np.add.reduceat(values, seg_starts)
         ext[seg_starts[1:] + np.arange(1, n_seg)] = -totals[:-1]
-    return ext.cumsum()
+    return ext
+
+
+def segmented_prefix(values: np.ndarray, seg: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
+    """Prefix sums restarted per segment (see `_segmented_layout`)."""
+    return _segmented_layout(values, seg, seg_starts).cumsum()
+
+
+class ExactPrefix:
+    """Segmented prefix sums carried in two parts (a double-double): the
+    running sum s and the running sum E of the rounding error of each of its
+    additions (TwoSum: the error of fl(a + b) is exact and computable once
+    s is known). A range's sum (s_hi - s_lo) + (E_hi - E_lo) is then exact to
+    a few ulps of the range's own sum, however long the segment before it:
+    the same value whether the history starts at the key's first event in a
+    file or at the oldest event an online store kept."""
+
+    def __init__(self, values: np.ndarray, seg: np.ndarray, seg_starts: np.ndarray) -> None:
+        ext = _segmented_layout(values, seg, seg_starts)
+        s = ext.cumsum()
+        before = np.concatenate(([0.0], s[:-1]))
+        b_virtual = s - before
+        err = (before - (s - b_virtual)) + (ext - b_virtual)
+        self.s = s
+        self.e = err.cumsum()
+        # The bound below holds when s[k] == fl(s[k-1] + ext[k]), which is
+        # how numpy accumulates (in sequence); the running error sum's own
+        # rounding stays below eps * sum |err|.
+        exact = bool(np.array_equal(before + ext, s))
+        self.e_bound = _EPS * float(np.abs(err).sum()) if exact else np.inf
+
+    def range_sum(self, s_hi: np.ndarray, s_lo: np.ndarray) -> np.ndarray:
+        """Sums over ranges (running-sum indices): within a few ulps of the
+        range's sum, plus `e_bound`."""
+        return (self.s[s_hi] - self.s[s_lo]) + (self.e[s_hi] - self.e[s_lo])
 
 
 class Moments:
@@ -98,10 +159,11 @@ class Moments:
         x = values[layout.perm]
         valid = ~np.isnan(x)
         self.x = x
+        self.all_valid = bool(valid.all())
         self.valid_prefix = np.concatenate(([0], valid.cumsum()))
         seg, starts = layout.seg, layout.seg_starts
-        # Shift each segment by its mean: prefix sums of squares then hold
-        # spreads, not magnitudes (no cancellation for large, close values).
+        # Shift each segment by its mean: sums of squares then hold spreads,
+        # not magnitudes (the variance does not cancel for close values).
         y0 = np.where(valid, x, 0.0)
         if len(starts):
             n_valid = np.add.reduceat(valid.astype(np.float64), starts)
@@ -110,12 +172,13 @@ class Moments:
             seg_mean = np.zeros(0)
         self.shift = seg_mean
         y = np.where(valid, x - seg_mean[seg], 0.0)
-        self.p1 = segmented_prefix(y, seg, starts)
-        self.a1 = segmented_prefix(np.abs(y), seg, starts)
-        self.p2 = segmented_prefix(y * y, seg, starts)
-        self.layout = layout
+        self.max_abs_y = float(np.abs(y).max(initial=0.0))
+        self.p1 = ExactPrefix(y, seg, starts)
+        self.p2 = ExactPrefix(y * y, seg, starts)
 
     def count(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        if self.all_valid:
+            return hi - lo
         return self.valid_prefix[hi] - self.valid_prefix[lo]
 
     def stats(
@@ -123,47 +186,44 @@ class Moments:
         zscore: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
         """(count, sum, mean, var, exact) over [lo, hi); var None unless
-        asked. `exact` flags answers recomputed by the two-pass path. Empty
-        ranges give count 0, sum, mean and var 0. With `zscore`, the mean and
-        spread must also be exact relative to the z-score's floored spread."""
+        asked. Empty ranges give 0 throughout. `exact` flags the answers
+        recomputed by the two-pass path, where the prefix sums' error bound
+        exceeds TOL: a sum that cancels (the range's values against the
+        segment's mean), a variance far below the squared distance of the
+        range's mean from the segment's. With `zscore`, the mean and spread
+        must also be exact relative to the z-score's floored spread."""
         n = self.count(lo, hi).astype(np.float64)
         s_hi, s_lo = hi + q_seg, lo + q_seg
-        sy = self.p1[s_hi] - self.p1[s_lo]
-        shift = self.shift[q_seg] if len(self.shift) else np.zeros(len(q_seg))
+        sy = self.p1.range_sum(s_hi, s_lo)
+        n_shift = n * self.shift[q_seg]
+        total = sy + n_shift
         safe_n = np.maximum(n, 1.0)
-        total = sy + n * shift
-        mean_y = sy / safe_n
-        mean = mean_y + np.where(n > 0, shift, 0.0)
-        # Rounding bound of a difference of two running sums (both carry
-        # the segment's residual, the value of its correction slot).
-        steps = np.sqrt(hi - self.layout.seg_starts[q_seg] + 1.0) if len(q_seg) else np.zeros(0)
-        base = q_seg + self.layout.seg_starts[q_seg] if len(q_seg) else q_seg
-        err_sy = _BOUND_FACTOR * _EPS * (steps * self.a1[s_hi] + np.abs(self.p1[base]))
-        err_sum = err_sy + _EPS * np.abs(n * shift)
-        redo = (err_sum > TOL * (1.0 + np.abs(total))) | (
-            err_sum / safe_n > TOL * (1.0 + np.abs(mean)))
+        mean = total / safe_n
+        # |sy| <= |total| + |n_shift|: a few ulps of each, and the error sum.
+        err_sum = 4.01 * _EPS * (np.abs(total) + np.abs(n_shift)) + self.p1.e_bound
+        # The mean's bound (err_sum / n <= TOL (1 + |mean|)) follows from this.
+        redo = err_sum > TOL * (safe_n + np.abs(total))
         var = None
         if want_var:
-            sy2 = self.p2[s_hi] - self.p2[s_lo]
-            var = np.maximum(sy2 / safe_n - mean_y * mean_y, 0.0)
-            err_sy2 = _BOUND_FACTOR * _EPS * (steps * self.p2[s_hi] + np.abs(self.p2[base]))
-            err_var = (err_sy2 + 2.0 * np.abs(mean_y) * err_sy) / safe_n + _EPS * var
-            redo |= err_var > np.maximum(TOL * var, 1e-24)
+            mean_y = sy / safe_n
+            m2 = self.p2.range_sum(s_hi, s_lo) / safe_n
+            var = np.maximum(m2 - mean_y * mean_y, 0.0)
+            # Ulps of S2 and of mean_y^2 (<= S2 / n), and the error sums.
+            err_var = 10 * _EPS * m2 + (self.p2.e_bound + 2 * self.max_abs_y * self.p1.e_bound
+                                        ) / safe_n
+            # One value has no spread: exactly 0, nothing to recompute.
+            single = n <= 1
+            var[single] = 0.0
+            redo |= (err_var > np.maximum(TOL * var, 1e-24)) & ~single
             if zscore:
                 spread = np.maximum(np.sqrt(var), np.maximum(0.01 * np.abs(mean), 1e-6))
                 redo |= err_sum / safe_n > TOL * spread
-        redo &= n > 0
         if redo.any():
             idx = redo.nonzero()[0]
             _, s, mu, v = ragged_moments(self.x, lo[idx], hi[idx])
             total[idx], mean[idx] = s, mu
             if var is not None:
                 var[idx] = v
-        empty = n == 0
-        total[empty] = 0.0
-        mean[empty] = 0.0
-        if var is not None:
-            var[empty] = 0.0
         return n, total, mean, var, redo
 
 

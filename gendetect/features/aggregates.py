@@ -209,6 +209,28 @@ class AggregateDeclaration:
             seen.add(n)
         return cls(groups=tuple(groups))
 
+    @classmethod
+    def from_schema(
+        cls, raw: Mapping[str, Any], kinds: Mapping[str, str]
+    ) -> AggregateDeclaration | None:
+        """A schema's `aggregates:` (None when absent), checked against its
+        fields (name -> kind): it needs a timestamp field and replaces the
+        legacy `windows:`."""
+        if raw.get("aggregates") is None:
+            return None
+        if raw.get("windows"):
+            raise InputError("declare behaviour features in `aggregates:` or `windows:`, "
+                             "not both", field="windows")
+        if "timestamp" not in kinds.values():
+            raise InputError("behaviour features need a timestamp field", field="aggregates")
+        return cls.from_list(
+            raw["aggregates"],
+            entity_columns=[n for n, k in kinds.items() if k == "entity"],
+            numeric_columns=[n for n, k in kinds.items() if k in ("numeric", "boolean")],
+            all_columns=list(kinds),
+            has_label="label" in kinds.values(),
+        )
+
     def to_list(self) -> list[dict[str, Any]]:
         out = []
         for g in self.groups:

@@ -17,12 +17,16 @@ import numpy as np
 import pandas as pd
 
 from gendetect.errors import InputError
+from gendetect.features.behaviour import AggregateHistory, Behaviour
 from gendetect.features.derived import DERIVED_FUNCTIONS, TWO_COLUMN_FUNCTIONS
 from gendetect.schema import Schema
 from gendetect.timestamps import column_to_ns, to_ns
 
 if TYPE_CHECKING:
     from gendetect.features.windows import WindowConfig
+
+# The chunked history of behaviour features (its old name).
+WindowHistory = AggregateHistory
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +37,15 @@ class FeaturePipeline:
     """Turns validated records into the numeric matrix the detectors see.
 
     Columns of the output, in order: numeric/boolean feature fields, one-hot
-    categories, derived features (schema `derived:`), then behaviour window
-    features (schema `windows:`), whose values come from the offline engine
-    for files and from the online state store for API requests.
+    categories, derived features (schema `derived:`), then behaviour
+    features (schema `aggregates:`, or the legacy `windows:`), whose values
+    come from the aggregate engine for files and from the online state store
+    for API requests.
     """
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self.window_config: WindowConfig | None = None
-        if schema.windows:
-            from gendetect.features.windows import WindowConfig
-
-            self.window_config = WindowConfig.from_dict(schema.windows)
+        self.behaviour: Behaviour | None = Behaviour.from_schema(schema)
         self._timestamp_fields = {f.name for f in schema.fields if f.kind == "timestamp"}
         self._derived_sources = {d.source for d in schema.derived}
         window_names = set(self.window_feature_names)
@@ -54,8 +55,22 @@ class FeaturePipeline:
 
     # ------------------------------------------------------------------ names
     @property
+    def window_config(self) -> WindowConfig | None:
+        """The legacy WindowConfig equivalent to the behaviour features, for
+        the surfaces that still speak it (None when the declaration has no
+        such equivalent, or there are no behaviour features)."""
+        return self.behaviour.window_config if self.behaviour is not None else None
+
+    @property
     def window_feature_names(self) -> list[str]:
-        return list(self.window_config.feature_names) if self.window_config else []
+        return list(self.behaviour.feature_names) if self.behaviour else []
+
+    @property
+    def reasons(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Explanation reasons: the schema's `reasons:`, then one per
+        aggregate group for the behaviour features they leave unclaimed."""
+        groups = self.behaviour.declaration.reason_groups() if self.behaviour else ()
+        return tuple(self.schema.reasons) + tuple(groups)
 
     @property
     def feature_names(self) -> list[str]:
@@ -105,7 +120,7 @@ class FeaturePipeline:
                 cols[name] = column_to_ns(df[name])
             else:
                 cols[name] = df[name].to_numpy()
-        if self.window_config is None:
+        if self.behaviour is None:
             return cols, False
         names = self.window_feature_names
         present = [n for n in names if n in df.columns]
@@ -128,42 +143,31 @@ class FeaturePipeline:
                     )
                 cols[name] = values
             return cols, False
-        cols.update(self.window_columns(df, history, cols.get(self.window_config.time_col)))
+        cols.update(self.window_columns(df, history, cols.get(self.behaviour.time_col)))
         return cols, True
 
     def window_columns(
         self,
         df: pd.DataFrame,
-        history: WindowHistory | None = None,
+        history: AggregateHistory | None = None,
         time_ns: np.ndarray | None = None,
     ) -> Columns:
-        """The behaviour features of `df`'s rows from the offline engine's
-        kernels, called on arrays (no copy of the frame). With `history`,
-        the rows of earlier chunks within the windows' reach count too."""
-        config = self.window_config
-        assert config is not None
-        for name in (config.time_col, config.customer_col, config.terminal_col, config.amount_col):
-            if name not in df.columns:
-                raise InputError("required for behaviour features", field=name)
+        """The behaviour features of `df`'s rows from the aggregate engine,
+        called on arrays (no copy of the frame). With `history`, the rows of
+        earlier chunks within the declaration's horizon count too."""
+        behaviour = self.behaviour
+        assert behaviour is not None
+        behaviour.check_columns(df)
         if time_ns is None:
-            time_ns = column_to_ns(df[config.time_col])
-        history = history if history is not None else WindowHistory(config)
+            time_ns = column_to_ns(df[behaviour.time_col])
+        history = history if history is not None else AggregateHistory(behaviour)
         return history.features(df, time_ns)
 
     def with_window_features(self, df: pd.DataFrame) -> pd.DataFrame:
-        from gendetect.features.window_engine import add_window_features
-
-        config = self.window_config
-        assert config is not None
-        if config.label_col not in df.columns:
-            # Unlabelled history: terminal risk is 0 everywhere. Say so once:
-            # the model then learns without the delayed-label signal.
-            log.warning("no %r column: terminal risk features are 0", config.label_col)
-            df = df.assign(**{config.label_col: 0})
-        for name in (config.time_col, config.customer_col, config.terminal_col, config.amount_col):
-            if name not in df.columns:
-                raise InputError("required for behaviour features", field=name)
-        return add_window_features(df, config)
+        """`df` with the behaviour features added (the frame is the history)."""
+        behaviour = self.behaviour
+        assert behaviour is not None
+        return behaviour.add_to_frame(df)
 
     def columns_from_records(
         self,
@@ -182,7 +186,7 @@ class FeaturePipeline:
                 )
             else:
                 cols[name] = np.asarray(values)
-        if self.window_config is not None:
+        if self.behaviour is not None:
             if window_features is None:
                 raise ValueError("this pipeline needs window features for each record")
             for name in self.window_feature_names:
@@ -214,98 +218,6 @@ class FeaturePipeline:
 
     def transform_frame(self, df: pd.DataFrame) -> np.ndarray:
         return self.transform(self.columns_from_frame(df))
-
-
-class WindowHistory:
-    """Behaviour features over a stream of chunks in time order, exact.
-
-    A row's window features depend on earlier rows of its customer and
-    terminal, which may sit in earlier chunks. Each chunk is computed with
-    the offline engine's kernels over the carried tail of history (every
-    earlier row within the longest window's reach, customer window or
-    terminal delay + window) followed by the chunk; only the chunk's rows
-    are answered. The result equals the engine on the whole stream at once
-    (up to the rounding of sums started at another row, ~1e-15 relative).
-
-    Chunks must come in time order, and rows with the same timestamp must
-    not be split across chunks (the tie rule orders them by transaction id,
-    which a later chunk could violate): `split_at_last_time` gives the
-    cut. A row position stands in for the id when the id is not an integer
-    column, counted over the whole stream as the offline engine does.
-    """
-
-    def __init__(self, config: WindowConfig) -> None:
-        self.config = config
-        self.rows_seen = 0
-        self.last_time: int | None = None
-        self._reach = max(config.customer_horizon_ns, config.terminal_horizon_ns)
-        self._tail: dict[str, np.ndarray] | None = None
-        self._warned_no_label = False
-
-    @property
-    def tail_rows(self) -> int:
-        return 0 if self._tail is None else len(self._tail["time"])
-
-    def features(self, df: pd.DataFrame, time_ns: np.ndarray) -> Columns:
-        from gendetect.features.window_engine import (
-            customer_window_features,
-            terminal_window_features,
-        )
-
-        config = self.config
-        n = len(df)
-        if n and self.last_time is not None and int(time_ns.min()) <= self.last_time:
-            first = int(np.argmax(time_ns <= self.last_time))
-            raise InputError(
-                f"rows are not in time order across chunks (row {self.rows_seen + first} is not "
-                "after the previous chunk): sort the file by time, or score it in one piece",
-                field=config.time_col,
-            )
-        if config.id_col in df.columns and pd.api.types.is_integer_dtype(df[config.id_col]):
-            order = df[config.id_col].to_numpy(dtype=np.int64)
-        else:
-            order = np.arange(self.rows_seen, self.rows_seen + n, dtype=np.int64)
-        if config.label_col in df.columns:
-            label = df[config.label_col].to_numpy(dtype=np.float64, na_value=0.0)
-        else:
-            if not self._warned_no_label:
-                # Unlabelled history: terminal risk is 0 everywhere. Say so once:
-                # the model then sees no delayed-label signal.
-                log.warning("no %r column: terminal risk features are 0", config.label_col)
-                self._warned_no_label = True
-            label = np.zeros(n)
-        chunk = {
-            "time": np.asarray(time_ns, dtype=np.int64),
-            "order": order,
-            "customer": df[config.customer_col].to_numpy(),
-            "terminal": df[config.terminal_col].to_numpy(),
-            "amount": df[config.amount_col].to_numpy(dtype=np.float64),
-            "label": label,
-        }
-        tail = self._tail
-        if tail is None or len(tail["time"]) == 0:
-            events, queries = chunk, None
-        else:
-            events = {k: np.concatenate([tail[k], v]) for k, v in chunk.items()}
-            queries = np.arange(len(tail["time"]), len(events["time"]), dtype=np.int64)
-        out: Columns = {}
-        if n:
-            customer = pd.factorize(events["customer"])[0].astype(np.int64)
-            terminal = pd.factorize(events["terminal"])[0].astype(np.int64)
-            out |= customer_window_features(
-                customer, events["time"], events["order"], events["amount"], config, queries
-            )
-            out |= terminal_window_features(
-                terminal, events["time"], events["order"], events["label"], config, queries
-            )
-            last = int(events["time"].max())
-            keep = events["time"] > last - self._reach
-            self._tail = {k: v[keep] for k, v in events.items()}
-            self.last_time = last
-        else:
-            out = {name: np.zeros(0) for name in config.feature_names}
-        self.rows_seen += n
-        return {name: out[name] for name in config.feature_names}
 
 
 def split_at_last_time(time_ns: np.ndarray) -> int:

@@ -1,8 +1,9 @@
-"""The offline window engine: the one computation kernel (`window_sums`,
-`customer_window_features` / `terminal_window_features`) and the features
-over a whole DataFrame (`add_window_features`), for the windows and
-semantics of gendetect.features.windows. The online state answers the same
-windows with the same tie rule (the parity tests hold the two together).
+"""The legacy window kernels (`window_sums`, `customer_window_features` /
+`terminal_window_features`, kept for the online state that still speaks
+WindowConfig) and `add_window_features`, which checks a frame against a
+WindowConfig and computes it with the aggregate engine
+(gendetect.features.aggregate_engine) over the equivalent declaration
+(gendetect.features.behaviour.Behaviour.from_window_config).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import pandas as pd
 from gendetect.errors import InputError
 from gendetect.features.windows import Window, WindowConfig, kernel_windows
 from gendetect.schema import FieldSpec, validate_column
-from gendetect.timestamps import column_to_ns
 
 
 def _segmented_prefix(values: np.ndarray, seg_of: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
@@ -199,23 +199,6 @@ def terminal_window_features(
 
 
 # -------------------------------------------------------------------- offline
-def _entity_codes(series: pd.Series) -> np.ndarray:
-    codes, _ = pd.factorize(series)
-    return codes.astype(np.int64)
-
-
-def _tie_order(df: pd.DataFrame, config: WindowConfig) -> np.ndarray:
-    """Tie-break for equal timestamps: the transaction id, which is what the
-    online path uses too (row position when there is no integer id column).
-
-    The handbook's reference columns break such ties in whatever order its
-    unstable per-customer sort left them, so they cannot be reproduced from
-    the data alone; tests/integration/gendetect/test_handbook_reference.py shows it."""
-    if config.id_col in df.columns and pd.api.types.is_integer_dtype(df[config.id_col]):
-        return df[config.id_col].to_numpy(dtype=np.int64)
-    return np.arange(len(df), dtype=np.int64)
-
-
 def _check_columns(df: pd.DataFrame, config: WindowConfig) -> None:
     for name in config.required_columns:
         if name not in df.columns:
@@ -238,25 +221,9 @@ def add_window_features(df: pd.DataFrame, config: WindowConfig | None = None) ->
     features use only rows of the same frame (its history), with labels as
     they would be known `delay_days` later.
     """
+    from gendetect.features.behaviour import Behaviour
+
     config = config or WindowConfig()
     _check_columns(df, config)
-    try:
-        time_ns = column_to_ns(df[config.time_col])
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InputError(f"not a timestamp ({exc})", field=config.time_col) from exc
-    order = _tie_order(df, config)
-    amount = df[config.amount_col].to_numpy(dtype=np.float64)
-    # Only a confirmed fraud (1) counts toward terminal risk: unknown labels
-    # (-1 or missing, as fit(X, y) takes them) are not known as fraud.
-    label = df[config.label_col].to_numpy(dtype=np.float64, na_value=np.nan)
-    label = np.where(label == 1, 1.0, 0.0)
-    features = customer_window_features(
-        _entity_codes(df[config.customer_col]), time_ns, order, amount, config
-    )
-    features |= terminal_window_features(
-        _entity_codes(df[config.terminal_col]), time_ns, order, label, config
-    )
-    out = df.copy()
-    for name in config.feature_names:
-        out[name] = features[name]
-    return out
+    # The one engine, over the declaration equivalent to these windows.
+    return Behaviour.from_window_config(config).add_to_frame(df)

@@ -1,31 +1,36 @@
-"""Behaviour window features with Spark's window functions.
+"""Behaviour features on Spark, by the one engine.
 
-The offline engine's definitions (gendetect.features.windows), written as
-range frames over the event time in integer nanoseconds:
-- customer, window w: rows of the customer with time in (t - w, t]:
-  `rangeBetween(-(w - 1 ns), 0)`; among rows at the same timestamp only
-  those up to the current one in transaction id order count (the engine's
-  tie rule), so the peers after it (a frame over (customer, time) ordered by
-  id) are subtracted from the range's count and sum.
-- terminal, window w, delay d: rows with time in (t - d - w, t - d]:
-  `rangeBetween(-(d + w) + 1 ns, -d)`; risk = frauds / count, 0 when empty.
-  The window ends before t, so ties do not matter (for d > 0; with d = 0 the
-  customer rule applies).
+Every declared aggregate (gendetect.features.aggregates) is computed by
+gendetect.features.aggregate_engine.group_features, the function the
+offline engine and the online stores use: per aggregate group, the rows are
+grouped by the group's key (`groupBy(key).applyInPandas`) and the engine
+runs over each key's events, which are all the history a key's features
+need. Each group's features join back to the rows by the row key; rows
+whose key is missing (null) get NaN, as offline. Values equal the offline
+engine's to rounding (1e-9; the engine's sums do not depend on where a
+key's history starts).
 
-Integer nanoseconds keep the bounds exact (a timestamp column is converted
-from microseconds, Spark's resolution; Parquet files written by pandas hold
-nanoseconds, read as such with `spark.sql.legacy.parquet.nanosAsLong`, which
-`spark_session` sets). Without an integer id column the tie order is
+Times are integer nanoseconds (a timestamp column is converted from
+microseconds, Spark's resolution; Parquet files written by pandas hold
+nanoseconds, read as such with `spark.sql.legacy.parquet.nanosAsLong`,
+which `spark_session` sets). The tie order is the integer id column, else
 `monotonically_increasing_id()`, the file order when it is read in order,
-as the engine uses the row position.
+as the engine uses the row position (the ids are materialized once, so
+that every group sees the same).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pandas as pd
+
+from gendetect.features.aggregate_engine import code_values, group_features
+from gendetect.features.aggregates import AggregateGroup
+from gendetect.features.behaviour import Behaviour
 from gendetect.features.windows import WindowConfig
-from gendetect.timestamps import days_to_ns
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
 TIME_NS = "__gd_time_ns"
 _ORDER = "__gd_order"
 _LABEL = "__gd_label"
+_ROW = "__gd_row"
 
 
 def time_ns_column(df: DataFrame, name: str) -> Column:
@@ -47,65 +53,56 @@ def time_ns_column(df: DataFrame, name: str) -> Column:
     return F.unix_micros(F.to_timestamp(F.col(name))) * F.lit(1000)
 
 
-def window_features(df: DataFrame, config: WindowConfig | None = None) -> DataFrame:
+def window_features(df: DataFrame, config: WindowConfig | Behaviour | None = None) -> DataFrame:
     """`df` with the behaviour feature columns (double) added, named as the
-    engine names them. Row order is Spark's: join or sort by the id."""
-    from pyspark.sql import Window
+    engine names them: a legacy WindowConfig (default: the handbook's) or a
+    schema's declaration (`Behaviour.from_schema`). Row order is Spark's:
+    join or sort by the id."""
+    behaviour = config if isinstance(config, Behaviour) else Behaviour.from_window_config(
+        config or WindowConfig())
+    return aggregate_features(df, behaviour)
+
+
+def aggregate_features(df: DataFrame, behaviour: Behaviour) -> DataFrame:
+    """`df` with every declared feature (double) added."""
     from pyspark.sql import functions as F
 
-    config = config or WindowConfig()
-    for name in (config.time_col, config.customer_col, config.terminal_col, config.amount_col):
+    for name in (behaviour.time_col, *behaviour.input_columns):
         if name not in df.columns:
             raise ValueError(f"column {name!r} is required for behaviour features")
-    id_kind = dict(df.dtypes).get(config.id_col, "")
-    order = (
-        F.col(config.id_col).cast("long")
-        if id_kind in ("bigint", "int", "smallint")
-        else F.monotonically_increasing_id()
-    )
-    label = (
-        F.coalesce(F.col(config.label_col).cast("double"), F.lit(0.0))
-        if config.label_col in df.columns
-        else F.lit(0.0)
-    )
-    work = (
-        df.withColumn(TIME_NS, time_ns_column(df, config.time_col))
-        .withColumn(_ORDER, order)
-        .withColumn(_LABEL, label)
-    )
-    amount = F.col(config.amount_col).cast("double")
-    names = config.feature_names
+    types = dict(df.dtypes)
+    has_id = types.get(behaviour.id_col or "", "") in ("bigint", "int", "smallint")
+    label = (F.col(behaviour.label_col).cast("double")
+             if behaviour.label_col and behaviour.label_col in df.columns else F.lit(0.0))
+    names = set(behaviour.feature_names)
+    base = df.drop(*[c for c in df.columns if c in names])
+    row = F.col(behaviour.id_col).cast("long") if has_id else F.monotonically_increasing_id()
+    work = (base.withColumn(_ROW, row)
+            .withColumn(TIME_NS, time_ns_column(df, behaviour.time_col))
+            .withColumn(_ORDER, F.col(_ROW))
+            .withColumn(_LABEL, label))
+    if not has_id:
+        # Materialize the generated ids once: every group must see the same.
+        work = work.localCheckpoint(eager=True)
+    result = work
+    for group in behaviour.declaration.groups:
+        columns = list(dict.fromkeys([_ROW, TIME_NS, _ORDER, _LABEL, *group.key,
+                                      *group.value_columns, *group.distinct_columns]))
+        schema = ", ".join([f"{_ROW} long", *[f"`{n}` double" for n in group.feature_names]])
+        feats = (work.select(*columns).groupBy(*group.key)
+                 .applyInPandas(partial(_one_key, group), schema=schema))
+        result = result.join(feats, on=_ROW, how="left")
+    return result.select(*base.columns, *behaviour.feature_names)
 
-    def later_peers(entity: str, value: Column) -> tuple[Column, Column]:
-        """Count and sum over the rows of the same entity and timestamp after
-        this one in id order (the engine's windows end at the current row)."""
-        peers = (
-            Window.partitionBy(entity, TIME_NS)
-            .orderBy(F.col(_ORDER).desc())
-            .rowsBetween(Window.unboundedPreceding, -1)
-        )
-        return (F.count(F.lit(1)).over(peers), F.coalesce(F.sum(value).over(peers), F.lit(0.0)))
 
-    by_customer = Window.partitionBy(config.customer_col).orderBy(TIME_NS)
-    later_n, later_sum = later_peers(config.customer_col, amount)
-    columns: dict[str, Column] = {}
-    for j, w in enumerate(config.customer_windows_days):
-        frame = by_customer.rangeBetween(-(days_to_ns(w) - 1), 0)
-        nb = F.count(F.lit(1)).over(frame) - later_n
-        total = F.sum(amount).over(frame) - later_sum
-        columns[names[2 * j]] = nb.cast("double")
-        columns[names[2 * j + 1]] = total / nb
-    delay = days_to_ns(config.delay_days)
-    by_terminal = Window.partitionBy(config.terminal_col).orderBy(TIME_NS)
-    t_later_n, t_later_sum = later_peers(config.terminal_col, F.col(_LABEL))
-    offset = 2 * len(config.customer_windows_days)
-    for j, w in enumerate(config.terminal_windows_days):
-        frame = by_terminal.rangeBetween(-(delay + days_to_ns(w)) + 1, -delay)
-        nb = F.count(F.lit(1)).over(frame)
-        frauds = F.coalesce(F.sum(F.col(_LABEL)).over(frame), F.lit(0.0))
-        if delay == 0:
-            nb, frauds = nb - t_later_n, frauds - t_later_sum
-        columns[names[offset + 2 * j]] = nb.cast("double")
-        columns[names[offset + 2 * j + 1]] = F.when(nb > 0, frauds / nb).otherwise(F.lit(0.0))
-    kept = [c for c in df.columns if c not in columns]
-    return work.select(*kept, *[columns[n].alias(n) for n in names])
+def _one_key(group: AggregateGroup, events: pd.DataFrame) -> pd.DataFrame:
+    """The engine over one key's events (all its history in the file)."""
+    missing = events[list(group.key)].isna().any(axis=1).to_numpy()
+    key_codes = np.where(missing, -1, 0).astype(np.int64)
+    values = {c: pd.to_numeric(events[c], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+              for c in group.value_columns}
+    distinct = {c: code_values(events[c].to_numpy()) for c in group.distinct_columns}
+    label = events[_LABEL].to_numpy(np.float64, na_value=np.nan) if group.needs_label else None
+    out = group_features(group, key_codes, events[TIME_NS].to_numpy(np.int64),
+                         events[_ORDER].to_numpy(np.int64), values, distinct, label)
+    return pd.DataFrame({_ROW: events[_ROW].to_numpy(np.int64), **out})

@@ -129,9 +129,9 @@ def score_file_with_spark(
     pipeline = bundle.pipeline
     assert pipeline is not None
     check_column_types(df, bundle.schema, data)
-    config = pipeline.window_config
-    if config is not None and not set(pipeline.window_feature_names) <= set(df.columns):
-        df = window_features(df, config)
+    behaviour = pipeline.behaviour
+    if behaviour is not None and not set(pipeline.window_feature_names) <= set(df.columns):
+        df = window_features(df, behaviour)
     scored = score(df, concrete, explain=explain).withColumn(
         PREFIX + "model_version", F.lit(ref.version))
     scored.write.mode("overwrite").parquet(out)

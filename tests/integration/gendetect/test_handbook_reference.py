@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gendetect.features.behaviour import Behaviour
 from gendetect.features.window_engine import add_window_features
 from gendetect.features.windows import WindowConfig
+from gendetect.schema import load_schema
 
 pytestmark = pytest.mark.handbook
 
@@ -149,6 +151,19 @@ def test_every_row_matches_handbook(handbook: pd.DataFrame) -> None:
     out = add_window_features(frame, config)
     assert out.index.equals(handbook.index)
     _assert_matches(out, config)
+
+
+def test_default_schema_declaration_matches_handbook(handbook: pd.DataFrame) -> None:
+    """The built-in schema's `aggregates:` (the handbook's twelve, declared
+    per key) gives the handbook's columns on every row."""
+    declared = Behaviour.from_schema(load_schema("transactions"))
+    assert declared is not None and len(declared.feature_names) == 12
+    # The same declaration, ties broken in the handbook's order.
+    behaviour = Behaviour(declared.declaration, declared.time_col, "handbook_tie_order",
+                          declared.label_col)
+    frame = handbook.assign(handbook_tie_order=handbook_tie_order(handbook))
+    out = behaviour.add_to_frame(frame)
+    _assert_matches(out, WindowConfig())
 
 
 def test_default_tie_break_differs_only_within_same_second_pairs(handbook: pd.DataFrame) -> None:

@@ -1,6 +1,7 @@
-"""Spark's window functions give the offline engine's behaviour features
-(1e-9), ties, label delay and unlabelled files included, on a simulated slice
-and, where the shared data is present, on a slice of the handbook file."""
+"""Spark gives the offline engine's behaviour features (1e-9): the legacy
+windows (ties, label delay and unlabelled files included) on a simulated
+slice and, where the shared data is present, on a slice of the handbook
+file; and every declared aggregate kind on a hostile stream."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pandas as pd
 import pytest
 
 from gendetect.data.simulator import simulate_transactions
+from gendetect.features.aggregates import AggregateDeclaration
+from gendetect.features.behaviour import Behaviour
 from gendetect.features.window_engine import add_window_features
 from gendetect.features.windows import WindowConfig
 
@@ -85,6 +88,48 @@ def test_spark_without_a_label_column(spark: Any, tmp_path: Path) -> None:
 def test_spark_equals_the_offline_engine_on_a_handbook_slice(spark: Any, tmp_path: Path) -> None:
     df = pd.read_parquet(HANDBOOK, columns=list(RAW)).rename(columns=RAW)
     _compare(spark, df.iloc[200_000:230_000].reset_index(drop=True), WindowConfig(), tmp_path)
+
+
+def test_spark_equals_the_offline_engine_for_every_kind(spark: Any, tmp_path: Path) -> None:
+    """All kinds, on a few hundred rows: ties, missing keys and values, a
+    pair key, label delay, rows out of order, no integer id (row order)."""
+    from scoring.spark import aggregate_features
+
+    windowed = ["count", "first_seen", "label_rate", {"kind": "distinct", "of": "b"},
+                *[{"kind": k, "of": "x"} for k in ("sum", "mean", "std", "min", "max", "zscore")]]
+    declaration = AggregateDeclaration.from_list(
+        [{"key": "a", "windows": ["30m", "6h"], "features": [*windowed, "since_previous"]},
+         {"key": "b", "windows": ["2h"], "delay": "1h", "features": windowed},
+         {"key": ["a", "b"], "name": "pair", "windows": ["1d"],
+          "features": ["first_seen", "count", {"kind": "distinct", "of": "x"}]}],
+        entity_columns=["a", "b"], numeric_columns=["x"], all_columns=["a", "b", "x"],
+        has_label=True)
+    rng = np.random.default_rng(5)
+    n = 400
+    a = rng.choice(["u", "v", "w", "z"], n).astype(object)
+    a[rng.random(n) < 0.1] = None
+    b = rng.integers(0, 6, n).astype(object)
+    b[rng.random(n) < 0.1] = None
+    x = np.round(rng.gamma(2.0, 50.0, n), 2)
+    x[rng.random(n) < 0.1] = np.nan
+    x[::7] = 1e6 + 0.5  # equal, large values
+    label = rng.choice([0.0, 1.0, np.nan], n, p=[0.7, 0.2, 0.1])
+    df = pd.DataFrame({
+        "timestamp": pd.Timestamp("2024-02-01") + pd.to_timedelta(
+            rng.integers(0, 48 * 12, n) * 300, unit="s"),  # 5-minute grid: ties
+        "a": a, "b": [None if v is None else f"b{v}" for v in b], "x": x, "is_fraud": label,
+        "tag": np.arange(n),
+    })
+    behaviour = Behaviour(declaration, "timestamp", None, "is_fraud")
+    path = tmp_path / "hostile.parquet"
+    df.to_parquet(path, index=False)
+    got = aggregate_features(spark.read.parquet(str(path)), behaviour).toPandas()
+    got = got.sort_values("tag").reset_index(drop=True)
+    expected = behaviour.add_to_frame(df)
+    assert len(got) == n
+    for name in declaration.feature_names:
+        np.testing.assert_allclose(got[name].to_numpy(np.float64), expected[name].to_numpy(),
+                                   rtol=1e-9, atol=1e-9, err_msg=name)
 
 
 def test_spark_input_types_are_checked_against_the_schema(spark: Any, tmp_path: Path) -> None:

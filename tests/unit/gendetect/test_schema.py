@@ -48,7 +48,7 @@ def test_transactions_schema_kinds_and_features() -> None:
     assert [f.name for f in schema.feature_fields] == ["amount"]
     derived = [d.name for d in schema.derived]
     assert derived[:5] == ["log_amount", "hour_sin", "hour_cos", "is_weekend", "is_night"]
-    assert schema.windows is not None
+    assert schema.aggregates is not None and len(schema.aggregates.feature_names) == 12
     assert "is_fraud" not in [f.name for f in schema.input_fields]
 
 

@@ -17,6 +17,7 @@ from gendetect.features.window_engine import (
     window_sums,
 )
 from gendetect.features.windows import WindowConfig
+from gendetect.schema import load_schema
 from gendetect.timestamps import NS_PER_DAY
 
 HOUR_NS = 3600 * 10**9
@@ -286,7 +287,10 @@ def test_cli_features_writes_file(tmp_path) -> None:
     df.to_parquet(src)
     assert cli(["features", "--data", str(src), "--out", str(dst)]) == 0
     written = pd.read_csv(dst)
-    assert list(written.columns) == [*df.columns, *EXPECTED_NAMES]
+    # The built-in schema's declaration: the same twelve, each over its windows.
+    declared = list(load_schema("transactions").aggregates.feature_names)
+    assert sorted(declared) == sorted(EXPECTED_NAMES)
+    assert list(written.columns) == [*df.columns, *declared]
     expected = add_window_features(df)
     np.testing.assert_allclose(
         written["customer_avg_amount_7d"], expected["customer_avg_amount_7d"]
