@@ -1,22 +1,23 @@
-"""Window features for single transactions at request time.
+"""Declared behaviour features (the schema's `aggregates:`) for single
+transactions at request time.
 
-The state store keeps the customer's and terminal's recent history and
-answers each window (count, amount sum, frauds known by then) for the
-current transaction in O(log history), see gendetect.features.state; the
-windows are the offline engine's (gendetect.features.windows), so a model
-sees the same feature values in serving as in training (the parity tests
-hold the two to each other). Labels arrive later through `add_label` and
-count toward terminal risk only from the time they arrived (`labelled_at`),
-and only in the windows that end `delay_days` before the request, exactly
-like the offline features.
+The state store keeps each key's recent history (per entity: the key
+columns of the declaration's groups) and answers every declared feature for
+the current transaction, counts, sums, means, std, z-scores, label rates,
+first_seen and since_previous in O(log history), min, max and distinct in
+O(window) (gendetect.features.state), with the semantics of
+gendetect.features.aggregates, so a model sees the same feature values in
+serving as in training (the parity tests hold the stores to the offline
+engine). Labels arrive later through `add_label` and count toward
+label_rate only from the time they arrived (`labelled_at`).
 
-Customer and terminal ids reach the store as keyed hashes (HMAC-SHA256 with
-`entity_key`, 128 bits in hex), never as the ids themselves. Each recorded
-transaction carries a keyed fingerprint of its whole record (the caller's,
-gendetect.keyed_hash.RecordFingerprint, or a keyed digest of the record as
-given), so that the same transaction id sent again is a retry (same content:
-its features, counted once) or a conflict (DuplicateTransactionError,
-nothing changes).
+Key values reach the store as keyed hashes (HMAC-SHA256 with `entity_key`,
+128 bits in hex; gendetect.features.online_events), never as the values
+themselves. Each recorded transaction carries a keyed fingerprint of its
+whole record (the caller's, gendetect.keyed_hash.RecordFingerprint, or a
+keyed digest of the record as given), so that the same transaction id sent
+again is a retry (same content: its features, counted once) or a conflict
+(DuplicateTransactionError, nothing changes).
 
 Two ways to use it:
 - `compute_and_record(_many)`: features and recording in one atomic step,
@@ -25,7 +26,7 @@ Two ways to use it:
   and the transaction recorded only once the caller has stored its decision
   elsewhere (the API's audit): a request that fails leaves no trace here.
   Between the two, the previewed events are "in flight" and count in the
-  previews of other requests of the same customer or terminal, so that a
+  previews of other requests that share one of their keys, so that a
   burst of concurrent requests sees itself as it does with `compute_and_record`.
 """
 
@@ -39,11 +40,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gendetect.errors import DuplicateTransactionError
+from gendetect.errors import DuplicateTransactionError, InputError
 from gendetect.features import online_events
 from gendetect.features.aggregates import AggregateDeclaration
+from gendetect.features.behaviour import Behaviour
 from gendetect.features.in_flight import InFlight
-from gendetect.features.online_events import EventBuilder, declaration_of
+from gendetect.features.online_events import EventBuilder
 from gendetect.features.state import AggregatePlan, Answer, MemoryStateStore, StateStore, TxEvent
 from gendetect.features.windows import WindowConfig
 from gendetect.keyed_hash import EntityHasher
@@ -54,16 +56,15 @@ class OnlineWindowFeatures:
     """Declared behaviour features for one transaction at a time, backed by a
     state store.
 
-    `config`: the schema's declaration (AggregateDeclaration), or the
-    handbook's `windows:` block (WindowConfig: its 12 features, and its five
-    columns required in every record as before). `entity_key` is the secret
-    of the keyed hashes that keys are stored under; processes sharing a
-    store must share it.
+    The features are the declaration's (gendetect.features.aggregates),
+    in its order; a group whose key a record lacks gives NaN. `entity_key`
+    is the secret of the keyed hashes that keys are stored under; processes
+    sharing a store must share it.
     """
 
     def __init__(
         self,
-        config: WindowConfig | AggregateDeclaration | None = None,
+        config: Behaviour | WindowConfig | AggregateDeclaration | None = None,
         store: StateStore | None = None,
         entity_key: bytes | None = None,
         *,
@@ -71,20 +72,31 @@ class OnlineWindowFeatures:
         time_col: str = "timestamp",
         label_col: str = "is_fraud",
     ) -> None:
+        """`config`: the schema's behaviour features (Behaviour: the
+        declaration and its time, id and label columns), a bare declaration
+        (with the columns given here), or the legacy WindowConfig (whose five
+        columns every record must carry, as before)."""
         self.config = config if config is not None else WindowConfig()
+        required: tuple[str, ...] = ()
         if isinstance(self.config, WindowConfig):
             c = self.config
-            declaration = declaration_of(c)
-            id_col, time_col, label_col = c.id_col, c.time_col, c.label_col
-            required: tuple[str, ...] = (c.customer_col, c.terminal_col, c.amount_col)
+            behaviour = Behaviour.from_window_config(c)
+            required = (c.customer_col, c.terminal_col, c.amount_col)
+        elif isinstance(self.config, Behaviour):
+            behaviour = self.config
         else:
-            declaration, required = self.config, ()
-        self.declaration = declaration
-        self.id_col, self.time_col, self.label_col = id_col, time_col, label_col
+            behaviour = Behaviour(self.config, time_col, id_col, label_col)
+        if behaviour.id_col is None:
+            raise InputError("online behaviour features need an id field (the tie-break and "
+                             "what labels and retries refer to)", field="aggregates")
+        self.behaviour = behaviour
+        self.declaration = behaviour.declaration
+        self.id_col, self.time_col = behaviour.id_col, behaviour.time_col
+        self.label_col = behaviour.label_col or label_col
         self.store: StateStore = store if store is not None else MemoryStateStore()
-        self._plan = AggregatePlan.of(declaration)
-        self._builder = EventBuilder(self._plan, entity_key, id_col=id_col, time_col=time_col,
-                                     required=required)
+        self._plan = AggregatePlan.of(self.declaration)
+        self._builder = EventBuilder(self._plan, entity_key, id_col=self.id_col,
+                                     time_col=self.time_col, required=required)
         self._hasher = EntityHasher(entity_key)
         self._in_flight = InFlight()
 
@@ -223,7 +235,7 @@ def replay(
     """Feed `df`'s transactions to `online` one at a time, as a live system
     would see them: in (time, transaction id) order, each label (if `df` has
     the label column) arriving `label_delay_ns` after its transaction (by
-    default the longest delay of the declaration's groups). Returns the
+    default the delay of the groups that read labels). Returns the
     features for every row of `df` (same index and row order).
 
     Used to warm a state store from history, and to check that the online
@@ -234,7 +246,7 @@ def replay(
     if len(df) == 0:
         return pd.DataFrame({name: np.empty(0) for name in names}, index=df.index)
     if label_delay_ns is None:
-        label_delay_ns = max(g.delay_ns for g in online.declaration.groups)
+        label_delay_ns = online.behaviour.label_delay_ns
     times = np.array([to_ns(v) for v in df[online.time_col]], dtype=np.int64)
     ids = np.array([online_events.transaction_id(v, online.id_col) for v in df[online.id_col]],
                    dtype=np.int64)

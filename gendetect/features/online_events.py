@@ -19,11 +19,9 @@ from numbers import Integral
 from typing import Any
 
 from gendetect.errors import InputError
-from gendetect.features.aggregates import AggregateDeclaration, AggregateFeature, AggregateGroup
 from gendetect.features.state import AMOUNT_LIMIT, INT64_MAX, INT64_MIN, AggregatePlan, TxEvent
-from gendetect.features.windows import WindowConfig, _fmt_days
 from gendetect.keyed_hash import UNKEYED, EntityHasher, entity_text, record_digest
-from gendetect.timestamps import days_to_ns, to_ns
+from gendetect.timestamps import to_ns
 
 _NAN = float("nan")
 
@@ -52,37 +50,6 @@ def time_ns(value: Any, field: str) -> int:
     if not INT64_MIN <= ns <= INT64_MAX:
         raise InputError("timestamp out of range", field=field)
     return ns
-
-
-def declaration_of(config: WindowConfig) -> AggregateDeclaration:
-    """The handbook's 12 features (a `windows:` block) as a declaration:
-    count and mean amount per customer, count and label rate per terminal
-    with the label delay, under their historical names."""
-    def days(w: int | float) -> str:
-        return f"{_fmt_days(w)}d"
-
-    c_windows = tuple(days_to_ns(w) for w in config.customer_windows_days)
-    t_windows = tuple(days_to_ns(w) for w in config.terminal_windows_days)
-    delay = days_to_ns(config.delay_days)
-    customer = tuple(
-        f
-        for w, ns in zip(config.customer_windows_days, c_windows, strict=True)
-        for f in (AggregateFeature(f"customer_nb_tx_{days(w)}", "count", None, ns),
-                  AggregateFeature(f"customer_avg_amount_{days(w)}", "mean",
-                                   config.amount_col, ns))
-    )
-    terminal = tuple(
-        f
-        for w, ns in zip(config.terminal_windows_days, t_windows, strict=True)
-        for f in (AggregateFeature(f"terminal_nb_tx_{days(w)}", "count", None, ns),
-                  AggregateFeature(f"terminal_risk_{days(w)}", "label_rate", None, ns))
-    )
-    return AggregateDeclaration((
-        AggregateGroup((config.customer_col,), c_windows, customer, 0, "customer", "customer",
-                       max(c_windows)),
-        AggregateGroup((config.terminal_col,), t_windows, terminal, delay, "terminal",
-                       "terminal", delay + max(t_windows)),
-    ))
 
 
 def _missing(value: Any) -> bool:

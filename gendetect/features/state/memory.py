@@ -71,19 +71,19 @@ class MemoryStateStore:
     # The idle sweep's pace and margin live with the state
     # (gendetect.features.state.memory_state.MemoryState); settable here.
     @property
-    def SWEEP_EVERY(self) -> int:  # noqa: N802 - a setting, named as one
+    def SWEEP_EVERY(self) -> int:
         return self._state.SWEEP_EVERY
 
     @SWEEP_EVERY.setter
-    def SWEEP_EVERY(self, value: int) -> None:  # noqa: N802
+    def SWEEP_EVERY(self, value: int) -> None:
         self._state.SWEEP_EVERY = value
 
     @property
-    def IDLE_MARGIN_SECONDS(self) -> float:  # noqa: N802
+    def IDLE_MARGIN_SECONDS(self) -> float:
         return self._state.IDLE_MARGIN_SECONDS
 
     @IDLE_MARGIN_SECONDS.setter
-    def IDLE_MARGIN_SECONDS(self, value: float) -> None:  # noqa: N802
+    def IDLE_MARGIN_SECONDS(self, value: float) -> None:
         self._state.IDLE_MARGIN_SECONDS = value
 
     def __init__(

@@ -13,8 +13,8 @@ import pytest
 
 from gendetect.data.simulator import simulate_transactions
 from gendetect.errors import InputError
+from gendetect.features.behaviour import Behaviour
 from gendetect.features.online import OnlineWindowFeatures, replay
-from gendetect.features.online_events import declaration_of
 from gendetect.features.state import AggregatePlan, MemoryStateStore
 from gendetect.features.window_engine import add_window_features
 from gendetect.features.windows import WindowConfig
@@ -258,7 +258,7 @@ def test_entity_ids_of_different_types_are_the_same_entity() -> None:
 
 def test_horizons_follow_config() -> None:
     config = WindowConfig(customer_windows_days=(2, 5), terminal_windows_days=(3,), delay_days=1)
-    plan = AggregatePlan.of(declaration_of(config))
+    plan = AggregatePlan.of(Behaviour.from_window_config(config).declaration)
     assert plan.horizons == (5 * NS_PER_DAY, 4 * NS_PER_DAY)
     assert plan.horizons == (config.customer_horizon_ns, config.terminal_horizon_ns)
     assert plan.feature_names == config.feature_names

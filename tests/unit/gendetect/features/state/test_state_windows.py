@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from gendetect.errors import InputError
-from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.aggregates import AggregateDeclaration, AggregateFeature, AggregateGroup
+from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import AggregatePlan, MemoryStateStore, TxEvent
 from gendetect.features.state.answer import answer_event
 from gendetect.features.state.series import KeySeries
