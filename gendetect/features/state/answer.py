@@ -21,7 +21,7 @@ from math import ldexp
 from gendetect.features.aggregates import ZSCORE_CLIP
 from gendetect.features.state.model import TxEvent, event_key, time_bound
 from gendetect.features.state.plan import AggregatePlan, GroupPlan
-from gendetect.features.state.series import KeySeries, to_fixed
+from gendetect.features.state.series import Column, KeySeries, to_fixed
 
 _NAN = float("nan")
 _NS = 1e9
@@ -89,6 +89,8 @@ def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPl
         else:  # the window ends at e itself; e counts even if not held
             bounds.append((lo, hi_q, hi_b, not stored))
     frauds = None
+    sums: dict[tuple[int, str, bool], tuple[int, int, int]] = {}  # sum and mean share them
+    cols = s.cols if s is not None else {}
     for f in group.features:
         kind = f.kind
         if kind == "since_previous":
@@ -111,7 +113,8 @@ def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPl
             out[f.slot] = (frauds(hi_key) - frauds(lo_key)) / n
         elif kind == "distinct":
             assert f.of is not None
-            seen = set(s.dcolumn(f.of)[lo:hi]) if s is not None else set()
+            dcol = s.dcols.get(f.of) if s is not None else None
+            seen = set(dcol[lo:hi]) if dcol is not None else set()
             if own:
                 seen.add(distinct[f.of])
             seen.discard(None)
@@ -119,7 +122,7 @@ def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPl
         else:
             assert f.of is not None
             x = values[f.of]
-            col = s.column(f.of) if s is not None else None
+            col = cols.get(f.of)
             if kind == "zscore":
                 out[f.slot] = _zscore(col, lo, before, x)
             elif kind in ("min", "max"):
@@ -128,25 +131,32 @@ def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPl
                     window.append(x)
                 out[f.slot] = (min(window) if kind == "min" else max(window)) if window else 0.0
             else:
-                out[f.slot] = _moment(kind, col, lo, hi, x if own else _NAN)
+                key = (f.window, f.of, kind == "std")
+                got = sums.get(key)
+                if got is None:
+                    got = sums[key] = _sums(col, lo, hi, x if own else _NAN, kind == "std")
+                out[f.slot] = _moment(kind, *got)
 
 
-def _sums(col: object, lo: int, hi: int, x: float) -> tuple[int, int, int]:
-    """(n, sum, sum of squares) of the present values in [lo, hi) and x."""
-    if col is None:
+def _sums(col: Column | None, lo: int, hi: int, x: float,
+          squares: bool = True) -> tuple[int, int, int]:
+    """(n, sum, sum of squares) of the present values in [lo, hi) and x
+    (the sum of squares only if `squares`, else 0: a mean needs none)."""
+    if col is None:  # a column none of the held events has: all missing
         n = s1 = s2 = 0
     else:
-        n = col.n[hi] - col.n[lo]  # type: ignore[attr-defined]
-        s1 = col.s1[hi] - col.s1[lo]  # type: ignore[attr-defined]
-        s2 = col.s2[hi] - col.s2[lo]  # type: ignore[attr-defined]
+        n = col.n[hi] - col.n[lo]
+        s1 = col.s1[hi] - col.s1[lo]
+        s2 = col.s2[hi] - col.s2[lo] if squares else 0
     if x == x:
         fx = to_fixed(x)
-        n, s1, s2 = n + 1, s1 + fx, s2 + fx * fx
+        n, s1 = n + 1, s1 + fx
+        if squares:
+            s2 += fx * fx
     return n, s1, s2
 
 
-def _moment(kind: str, col: object, lo: int, hi: int, x: float) -> float:
-    n, s1, s2 = _sums(col, lo, hi, x)
+def _moment(kind: str, n: int, s1: int, s2: int) -> float:
     if n == 0:
         return 0.0
     if kind == "sum":
@@ -161,7 +171,7 @@ def _std(n: int, s1: int, s2: int) -> float:
     return math.sqrt(ldexp((n * s2 - s1 * s1) / (n * n), -128))
 
 
-def _zscore(col: object, lo: int, before: int, x: float) -> float:
+def _zscore(col: Column | None, lo: int, before: int, x: float) -> float:
     if x != x:
         return 0.0
     n, s1, s2 = _sums(col, lo, before, _NAN)
