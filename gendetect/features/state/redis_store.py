@@ -47,6 +47,10 @@ from gendetect.key_check import ACCEPT_SETTING, HashKeyChangedError
 
 log = logging.getLogger(__name__)
 
+# The key layout (redis_scripts): 2 is per-key histories of declared
+# aggregates; the fixed customer/terminal layout before it had no mark.
+LAYOUT = "2"
+
 # Wall-clock expiry of an idle entity's keys, beyond its horizon in event
 # time: the sweep for entities that stop transacting (pruning by event time
 # only happens when the entity is written), and a clock that no record moves.
@@ -114,6 +118,7 @@ class RedisStateStore:
         self._accept_new_key = accept_new_key
         self._key_settled = key_check is None
         self._key_problem: str | None = None
+        self._layout_ok = False
         self._key_lock = threading.Lock()
 
     def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -141,7 +146,7 @@ class RedisStateStore:
         extra: Sequence[TxEvent] = (),
     ) -> Answer:
         check_event(event, plan)
-        if not self._key_settled:
+        if not self._key_settled or not self._layout_ok:
             self._require_key()
         t = event.time_ns
         keys = [self._tx_key(event.transaction_id)]
@@ -182,7 +187,7 @@ class RedisStateStore:
             check_event(event, plan)
         if not events:
             return []
-        if not self._key_settled:
+        if not self._key_settled or not self._layout_ok:
             self._require_key()
         fingerprints = self.known_fingerprints([e.transaction_id for e in events])
         check_conflicts(events, fingerprints.get)
@@ -204,7 +209,7 @@ class RedisStateStore:
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
         check_int64(transaction_id, "transaction_id")
         check_int64(labelled_at_ns, "labelled_at")
-        if not self._key_settled:
+        if not self._key_settled or not self._layout_ok:
             self._require_key()
         args = [
             encode_int(transaction_id),
@@ -233,6 +238,34 @@ class RedisStateStore:
                 self._settle_key(self._key_check)
                 self._key_settled = True
 
+    def _check_layout(self) -> None:
+        """Refuse a prefix written in the older layout (one customer and one
+        terminal history per record, keys `<prefix>:c:` and `<prefix>:t:`):
+        its keys would be misread. The layout is recorded at `<prefix>:layout`
+        once checked; only a prefix without that mark is scanned, once."""
+        name = f"{self.prefix}:layout"
+        stored = self._call(self._redis.get, name=name)
+        if isinstance(stored, bytes):
+            stored = stored.decode()
+        if stored == LAYOUT:
+            self._layout_ok = True
+            return
+        old = stored is not None or self._call(self._holds_old_layout)
+        if old:
+            self._key_problem = (
+                f"the Redis state under the prefix '{self.prefix}:' is in an older layout "
+                f"(fixed customer and terminal histories) that the declared aggregates cannot "
+                f"read: clear that prefix (or choose another) and start the online state over")
+            log.error("%s", self._key_problem)
+            raise StateUnavailableError(
+                "the online state in Redis is in an older layout (see the server log)")
+        self._call(self._redis.set, name=name, value=LAYOUT)
+        self._layout_ok = True
+
+    def _holds_old_layout(self) -> bool:
+        return any(True for pattern in ("c", "t")
+                   for _ in self._redis.scan_iter(match=f"{self.prefix}:{pattern}:*", count=1000))
+
     def _require_key(self) -> None:
         """The key check before a request's first call: a changed key is a
         503 with the reason (and ping() False) rather than a silent start
@@ -240,11 +273,16 @@ class RedisStateStore:
         if self._key_problem is None:
             try:
                 self.check_key()
+                if not self._layout_ok:
+                    self._check_layout()
                 return
             except HashKeyChangedError as exc:
                 self._key_problem = str(exc)
                 log.error("%s", exc)
         # The whole story is in the log; clients get the gist.
+        if "older layout" in (self._key_problem or ""):
+            raise StateUnavailableError(
+                "the online state in Redis is in an older layout (see the server log)")
         raise StateUnavailableError(
             "the online state was written with another hash key (see the server log)")
 
@@ -276,7 +314,8 @@ class RedisStateStore:
         )
 
     def _holds_state(self, name: str) -> bool:
-        exempt = (name, name.encode())
+        layout = f"{self.prefix}:layout"
+        exempt = (name, name.encode(), layout, layout.encode())
         return any(key not in exempt for key in self._redis.scan_iter(
             match=f"{self.prefix}:*", count=1000))
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from gendetect.data.simulator import simulate_transactions
-from gendetect.errors import DuplicateTransactionError
+from gendetect.errors import DuplicateTransactionError, StateUnavailableError
 from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import RedisStateStore
 from gendetect.features.window_engine import add_window_features
@@ -254,3 +254,27 @@ def test_labels_that_arrive_after_a_requests_time(store: RedisStateStore) -> Non
     assert online.compute(tx(15, START + 8.6 * day, customer=5, terminal=19))[
         "terminal_risk_1d"
     ] == 0.0
+
+
+def test_a_prefix_in_the_older_layout_is_refused_not_misread(store: RedisStateStore) -> None:
+    """Keys of the fixed customer/terminal layout (before declared aggregates)
+    under the prefix: every call answers 503 naming the cause, and nothing
+    is written beside them."""
+    store._redis.zadd(f"{store.prefix}:c:{'ab' * 16}", {"00000000000000000001:1:1.0:1": 0})
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    for _ in range(2):
+        with pytest.raises(StateUnavailableError, match="older layout"):
+            online.compute_and_record(tx(1, START))
+    assert not store.ping()
+    assert sorted(store._redis.scan_iter(match=f"{store.prefix}:*")) == [
+        f"{store.prefix}:c:{'ab' * 16}".encode()]
+
+
+def test_a_new_prefix_is_marked_with_its_layout(store: RedisStateStore) -> None:
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    online.compute_and_record(tx(1, START))
+    assert store._redis.get(f"{store.prefix}:layout") == b"2"
+    # A second store (another API process) finds the mark: no scan, no refusal.
+    other = OnlineWindowFeatures(WindowConfig(), RedisStateStore(prefix=store.prefix,
+                                                                 client=store._redis))
+    assert other.compute(tx(2, START))["customer_nb_tx_1d"] == 2
