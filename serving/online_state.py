@@ -30,10 +30,10 @@ from datetime import datetime
 from typing import Any
 
 from gendetect.errors import StateUnavailableError
+from gendetect.features.behaviour import Behaviour
 from gendetect.features.online import OnlineWindowFeatures, Preview
 from gendetect.features.state import MemoryStateStore, RedisStateStore, StateStore
 from gendetect.features.state.memory_key import check_memory_key
-from gendetect.features.behaviour import Behaviour
 from gendetect.features.windows import WindowConfig
 from gendetect.key_check import HashKeyChangedError, key_check
 from serving.settings import ServingSettings
