@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from gendetect.aggregates import AggregateDeclaration
 from gendetect.errors import InputError
-from gendetect.features.aggregates import AggregateDeclaration
 
 FieldKind = Literal["numeric", "boolean", "categorical", "timestamp", "entity", "id", "label"]
 _KINDS: frozenset[str] = frozenset(FieldKind.__args__)  # type: ignore[attr-defined]

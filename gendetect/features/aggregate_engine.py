@@ -86,6 +86,12 @@ def group_features(
         raise ValueError("key_codes, time_ns and order must have the same length")
     timeline = _timeline if _timeline is not None else Timeline(time_ns, order)
     layout = Layout.build(key_codes, time_ns, timeline)
+    if queries is None and n and len(layout.perm) == n:
+        # Every event has a key: results in event order by one gather each.
+        q_pos = np.arange(n)
+        computed = _compute(group, layout, q_pos, layout.seg, layout.time, values or {},
+                            distinct or {}, label, label_known_ns, True)
+        return {name: column[layout.pos] for name, column in computed.items()}
     q_idx = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
     out = {name: np.full(len(q_idx), np.nan) for name in group.feature_names}
     if queries is None:

@@ -329,10 +329,7 @@ def distinct_counts(
     first = hi.searchsorted(j, side="right")
     last = lo.searchsorted(prev[j], side="right") - 1
     keep = first <= last
-    diff = np.zeros(len(lo) + 1, dtype=np.int64)
-    np.add.at(diff, first[keep], 1)
-    np.add.at(diff, last[keep] + 1, -1)
-    return present - diff.cumsum()[:-1]
+    return present - _interval_cover(first[keep], last[keep], len(lo))
 
 
 def known_fraud_counts(
@@ -349,15 +346,19 @@ def known_fraud_counts(
     `distinct_counts`, j counts for an interval of queries: hi > j, lo <= j,
     and (within j's segment, where t grows with q) t_q >= known_j."""
     j = np.nonzero(fraud_sorted)[0]
-    diff = np.zeros(len(lo) + 1, dtype=np.int64)
-    if len(j) and len(q_pos):
-        first = hi.searchsorted(j, side="right")
-        last = lo.searchsorted(j, side="right") - 1
-        times = np.unique(q_time)
-        q_key = layout.seg[q_pos] * (len(times) + 1) + times.searchsorted(q_time)
-        j_key = layout.seg[j] * (len(times) + 1) + times.searchsorted(known_sorted[j])
-        first = np.maximum(first, q_key.searchsorted(j_key, side="left"))
-        keep = first <= last
-        np.add.at(diff, first[keep], 1)
-        np.add.at(diff, last[keep] + 1, -1)
-    return diff.cumsum()[:-1]
+    if not (len(j) and len(q_pos)):
+        return np.zeros(len(lo), dtype=np.int64)
+    first = hi.searchsorted(j, side="right")
+    last = lo.searchsorted(j, side="right") - 1
+    times = np.unique(q_time)
+    q_key = layout.seg[q_pos] * (len(times) + 1) + times.searchsorted(q_time)
+    j_key = layout.seg[j] * (len(times) + 1) + times.searchsorted(known_sorted[j])
+    first = np.maximum(first, q_key.searchsorted(j_key, side="left"))
+    keep = first <= last
+    return _interval_cover(first[keep], last[keep], len(lo))
+
+
+def _interval_cover(first: np.ndarray, last: np.ndarray, n: int) -> np.ndarray:
+    """How many of the intervals [first, last] hold each of 0..n-1."""
+    diff = np.bincount(first, minlength=n + 1) - np.bincount(last + 1, minlength=n + 1)
+    return diff.cumsum()[:n]

@@ -1,7 +1,9 @@
-"""Behaviour window features: their configuration (WindowConfig), the
-windows it defines (Window, kernel_windows) and their semantics, shared by
-the offline engine (gendetect.features.window_engine), the online state
-(gendetect.features.state) and Spark (scoring.spark).
+"""The legacy behaviour windows: their configuration (WindowConfig, a
+schema's `windows:` block), the windows it defines (Window, kernel_windows)
+and their semantics, used by the online state (gendetect.features.state).
+Offline, in batch and on Spark a WindowConfig is computed as the equivalent
+declared aggregates (gendetect.features.behaviour.Behaviour.from_window_config,
+gendetect.aggregates), with the same names and values.
 
 Semantics (the fraud-detection handbook's, i.e. pandas `rolling('<w>d')` on a
 datetime index per entity):
