@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gendetect.aggregates import AggregateDeclaration
 from gendetect.errors import DuplicateTransactionError, InputError
 from gendetect.features import online_events
-from gendetect.features.aggregates import AggregateDeclaration
 from gendetect.features.behaviour import Behaviour
 from gendetect.features.in_flight import InFlight
 from gendetect.features.online_events import EventBuilder

@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from math import ldexp
 
-from gendetect.features.aggregates import ZSCORE_CLIP
+from gendetect.aggregates import ZSCORE_CLIP
 from gendetect.features.state.model import TxEvent, event_key, time_bound
 from gendetect.features.state.plan import AggregatePlan, GroupPlan
 from gendetect.features.state.series import Column, KeySeries, to_fixed

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from gendetect.features.aggregates import (
+from gendetect.aggregates import (
     NUMERIC_OF,
     AggregateDeclaration,
     AggregateGroup,

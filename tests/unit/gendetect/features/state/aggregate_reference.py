@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from gendetect.aggregates import AggregateDeclaration
 from gendetect.features.aggregate_engine import code_values, group_features
-from gendetect.features.aggregates import AggregateDeclaration
 
 Key = tuple[tuple[str, ...], tuple[Any, ...]]  # (key columns, their values)
 

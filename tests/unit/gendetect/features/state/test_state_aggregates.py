@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gendetect.aggregates import AggregateDeclaration
 from gendetect.errors import DuplicateTransactionError
-from gendetect.features.aggregates import AggregateDeclaration
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import MemoryStateStore, RedisStateStore, StateStore
 from gendetect.timestamps import to_ns

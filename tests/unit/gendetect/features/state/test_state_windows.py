@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gendetect.aggregates import AggregateDeclaration, AggregateFeature, AggregateGroup
 from gendetect.errors import InputError
-from gendetect.features.aggregates import AggregateDeclaration, AggregateFeature, AggregateGroup
 from gendetect.features.online import OnlineWindowFeatures
 from gendetect.features.state import AggregatePlan, MemoryStateStore, TxEvent
 from gendetect.features.state.answer import answer_event
