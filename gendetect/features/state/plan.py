@@ -27,6 +27,7 @@ class EntityPlan:
     horizon_ns: int  # the longest horizon of its groups
     value_columns: tuple[str, ...]  # numeric columns its groups read
     distinct_columns: tuple[str, ...]
+    needs_label: bool = False  # whether a group of it reads labels
 
     @property
     def name(self) -> str:
@@ -112,4 +113,5 @@ def _entity(key: tuple[str, ...], groups: list[AggregateGroup]) -> EntityPlan:
         horizon_ns=max(g.horizon_ns for g in groups),
         value_columns=tuple(v for v in values if v is not None),
         distinct_columns=tuple(d for d in distinct if d is not None),
+        needs_label=any(g.needs_label for g in groups),
     )

@@ -56,9 +56,11 @@ def after_bound(time_ns: int) -> str:
 # KEYS: 1 the id's tx hash, then per history of the request: its sorted set,
 #       values hash, labels hash.
 # ARGV: 1 id, 2 time, 3 record flag, 4 fingerprint, 5 the number n of
-#       histories, then per history 6 fields: ttl ms, keep bound (time +
+#       histories, then per history 7 fields: ttl ms, keep bound (time +
 #       horizon: the history keeps the event iff its newest time sorts
-#       below), prune bound ('' none), series key, payload, slice start.
+#       below), prune bound ('' none), series key, payload, slice start, and
+#       what the answer needs of the slice: "vl" (values, labels, both or
+#       neither: a history read only for counts needs its members only).
 RECORD_AND_READ = """
 local function hmget(key, ids)
   -- In chunks: unpack() is limited to a few thousand values.
@@ -83,7 +85,7 @@ if ARGV[3] == '1' then
     local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 20)
     local held, ttl = {}, 0
     for i = 1, n do
-      local a, k = 5 + (i - 1) * 6, 1 + (i - 1) * 3
+      local a, k = 5 + (i - 1) * 7, 1 + (i - 1) * 3
       local z, v, l = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
       local last = redis.call('ZRANGE', z, -1, -1)[1]
       if (not last) or string.sub(last, 1, 20) < ARGV[a + 2] then
@@ -122,14 +124,14 @@ if ARGV[3] == '1' then
 end
 local out = {added}
 for i = 1, n do
-  local a, k = 5 + (i - 1) * 6, 1 + (i - 1) * 3
+  local a, k = 5 + (i - 1) * 7, 1 + (i - 1) * 3
   local members = redis.call('ZRANGEBYLEX', KEYS[k + 1], ARGV[a + 6], '(' .. t .. ';')
   local values, labels = {}, {}
   if #members > 0 then
     local ids = {}
     for j, m in ipairs(members) do ids[j] = string.sub(m, 22) end
-    values = hmget(KEYS[k + 2], ids)
-    labels = hmget(KEYS[k + 3], ids)
+    if string.find(ARGV[a + 7], 'v', 1, true) then values = hmget(KEYS[k + 2], ids) end
+    if string.find(ARGV[a + 7], 'l', 1, true) then labels = hmget(KEYS[k + 3], ids) end
   end
   out[i + 1] = {members, values, labels}
 end
@@ -178,7 +180,8 @@ def series_from_reply(part: list[Any], entity: EntityPlan, time_ns: int) -> KeyS
     n = len(members)
     s.times = [int(m[:20]) - _BIAS for m in members]
     s.ids = [int(m[21:]) - _BIAS for m in members]
-    decoded = [orjson.loads(p) if p else [{}, {}] for p in values]
+    decoded = [orjson.loads(p) if p else [{}, {}] for p in values] if values else \
+        [[{}, {}]] * n
     s.cols = {c: Column([_NAN if (x := d[0].get(c)) is None else float(x) for d in decoded])
               for c in entity.value_columns}
     s.dcols = {c: [d[1].get(c) for d in decoded] for c in entity.distinct_columns}

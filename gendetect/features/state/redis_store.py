@@ -4,11 +4,18 @@ replicas, one Lua script round trip per request.
 The keys' layout, the Lua scripts and their encodings are in
 gendetect.features.state.redis_scripts.
 
-The clock: a record prunes only its own customer's and terminal's keys (by
-its own event time minus the horizon), and idle entities leave by wall-clock
-key expiry (horizon + one day after their last write). Neither depends on
-other entities' events, so volume at today's dates never expires a customer
-replaying last year's data (the memory store's sweep follows the same rule).
+The clock: a record prunes only its own keys' histories (by its own event
+time minus the entity's horizon), and idle keys leave by wall-clock key
+expiry (horizon + one day after their last write). Neither depends on other
+keys' events, so volume at today's dates never expires a customer replaying
+last year's data (the memory store's sweep follows the same rule).
+
+The cost of a request: the script returns the slice of each of its keys'
+histories that the declared windows reach, and the client answers from it
+with the memory store's code (gendetect.features.state.answer), so both
+stores agree exactly; that is O(slice) per request (transfer and decoding),
+not O(log history) as for the memory store: a key with tens of thousands of
+events in its horizon costs milliseconds per request.
 
 The hash key: `check_key` records the key's check value (gendetect.key_check)
 at `<prefix>:keycheck` (no expiry) and refuses a prefix written with another
@@ -33,7 +40,7 @@ from gendetect.features.state.model import (
     check_event,
     check_int64,
 )
-from gendetect.features.state.plan import AggregatePlan
+from gendetect.features.state.plan import AggregatePlan, EntityPlan
 from gendetect.features.state.redis_scripts import (
     ADD_LABEL,
     RECORD_AND_READ,
@@ -57,6 +64,12 @@ LAYOUT = "2"
 _TTL_MARGIN_MS = 86_400_000
 
 
+def _reads(entity: EntityPlan) -> str:
+    """What the answer needs of a history's slice besides its members."""
+    values = "v" if entity.value_columns or entity.distinct_columns else ""
+    return values + ("l" if entity.needs_label else "")
+
+
 def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis
 
@@ -73,10 +86,8 @@ class RedisStateStore:
 
     A call that cannot reach Redis within `socket_timeout` seconds raises
     StateUnavailableError; the client reconnects by itself on the next call.
-    Windows are answered on the server by counting members (ZLEXCOUNT) and
-    reading running prefix sums at the bounds, O(log n) each; an event older
-    than its customer's newest rewrites the later members' prefixes (O(n),
-    like the memory store's out-of-order path).
+    Each request gets the slice of its keys' histories its windows reach and
+    is answered from it on the client, O(slice) (see the module docstring).
     """
 
     def __init__(
@@ -165,6 +176,7 @@ class RedisStateStore:
                 key,
                 payload(values, distinct),
                 after_bound(t - plan.horizons[i]),
+                _reads(plan.entities[i]),
             ]
         reply = self._call(self._record_script, keys=keys, args=args)
         if reply[0] == -1:
