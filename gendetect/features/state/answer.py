@@ -44,10 +44,15 @@ def answer_event(
 
 
 def with_extra(histories: Sequence[KeySeries | None], event: TxEvent, plan: AggregatePlan,
-               extra: Sequence[TxEvent]) -> list[KeySeries | None]:
-    """`histories` with the unrecorded events `extra` (previews in flight)
-    inserted, in copies, where they share `event`'s key and are not held;
-    each transaction once, never the request's own."""
+               extra: Sequence[TxEvent],
+               newest: Sequence[int | None] | None = None) -> list[KeySeries | None]:
+    """`histories` with the unrecorded events `extra` (previews in flight, in
+    the order they would be recorded) added, in copies, where they share
+    `event`'s key and are not held: each transaction once, never the
+    request's own, by the recording rules (kept only if the key's history
+    could still hold it, pruning what it would prune). `newest`: per history
+    its key's newest event time when `histories` are slices that may stop
+    before it (the Redis store's)."""
     out = list(histories)
     for i, key in enumerate(event.keys):
         mine = [e for e in extra if key is not None and e.keys[i] == key
@@ -56,14 +61,21 @@ def with_extra(histories: Sequence[KeySeries | None], event: TxEvent, plan: Aggr
             continue
         s = out[i]
         copy = s.live() if s is not None else KeySeries()
+        horizon = plan.horizons[i]
         seen: set[int] = set()
         for e in mine:
             if e.transaction_id in seen or copy.slot(e.time_ns, e.transaction_id)[1]:
                 continue
             seen.add(e.transaction_id)
+            newest_t = copy.newest_time
+            if newest is not None and newest[i] is not None:
+                newest_t = newest[i] if newest_t is None else max(newest_t, newest[i])
+            if newest_t is not None and e.time_ns <= newest_t - horizon:
+                continue  # too old for this history: it would not be recorded in it
             copy.insert(e.time_ns, e.transaction_id,
                         {c: e.values[j] for c, j in plan.entity_values[i]},
                         {c: e.distinct[j] for c, j in plan.entity_distinct[i]})
+            copy.prune((e.time_ns if newest_t is None else max(e.time_ns, newest_t)) - horizon)
         out[i] = copy
     return out
 

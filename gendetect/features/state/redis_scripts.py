@@ -133,7 +133,9 @@ for i = 1, n do
     if string.find(ARGV[a + 7], 'v', 1, true) then values = hmget(KEYS[k + 2], ids) end
     if string.find(ARGV[a + 7], 'l', 1, true) then labels = hmget(KEYS[k + 3], ids) end
   end
-  out[i + 1] = {members, values, labels}
+  -- The key's newest member (in-flight events are kept by its time).
+  local last = redis.call('ZRANGE', KEYS[k + 1], -1, -1)[1] or ''
+  out[i + 1] = {members, values, labels, last}
 end
 return out
 """
@@ -170,10 +172,16 @@ def payload(values: dict[str, float], distinct: dict[str, str | None]) -> str:
         [{c: (None if v != v else v) for c, v in values.items()}, distinct]).decode()
 
 
+def newest_of(part: list[Any]) -> int | None:
+    """The newest event time of the history a reply part describes."""
+    last = part[3]
+    return int(last[:20]) - _BIAS if last else None
+
+
 def series_from_reply(part: list[Any], entity: EntityPlan, time_ns: int) -> KeySeries | None:
     """The slice of one history a reply holds, as a KeySeries whose fraud
     labels are those that had arrived by `time_ns`."""
-    members, values, labels = part
+    members, values, labels, _ = part
     if not members:
         return None
     s = KeySeries()

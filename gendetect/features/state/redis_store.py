@@ -46,6 +46,7 @@ from gendetect.features.state.redis_scripts import (
     RECORD_AND_READ,
     after_bound,
     encode_int,
+    newest_of,
     payload,
     prune_bound,
     series_from_reply,
@@ -182,10 +183,12 @@ class RedisStateStore:
         if reply[0] == -1:
             raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
         histories: list[Any] = [None] * len(event.keys)
+        newest: list[int | None] = [None] * len(event.keys)
         for i, part in zip(present, reply[1:], strict=True):
             histories[i] = series_from_reply(part, plan.entities[i], t)
+            newest[i] = newest_of(part)
         if extra:
-            histories = with_extra(histories, event, plan, extra)
+            histories = with_extra(histories, event, plan, extra, newest)
         return Answer(answer_event(plan, event, histories), bool(reply[0]))
 
     def record_and_query_many(

@@ -249,3 +249,45 @@ def test_files_hold_no_raw_values_of_keys_or_distinct_columns(tmp_path: Path) ->
     for data in (journal, path.read_bytes()):
         for raw in (b"987654321", b"123456789", b"55555555", b"secret-category"):
             assert raw not in data
+
+
+def check_previews(store: StateStore, recs: list[dict[str, Any]]) -> None:
+    """Each record previewed on its own while the earlier previews are still
+    in flight (concurrent requests) gets the features it gets recorded in
+    turn; recording the previews then leaves the state the records make."""
+    recorded = OnlineWindowFeatures(DECLARATION, MemoryStateStore())
+    want = [recorded.compute_and_record(_as_record(r)) for r in recs]
+    online = OnlineWindowFeatures(DECLARATION, store)
+    previews = [online.preview([_as_record(r)]) for r in recs]
+    for preview, expected in zip(previews, want, strict=True):
+        np.testing.assert_allclose(list(preview.features[0].values()), list(expected.values()),
+                                   rtol=1e-12, atol=1e-12)
+    for preview in previews:
+        online.record(preview)
+    probe = recs[-1] | {"transaction_id": 10**6}
+    np.testing.assert_array_equal(list(online.compute(_as_record(probe)).values()),
+                                  list(recorded.compute(_as_record(probe)).values()))
+
+
+PREVIEWS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+distinct_records = st.lists(records(), min_size=1, max_size=12,
+                            unique_by=lambda r: r["transaction_id"])
+
+
+@PREVIEWS
+@given(distinct_records)
+def test_previews_in_flight_count_as_recorded_events(recs: list[dict[str, Any]]) -> None:
+    check_previews(MemoryStateStore(), recs)
+
+
+@pytest.mark.integration
+@PREVIEWS
+@given(recs=distinct_records)
+def test_previews_in_flight_count_as_recorded_events_redis(redis_client: Any,
+                                                           recs: list[dict[str, Any]]) -> None:
+    store = RedisStateStore(prefix=f"gendetect-agg-{uuid.uuid4().hex[:12]}", client=redis_client)
+    try:
+        check_previews(store, recs)
+    finally:
+        store.clear()
