@@ -20,7 +20,7 @@ from math import ldexp
 
 from gendetect.aggregates import ZSCORE_CLIP
 from gendetect.features.state.model import TxEvent, event_key, time_bound
-from gendetect.features.state.plan import AggregatePlan, GroupPlan
+from gendetect.features.state.plan import AggregatePlan, FeaturePlan, GroupPlan
 from gendetect.features.state.series import Column, KeySeries, to_fixed
 
 _NAN = float("nan")
@@ -100,54 +100,86 @@ def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPl
             bounds.append((lo, hi, hi, False))
         else:  # the window ends at e itself; e counts even if not held
             bounds.append((lo, hi_q, hi_b, not stored))
-    frauds = None
-    sums: dict[tuple[int, str, bool], tuple[int, int, int]] = {}  # sum and mean share them
+    ops = group.ops
+    for slot, w in ops.count:
+        lo, hi, _, own = bounds[w]
+        out[slot] = float(hi - lo + own)
+    for slot, w in ops.first_seen:
+        lo, _, before, _ = bounds[w]
+        out[slot] = 1.0 if before == lo else 0.0
+    for slot in ops.since_previous:
+        out[slot] = _since_previous(times, start, hi_b, t, group.horizon_ns)
     cols = s.cols if s is not None else {}
-    for f in group.features:
-        kind = f.kind
-        if kind == "since_previous":
-            out[f.slot] = _since_previous(times, start, hi_b, t, group.horizon_ns)
-            continue
-        lo, hi, before, own = bounds[f.window]
-        if kind == "count":
-            out[f.slot] = float(hi - lo + own)
-        elif kind == "first_seen":
-            out[f.slot] = 1.0 if before == lo else 0.0
-        elif kind == "label_rate":
-            n = hi - lo + own
-            if n == 0 or s is None:
-                out[f.slot] = 0.0
-                continue
-            if frauds is None:
-                frauds = _fraud_counter(s, t)
-            hi_key = event_key(t, tid) + 1 if not delay else time_bound(t - delay)
-            lo_key = time_bound(t - delay - group.windows_ns[f.window])
-            out[f.slot] = (frauds(hi_key) - frauds(lo_key)) / n
-        elif kind == "distinct":
-            assert f.of is not None
-            dcol = s.dcols.get(f.of) if s is not None else None
-            seen = set(dcol[lo:hi]) if dcol is not None else set()
-            if own:
-                seen.add(distinct[f.of])
-            seen.discard(None)
-            out[f.slot] = float(len(seen))
+    for w, of, squares, items in ops.moments:
+        lo, hi, _, own = bounds[w]
+        col = cols.get(of)
+        if col is None:  # a column none of the held events has: all missing
+            n = s1 = s2 = 0
         else:
-            assert f.of is not None
-            x = values[f.of]
-            col = cols.get(f.of)
-            if kind == "zscore":
-                out[f.slot] = _zscore(col, lo, before, x)
-            elif kind in ("min", "max"):
-                window = [v for v in col.values[lo:hi] if v == v] if col is not None else []
-                if own and x == x:
-                    window.append(x)
-                out[f.slot] = (min(window) if kind == "min" else max(window)) if window else 0.0
+            n = col.n[hi] - col.n[lo]
+            s1 = col.s1[hi] - col.s1[lo]
+            s2 = col.s2[hi] - col.s2[lo] if squares else 0
+        x = values[of]
+        if own and x == x:
+            fx = round(ldexp(x, 64))
+            n += 1
+            s1 += fx
+            s2 += fx * fx
+        for slot, kind in items:
+            if n == 0:
+                out[slot] = 0.0
+            elif kind == "mean":
+                out[slot] = ldexp(s1 / n, -64)  # int / int: correctly rounded
+            elif kind == "sum":
+                out[slot] = ldexp(float(s1), -64)
             else:
-                key = (f.window, f.of, kind == "std")
-                got = sums.get(key)
-                if got is None:
-                    got = sums[key] = _sums(col, lo, hi, x if own else _NAN, kind == "std")
-                out[f.slot] = _moment(kind, *got)
+                out[slot] = _std(n, s1, s2)
+    for slot, w, of in ops.zscore:
+        lo, _, before, _ = bounds[w]
+        out[slot] = _zscore(cols.get(of), lo, before, values[of])
+    if ops.label_rate:
+        _label_rates(out, s, event, group, bounds)
+    for f in ops.walks:
+        _walk(out, f, s, bounds[f.window], values, distinct)
+
+
+def _label_rates(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPlan,
+                 bounds: list[tuple[int, int, int, bool]]) -> None:
+    t, delay = event.time_ns, group.delay_ns
+    frauds = None
+    for slot, w in group.ops.label_rate:
+        lo, hi, _, own = bounds[w]
+        n = hi - lo + own
+        if n == 0 or s is None:
+            out[slot] = 0.0
+            continue
+        if frauds is None:
+            frauds = _fraud_counter(s, t)
+        hi_key = event_key(t, event.transaction_id) + 1 if not delay else time_bound(t - delay)
+        lo_key = time_bound(t - delay - group.windows_ns[w])
+        out[slot] = (frauds(hi_key) - frauds(lo_key)) / n
+
+
+def _walk(out: list[float], f: FeaturePlan, s: KeySeries | None,
+          bound: tuple[int, int, int, bool], values: dict[str, float],
+          distinct: dict[str, str | None]) -> None:
+    """min, max and distinct: over the window's events themselves."""
+    lo, hi, _, own = bound
+    assert f.of is not None
+    if f.kind == "distinct":
+        dcol = s.dcols.get(f.of) if s is not None else None
+        seen = set(dcol[lo:hi]) if dcol is not None else set()
+        if own:
+            seen.add(distinct[f.of])
+        seen.discard(None)
+        out[f.slot] = float(len(seen))
+        return
+    col = s.cols.get(f.of) if s is not None else None
+    window = [v for v in col.values[lo:hi] if v == v] if col is not None else []
+    x = values[f.of]
+    if own and x == x:
+        window.append(x)
+    out[f.slot] = (min(window) if f.kind == "min" else max(window)) if window else 0.0
 
 
 def _sums(col: Column | None, lo: int, hi: int, x: float,
@@ -166,16 +198,6 @@ def _sums(col: Column | None, lo: int, hi: int, x: float,
         if squares:
             s2 += fx * fx
     return n, s1, s2
-
-
-def _moment(kind: str, n: int, s1: int, s2: int) -> float:
-    if n == 0:
-        return 0.0
-    if kind == "sum":
-        return ldexp(float(s1), -64)
-    if kind == "mean":
-        return ldexp(s1 / n, -64)  # int / int: correctly rounded
-    return _std(n, s1, s2)
 
 
 def _std(n: int, s1: int, s2: int) -> float:

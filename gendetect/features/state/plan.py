@@ -52,6 +52,48 @@ class GroupPlan:
     horizon_ns: int
     features: tuple[FeaturePlan, ...]
 
+    @cached_property
+    def ops(self) -> GroupOps:
+        return GroupOps.of(self.features)
+
+
+@dataclass(frozen=True)
+class GroupOps:
+    """A group's features sorted by what answering them needs, so that a
+    request dispatches on kinds once per group, not once per feature, and
+    sum, mean and std of one column over one window share one read of the
+    prefix sums. Slots and window indices as in FeaturePlan."""
+
+    count: tuple[tuple[int, int], ...]  # (slot, window)
+    first_seen: tuple[tuple[int, int], ...]
+    label_rate: tuple[tuple[int, int], ...]
+    since_previous: tuple[int, ...]  # slots
+    # (window, column, whether std needs the squares, ((slot, kind), ...))
+    moments: tuple[tuple[int, str, bool, tuple[tuple[int, str], ...]], ...]
+    zscore: tuple[tuple[int, int, str], ...]  # (slot, window, column)
+    walks: tuple[FeaturePlan, ...]  # min, max, distinct: O(window)
+
+    @classmethod
+    def of(cls, features: tuple[FeaturePlan, ...]) -> GroupOps:
+        def pairs(kind: str) -> tuple[tuple[int, int], ...]:
+            return tuple((f.slot, f.window) for f in features if f.kind == kind)
+
+        moments: dict[tuple[int, str], list[tuple[int, str]]] = {}
+        for f in features:
+            if f.kind in ("sum", "mean", "std") and f.of is not None:
+                moments.setdefault((f.window, f.of), []).append((f.slot, f.kind))
+        return cls(
+            count=pairs("count"),
+            first_seen=pairs("first_seen"),
+            label_rate=pairs("label_rate"),
+            since_previous=tuple(f.slot for f in features if f.kind == "since_previous"),
+            moments=tuple((w, of, any(k == "std" for _, k in items), tuple(items))
+                          for (w, of), items in moments.items()),
+            zscore=tuple((f.slot, f.window, f.of) for f in features
+                         if f.kind == "zscore" and f.of is not None),
+            walks=tuple(f for f in features if f.kind in ("min", "max", "distinct")),
+        )
+
 
 @dataclass(frozen=True)
 class AggregatePlan:

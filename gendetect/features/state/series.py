@@ -20,8 +20,8 @@ plus the waiting ones that arrived by then, an earlier request subtracts the
 applied ones that arrived after it. Events that arrive out of order are
 inserted in place, which rebuilds the prefix sums from that point (cheap
 for the usual slightly-late event). Pruned events leave from the front by
-moving an offset; the lists are compacted (prefix sums rebased to zero) once
-the pruned part is half of them: memory per key stays within about twice
+moving an offset; the lists are compacted (the dead part dropped, the prefix
+sums kept as they are) once the pruned part is half of them: memory per key stays within about twice
 what its horizon holds, at an amortised O(1) cost.
 """
 
@@ -31,6 +31,7 @@ import math
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
 from itertools import accumulate
+from math import ldexp
 from typing import TypeVar
 
 from gendetect.features.state.model import event_key
@@ -69,11 +70,16 @@ class Column:
             del prefix[i + 1]
 
     def append(self, value: float) -> None:
-        x = to_fixed(value)
         self.values.append(value)
-        self.s1.append(self.s1[-1] + x)
-        self.s2.append(self.s2[-1] + x * x)
-        self.n.append(self.n[-1] + (value == value))
+        if value == value:
+            x = round(ldexp(value, 64))  # to_fixed, inlined: the hot path
+            self.s1.append(self.s1[-1] + x)
+            self.s2.append(self.s2[-1] + x * x)
+            self.n.append(self.n[-1] + 1)
+        else:
+            self.s1.append(self.s1[-1])
+            self.s2.append(self.s2[-1])
+            self.n.append(self.n[-1])
 
 
 _Pair = tuple[int, int]  # (labelled_at, event key) of a fraud label
@@ -141,10 +147,12 @@ class KeySeries:
     def insert(self, time_ns: int, tx_id: int, values: Mapping[str, float],
                distinct: Mapping[str, str | None]) -> None:
         """Insert a new event in order (its id is not held)."""
-        for name in values:
-            self.column(name)
-        for name in distinct:
-            self.dcolumn(name)
+        if values.keys() != self.cols.keys():
+            for name in values:
+                self.column(name)
+        if distinct and distinct.keys() != self.dcols.keys():
+            for name in distinct:
+                self.dcolumn(name)
         times, ids = self.times, self.ids
         if not times or time_ns > times[-1] or (time_ns == times[-1] and tx_id > ids[-1]):
             times.append(time_ns)
@@ -186,8 +194,9 @@ class KeySeries:
         s = self.start
         del self.times[:s], self.ids[:s]
         for col in self.cols.values():
-            del col.values[:s]
-            col.rebuild(0)
+            # The prefix sums stay as they are (a window is a difference of
+            # two): no arithmetic, only the dead part dropped.
+            del col.values[:s], col.s1[:s], col.s2[:s], col.n[:s]
         for dcol in self.dcols.values():
             del dcol[:s]
         self.start = 0
