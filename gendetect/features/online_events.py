@@ -53,7 +53,7 @@ def time_ns(value: Any, field: str) -> int:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return value is None or (isinstance(value, float) and value != value)
 
 
 class EventBuilder:
@@ -81,7 +81,12 @@ class EventBuilder:
             if name not in record or _missing(record[name]):
                 raise InputError("required for behaviour features", field=name)
         keys: list[str | None] = []
+        digest = self.hasher.digest
         for columns, prefix in self._entities:
+            if len(columns) == 1:  # the common case, without the pair's lists
+                v = record.get(columns[0])
+                keys.append(None if _missing(v) else prefix + digest(v, columns[0]))
+                continue
             parts = [record.get(c) for c in columns]
             if any(_missing(v) for v in parts):
                 keys.append(None)
@@ -106,6 +111,8 @@ class EventBuilder:
 
     def _value(self, record: Mapping[str, Any], name: str) -> float:
         raw = record.get(name)
+        if type(raw) is float and abs(raw) <= AMOUNT_LIMIT:  # finite, in range
+            return raw
         if raw is None:
             return _NAN
         try:

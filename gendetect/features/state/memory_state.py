@@ -78,7 +78,8 @@ class MemoryState:
             # renews the key's expiry): the key is in use.
             s.written_at = now
             s.horizon_ns = horizon
-            newest = s.newest_time
+            times = s.times
+            newest = times[-1] if len(times) > s.start else None
             if newest is None or t > newest - horizon:
                 s.insert(t, tid, values, distinct)
                 held.append(key)

@@ -184,6 +184,8 @@ class KeySeries:
     def prune(self, cutoff_ns: int) -> list[int]:
         """Drop events at or before `cutoff_ns`; returns their ids."""
         old = self.start
+        if old >= len(self.times) or self.times[old] > cutoff_ns:
+            return []  # nothing this old: the common case
         self.start = bisect_right(self.times, cutoff_ns, old)
         gone = self.ids[old : self.start]
         if self.start >= self.COMPACT_MIN and 2 * self.start >= len(self.times):
