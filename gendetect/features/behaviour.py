@@ -42,9 +42,18 @@ class Behaviour:
     id_col: str | None = "transaction_id"
     label_col: str | None = "is_fraud"
 
-    @property
+    @cached_property
     def feature_names(self) -> tuple[str, ...]:
-        return self.declaration.feature_names
+        """The features in the model's column order: group by group, and
+        within a group window by window (each window's features in declared
+        order; since_previous last), as the handbook orders its twelve. The
+        column order shapes a trained network, so it is fixed here once."""
+        names: list[str] = []
+        for g in self.declaration.groups:
+            rank = {w: i for i, w in enumerate(g.windows_ns)}
+            ordered = sorted(g.features, key=lambda f: rank.get(f.window_ns, len(rank)))
+            names += [f.name for f in ordered]
+        return tuple(names)
 
     @property
     def horizon_ns(self) -> int:

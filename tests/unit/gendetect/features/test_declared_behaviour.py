@@ -131,8 +131,11 @@ def test_features_cli_computes_a_schema_declaration(tmp_path: Path) -> None:
     assert cli(["features", "--data", str(data), "--out", str(out),
                 "--schema", str(schema_path)]) == 0
     written = pd.read_parquet(out)
-    expected = Behaviour.from_schema(_schema()).add_to_frame(df)  # type: ignore[union-attr]
-    names = list(_schema().aggregates.feature_names)  # type: ignore[union-attr]
+    behaviour = Behaviour.from_schema(_schema())
+    assert behaviour is not None
+    expected = behaviour.add_to_frame(df)
+    names = list(behaviour.feature_names)
+    assert sorted(names) == sorted(_schema().aggregates.feature_names)  # type: ignore[union-attr]
     assert list(written.columns) == [*df.columns, *names]
     pd.testing.assert_frame_equal(written[names], expected[names])
 
@@ -178,8 +181,11 @@ def test_pipeline_rich_declaration_with_missing_keys() -> None:
     df = _frame(300, 3)
     cols, from_batch = pipeline.batch_columns(df)
     assert from_batch
-    names = list(schema.aggregates.feature_names)  # type: ignore[union-attr]
-    assert pipeline.window_feature_names == names
+    names = pipeline.window_feature_names
+    # Window by window within a group; since_previous after the windows.
+    assert names[:5] == ["card_count_10m", "card_mean_amount_10m", "card_std_amount_10m",
+                         "card_zscore_amount_10m", "card_distinct_merchant_10m"]
+    assert sorted(names) == sorted(schema.aggregates.feature_names)  # type: ignore[union-attr]
     no_device = df["device"].isna().to_numpy()
     assert np.isnan(cols["device_count_1h"][no_device]).all()
     assert np.isfinite(cols["device_count_1h"][~no_device]).all()

@@ -156,9 +156,7 @@ def tx_with_windows(small_transactions: pd.DataFrame, tx_pipeline: FeaturePipeli
 def test_transactions_feature_names_order(tx_pipeline: FeaturePipeline) -> None:
     schema = tx_pipeline.schema
     window_names = tx_pipeline.window_feature_names
-    # The declaration's order: each feature over its windows, group by group.
-    assert window_names[:4] == ["customer_nb_tx_1d", "customer_nb_tx_7d", "customer_nb_tx_30d",
-                                "customer_avg_amount_1d"]
+    assert window_names[:2] == ["customer_nb_tx_1d", "customer_avg_amount_1d"]
     field_names = [f.name for f in schema.feature_fields]
     derived = [d.name for d in schema.derived]
     assert tx_pipeline.feature_names == field_names + derived + window_names
