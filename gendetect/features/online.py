@@ -99,10 +99,14 @@ class OnlineWindowFeatures:
                                      time_col=self.time_col, required=required)
         self._hasher = EntityHasher(entity_key)
         self._in_flight = InFlight()
+        # The plan answers in declaration order; callers get the model's
+        # column order (Behaviour.feature_names), by name.
+        index = {name: i for i, name in enumerate(self._plan.feature_names)}
+        self._order = tuple((name, index[name]) for name in behaviour.feature_names)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return self._plan.feature_names
+        return self.behaviour.feature_names
 
     @property
     def plan(self) -> AggregatePlan:
@@ -216,7 +220,8 @@ class OnlineWindowFeatures:
         return [self._builder.event(r, f) for r, f in zip(records, fingerprints, strict=True)]
 
     def _features(self, answer: Answer) -> dict[str, float]:
-        return dict(zip(self._plan.feature_names, answer.features, strict=True))
+        values = answer.features
+        return {name: values[i] for name, i in self._order}
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,9 @@ def _as_record(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _assert_equal(got: dict[str, float], want: list[float], where: str) -> None:
-    assert list(got) == list(DECLARATION.feature_names)
-    np.testing.assert_allclose(list(got.values()), want, rtol=1e-9, atol=1e-9, err_msg=where)
+    assert sorted(got) == sorted(DECLARATION.feature_names)
+    np.testing.assert_allclose([got[name] for name in DECLARATION.feature_names], want,
+                               rtol=1e-9, atol=1e-9, err_msg=where)
 
 
 def run_stream(store: StateStore, ops: list[tuple[Any, ...]]) -> OnlineWindowFeatures:
