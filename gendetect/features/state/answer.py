@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import ldexp
 
 from gendetect.aggregates import ZSCORE_CLIP
@@ -222,7 +222,7 @@ def _since_previous(times: list[int], start: int, hi_b: int, t: int, horizon: in
     return horizon / _NS
 
 
-def _fraud_counter(s: KeySeries, t: int):  # type: ignore[no-untyped-def]
+def _fraud_counter(s: KeySeries, t: int) -> Callable[[int], int]:
     """F(bound): frauds known by t among held events with key < bound."""
     sign, extra, first = s.frauds_below(t)
     keys = s.fraud_keys
