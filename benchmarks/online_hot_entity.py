@@ -4,6 +4,7 @@ fresh entities, per state store.
 
     python benchmarks/online_hot_entity.py [--history 50000] [--records 2000]
         [--stores memory,memory-journal,redis] [--redis-history 50000]
+        [--declarations handbook,rich]
         [--before-ref REF [--before-json FILE]] [--out DIR]
 
 For each store: `--history` transactions of one customer at one terminal are
@@ -15,6 +16,11 @@ terminal at the same time (in random order within the pair), and
 compute_and_record is timed per record: the pairing spreads machine noise
 on a shared box evenly over both. Both the thread's CPU time and wall time
 are reported; on a busy machine wall-time p99 mostly measures preemption.
+
+`--declarations`: the handbook's 12 features (customer and terminal), and
+the rich declaration of benchmarks/window_features.py (5 keys x 1h/1d/7d x
+count/mean/std: 45 features; the hot record shares all five keys, the fresh
+one none), each measured per store.
 
 With --before-ref, the same measurement also runs on the library as it was at
 that git commit (`git archive` into a temporary folder, run in a subprocess
@@ -62,6 +68,32 @@ def _record(tid: int, when: datetime, customer: int, terminal: int, amount: floa
     }
 
 
+RICH_KEYS = ("card_id", "account_id", "device_id", "ip", "email")
+
+
+def _rich_record(tid: int, when: datetime, customer: int, terminal: int, amount: float) -> dict:
+    """The rich declaration's five keys: all the hot entity's, or all fresh."""
+    rec = _record(tid, when, customer, terminal, amount)
+    rec.update({key: customer * 10 + k for k, key in enumerate(RICH_KEYS)})
+    return rec
+
+
+def _online(declaration: str, store: Any) -> tuple[Any, Any, str]:
+    """(features, record builder, the feature that counts the hot history)."""
+    from gendetect.features.online import OnlineWindowFeatures
+    from gendetect.features.windows import WindowConfig
+
+    if declaration == "rich":
+        if __package__ in (None, ""):
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from benchmarks.window_features import RICH_KEYS as WF_KEYS
+        from benchmarks.window_features import rich_behaviour
+
+        assert tuple(WF_KEYS) == RICH_KEYS
+        return OnlineWindowFeatures(rich_behaviour(), store), _rich_record, "card_id_count_7d"
+    return OnlineWindowFeatures(WindowConfig(), store), _record, "customer_nb_tx_30d"
+
+
 def _open_store(kind: str, workdir: Path) -> Any:
     from gendetect.features import state
 
@@ -84,15 +116,13 @@ def _open_store(kind: str, workdir: Path) -> Any:
     raise SystemExit(f"unknown store {kind!r}")
 
 
-def measure(kind: str, history: int, n_records: int, seed: int = 0) -> dict[str, Any]:
+def measure(kind: str, history: int, n_records: int, seed: int = 0,
+            declaration: str = "handbook") -> dict[str, Any]:
     """Build the hot entity, then time hot and fresh records alternately."""
-    from gendetect.features.online import OnlineWindowFeatures
-    from gendetect.features.windows import WindowConfig
-
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
         store = _open_store(kind, Path(tmp))
-        online = OnlineWindowFeatures(WindowConfig(), store)
+        online, make_record, count_name = _online(declaration, store)
         step = SPAN / history
         total = history + n_records
         amounts = rng.gamma(2.0, 30.0, total + n_records)
@@ -111,7 +141,7 @@ def measure(kind: str, history: int, n_records: int, seed: int = 0) -> dict[str,
         for i in range(history):
             labels_due(times[i])
             online.compute_and_record(
-                _record(i, times[i], HOT_CUSTOMER, HOT_TERMINAL, float(amounts[i]))
+                make_record(i, times[i], HOT_CUSTOMER, HOT_TERMINAL, float(amounts[i]))
             )
         build_s = time.perf_counter() - t0
 
@@ -124,8 +154,9 @@ def measure(kind: str, history: int, n_records: int, seed: int = 0) -> dict[str,
         for k in range(n_records):
             i = history + k
             labels_due(times[i])
-            hot_record = _record(i, times[i], HOT_CUSTOMER, HOT_TERMINAL, float(amounts[i]))
-            new_record = _record(
+            hot_record = make_record(i, times[i], HOT_CUSTOMER, HOT_TERMINAL,
+                                     float(amounts[i]))
+            new_record = make_record(
                 10**12 + k, times[i], 3 * 10**9 + k, 4 * 10**9 + k, float(amounts[total + k])
             )
             # Which of the two goes first is a coin flip: whatever precedes
@@ -141,13 +172,16 @@ def measure(kind: str, history: int, n_records: int, seed: int = 0) -> dict[str,
                 if rec is hot_record:
                     features = out
         # The hot customer really holds the history: every record of the
-        # last 29 days is in its 30-day window.
-        in_window = features["customer_nb_tx_30d"]
+        # last 29 days is in its 30-day window (the rich declaration's 7 days
+        # hold a quarter of it).
+        in_window = features[count_name]
         if kind == "redis":
             store.clear()
         store.close()
     out: dict[str, Any] = {
         "store": kind,
+        "declaration": declaration,
+        "features": len(online.feature_names),
         "history": history,
         "records": n_records,
         "hot_customer_nb_tx_30d": in_window,
@@ -184,6 +218,8 @@ def run_before(ref: str, args: argparse.Namespace, stores: list[str]) -> list[di
             "--redis-history", str(args.before_redis_history),
             "--records", str(args.records),
             "--stores", ",".join(stores),
+            # The code before declared aggregates has only the handbook's.
+            "--declarations", "handbook",
             "--raw-out", str(raw),
         ]
         env = os.environ | {"PYTHONPATH": tmp}
@@ -212,13 +248,14 @@ def write_results(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         md += [
             f"## {title}",
             "",
-            "| code | store | history | hot p50 | hot p99 | fresh p50 | fresh p99 "
-            "| hot/fresh p50 | hot/fresh p99 | load avg |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| code | declaration | store | history | hot p50 | hot p99 | fresh p50 "
+            "| fresh p99 | hot/fresh p50 | hot/fresh p99 | load avg |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in result["rows"]:
+            what = f"{row.get('declaration', 'handbook')} ({row.get('features', 12)})"
             md.append(
-                f"| {row['code']} | {row['store']} | {row['history']:,} "
+                f"| {row['code']} | {what} | {row['store']} | {row['history']:,} "
                 f"| {row[f'{clock}_hot_p50_us']} | {row[f'{clock}_hot_p99_us']} "
                 f"| {row[f'{clock}_fresh_p50_us']} | {row[f'{clock}_fresh_p99_us']} "
                 f"| {row[f'{clock}_ratio_p50']}x | {row[f'{clock}_ratio_p99']}x "
@@ -244,6 +281,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--records", type=int, default=2_000)
     parser.add_argument("--stores", default="memory,memory-journal,redis")
+    parser.add_argument("--declarations", default="handbook,rich",
+                        help="handbook (12 features) and/or rich (45: 5 keys x 3 windows x 3)")
     parser.add_argument("--before-ref", default=None, help="git commit to compare against")
     parser.add_argument(
         "--before-json", type=Path, default=None,
@@ -258,11 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     stores = [s for s in args.stores.split(",") if s]
     rows = []
-    for kind in stores:
-        history = args.redis_history if kind == "redis" else args.history
-        row = measure(kind, history, args.records)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+    declarations = [d for d in getattr(args, "declarations", "handbook").split(",") if d]
+    for declaration in declarations:
+        for kind in stores:
+            history = args.redis_history if kind == "redis" else args.history
+            row = measure(kind, history, args.records, declaration=declaration)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     if args.raw_out is not None:  # the --before-ref subprocess
         args.raw_out.write_text(json.dumps({"rows": rows}))
         return 0
@@ -279,15 +320,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in before:
             row["code"] = f"before ({args.before_ref})"
     notes = [
-        "Memory store: per-entity sorted columns with exact running prefix sums and "
-        "sorted fraud-label lists; each window is a few binary searches (O(log history)), "
-        "pruning moves an offset, compaction is amortised. `memory-journal` adds the "
-        "journal (one write to the OS per record; labels fsync, outside the timed calls).",
-        "Redis store: one round trip per record; the script counts members (ZLEXCOUNT) "
-        "and reads running prefix sums at the window bounds, O(log history) each. The "
-        "before code returned both whole histories per request (O(history)), so its Redis "
-        f"row uses a smaller hot history ({args.before_redis_history:,}): building 50,000 "
-        "that way takes hours.",
+        "Memory store: per-key sorted columns with exact running prefix sums (of each "
+        "numeric column, its squares and its present values) and sorted fraud-label "
+        "lists; each window is a few binary searches (O(log history)) for count, sum, "
+        "mean, std, zscore, label_rate, first_seen, since_previous (min, max, distinct walk "
+        "the window); pruning moves an offset, compaction is amortised. `memory-journal` "
+        "adds the journal (one write to the OS per record; labels fsync, outside the timed "
+        "calls).",
+        "Redis store: one round trip per record; the script records and returns the slice "
+        "of each key's history the request's windows reach ((t - horizon, t], with values "
+        "and labels) and the client answers with the memory store's arithmetic: O(slice) "
+        "per request, so a hot key costs in proportion to its history (the code before "
+        "declared aggregates kept one amount's prefix sums in Redis: O(log history)). "
+        f"The before code's Redis row uses a smaller hot history "
+        f"({args.before_redis_history:,}).",
         "Thread CPU time is the figure to compare for the memory store: on a shared machine "
         "(see the load average) wall-time p99 mostly measures preemption by other "
         "processes. For Redis it is the client's share only; the server's work and the "

@@ -243,7 +243,7 @@ class ModelManager:
         return served
 
     def _online_for(self, bundle: FraudModelBundle) -> OnlineState | None:
-        config = bundle.pipeline.window_config if bundle.pipeline is not None else None
+        config = bundle.pipeline.behaviour if bundle.pipeline is not None else None
         if config is None:
             return None
         from serving.online_state import OnlineState

@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from gendetect.errors import StateUnavailableError
+from gendetect.features.behaviour import Behaviour
 from gendetect.features.online import OnlineWindowFeatures, Preview
 from gendetect.features.state import MemoryStateStore, RedisStateStore, StateStore
 from gendetect.features.state.memory_key import check_memory_key
@@ -43,7 +44,7 @@ log = logging.getLogger("gendetect.serving")
 class OnlineState:
     def __init__(
         self,
-        config: WindowConfig,
+        config: Behaviour | WindowConfig,
         store: StateStore,
         *,
         in_memory: bool,
@@ -56,7 +57,8 @@ class OnlineState:
         self.in_memory = in_memory
 
     @classmethod
-    def create(cls, config: WindowConfig, settings: ServingSettings) -> OnlineState:
+    def create(cls, config: Behaviour | WindowConfig,
+               settings: ServingSettings) -> OnlineState:
         """Open the configured store; HashKeyChangedError (naming where the
         key comes from) if it was written with another hash key."""
         key = settings.resolved_hash_key()
@@ -77,8 +79,8 @@ class OnlineState:
             raise exc.with_source(settings.hash_key_source) from None
         return cls(config, store, in_memory=True, entity_key=key)
 
-    def with_config(self, config: WindowConfig) -> OnlineState:
-        """A new model with other windows: same store, new window computer."""
+    def with_config(self, config: Behaviour | WindowConfig) -> OnlineState:
+        """A new model with other behaviour features: same store, new computer."""
         return OnlineState(
             config, self.store, in_memory=self.in_memory, entity_key=self.entity_key
         )

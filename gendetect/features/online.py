@@ -1,22 +1,23 @@
-"""Window features for single transactions at request time.
+"""Declared behaviour features (the schema's `aggregates:`) for single
+transactions at request time.
 
-The state store keeps the customer's and terminal's recent history and
-answers each window (count, amount sum, frauds known by then) for the
-current transaction in O(log history), see gendetect.features.state; the
-windows are the offline engine's (gendetect.features.windows), so a model
-sees the same feature values in serving as in training (the parity tests
-hold the two to each other). Labels arrive later through `add_label` and
-count toward terminal risk only from the time they arrived (`labelled_at`),
-and only in the windows that end `delay_days` before the request, exactly
-like the offline features.
+The state store keeps each key's recent history (per entity: the key
+columns of the declaration's groups) and answers every declared feature for
+the current transaction, counts, sums, means, std, z-scores, label rates,
+first_seen and since_previous in O(log history), min, max and distinct in
+O(window) (gendetect.features.state), with the semantics of
+gendetect.features.aggregates, so a model sees the same feature values in
+serving as in training (the parity tests hold the stores to the offline
+engine). Labels arrive later through `add_label` and count toward
+label_rate only from the time they arrived (`labelled_at`).
 
-Customer and terminal ids reach the store as keyed hashes (HMAC-SHA256 with
-`entity_key`, 128 bits in hex), never as the ids themselves. Each recorded
-transaction carries a keyed fingerprint of its whole record (the caller's,
-gendetect.keyed_hash.RecordFingerprint, or a keyed digest of the record as
-given), so that the same transaction id sent again is a retry (same content:
-its features, counted once) or a conflict (DuplicateTransactionError,
-nothing changes).
+Key values reach the store as keyed hashes (HMAC-SHA256 with `entity_key`,
+128 bits in hex; gendetect.features.online_events), never as the values
+themselves. Each recorded transaction carries a keyed fingerprint of its
+whole record (the caller's, gendetect.keyed_hash.RecordFingerprint, or a
+keyed digest of the record as given), so that the same transaction id sent
+again is a retry (same content: its features, counted once) or a conflict
+(DuplicateTransactionError, nothing changes).
 
 Two ways to use it:
 - `compute_and_record(_many)`: features and recording in one atomic step,
@@ -25,98 +26,91 @@ Two ways to use it:
   and the transaction recorded only once the caller has stored its decision
   elsewhere (the API's audit): a request that fails leaves no trace here.
   Between the two, the previewed events are "in flight" and count in the
-  previews of other requests of the same customer or terminal, so that a
+  previews of other requests that share one of their keys, so that a
   burst of concurrent requests sees itself as it does with `compute_and_record`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gendetect.aggregates import AggregateDeclaration
 from gendetect.errors import DuplicateTransactionError, InputError
-from gendetect.features.in_flight import InFlight, with_unrecorded
-from gendetect.features.state import (
-    AMOUNT_LIMIT,
-    INT64_MAX,
-    INT64_MIN,
-    Horizons,
-    MemoryStateStore,
-    StateStore,
-    TxEvent,
-    WindowPlan,
-    WindowSums,
-)
-from gendetect.features.windows import WindowConfig, kernel_windows
-from gendetect.keyed_hash import UNKEYED, EntityHasher, record_digest
-from gendetect.timestamps import days_to_ns, to_ns
-
-
-def _transaction_id(value: Any, field: str) -> int:
-    # Integer ids double as the tie-break between same-time transactions.
-    if type(value) is int:  # the common case, before the slower ABC checks
-        tid = value
-    elif isinstance(value, Integral) and not isinstance(value, bool):
-        tid = int(value)
-    elif isinstance(value, str) and (text := value.strip()).lstrip("-").isdecimal():
-        # int() of a huge digit string is slow (and refused past 4,300 digits)
-        tid = int(text) if len(text) <= 20 else INT64_MAX + 1
-    else:
-        raise InputError("must be an integer transaction id", field=field)
-    if not INT64_MIN <= tid <= INT64_MAX:
-        raise InputError("must be an integer transaction id within 64 bits", field=field)
-    return tid
-
-
-def _time_ns(value: Any, field: str) -> int:
-    try:
-        ns = to_ns(value)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InputError(str(exc), field=field) from exc
-    if not INT64_MIN <= ns <= INT64_MAX:
-        raise InputError("timestamp out of range", field=field)
-    return ns
-
-
-def window_plan(config: WindowConfig) -> WindowPlan:
-    """The offline engine's windows for `config`, as a store answers them."""
-    customer, terminal = kernel_windows(config)
-    return WindowPlan(
-        customer, terminal, Horizons(config.customer_horizon_ns, config.terminal_horizon_ns)
-    )
+from gendetect.features import online_events
+from gendetect.features.behaviour import Behaviour
+from gendetect.features.in_flight import InFlight
+from gendetect.features.online_events import EventBuilder
+from gendetect.features.state import AggregatePlan, Answer, MemoryStateStore, StateStore, TxEvent
+from gendetect.features.windows import WindowConfig
+from gendetect.keyed_hash import EntityHasher
+from gendetect.timestamps import to_ns
 
 
 class OnlineWindowFeatures:
-    """Window features for one transaction at a time, backed by a state store.
+    """Declared behaviour features for one transaction at a time, backed by a
+    state store.
 
-    `entity_key` is the secret of the keyed hashes that customer and terminal
-    ids are stored under; processes sharing a store must share it.
+    The features are the declaration's (gendetect.features.aggregates),
+    in its order; a group whose key a record lacks gives NaN. `entity_key`
+    is the secret of the keyed hashes that keys are stored under; processes
+    sharing a store must share it.
     """
 
     def __init__(
         self,
-        config: WindowConfig | None = None,
+        config: Behaviour | WindowConfig | AggregateDeclaration | None = None,
         store: StateStore | None = None,
         entity_key: bytes | None = None,
+        *,
+        id_col: str = "transaction_id",
+        time_col: str = "timestamp",
+        label_col: str = "is_fraud",
     ) -> None:
-        self.config = config or WindowConfig()
+        """`config`: the schema's behaviour features (Behaviour: the
+        declaration and its time, id and label columns), a bare declaration
+        (with the columns given here), or the legacy WindowConfig (whose five
+        columns every record must carry, as before)."""
+        self.config = config if config is not None else WindowConfig()
+        required: tuple[str, ...] = ()
+        if isinstance(self.config, WindowConfig):
+            c = self.config
+            behaviour = Behaviour.from_window_config(c)
+            required = (c.customer_col, c.terminal_col, c.amount_col)
+        elif isinstance(self.config, Behaviour):
+            behaviour = self.config
+        else:
+            behaviour = Behaviour(self.config, time_col, id_col, label_col)
+        if behaviour.id_col is None:
+            raise InputError("online behaviour features need an id field (the tie-break and "
+                             "what labels and retries refer to)", field="aggregates")
+        self.behaviour = behaviour
+        self.declaration = behaviour.declaration
+        self.id_col, self.time_col = behaviour.id_col, behaviour.time_col
+        self.label_col = behaviour.label_col or label_col
         self.store: StateStore = store if store is not None else MemoryStateStore()
+        self._plan = AggregatePlan.of(self.declaration)
+        self._builder = EventBuilder(self._plan, entity_key, id_col=self.id_col,
+                                     time_col=self.time_col, required=required)
         self._hasher = EntityHasher(entity_key)
-        self._record_key = entity_key if entity_key is not None else UNKEYED
         self._in_flight = InFlight()
-        self._plan = window_plan(self.config)
-        self._horizons = self._plan.horizons
+        # The plan answers in declaration order; callers get the model's
+        # column order (Behaviour.feature_names), by name.
+        index = {name: i for i, name in enumerate(self._plan.feature_names)}
+        self._order = tuple((name, index[name]) for name in behaviour.feature_names)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return self.config.feature_names
+        return self.behaviour.feature_names
+
+    @property
+    def plan(self) -> AggregatePlan:
+        return self._plan
 
     def compute_and_record(
         self, record: Mapping[str, Any], fingerprint: str | None = None
@@ -127,12 +121,12 @@ class OnlineWindowFeatures:
         twice; with a different record it raises DuplicateTransactionError
         and changes nothing. `fingerprint`: the record's identity if the
         caller has computed it (else a keyed digest of the record as given)."""
-        event = self._event(record, fingerprint)
+        event = self._builder.event(record, fingerprint)
         try:
-            sums = self.store.record_and_query(event, self._plan)
+            answer = self.store.record_and_query(event, self._plan)
         except DuplicateTransactionError as exc:
-            raise DuplicateTransactionError(exc.message, field=self.config.id_col) from None
-        return self._features(sums)
+            raise DuplicateTransactionError(exc.message, field=self.id_col) from None
+        return self._features(answer)
 
     def compute_and_record_many(
         self, records: Sequence[Mapping[str, Any]], fingerprints: Sequence[str] | None = None
@@ -142,14 +136,14 @@ class OnlineWindowFeatures:
         duplicates: those raise before anything is recorded."""
         events = self._events(records, fingerprints)
         try:
-            sums = self.store.record_and_query_many(events, self._plan)
+            answers = self.store.record_and_query_many(events, self._plan)
         except DuplicateTransactionError as exc:
-            raise DuplicateTransactionError(exc.message, field=self.config.id_col) from None
-        return [self._features(s) for s in sums]
+            raise DuplicateTransactionError(exc.message, field=self.id_col) from None
+        return [self._features(a) for a in answers]
 
     def compute(self, record: Mapping[str, Any]) -> dict[str, float]:
         """Features of `record` as if it were recorded now, without recording it."""
-        event = self._event(record, "")
+        event = self._builder.event(record, "")
         return self._features(self.store.record_and_query(event, self._plan, record=False))
 
     def preview(
@@ -162,19 +156,23 @@ class OnlineWindowFeatures:
         always). Invalid input raises InputError before anything is held."""
         events = self._events(records, fingerprints)
         plan = self._plan
-        sums = [self.store.record_and_query(e, plan, record=False) for e in events]
         # Earlier records of this batch that the store has not seen count in
         # the later ones, as they would once recorded one by one.
         stored = self.store.known_fingerprints([e.transaction_id for e in events]) \
             if len(events) > 1 else {}
         fresh = [e for e in events if e.transaction_id not in stored]
         token = self._in_flight.add(fresh)
-        features = []
-        for i, (event, answer) in enumerate(zip(events, sums, strict=True)):
-            others = self._in_flight.near(event, token)
-            if i:
-                others += [e for e in events[:i] if e.transaction_id not in stored]
-            features.append(self._features(with_unrecorded(answer, event, others, plan)))
+        try:
+            features = []
+            for i, event in enumerate(events):
+                others = self._in_flight.near(event, token)
+                if i:
+                    others += [e for e in events[:i] if e.transaction_id not in stored]
+                answer = self.store.record_and_query(event, plan, record=False, extra=others)
+                features.append(self._features(answer))
+        except BaseException:
+            self._in_flight.remove(token)
+            raise
         return Preview(events, features, token)
 
     def record(self, preview: Preview) -> None:
@@ -204,12 +202,13 @@ class OnlineWindowFeatures:
     def add_label(self, transaction_id: Any, is_fraud: bool, labelled_at: Any) -> bool:
         """Record the label of a past transaction, known from `labelled_at` on.
         False if the transaction is unknown or too old to matter."""
-        tid = _transaction_id(transaction_id, self.config.id_col)
-        at_ns = _time_ns(labelled_at, "labelled_at")
+        tid = online_events.transaction_id(transaction_id, self.id_col)
+        at_ns = online_events.time_ns(labelled_at, "labelled_at")
         return self.store.add_label(tid, bool(is_fraud), at_ns)
 
     def entity_digest(self, value: Any, field: str = "entity") -> str:
-        """The key an entity id is stored under (a keyed hash, 32 hex digits)."""
+        """The digest an entity id is stored under (a keyed hash, 32 hex
+        digits), behind its entity's name (`customer_id:<digest>`)."""
         return self._hasher.digest(value, field)
 
     # ------------------------------------------------------------- internals
@@ -217,49 +216,12 @@ class OnlineWindowFeatures:
         self, records: Sequence[Mapping[str, Any]], fingerprints: Sequence[str] | None
     ) -> list[TxEvent]:
         if fingerprints is None:
-            return [self._event(r, None) for r in records]
-        return [self._event(r, f) for r, f in zip(records, fingerprints, strict=True)]
+            return [self._builder.event(r, None) for r in records]
+        return [self._builder.event(r, f) for r, f in zip(records, fingerprints, strict=True)]
 
-    def _event(self, record: Mapping[str, Any], fingerprint: str | None) -> TxEvent:
-        c = self.config
-        for name in (c.id_col, c.time_col, c.customer_col, c.terminal_col, c.amount_col):
-            if name not in record or record[name] is None:
-                raise InputError("required for behaviour features", field=name)
-        time_ns = _time_ns(record[c.time_col], c.time_col)
-        try:
-            amount = float(record[c.amount_col])
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InputError("must be a number", field=c.amount_col) from exc
-        if not math.isfinite(amount):
-            raise InputError("must be finite", field=c.amount_col)
-        if abs(amount) > AMOUNT_LIMIT:
-            raise InputError(f"must be at most {AMOUNT_LIMIT:g} in magnitude", field=c.amount_col)
-        return TxEvent(
-            transaction_id=_transaction_id(record[c.id_col], c.id_col),
-            time_ns=time_ns,
-            customer=self.entity_digest(record[c.customer_col], c.customer_col),
-            terminal=self.entity_digest(record[c.terminal_col], c.terminal_col),
-            amount=amount,
-            # Keyed: an unkeyed digest next to the record's time and amount
-            # gives its ids back to a brute-force search.
-            fingerprint=(fingerprint if fingerprint is not None
-                         else record_digest(record, self._record_key)),
-        )
-
-    def _features(self, sums: WindowSums) -> dict[str, float]:
-        names = self.config.feature_names
-        out: dict[str, float] = {}
-        k = 0
-        for nb, total in zip(sums.customer_counts, sums.customer_sums, strict=True):
-            # The window includes the request itself: nb >= 1.
-            out[names[k]] = float(nb)
-            out[names[k + 1]] = total / nb
-            k += 2
-        for nb, frauds in zip(sums.terminal_counts, sums.terminal_frauds, strict=True):
-            out[names[k]] = float(nb)
-            out[names[k + 1]] = frauds / nb if nb > 0 else 0.0
-            k += 2
-        return out
+    def _features(self, answer: Answer) -> dict[str, float]:
+        values = answer.features
+        return {name: values[i] for name, i in self._order}
 
 
 @dataclass(frozen=True)
@@ -272,28 +234,33 @@ class Preview:
     token: int
 
 
-def replay(df: pd.DataFrame, online: OnlineWindowFeatures) -> pd.DataFrame:
+def replay(
+    df: pd.DataFrame, online: OnlineWindowFeatures, label_delay_ns: int | None = None
+) -> pd.DataFrame:
     """Feed `df`'s transactions to `online` one at a time, as a live system
     would see them: in (time, transaction id) order, each label (if `df` has
-    the label column) arriving `delay_days` after its transaction. Returns
-    the features for every row of `df` (same index and row order).
+    the label column) arriving `label_delay_ns` after its transaction (by
+    default the delay of the groups that read labels). Returns the
+    features for every row of `df` (same index and row order).
 
     Used to warm a state store from history, and to check that the online
     features equal the offline ones (they do for any delay > 0; with no delay
     a transaction's own label would have to be known at its own request).
     """
-    c = online.config
+    names = list(online.feature_names)
     if len(df) == 0:
-        return pd.DataFrame({name: np.empty(0) for name in c.feature_names}, index=df.index)
-    times = np.array([to_ns(v) for v in df[c.time_col]], dtype=np.int64)
-    ids = np.array([_transaction_id(v, c.id_col) for v in df[c.id_col]], dtype=np.int64)
+        return pd.DataFrame({name: np.empty(0) for name in names}, index=df.index)
+    if label_delay_ns is None:
+        label_delay_ns = online.behaviour.label_delay_ns
+    times = np.array([to_ns(v) for v in df[online.time_col]], dtype=np.int64)
+    ids = np.array([online_events.transaction_id(v, online.id_col) for v in df[online.id_col]],
+                   dtype=np.int64)
     sequence = np.lexsort((ids, times))
-    fields = [c.id_col, c.time_col, c.customer_col, c.terminal_col, c.amount_col]
-    records = df[fields].to_dict("records")
-    labels = df[c.label_col].to_numpy() if c.label_col in df.columns else None
-    label_at = times[sequence] + days_to_ns(c.delay_days)
+    records = df.drop(columns=[online.label_col], errors="ignore").to_dict("records")
+    labels = df[online.label_col].to_numpy() if online.label_col in df.columns else None
+    label_at = times[sequence] + label_delay_ns
     next_label = 0
-    out = np.empty((len(df), len(c.feature_names)), dtype=np.float64)
+    out = np.empty((len(df), len(names)), dtype=np.float64)
     for k, i in enumerate(sequence):
         # Labels due by now arrive first (at its due time a label counts),
         # for transactions already seen.
@@ -303,4 +270,4 @@ def replay(df: pd.DataFrame, online: OnlineWindowFeatures) -> pd.DataFrame:
             online.add_label(int(ids[j]), bool(labels[j]), at)
             next_label += 1
         out[i] = list(online.compute_and_record(records[i]).values())
-    return pd.DataFrame(out, columns=list(c.feature_names), index=df.index)
+    return pd.DataFrame(out, columns=names, index=df.index)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ import orjson
 
 from gendetect.errors import StateUnavailableError
 from gendetect.features.state.durable import fsync_dir
-from gendetect.features.state.model import Horizons, TxEvent
+from gendetect.features.state.memory_state import Part
+from gendetect.features.state.snapshot import OLD_STATE_REMEDY
 
 log = logging.getLogger(__name__)
 
@@ -146,40 +148,46 @@ class Journal:
 
 def read_segment(path: Path) -> list[list[Any]]:
     """A segment's entries; lines that do not parse are writes cut short by a
-    crash or a failed write (never acknowledged): skipped."""
+    crash or a failed write (never acknowledged): skipped. A record entry of
+    the older format (fixed customer and terminal, tag "r") is refused: it
+    cannot be read as the declared aggregates' state (ValueError)."""
     entries = []
     for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
         if not line:
             continue
         try:
             entry = orjson.loads(line)
-            if not isinstance(entry, list) or entry[0] not in ("r", "l"):
+            if not isinstance(entry, list) or entry[0] not in ("R", "l", "r"):
                 raise ValueError("not a journal entry")
         except (orjson.JSONDecodeError, ValueError, IndexError):
             log.warning("%s:%d: skipping a torn journal line", path.name, number)
             continue
+        if entry[0] == "r":
+            raise ValueError(f"{path}:{number}: a journal entry of the older state format: "
+                             f"{OLD_STATE_REMEDY}")
         entries.append(entry)
     return entries
 
 
-def record_line(event: TxEvent, horizons: Horizons) -> bytes:
-    # The horizons go with the entry: replay must prune exactly as it was.
-    return (
-        orjson.dumps(
-            [
-                "r",
-                event.transaction_id,
-                event.time_ns,
-                event.customer,
-                event.terminal,
-                event.amount,
-                event.fingerprint,
-                horizons.customer_ns,
-                horizons.terminal_ns,
-            ]
-        )
-        + b"\n"
-    )
+def record_line(tid: int, t: int, fingerprint: str, parts: Sequence[Part]) -> bytes:
+    # Per history its horizon goes with the entry: replay must prune exactly
+    # as it was. NaN (a missing value) is written as null.
+    return orjson.dumps(
+        ["R", tid, t, fingerprint,
+         [[key, h, {c: (None if v != v else v) for c, v in vals.items()}, dist]
+          for key, h, vals, dist in parts]]
+    ) + b"\n"
+
+
+def parts_from_line(entry: list[Any]) -> tuple[int, int, str, list[Part]]:
+    """(id, time, fingerprint, parts) of a record entry."""
+    _, tid, t, fingerprint, raw = entry
+    parts: list[Part] = [
+        (str(key), int(h), {c: float("nan") if v is None else float(v) for c, v in vals.items()},
+         dict(dist))
+        for key, h, vals, dist in raw
+    ]
+    return int(tid), int(t), str(fingerprint), parts
 
 
 def label_line(transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bytes:

@@ -1,29 +1,34 @@
-"""What every online state store shares: the events it records, the
-windows it answers (plans and their binary-search bounds), the sums it
-answers with, the StateStore protocol, and the checks an event passes before
-anything changes.
+"""What every online state store shares: the events it records, the answers
+it gives (one float per declared feature), the StateStore protocol, and the
+checks an event passes before anything changes.
 
-Entity keys reach a store already hashed (gendetect.features.online turns
-customer and terminal ids into keyed HMAC digests), so nothing here, in
-memory, in the snapshot, in the journal or in Redis, holds a raw id. Times
-are int nanoseconds since the epoch (UTC), within int64; transaction ids are
-int64 too (both checked here before anything changes).
+An event carries, per entity of the plan (gendetect.features.state.plan: the
+distinct key columns of the declaration's groups), the keyed digest of its
+key (None when the key, or any part of a pair, is missing), the numeric
+values the groups read (NaN when missing) and keyed digests of the values of
+the `distinct` columns. Entity keys reach a store already hashed
+(gendetect.features.online), so nothing here, in memory, in the snapshot, in
+the journal or in Redis, holds a raw id. Times are int nanoseconds since the
+epoch (UTC), within int64; transaction ids are int64 too (both checked here
+before anything changes).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gendetect.errors import DuplicateTransactionError, InputError
-from gendetect.features.windows import Window
+
+if TYPE_CHECKING:
+    from gendetect.features.state.plan import AggregatePlan
 
 UNKNOWN_LABEL = -1
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-# Larger amounts are refused: far beyond any payment, and it keeps every
-# feature (an average of amounts) finite.
+# Larger values are refused: far beyond any payment, and it keeps every
+# feature (sums, means, std) finite and the fixed-point sums exact.
 AMOUNT_LIMIT = 1e18
 DUPLICATE_MESSAGE = "transaction_id already recorded with different content"
 
@@ -44,82 +49,41 @@ def time_bound(time_ns: int) -> int:
 
 class TxEvent(NamedTuple):
     # A named tuple: built once per request, several times cheaper than a
-    # frozen dataclass.
+    # frozen dataclass. `keys`, `values` and `distinct` are in the plan's
+    # order (AggregatePlan.entities, .value_columns, .distinct_columns).
     transaction_id: int
     time_ns: int
-    customer: str  # a keyed digest of the customer id, never the raw id
-    terminal: str
-    amount: float
+    keys: tuple[str | None, ...]  # keyed digests, never raw ids; None: missing
+    values: tuple[float, ...] = ()  # NaN: missing
+    distinct: tuple[str | None, ...] = ()  # keyed digests of the values; None: missing
     # Hex digest of the whole request record: the same id again with another
     # fingerprint is a conflicting duplicate, with the same one a retry.
     fingerprint: str = ""
 
 
-@dataclass(frozen=True)
-class Horizons:
-    """How far back (ns) a customer's / a terminal's events still matter."""
+class Answer(NamedTuple):
+    """The declared features of one event, in the declaration's order (NaN
+    for a group whose key the event lacks), and whether it was recorded."""
 
-    customer_ns: int
-    terminal_ns: int
-
-
-# A plan's windows as binary-search bounds: the distinct offsets, and per
-# window the rows (indices into the offsets, or OWN_ROW: just past the request
-# itself) of its start and end.
-Bounds = tuple[tuple[int, ...], tuple[tuple[int, int], ...], bool]
-OWN_ROW = -1
-
-
-def bounds_of(windows: Sequence[Window]) -> Bounds:
-    """(offsets, rows, whether any window ends at the request itself)."""
-    offsets = sorted({w for window in windows for w in window if w is not None})
-    row = {w: i for i, w in enumerate(offsets)}
-    rows = tuple((row[begin], OWN_ROW if end is None else row[end]) for begin, end in windows)
-    return tuple(offsets), rows, any(end is None for _, end in windows)
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """The windows a store answers, and how much history they need."""
-
-    customer: tuple[Window, ...]
-    terminal: tuple[Window, ...]
-    horizons: Horizons
-    customer_bounds: Bounds = field(init=False, repr=False, compare=False)
-    terminal_bounds: Bounds = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Derived once per plan, not per request.
-        object.__setattr__(self, "customer_bounds", bounds_of(self.customer))
-        object.__setattr__(self, "terminal_bounds", bounds_of(self.terminal))
-
-
-class WindowSums(NamedTuple):
-    """Per window: the customer's transaction count and amount sum, and the
-    terminal's transaction count and number of frauds known by the request's
-    time; each in the plan's order. The request's own transaction is in the
-    windows that include it, recorded or not."""
-
-    customer_counts: tuple[int, ...]
-    customer_sums: tuple[float, ...]
-    terminal_counts: tuple[int, ...]
-    terminal_frauds: tuple[int, ...]
+    features: tuple[float, ...]
     recorded: bool  # False for a retry, a read, or an event too old to keep
 
 
 class StateStore(Protocol):
     def record_and_query(
-        self, event: TxEvent, plan: WindowPlan, *, record: bool = True
-    ) -> WindowSums:
+        self, event: TxEvent, plan: AggregatePlan, *, record: bool = True,
+        extra: Sequence[TxEvent] = (),
+    ) -> Answer:
         """Record `event` (if `record`, unless its id is known: a retry),
-        prune, and answer the plan's windows for it, in one atomic step.
+        prune, and answer the plan's features for it, in one atomic step.
+        `extra`: unrecorded events (previews in flight) counted as if held.
         Raises DuplicateTransactionError (and changes nothing) if the id is
         known with another fingerprint."""
         ...
 
     def record_and_query_many(
-        self, events: Sequence[TxEvent], plan: WindowPlan
-    ) -> list[WindowSums]:
+        self, events: Sequence[TxEvent], plan: AggregatePlan
+    ) -> list[Answer]:
         """`record_and_query` for each event in order (later ones see earlier
         ones), after checking them all: if any id is known (or repeated in
         `events`) with another fingerprint, DuplicateTransactionError is
@@ -148,16 +112,30 @@ def check_int64(value: Any, what: str) -> None:
         raise InputError("must be an integer within 64 bits", field=what)
 
 
-def check_event(event: TxEvent) -> None:
+def check_event(event: TxEvent, plan: AggregatePlan) -> None:
     """What every store needs of an event before it changes anything: values
-    that any later request, the snapshot and the journal can hold."""
+    that any later request, the snapshot and the journal can hold, one per
+    entity, value and distinct column of `plan`."""
     check_int64(event.transaction_id, "transaction_id")
     check_int64(event.time_ns, "timestamp")
-    if type(event.amount) is not float or not abs(event.amount) <= AMOUNT_LIMIT:
-        raise InputError(f"must be a number of magnitude at most {AMOUNT_LIMIT:g}", field="amount")
-    for name in ("customer", "terminal", "fingerprint"):
-        if type(getattr(event, name)) is not str:
-            raise InputError("must be a string", field=name)
+    if len(event.keys) != len(plan.entities):
+        raise InputError(f"expected {len(plan.entities)} entity keys", field="keys")
+    if len(event.values) != len(plan.value_columns):
+        raise InputError(f"expected {len(plan.value_columns)} values", field="values")
+    if len(event.distinct) != len(plan.distinct_columns):
+        raise InputError(f"expected {len(plan.distinct_columns)} values", field="distinct")
+    for name, value in zip(plan.value_columns, event.values, strict=True):
+        if type(value) is not float or not (math.isnan(value) or abs(value) <= AMOUNT_LIMIT):
+            raise InputError(f"must be a number of magnitude at most {AMOUNT_LIMIT:g}",
+                             field=name)
+    for entity, key in zip(plan.entities, event.keys, strict=True):
+        if key is not None and type(key) is not str:
+            raise InputError("must be a string digest", field=entity.name)
+    for name, digest in zip(plan.distinct_columns, event.distinct, strict=True):
+        if digest is not None and type(digest) is not str:
+            raise InputError("must be a string digest", field=name)
+    if type(event.fingerprint) is not str:
+        raise InputError("must be a string", field="fingerprint")
 
 
 def check_conflicts(

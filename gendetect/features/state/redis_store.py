@@ -4,11 +4,18 @@ replicas, one Lua script round trip per request.
 The keys' layout, the Lua scripts and their encodings are in
 gendetect.features.state.redis_scripts.
 
-The clock: a record prunes only its own customer's and terminal's keys (by
-its own event time minus the horizon), and idle entities leave by wall-clock
-key expiry (horizon + one day after their last write). Neither depends on
-other entities' events, so volume at today's dates never expires a customer
-replaying last year's data (the memory store's sweep follows the same rule).
+The clock: a record prunes only its own keys' histories (by its own event
+time minus the entity's horizon), and idle keys leave by wall-clock key
+expiry (horizon + one day after their last write). Neither depends on other
+keys' events, so volume at today's dates never expires a customer replaying
+last year's data (the memory store's sweep follows the same rule).
+
+The cost of a request: the script returns the slice of each of its keys'
+histories that the declared windows reach, and the client answers from it
+with the memory store's code (gendetect.features.state.answer), so both
+stores agree exactly; that is O(slice) per request (transfer and decoding),
+not O(log history) as for the memory store: a key with tens of thousands of
+events in its horizon costs milliseconds per request.
 
 The hash key: `check_key` records the key's check value (gendetect.key_check)
 at `<prefix>:keycheck` (no expiry) and refuses a prefix written with another
@@ -23,33 +30,45 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gendetect.errors import DuplicateTransactionError, StateUnavailableError
+from gendetect.features.state.answer import answer_event, with_extra
+from gendetect.features.state.memory_state import parts_of
 from gendetect.features.state.model import (
     DUPLICATE_MESSAGE,
+    Answer,
     TxEvent,
-    WindowPlan,
-    WindowSums,
     check_conflicts,
     check_event,
     check_int64,
 )
+from gendetect.features.state.plan import AggregatePlan, EntityPlan
 from gendetect.features.state.redis_scripts import (
     ADD_LABEL,
-    AMOUNT_BIAS,
     RECORD_AND_READ,
-    answer_from_reply,
-    count_bound,
+    after_bound,
     encode_int,
+    newest_of,
+    payload,
     prune_bound,
+    series_from_reply,
 )
-from gendetect.features.state.series import to_fixed
 from gendetect.key_check import ACCEPT_SETTING, HashKeyChangedError
 
 log = logging.getLogger(__name__)
+
+# The key layout (redis_scripts): 2 is per-key histories of declared
+# aggregates; the fixed customer/terminal layout before it had no mark.
+LAYOUT = "2"
 
 # Wall-clock expiry of an idle entity's keys, beyond its horizon in event
 # time: the sweep for entities that stop transacting (pruning by event time
 # only happens when the entity is written), and a clock that no record moves.
 _TTL_MARGIN_MS = 86_400_000
+
+
+def _reads(entity: EntityPlan) -> str:
+    """What the answer needs of a history's slice besides its members."""
+    values = "v" if entity.value_columns or entity.distinct_columns else ""
+    return values + ("l" if entity.needs_label else "")
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -68,10 +87,8 @@ class RedisStateStore:
 
     A call that cannot reach Redis within `socket_timeout` seconds raises
     StateUnavailableError; the client reconnects by itself on the next call.
-    Windows are answered on the server by counting members (ZLEXCOUNT) and
-    reading running prefix sums at the bounds, O(log n) each; an event older
-    than its customer's newest rewrites the later members' prefixes (O(n),
-    like the memory store's out-of-order path).
+    Each request gets the slice of its keys' histories its windows reach and
+    is answered from it on the client, O(slice) (see the module docstring).
     """
 
     def __init__(
@@ -113,6 +130,7 @@ class RedisStateStore:
         self._accept_new_key = accept_new_key
         self._key_settled = key_check is None
         self._key_problem: str | None = None
+        self._layout_ok = False
         self._key_lock = threading.Lock()
 
     def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -136,58 +154,55 @@ class RedisStateStore:
         return f"{self.prefix}:x:{encode_int(transaction_id)}"
 
     def record_and_query(
-        self, event: TxEvent, plan: WindowPlan, *, record: bool = True
-    ) -> WindowSums:
-        check_event(event)
-        if not self._key_settled:
+        self, event: TxEvent, plan: AggregatePlan, *, record: bool = True,
+        extra: Sequence[TxEvent] = (),
+    ) -> Answer:
+        check_event(event, plan)
+        if not self._key_settled or not self._layout_ok:
             self._require_key()
-        t, h = event.time_ns, plan.horizons
-        keys = [
-            f"{self.prefix}:c:{event.customer}",
-            f"{self.prefix}:t:{event.terminal}",
-            self._tx_key(event.transaction_id),
-            f"{self.prefix}:l:{event.terminal}",
-            f"{self.prefix}:cb:{event.customer}",
-            f"{self.prefix}:fe:{event.terminal}",
-            f"{self.prefix}:fa:{event.terminal}",
-            f"{self.prefix}:fw:{event.terminal}",
-        ]
-        args = [
-            encode_int(event.transaction_id),
-            encode_int(t),
-            repr(event.amount),
-            prune_bound(t - h.customer_ns),
-            prune_bound(t - h.terminal_ns),
-            h.customer_ns // 1_000_000 + _TTL_MARGIN_MS,
-            h.terminal_ns // 1_000_000 + _TTL_MARGIN_MS,
-            "1" if record else "0",
-            event.fingerprint,
-            encode_int(t + h.customer_ns),
-            encode_int(t + h.terminal_ns),
-            f"{self.prefix}:x:",
-            event.terminal,
-            str(to_fixed(event.amount) + AMOUNT_BIAS),
-        ]
-        for offsets in (plan.customer_bounds[0], plan.terminal_bounds[0]):
-            args.append(len(offsets))
-            args += [count_bound(t - o) for o in offsets]
+        t = event.time_ns
+        keys = [self._tx_key(event.transaction_id)]
+        args: list[Any] = [encode_int(event.transaction_id), encode_int(t),
+                           "1" if record else "0", event.fingerprint]
+        present = [i for i, k in enumerate(event.keys) if k is not None]
+        args.append(len(present))
+        parts = parts_of(event, plan)
+        for i, (key, horizon, values, distinct) in zip(present, parts, strict=True):
+            keys += [f"{self.prefix}:e:{key}", f"{self.prefix}:v:{key}",
+                     f"{self.prefix}:l:{key}"]
+            args += [
+                horizon // 1_000_000 + _TTL_MARGIN_MS,
+                encode_int(t + horizon),
+                prune_bound(t - horizon),
+                key,
+                payload(values, distinct),
+                after_bound(t - plan.horizons[i]),
+                _reads(plan.entities[i]),
+            ]
         reply = self._call(self._record_script, keys=keys, args=args)
         if reply[0] == -1:
             raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
-        return answer_from_reply(reply, event, plan)
+        histories: list[Any] = [None] * len(event.keys)
+        newest: list[int | None] = [None] * len(event.keys)
+        for i, part in zip(present, reply[1:], strict=True):
+            histories[i] = series_from_reply(part, plan.entities[i], t)
+            newest[i] = newest_of(part)
+        if extra:
+            histories = with_extra(histories, event, plan, extra, newest)
+        return Answer(answer_event(plan, event, histories), bool(reply[0]))
 
     def record_and_query_many(
-        self, events: Sequence[TxEvent], plan: WindowPlan
-    ) -> list[WindowSums]:
+        self, events: Sequence[TxEvent], plan: AggregatePlan
+    ) -> list[Answer]:
         """Conflicts are checked for the whole batch first (one read); then
         each event takes its own atomic script. If Redis fails part-way, the
         events before are recorded: sending the same batch again is safe
         (same ids, same fingerprints: retries, counted once)."""
         for event in events:
-            check_event(event)
+            check_event(event, plan)
         if not events:
             return []
-        if not self._key_settled:
+        if not self._key_settled or not self._layout_ok:
             self._require_key()
         fingerprints = self.known_fingerprints([e.transaction_id for e in events])
         check_conflicts(events, fingerprints.get)
@@ -196,10 +211,12 @@ class RedisStateStore:
     def known_fingerprints(self, transaction_ids: Sequence[int]) -> dict[int, str]:
         if not transaction_ids:
             return {}
-        keys = [self._tx_key(tid) for tid in transaction_ids]
-        known = self._call(self._redis.mget, keys=keys)
+        pipe = self._redis.pipeline(transaction=False)
+        for tid in transaction_ids:
+            pipe.hget(self._tx_key(tid), "f")
+        known = self._call(pipe.execute)
         return {
-            tid: value.split(b" ")[2].decode()
+            tid: value.decode() if isinstance(value, bytes) else value
             for tid, value in zip(transaction_ids, known, strict=True)
             if value is not None
         }
@@ -207,13 +224,12 @@ class RedisStateStore:
     def add_label(self, transaction_id: int, is_fraud: bool, labelled_at_ns: int) -> bool:
         check_int64(transaction_id, "transaction_id")
         check_int64(labelled_at_ns, "labelled_at")
-        if not self._key_settled:
+        if not self._key_settled or not self._layout_ok:
             self._require_key()
         args = [
             encode_int(transaction_id),
-            "1" if is_fraud else "0",
+            f"{int(bool(is_fraud))}:{encode_int(labelled_at_ns)}",
             f"{self.prefix}:",
-            encode_int(labelled_at_ns),
         ]
         keys = [self._tx_key(transaction_id)]
         return bool(self._call(self._label_script, keys=keys, args=args))
@@ -237,6 +253,34 @@ class RedisStateStore:
                 self._settle_key(self._key_check)
                 self._key_settled = True
 
+    def _check_layout(self) -> None:
+        """Refuse a prefix written in the older layout (one customer and one
+        terminal history per record, keys `<prefix>:c:` and `<prefix>:t:`):
+        its keys would be misread. The layout is recorded at `<prefix>:layout`
+        once checked; only a prefix without that mark is scanned, once."""
+        name = f"{self.prefix}:layout"
+        stored = self._call(self._redis.get, name=name)
+        if isinstance(stored, bytes):
+            stored = stored.decode()
+        if stored == LAYOUT:
+            self._layout_ok = True
+            return
+        old = stored is not None or self._call(self._holds_old_layout)
+        if old:
+            self._key_problem = (
+                f"the Redis state under the prefix '{self.prefix}:' is in an older layout "
+                f"(fixed customer and terminal histories) that the declared aggregates cannot "
+                f"read: clear that prefix (or choose another) and start the online state over")
+            log.error("%s", self._key_problem)
+            raise StateUnavailableError(
+                "the online state in Redis is in an older layout (see the server log)")
+        self._call(self._redis.set, name=name, value=LAYOUT)
+        self._layout_ok = True
+
+    def _holds_old_layout(self) -> bool:
+        return any(True for pattern in ("c", "t")
+                   for _ in self._redis.scan_iter(match=f"{self.prefix}:{pattern}:*", count=1000))
+
     def _require_key(self) -> None:
         """The key check before a request's first call: a changed key is a
         503 with the reason (and ping() False) rather than a silent start
@@ -244,11 +288,16 @@ class RedisStateStore:
         if self._key_problem is None:
             try:
                 self.check_key()
+                if not self._layout_ok:
+                    self._check_layout()
                 return
             except HashKeyChangedError as exc:
                 self._key_problem = str(exc)
                 log.error("%s", exc)
         # The whole story is in the log; clients get the gist.
+        if "older layout" in (self._key_problem or ""):
+            raise StateUnavailableError(
+                "the online state in Redis is in an older layout (see the server log)")
         raise StateUnavailableError(
             "the online state was written with another hash key (see the server log)")
 
@@ -280,7 +329,8 @@ class RedisStateStore:
         )
 
     def _holds_state(self, name: str) -> bool:
-        exempt = (name, name.encode())
+        layout = f"{self.prefix}:layout"
+        exempt = (name, name.encode(), layout, layout.encode())
         return any(key not in exempt for key in self._redis.scan_iter(
             match=f"{self.prefix}:*", count=1000))
 

@@ -1,63 +1,99 @@
-"""One entity's recent events, and the window answers computed from them
-(shared by both stores: the Redis store reuses the fixed-point sums).
+"""One key's recent events (KeySeries), shared by both stores: the memory
+store keeps one per (entity, key digest); the Redis store builds one from
+the slice of history a request needs (gendetect.features.state.redis_store),
+so that both answer with the same arithmetic (gendetect.features.state.answer).
 
-Window sums (the store answers them; gendetect.features.online only turns
-them into features). Per entity the store keeps its events sorted by
-(time, transaction id), the order the offline engine breaks ties in. A
-customer also keeps running prefix sums of its amounts, appended as its
-history grows, so a window's count and amount sum are two binary searches
-and a difference. The sums are exact: integers in units of 2**-64 (every
-amount of magnitude 2**-12 or more is such a whole number), rounded to a
-float once per answer, so no cancellation, order of additions or overflow
-can make them drift from the offline engine's (whose own rounding is the
-only difference left), however long an entity's history runs. A terminal
-keeps its fraud labels' event times (and keys) in sorted lists, so a
-window's fraud count is two more binary searches. The one subtle rule of
-terminal risk, a label counts only if it had arrived by the request's time
-(`labelled_at <= t`), is kept exact like this: labels with
-`labelled_at` up to the terminal's newest event time are "applied" (in the
-sorted list), later ones wait in a small list ordered by `labelled_at` and
-are applied as the terminal's time passes them. A request at or after the
-terminal's newest time (the common case) counts the applied labels plus the
-waiting ones that arrived by then; an earlier request (an out-of-order
-event) subtracts the applied labels that arrived after it, walking them
-from the latest back: exact, and slower only for such requests. Events that
-arrive out of order are inserted in place, which also rebuilds the
-customer's prefix sums from that point: cheap for the usual slightly-late
-event, O(history) only for one far older than the customer's newest.
-Pruned events leave from the front by moving an offset; the lists are
-compacted (and the prefix sums rebased to zero) once the pruned part is
-half of them, so memory per entity stays within about twice what its
-windows hold, and the cost is amortised O(1).
+Events are kept sorted by (time, transaction id), the order the offline
+engine breaks ties in. Per numeric column the series keeps running prefix
+sums of the values, of their squares and of how many are present, so that a
+window's count, sum, mean, std and z-score are two binary searches and
+differences. The sums are exact: integers in units of 2**-64 (squares in
+units of 2**-128; every value of magnitude 2**-12 or more is such a whole
+number), rounded to a float once per answer, so no cancellation, order of
+additions or overflow makes them drift, however long a key's history runs.
+Fraud labels sit in sorted lists; the rule that a label counts only if it
+had arrived by the request's time (`labelled_at <= t`) is kept exact: labels
+with `labelled_at` up to the key's newest event time are "applied", later
+ones wait (ordered by `labelled_at`) and are applied as the key's time
+passes them; a request at or after the newest time counts the applied ones
+plus the waiting ones that arrived by then, an earlier request subtracts the
+applied ones that arrived after it. Events that arrive out of order are
+inserted in place, which rebuilds the prefix sums from that point (cheap
+for the usual slightly-late event). Pruned events leave from the front by
+moving an offset; the lists are compacted (the dead part dropped, the prefix
+sums kept as they are) once the pruned part is half of them: memory per key stays within about twice
+what its horizon holds, at an amortised O(1) cost.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Mapping
 from itertools import accumulate
 from math import ldexp
 from typing import TypeVar
 
-from gendetect.features.state.model import (
-    KEY_SHIFT,
-    OWN_ROW,
-    Bounds,
-    TxEvent,
-    WindowPlan,
-    WindowSums,
-    event_key,
-    time_bound,
-)
+from gendetect.features.state.model import event_key
+
+_NAN = float("nan")
 
 
-class Series:
-    """One entity's events sorted by (time, id): parallel lists, live from
+def to_fixed(value: float) -> int:
+    """`value` in units of 2**-64, exact for |value| >= 2**-12 (else to the
+    nearest unit); 0 for NaN (a missing value adds nothing)."""
+    return 0 if value != value else round(math.ldexp(value, 64))
+
+
+class Column:
+    """A numeric column of a series: values (NaN missing) and, per position
+    i, the exact sums over values[:i] of x, x**2 and of present values."""
+
+    __slots__ = ("n", "s1", "s2", "values")
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+        self.rebuild(0)
+
+    def rebuild(self, i: int) -> None:
+        """Recompute the prefix sums from position i on."""
+        if i == 0:
+            self.s1, self.s2, self.n = [0], [0], [0]
+        else:
+            del self.s1[i + 1 :], self.s2[i + 1 :], self.n[i + 1 :]
+        fixed = [to_fixed(v) for v in self.values[i:]]
+        self.s1.extend(accumulate(fixed, initial=self.s1[i]))
+        self.s2.extend(accumulate((x * x for x in fixed), initial=self.s2[i]))
+        self.n.extend(accumulate((v == v for v in self.values[i:]), initial=self.n[i]))
+        # accumulate repeats the initial value: drop it
+        for prefix in (self.s1, self.s2, self.n):
+            del prefix[i + 1]
+
+    def append(self, value: float) -> None:
+        self.values.append(value)
+        if value == value:
+            x = round(ldexp(value, 64))  # to_fixed, inlined: the hot path
+            self.s1.append(self.s1[-1] + x)
+            self.s2.append(self.s2[-1] + x * x)
+            self.n.append(self.n[-1] + 1)
+        else:
+            self.s1.append(self.s1[-1])
+            self.s2.append(self.s2[-1])
+            self.n.append(self.n[-1])
+
+
+_Pair = tuple[int, int]  # (labelled_at, event key) of a fraud label
+
+
+class KeySeries:
+    """One key's events sorted by (time, id): parallel lists, live from
     `start` on (pruned events sit before it until the next compaction)."""
 
-    # written_at: wall-clock seconds of the entity's last write (the memory
-    # store's idle sweep; never an event time).
-    __slots__ = ("ids", "start", "times", "written_at")
+    # written_at: wall-clock seconds of the key's last write (the memory
+    # store's idle sweep; never an event time). horizon_ns: the horizon it
+    # was last pruned with.
+    __slots__ = ("cols", "dcols", "fraud_at", "fraud_keys", "horizon_ns", "ids", "pending",
+                 "start", "times", "written_at")
 
     COMPACT_MIN = 32
 
@@ -66,6 +102,15 @@ class Series:
         self.ids: list[int] = []
         self.start = 0
         self.written_at = 0.0
+        self.horizon_ns = 0
+        self.cols: dict[str, Column] = {}
+        self.dcols: dict[str, list[str | None]] = {}
+        # Fraud labels with labelled_at <= newest time ("applied"): their
+        # event keys sorted, and (labelled_at, key) sorted for out-of-order
+        # requests; those that arrived "after" the newest event wait.
+        self.fraud_keys: list[int] = []
+        self.fraud_at: list[_Pair] = []
+        self.pending: list[_Pair] = []
 
     def __len__(self) -> int:
         return len(self.times) - self.start
@@ -74,7 +119,19 @@ class Series:
     def newest_time(self) -> int | None:
         return self.times[-1] if len(self.times) > self.start else None
 
-    def _slot(self, time_ns: int, tx_id: int) -> tuple[int, bool]:
+    def column(self, name: str) -> Column:
+        col = self.cols.get(name)
+        if col is None:  # a column a newer plan reads: missing in older events
+            col = self.cols[name] = Column([_NAN] * len(self.times))
+        return col
+
+    def dcolumn(self, name: str) -> list[str | None]:
+        col = self.dcols.get(name)
+        if col is None:
+            col = self.dcols[name] = [None] * len(self.times)
+        return col
+
+    def slot(self, time_ns: int, tx_id: int) -> tuple[int, bool]:
         """Index just past the events <= (time, id), and whether the event
         itself is stored (at index - 1)."""
         times, ids = self.times, self.ids
@@ -87,120 +144,33 @@ class Series:
         j = bisect_right(ids, tx_id, lo, hi)
         return j, j > lo and ids[j - 1] == tx_id
 
-    def _insert_at(self, time_ns: int, tx_id: int) -> int:
-        """Insert the (new) event in order; returns its index."""
+    def insert(self, time_ns: int, tx_id: int, values: Mapping[str, float],
+               distinct: Mapping[str, str | None]) -> None:
+        """Insert a new event in order (its id is not held)."""
+        if values.keys() != self.cols.keys():
+            for name in values:
+                self.column(name)
+        if distinct and distinct.keys() != self.dcols.keys():
+            for name in distinct:
+                self.dcolumn(name)
         times, ids = self.times, self.ids
         if not times or time_ns > times[-1] or (time_ns == times[-1] and tx_id > ids[-1]):
             times.append(time_ns)
             ids.append(tx_id)
-            return len(times) - 1
-        i, _ = self._slot(time_ns, tx_id)
-        times.insert(i, time_ns)
-        ids.insert(i, tx_id)
-        return i
-
-    def _prune_to(self, cutoff_ns: int) -> int:
-        """Drop events at or before `cutoff_ns`; returns the old start."""
-        old = self.start
-        self.start = bisect_right(self.times, cutoff_ns, old)
-        return old
-
-    def _should_compact(self) -> bool:
-        return self.start >= self.COMPACT_MIN and 2 * self.start >= len(self.times)
-
-
-def to_fixed(amount: float) -> int:
-    """`amount` in units of 2**-64, exact for |amount| >= 2**-12 (else to
-    the nearest unit)."""
-    return round(math.ldexp(amount, 64))
-
-
-def prefix_sums(amounts: list[float]) -> list[int]:
-    return list(accumulate(map(to_fixed, amounts), initial=0))
-
-
-class CustomerSeries(Series):
-    __slots__ = ("amounts", "pre")
-
-    def __init__(self) -> None:
-        self.times = []
-        self.ids = []
-        self.start = 0
-        self.written_at = 0.0
-        self.amounts: list[float] = []
-        # pre[i] = exact sum of amounts[:i] (since the last compaction), in
-        # units of 2**-64.
-        self.pre: list[int] = [0]
-
-    def insert(self, time_ns: int, tx_id: int, amount: float) -> None:
-        i = self._insert_at(time_ns, tx_id)
-        if i == len(self.amounts):
-            self.amounts.append(amount)
-            self.pre.append(self.pre[-1] + to_fixed(amount))
-            return
-        self.amounts.insert(i, amount)
-        tail = accumulate(map(to_fixed, self.amounts[i:]), initial=self.pre[i])
-        next(tail)
-        del self.pre[i + 1 :]
-        self.pre.extend(tail)
-
-    def prune(self, cutoff_ns: int) -> None:
-        self._prune_to(cutoff_ns)
-        if self._should_compact():
-            s = self.start
-            del self.times[:s], self.ids[:s], self.amounts[:s]
-            self.pre = prefix_sums(self.amounts)
-            self.start = 0
-
-    def window_sums(
-        self, time_ns: int, tx_id: int, amount: float, bounds: Bounds
-    ) -> tuple[list[int], list[float]]:
-        times, pre, start = self.times, self.pre, self.start
-        hi_q, stored = self._slot(time_ns, tx_id)
-        offsets, rows, _ = bounds
-        pos = [bisect_right(times, time_ns - o, start) for o in offsets]
-        pos.append(hi_q)  # the last row: just past the request itself
-        # A read or an unrecorded event counts itself in the windows it ends.
-        # Sums back to floats: float(int) rounds correctly, ldexp is exact.
-        own_n, own_sum = (0, 0) if stored else (1, to_fixed(amount))
-        counts: list[int] = []
-        sums: list[float] = []
-        for lo_row, hi_row in rows:
-            lo, hi = pos[lo_row], pos[hi_row]
-            if hi_row == OWN_ROW:
-                counts.append(hi - lo + own_n)
-                sums.append(ldexp(float(pre[hi] - pre[lo] + own_sum), -64))
-            else:
-                counts.append(hi - lo)
-                sums.append(ldexp(float(pre[hi] - pre[lo]), -64))
-        return counts, sums
-
-
-_Pair = tuple[int, int]  # (labelled_at, key) of a fraud label
-
-
-class TerminalSeries(Series):
-    __slots__ = ("fraud_at", "fraud_keys", "fraud_times", "pending")
-
-    def __init__(self) -> None:
-        self.times = []
-        self.ids = []
-        self.start = 0
-        self.written_at = 0.0
-        # Fraud labels with labelled_at <= newest_time ("applied"): their
-        # events' times sorted (what windows bounded by time count, with
-        # small-int comparisons), their keys sorted (for a window that ends
-        # at the request itself, the (time, id) tie rule), and (labelled_at,
-        # key) sorted for out-of-order requests.
-        self.fraud_times: list[int] = []
-        self.fraud_keys: list[int] = []
-        self.fraud_at: list[_Pair] = []
-        # Fraud labels that arrived "after" the terminal's newest event.
-        self.pending: list[_Pair] = []
-
-    def insert(self, time_ns: int, tx_id: int) -> None:
-        self._insert_at(time_ns, tx_id)
-        newest = self.times[-1]
+            for name, col in self.cols.items():
+                col.append(values.get(name, _NAN))
+            for name, dcol in self.dcols.items():
+                dcol.append(distinct.get(name))
+        else:
+            i, _ = self.slot(time_ns, tx_id)
+            times.insert(i, time_ns)
+            ids.insert(i, tx_id)
+            for name, col in self.cols.items():
+                col.values.insert(i, values.get(name, _NAN))
+                col.rebuild(i)
+            for name, dcol in self.dcols.items():
+                dcol.insert(i, distinct.get(name))
+        newest = times[-1]
         if self.pending and self.pending[0][0] <= newest:
             j = bisect_right(self.pending, (newest, math.inf))
             for pair in self.pending[:j]:
@@ -208,33 +178,44 @@ class TerminalSeries(Series):
             del self.pending[:j]
 
     def _apply(self, pair: _Pair) -> None:
-        insort(self.fraud_times, pair[1] >> KEY_SHIFT)
         insort(self.fraud_keys, pair[1])
         insort(self.fraud_at, pair)
 
     def prune(self, cutoff_ns: int) -> list[int]:
         """Drop events at or before `cutoff_ns`; returns their ids."""
-        old = self._prune_to(cutoff_ns)
+        old = self.start
+        if old >= len(self.times) or self.times[old] > cutoff_ns:
+            return []  # nothing this old: the common case
+        self.start = bisect_right(self.times, cutoff_ns, old)
         gone = self.ids[old : self.start]
-        if self._should_compact():
-            s = self.start
-            del self.times[:s], self.ids[:s]
-            self.start = 0
+        if self.start >= self.COMPACT_MIN and 2 * self.start >= len(self.times):
+            self._compact()
+        return gone
+
+    def _compact(self) -> None:
+        s = self.start
+        del self.times[:s], self.ids[:s]
+        for col in self.cols.values():
+            # The prefix sums stay as they are (a window is a difference of
+            # two): no arithmetic, only the dead part dropped.
+            del col.values[:s], col.s1[:s], col.s2[:s], col.n[:s]
+        for dcol in self.dcols.values():
+            del dcol[:s]
+        self.start = 0
+        if self.times:
             first = event_key(self.times[0], self.ids[0])
-            del self.fraud_times[: bisect_left(self.fraud_times, self.times[0])]
             del self.fraud_keys[: bisect_left(self.fraud_keys, first)]
             self.fraud_at = [p for p in self.fraud_at if p[1] >= first]
             self.pending = [p for p in self.pending if p[1] >= first]
-        return gone
+        else:
+            self.fraud_keys, self.fraud_at, self.pending = [], [], []
 
-    def set_fraud(
-        self, key: int, labelled_at_ns: int, fraud: bool, *, was_fraud: bool, was_at: int
-    ) -> None:
+    def set_fraud(self, key: int, labelled_at_ns: int, fraud: bool, *, was_fraud: bool,
+                  was_at: int) -> None:
         newest = self.times[-1]
         if was_fraud:
             old = (was_at, key)
             if was_at <= newest:
-                _remove(self.fraud_times, key >> KEY_SHIFT)
                 _remove(self.fraud_keys, key)
                 _remove(self.fraud_at, old)
             else:
@@ -246,69 +227,37 @@ class TerminalSeries(Series):
             else:
                 insort(self.pending, pair)
 
-    def window_counts(
-        self, time_ns: int, tx_id: int, bounds: Bounds
-    ) -> tuple[list[int], list[int]]:
-        times, start = self.times, self.start
-        hi_q, stored = self._slot(time_ns, tx_id)
-        pos = [bisect_right(times, time_ns - o, start) for o in bounds[0]]
-        pos.append(hi_q)  # the last row: just past the request itself
-        return _terminal_answer(
-            self, time_ns, tx_id, bounds, pos, stored, (times[start], self.ids[start])
-        )
+    def frauds_below(self, time_ns: int) -> tuple[int, list[int], int]:
+        """What fraud counts at a request time need: (sign, corrections,
+        first held key). A window's frauds are those of the applied keys in
+        it, plus `sign` times the corrections in it (waiting labels that
+        arrived by then, or applied ones that arrived after it)."""
+        extra: list[int] = []
+        sign = 1
+        if time_ns < self.times[-1]:
+            sign = -1
+            for at, key in reversed(self.fraud_at):
+                if at <= time_ns:
+                    break
+                extra.append(key)
+        else:
+            for at, key in self.pending:
+                if at > time_ns:
+                    break
+                extra.append(key)
+        return sign, extra, event_key(self.times[self.start], self.ids[self.start])
 
-
-def _terminal_answer(
-    labels: TerminalSeries,
-    time_ns: int,
-    tx_id: int,
-    bounds: Bounds,
-    pos: list[int],
-    stored: bool,
-    first: tuple[int, int],
-) -> tuple[list[int], list[int]]:
-    """Counts and frauds per window, from the positions of the bounds in the
-    terminal's events (`pos`: per offset, then the request's own) and its
-    fraud-label lists. `first`: the (time, id) of its first held event;
-    `labels.times[-1]`: its newest time."""
-    offsets, rows, ends_at_request = bounds
-    own_n = 0 if stored else 1
-    counts = [pos[h] - pos[lo] + (own_n if h == OWN_ROW else 0) for lo, h in rows]
-    # Label corrections for this request's time (usually none): waiting
-    # labels that arrived by then, or applied ones that arrived after it.
-    extra: list[int] = []
-    sign = 1
-    if time_ns < labels.times[-1]:
-        sign = -1
-        for at, key in reversed(labels.fraud_at):
-            if at <= time_ns:
-                break
-            extra.append(key)
-    else:
-        for at, key in labels.pending:
-            if at > time_ns:
-                break
-            extra.append(key)
-    fraud_times = labels.fraud_times
-    if not fraud_times and not extra:
-        return counts, [0] * len(rows)
-    # Applied frauds at or before each bound. Labels of pruned events may
-    # linger before the first held event until the next compaction (all of
-    # them earlier than it): never count them.
-    floor = first[0] - 1
-    at_or_before = [bisect_right(fraud_times, max(time_ns - o, floor)) for o in offsets]
-    first_key = event_key(*first)
-    if ends_at_request:
-        own_key = max(event_key(time_ns, tx_id) + 1, first_key)
-        at_or_before.append(bisect_left(labels.fraud_keys, own_key))
-    frauds = [at_or_before[h] - at_or_before[lo] for lo, h in rows]
-    if extra:
-        keys = [max(time_bound(time_ns - o), first_key) for o in offsets]
-        keys.append(max(event_key(time_ns, tx_id) + 1, first_key))
-        for j, (lo, h) in enumerate(rows):
-            lo_key, hi_key = keys[lo], keys[h]
-            frauds[j] += sign * sum(1 for key in extra if lo_key <= key < hi_key)
-    return counts, frauds
+    def live(self) -> KeySeries:
+        """A compacted copy of the live part (to add unrecorded events to)."""
+        s = self.start
+        out = KeySeries()
+        out.times, out.ids = self.times[s:], self.ids[s:]
+        out.cols = {n: Column(c.values[s:]) for n, c in self.cols.items()}
+        out.dcols = {n: d[s:] for n, d in self.dcols.items()}
+        out.fraud_keys, out.fraud_at = list(self.fraud_keys), list(self.fraud_at)
+        out.pending = list(self.pending)
+        out.horizon_ns, out.written_at = self.horizon_ns, self.written_at
+        return out
 
 
 _T = TypeVar("_T")
@@ -318,24 +267,3 @@ def _remove(items: list[_T], value: _T) -> None:
     i = bisect_left(items, value)  # type: ignore[type-var]
     if i < len(items) and items[i] == value:
         del items[i]
-
-
-def query_windows(
-    customer: CustomerSeries | None,
-    terminal: TerminalSeries | None,
-    event: TxEvent,
-    plan: WindowPlan,
-    recorded: bool,
-) -> WindowSums:
-    t, tid = event.time_ns, event.transaction_id
-    if customer is None:
-        c_counts = [1 if end is None else 0 for _, end in plan.customer]
-        c_sums = [event.amount if end is None else 0.0 for _, end in plan.customer]
-    else:
-        c_counts, c_sums = customer.window_sums(t, tid, event.amount, plan.customer_bounds)
-    if terminal is None:
-        t_counts = [1 if end is None else 0 for _, end in plan.terminal]
-        t_frauds = [0] * len(plan.terminal)
-    else:
-        t_counts, t_frauds = terminal.window_counts(t, tid, plan.terminal_bounds)
-    return WindowSums(tuple(c_counts), tuple(c_sums), tuple(t_counts), tuple(t_frauds), recorded)

@@ -13,8 +13,9 @@ import pytest
 
 from gendetect.data.simulator import simulate_transactions
 from gendetect.errors import InputError
+from gendetect.features.behaviour import Behaviour
 from gendetect.features.online import OnlineWindowFeatures, replay
-from gendetect.features.state import Horizons, MemoryStateStore
+from gendetect.features.state import AggregatePlan, MemoryStateStore
 from gendetect.features.window_engine import add_window_features
 from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import NS_PER_DAY
@@ -118,8 +119,11 @@ def test_unknown_or_expired_label_is_refused() -> None:
     online.compute_and_record(tx(2, START + timedelta(days=38), customer=3, terminal=4))
     assert online.add_label(1, False, START + timedelta(days=38))
     # 38 days on at its own terminal (beyond delay + longest terminal window)
-    # tx 1 has expired.
+    # the terminal has let tx 1 go, but its customer still holds it ...
     online.compute_and_record(tx(3, START + timedelta(days=38), customer=3, terminal=2))
+    assert online.add_label(1, True, START + timedelta(days=38))
+    # ... until the customer's own time passes its longest window too.
+    online.compute_and_record(tx(4, START + timedelta(days=38), customer=1, terminal=5))
     assert not online.add_label(1, True, START + timedelta(days=38))
     assert online.add_label(2, False, START + timedelta(days=38))
     assert online.add_label(3, False, START + timedelta(days=38))
@@ -143,22 +147,29 @@ def test_history_is_pruned_to_the_horizon(
     store = online.store
     assert isinstance(store, MemoryStateStore)
     config = online.config
-    # Each entity keeps only events within its horizon of its latest one.
-    for series in store._customers.values():
-        assert series.times[series.start] > series.times[-1] - config.customer_horizon_ns
-    for series in store._terminals.values():
-        assert series.times[series.start] > series.times[-1] - config.terminal_horizon_ns
-    # The label index covers, per terminal, the last delay + longest window
-    # before that terminal's own latest transaction.
-    newest = simulated.groupby("terminal_id")["timestamp"].transform("max")
-    recent = simulated["timestamp"] > newest - pd.Timedelta(config.terminal_horizon_ns, "ns")
+    # Each key keeps only events within its horizon of its latest one.
+    series = store._state.series
+    for key, history in series.items():
+        horizon = (config.customer_horizon_ns if key.startswith("customer_id:")
+                   else config.terminal_horizon_ns)
+        assert history.horizon_ns == horizon
+        assert history.times[history.start] > history.times[-1] - horizon
+    # The transaction index holds what some key still holds: per customer
+    # its longest window, per terminal the delay + longest window, before
+    # that key's own latest transaction.
+    recent = pd.Series(False, index=simulated.index)
+    for column, horizon in (("customer_id", config.customer_horizon_ns),
+                            ("terminal_id", config.terminal_horizon_ns)):
+        newest = simulated.groupby(column)["timestamp"].transform("max")
+        recent |= simulated["timestamp"] > newest - pd.Timedelta(horizon, "ns")
     held = simulated.loc[recent]
-    indexed = held["transaction_id"].map(lambda t: int(t) in store._tx)
+    indexed = held["transaction_id"].map(lambda t: int(t) in store._state.tx)
     assert len(store) == indexed.sum() and indexed.mean() > 0.99
-    # The rest belong to terminals that went quiet for longer than the
-    # horizon and were swept as a whole.
-    for terminal in held.loc[~indexed, "terminal_id"]:
-        assert online.entity_digest(terminal) not in store._terminals
+    # The rest belong to keys that went quiet for longer than the horizon
+    # and were swept as a whole.
+    for _, row in held.loc[~indexed].iterrows():
+        assert f"customer_id:{online.entity_digest(row['customer_id'])}" not in series
+        assert f"terminal_id:{online.entity_digest(row['terminal_id'])}" not in series
 
 
 def test_snapshot_restores_state(tmp_path, simulated: pd.DataFrame) -> None:
@@ -247,6 +258,7 @@ def test_entity_ids_of_different_types_are_the_same_entity() -> None:
 
 def test_horizons_follow_config() -> None:
     config = WindowConfig(customer_windows_days=(2, 5), terminal_windows_days=(3,), delay_days=1)
-    assert Horizons(config.customer_horizon_ns, config.terminal_horizon_ns) == Horizons(
-        5 * NS_PER_DAY, 4 * NS_PER_DAY
-    )
+    plan = AggregatePlan.of(Behaviour.from_window_config(config).declaration)
+    assert plan.horizons == (5 * NS_PER_DAY, 4 * NS_PER_DAY)
+    assert plan.horizons == (config.customer_horizon_ns, config.terminal_horizon_ns)
+    assert plan.feature_names == config.feature_names

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from gendetect.data.simulator import simulate_transactions
-from gendetect.errors import DuplicateTransactionError
+from gendetect.errors import DuplicateTransactionError, StateUnavailableError
 from gendetect.features.online import OnlineWindowFeatures, replay
 from gendetect.features.state import RedisStateStore
 from gendetect.features.window_engine import add_window_features
@@ -144,8 +144,8 @@ def test_pruning_and_expiry(store: RedisStateStore) -> None:
     for k in range(40):
         online.compute_and_record(tx(k, START + timedelta(days=k), customer=1, terminal=2))
     redis_client = store._redis
-    customer_keys = list(redis_client.scan_iter(match=f"{store.prefix}:c:*"))
-    terminal_keys = list(redis_client.scan_iter(match=f"{store.prefix}:t:*"))
+    customer_keys = list(redis_client.scan_iter(match=f"{store.prefix}:e:customer_id:*"))
+    terminal_keys = list(redis_client.scan_iter(match=f"{store.prefix}:e:terminal_id:*"))
     assert len(customer_keys) == 1 and len(terminal_keys) == 1
     # One transaction a day: 30 within the customer horizon, 37 within the
     # terminal's (delay 7 + 30), the latest included.
@@ -155,6 +155,9 @@ def test_pruning_and_expiry(store: RedisStateStore) -> None:
     assert redis_client.pttl(customer_keys[0]) > 0
     assert not online.add_label(0, True, START + timedelta(days=40))
     assert online.add_label(39, True, START + timedelta(days=40))
+    # The values and labels of pruned events left with them.
+    values_key = terminal_keys[0].replace(b":e:", b":v:")
+    assert redis_client.hlen(values_key) == 37
 
 
 def test_keys_hold_no_raw_entity_ids(store: RedisStateStore) -> None:
@@ -164,7 +167,7 @@ def test_keys_hold_no_raw_entity_ids(store: RedisStateStore) -> None:
     keys = [k.decode() for k in store._redis.scan_iter(match=f"{store.prefix}:*")]
     assert keys and not any("987654321" in k or "123456789" in k for k in keys)
     # Keyed hashes: the customer's key is the digest under this secret.
-    assert f"{store.prefix}:c:{online.entity_digest(987654321)}" in keys
+    assert f"{store.prefix}:e:customer_id:{online.entity_digest(987654321)}" in keys
     values = b"".join(store._redis.dump(k) or b"" for k in keys)
     assert b"987654321" not in values and b"123456789" not in values
 
@@ -183,7 +186,10 @@ def test_a_future_record_moves_no_other_entitys_clock(store: RedisStateStore) ->
     before = [online.compute(tx(10**6, last, customer=c, terminal=99)) for c in range(10)]
     online.compute_and_record(tx(10**5, last + timedelta(days=365), customer=0, terminal=0))
     for rec in records:
-        assert online.add_label(rec["transaction_id"], True, last) == (rec["terminal_id"] != 0)
+        # Held by no history any more: customer 0 at terminal 0 (customer 5
+        # also uses terminal 0 and still holds its own).
+        gone = rec["terminal_id"] == 0 and rec["customer_id"] == 0
+        assert online.add_label(rec["transaction_id"], True, last) == (not gone)
     after = [online.compute(tx(10**6, last, customer=c, terminal=99)) for c in range(10)]
     assert after[1:] == before[1:]  # customer 0 itself was pruned by its own clock
     assert after[0]["customer_nb_tx_30d"] == 1
@@ -248,3 +254,27 @@ def test_labels_that_arrive_after_a_requests_time(store: RedisStateStore) -> Non
     assert online.compute(tx(15, START + 8.6 * day, customer=5, terminal=19))[
         "terminal_risk_1d"
     ] == 0.0
+
+
+def test_a_prefix_in_the_older_layout_is_refused_not_misread(store: RedisStateStore) -> None:
+    """Keys of the fixed customer/terminal layout (before declared aggregates)
+    under the prefix: every call answers 503 naming the cause, and nothing
+    is written beside them."""
+    store._redis.zadd(f"{store.prefix}:c:{'ab' * 16}", {"00000000000000000001:1:1.0:1": 0})
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    for _ in range(2):
+        with pytest.raises(StateUnavailableError, match="older layout"):
+            online.compute_and_record(tx(1, START))
+    assert not store.ping()
+    assert sorted(store._redis.scan_iter(match=f"{store.prefix}:*")) == [
+        f"{store.prefix}:c:{'ab' * 16}".encode()]
+
+
+def test_a_new_prefix_is_marked_with_its_layout(store: RedisStateStore) -> None:
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    online.compute_and_record(tx(1, START))
+    assert store._redis.get(f"{store.prefix}:layout") == b"2"
+    # A second store (another API process) finds the mark: no scan, no refusal.
+    other = OnlineWindowFeatures(WindowConfig(), RedisStateStore(prefix=store.prefix,
+                                                                 client=store._redis))
+    assert other.compute(tx(2, START))["customer_nb_tx_1d"] == 2

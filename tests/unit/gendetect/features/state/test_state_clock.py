@@ -24,6 +24,12 @@ from tests.records import tx
 START = datetime(2018, 4, 1)  # the handbook's dates
 
 
+def _held(store: MemoryStateStore, column: str) -> set[str]:
+    """The digests of the keys of `column` the store holds a history for."""
+    prefix = f"{column}:"
+    return {k[len(prefix):] for k in store._state.series if k.startswith(prefix)}
+
+
 def _traffic(online: OnlineWindowFeatures, n: int = 600) -> list[dict]:
     """Ten customers at five terminals, one transaction every hour."""
     records = [
@@ -62,10 +68,12 @@ def test_a_future_record_of_a_known_entity_prunes_only_that_entity() -> None:
     ahead = last + timedelta(days=365)
     features = online.compute_and_record(tx(10**5, ahead, customer=0, terminal=0))
     assert features["customer_nb_tx_30d"] == 1 and features["terminal_nb_tx_30d"] == 0
-    # Its own terminal's transactions left the label index with its history;
-    # the other terminals' did not.
+    # Its own customer's and terminal's transactions left their histories;
+    # those that no other history holds left the label index too (customer 5
+    # also uses terminal 0 and still holds its own).
     for rec in records:
-        assert online.add_label(rec["transaction_id"], False, last) == (rec["terminal_id"] != 0)
+        gone = rec["terminal_id"] == 0 and rec["customer_id"] == 0
+        assert online.add_label(rec["transaction_id"], False, last) == (not gone)
     other = online.compute(tx(10**6, last, customer=1, terminal=1))
     assert other["customer_nb_tx_30d"] == 30 + 1  # every 10th hour of 300, and itself
 
@@ -85,7 +93,7 @@ def test_the_sweep_drops_entities_idle_on_the_wall_clock() -> None:
     store = MemoryStateStore(clock=clock)
     store.SWEEP_EVERY = 10**9  # swept by hand below
     online = OnlineWindowFeatures(WindowConfig(), store)
-    horizons = online._horizons
+    config = online.config
     # Event times decide nothing: an entity 60 days behind the others, and
     # a few far ahead, are all kept while they were written recently.
     online.compute_and_record(tx(10**7, START - timedelta(days=60), customer=1000, terminal=1000))
@@ -94,19 +102,20 @@ def test_the_sweep_drops_entities_idle_on_the_wall_clock() -> None:
         online.compute_and_record(
             tx(10**5 + k, START + timedelta(days=400), customer=900 + k, terminal=900 + k)
         )
-    store._sweep(horizons)
-    assert len(store._customers) == 1 + 10 + 3 and len(store._terminals) == 1 + 5 + 3
+    store._state.sweep()
+    customers, terminals = _held(store, "customer_id"), _held(store, "terminal_id")
+    assert len(customers) == 1 + 10 + 3 and len(terminals) == 1 + 5 + 3
     # The customer's horizon (its longest window) plus the one-day margin
     # of wall-clock time later, only the entities written since are kept.
-    clock.now += horizons.customer_ns / 1e9 + store.IDLE_MARGIN_SECONDS + 1
+    clock.now += config.customer_horizon_ns / 1e9 + store.IDLE_MARGIN_SECONDS + 1
     online.compute_and_record(tx(10**8, START, customer=1, terminal=1))
-    store._sweep(horizons)
-    assert set(store._customers) == {online.entity_digest(1)}
+    store._state.sweep()
+    assert _held(store, "customer_id") == {online.entity_digest(1)}
     # Terminals keep longer (their horizon adds the label delay); past it the
     # idle ones go, and their transactions leave the id index with them.
-    clock.now += (horizons.terminal_ns - horizons.customer_ns) / 1e9
-    store._sweep(horizons)
-    assert set(store._terminals) == {online.entity_digest(1)}
+    clock.now += (config.terminal_horizon_ns - config.customer_horizon_ns) / 1e9
+    store._state.sweep()
+    assert _held(store, "terminal_id") == {online.entity_digest(1)}
     assert not online.add_label(10**7, True, START)
     assert online.add_label(10**8, True, START)
 
@@ -145,7 +154,7 @@ def test_volume_at_today_does_not_sweep_a_replayed_customer() -> None:
     before = _replayed_customer(online)
     assert before["customer_nb_tx_7d"] == 103 + 1  # all of them in its week, and itself
     _volume_today(online, 21_000)
-    assert store._writes >= 20_000  # the sweep ran
+    assert store._state.writes >= 20_000  # the sweep ran
     after = online.compute(tx(10**9, REPLAY + timedelta(hours=103), customer=424242,
                               terminal=4242))
     assert after == before
@@ -161,13 +170,12 @@ def test_an_entity_idle_on_the_wall_clock_is_still_swept_after_volume() -> None:
     store.SWEEP_EVERY = 2_000
     online = OnlineWindowFeatures(WindowConfig(), store)
     _replayed_customer(online)
-    horizons = online._horizons
-    clock.now += horizons.terminal_ns / 1e9 + store.IDLE_MARGIN_SECONDS + 1
+    clock.now += online.config.terminal_horizon_ns / 1e9 + store.IDLE_MARGIN_SECONDS + 1
     _volume_today(online, 2_000)
-    assert online.entity_digest(424242) not in store._customers
-    assert online.entity_digest(4242) not in store._terminals
+    assert online.entity_digest(424242) not in _held(store, "customer_id")
+    assert online.entity_digest(4242) not in _held(store, "terminal_id")
     assert not online.add_label(1, True, REPLAY)
-    assert len(store._customers) == 2_000  # the ones written since are kept
+    assert len(_held(store, "customer_id")) == 2_000  # the ones written since are kept
 
 
 def test_replaying_2018_history_matches_the_offline_engine(small_transactions) -> None:

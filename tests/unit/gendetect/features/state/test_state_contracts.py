@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from gendetect.errors import DuplicateTransactionError, InputError
@@ -163,6 +164,32 @@ def test_v1_snapshots_with_raw_ids_are_not_loaded(tmp_path: Path) -> None:
     path = tmp_path / "features.snapshot"
     path.write_bytes(b'{"version": 1, "customers": {"987654321": [[1], [1], [1.0]]}}')
     store = MemoryStateStore(path)
-    assert len(store) == 0 and not store._customers
+    assert len(store) == 0 and not store._state.series
     store.close()  # the new snapshot replaces it
     assert b"987654321" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_snapshots_of_the_fixed_customer_terminal_state_are_refused(
+    tmp_path: Path, version: int
+) -> None:
+    """The state before declared aggregates (one customer and one terminal
+    history, keys that do not say their column) is never misread as the new
+    one: opening it fails, naming the file and what to do."""
+    path = tmp_path / "features.snapshot"
+    old = {"version": version, "journal_seq": 0, "writes": 1, "tx": {},
+           "customers": {"ab" * 16: [[1], [1], [1.0], 0.0]},
+           "terminals": {"cd" * 16: [[1], [1], 0.0]}}
+    path.write_bytes(orjson.dumps(old))
+    with pytest.raises(ValueError, match=f"{path}.*version {version}.*start the online state"):
+        MemoryStateStore(path)
+    assert orjson.loads(path.read_bytes()) == old  # left as it was
+
+
+def test_a_journal_of_the_fixed_customer_terminal_state_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "features.snapshot"
+    segment = path.with_name(path.name + ".journal.0000000000")
+    segment.write_bytes(orjson.dumps(["r", 1, 0, "ab" * 16, "cd" * 16, 1.0, "f", 10, 20]) + b"\n")
+    with pytest.raises(ValueError, match="older state format"):
+        MemoryStateStore(path)
+    assert segment.stat().st_size > 0

@@ -8,7 +8,7 @@ duplicate refusal must match too.
 
 The reference model below is deliberately naive: plain dicts of the events
 each customer and terminal holds (pruned by the entity's own newest time, an
-event kept only if its terminal can still hold it), and for each request one
+event kept by each of them that can still hold it), and for each request one
 offline computation over those events, with each label counted only if it
 had arrived (posted before, `labelled_at <= t`). The memory store runs in
 every example; the Redis store (127.0.0.1:6379, a key prefix per example)
@@ -113,10 +113,12 @@ class Ev:
 @dataclass
 class Reference:
     config: WindowConfig
-    # Per entity: (time, id) -> event held. The id index: id -> (terminal, record).
+    # Per entity: (time, id) -> event held. The id index: id -> (the
+    # histories holding it, record); it leaves with the last of them.
     customers: dict[int, dict[tuple[int, int], Ev]] = field(default_factory=dict)
     terminals: dict[int, dict[tuple[int, int], Ev]] = field(default_factory=dict)
-    index: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    index: dict[int, tuple[list[tuple[str, int]], dict[str, Any]]] = field(
+        default_factory=dict)
     labels: dict[int, tuple[bool, int]] = field(default_factory=dict)
 
     def record(self, rec: dict[str, Any], *, store: bool = True) -> dict[str, float] | None:
@@ -128,24 +130,30 @@ class Reference:
             if self.index[tid][1] != rec:
                 return None
         elif store:
-            held_t = self.terminals.setdefault(m, {})
-            newest_t = max((k[0] for k in held_t), default=None)
-            if newest_t is None or t > newest_t - self.config.terminal_horizon_ns:
-                held_c = self.customers.setdefault(c, {})
-                newest_c = max((k[0] for k in held_c), default=None)
-                if newest_c is None or t > newest_c - self.config.customer_horizon_ns:
-                    held_c[(t, tid)] = ev
-                    cut = max(t, newest_c if newest_c is not None else t)
-                    for k in [k for k in held_c if k[0] <= cut - self.config.customer_horizon_ns]:
-                        del held_c[k]
-                held_t[(t, tid)] = ev
-                self.index[tid] = (m, rec)
-                cut = max(t, newest_t if newest_t is not None else t)
-                for k in [k for k in held_t if k[0] <= cut - self.config.terminal_horizon_ns]:
-                    del held_t[k]
-                    del self.index[k[1]]
-                    self.labels.pop(k[1], None)
+            holders = []
+            for held, key, horizon in (
+                (self.customers.setdefault(c, {}), ("c", c), self.config.customer_horizon_ns),
+                (self.terminals.setdefault(m, {}), ("t", m), self.config.terminal_horizon_ns),
+            ):
+                newest = max((k[0] for k in held), default=None)
+                if newest is None or t > newest - horizon:
+                    held[(t, tid)] = ev
+                    holders.append(key)
+                    cut = max(t, newest if newest is not None else t)
+                    for k in [k for k in held if k[0] <= cut - horizon]:
+                        del held[k]
+                        self._release(k[1], key)
+            if holders:
+                self.index[tid] = (holders, rec)
         return self._features(ev, c, m)
+
+    def _release(self, tid: int, key: tuple[str, int]) -> None:
+        """A history let `tid` go: the index keeps it while another holds it."""
+        holders = self.index[tid][0]
+        holders.remove(key)
+        if not holders:
+            del self.index[tid]
+            self.labels.pop(tid, None)
 
     def label(self, tid: int, is_fraud: bool, at: int) -> bool:
         if tid not in self.index:

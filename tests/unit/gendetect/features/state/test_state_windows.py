@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gendetect.aggregates import AggregateDeclaration, AggregateFeature, AggregateGroup
 from gendetect.errors import InputError
 from gendetect.features.online import OnlineWindowFeatures
-from gendetect.features.state import Horizons, MemoryStateStore, TxEvent, WindowPlan, bounds_of
-from gendetect.features.state.series import CustomerSeries, TerminalSeries
+from gendetect.features.state import AggregatePlan, MemoryStateStore, TxEvent
+from gendetect.features.state.answer import answer_event
+from gendetect.features.state.series import KeySeries
 from gendetect.features.window_engine import add_window_features
 from gendetect.features.windows import WindowConfig
 from gendetect.timestamps import to_ns
@@ -96,52 +98,73 @@ def test_out_of_order_events_rebuild_the_prefix_sums_exactly() -> None:
             assert got[name] == pytest.approx(want[name], rel=1e-12, abs=1e-9), (k, name)
 
 
+def _plan(*groups: tuple[str, tuple[int, ...], int, tuple[str, ...]]) -> AggregatePlan:
+    """A plan of groups (key column, windows, delay, kinds); `of` is amount."""
+    out = []
+    for key, windows, delay, kinds in groups:
+        features = tuple(
+            AggregateFeature(f"{key}_{kind}_{w}", kind, "amount" if kind == "sum" else None, w)
+            for w in windows for kind in kinds)
+        out.append(AggregateGroup((key,), windows, features, delay, key, key,
+                                  delay + max(windows)))
+    return AggregatePlan.of(AggregateDeclaration(tuple(out)))
+
+
+def _read(series: KeySeries, plan: AggregatePlan, t: int, tid: int) -> tuple[float, ...]:
+    return answer_event(plan, TxEvent(tid, t, ("k",), (float("nan"),) * len(plan.value_columns)),
+                        [series])
+
+
 def test_compaction_keeps_sums_and_bounds_memory() -> None:
-    customer = CustomerSeries()
+    series = KeySeries()
     window = 100
+    plan = _plan(("c", (window,), 0, ("count", "sum")))
     for k in range(5000):
-        customer.insert(k, k, float(k % 7))
-        customer.prune(k - window)
+        series.insert(k, k, {"amount": float(k % 7)}, {})
+        series.prune(k - window)
         # Dead entries stay below half (plus a small minimum) of the list.
-        assert customer.start <= max(len(customer.times) // 2, CustomerSeries.COMPACT_MIN)
-    counts, sums = customer.window_sums(4999, 4999, 0.0, bounds_of([(window, None)]))
-    assert counts == [window] and sums == [float(sum(k % 7 for k in range(4900, 5000)))]
+        assert series.start <= max(len(series.times) // 2, KeySeries.COMPACT_MIN)
+    # A read at the last event's (time, id): it is held, so counted once.
+    count, total = _read(series, plan, 4999, 4999)
+    assert count == window and total == float(sum(k % 7 for k in range(4900, 5000)))
+    assert len(series.times) < 2 * window + KeySeries.COMPACT_MIN
+    assert len(series.cols["amount"].s1) == len(series.times) + 1
     # Exact sums: a huge amount long gone leaves no rounding behind, and one
     # still held does not swamp the small ones.
-    customer = CustomerSeries()
+    series = KeySeries()
     for k, amount in enumerate([1e18, 0.1, 0.2, 1e-3, 0.3]):
-        customer.insert(k, k, amount)
-    counts, sums = customer.window_sums(4, 4, 0.0, bounds_of([(4, None), (10, None)]))
-    assert counts == [4, 5] and sums[1] == 1e18  # 1e18 + 0.601, correctly rounded
-    assert sums[0] == float(sum(map(Fraction, [0.1, 0.2, 1e-3, 0.3])))
-    assert len(customer.times) < 2 * window + CustomerSeries.COMPACT_MIN
-    assert len(customer.pre) == len(customer.times) + 1
+        series.insert(k, k, {"amount": amount}, {})
+    count4, sum4, count10, sum10 = _read(series, _plan(("c", (4, 10), 0, ("count", "sum"))), 4, 4)
+    assert (count4, count10) == (4, 5) and sum10 == 1e18  # 1e18 + 0.601, correctly rounded
+    assert sum4 == float(sum(map(Fraction, [0.1, 0.2, 1e-3, 0.3])))
 
 
-def test_terminal_compaction_drops_labels_of_pruned_events() -> None:
-    terminal = TerminalSeries()
+def test_compaction_drops_labels_of_pruned_events() -> None:
+    series = KeySeries()
     for k in range(200):
-        terminal.insert(k, k)
+        series.insert(k, k, {}, {})
         if k % 3 == 0:
-            terminal.set_fraud((k << 64) + k + 2**63, k, True, was_fraud=False, was_at=0)
-        terminal.prune(k - 50)
-    assert len(terminal.fraud_keys) <= len(terminal.times)
-    counts, frauds = terminal.window_counts(199, 10**6, bounds_of([(60, None)]))
+            series.set_fraud((k << 64) + k + 2**63, k, True, was_fraud=False, was_at=0)
+        series.prune(k - 50)
+    assert len(series.fraud_keys) <= len(series.times)
+    count, rate = _read(series, _plan(("m", (60,), 0, ("count", "label_rate"))), 199, 10**6)
     # Events 150..199 are held (time > 149); frauds among them: multiples of 3.
-    assert counts == [51] and frauds == [len([k for k in range(150, 200) if k % 3 == 0])]
+    assert count == 51
+    assert rate == len([k for k in range(150, 200) if k % 3 == 0]) / 51
 
 
 def test_times_and_ids_at_the_int64_limits() -> None:
     store = MemoryStateStore()
-    plan = WindowPlan(((10, None),), ((20, 5),), Horizons(10, 25))
+    plan = _plan(("c", (10,), 0, ("count",)), ("m", (20,), 5, ("count",)))
     for tid, t in [(2**63 - 1, -(2**63)), (-(2**63), -(2**63)), (0, 2**63 - 1)]:
-        sums = store.record_and_query(TxEvent(tid, t, "c", "m", 1.0, "f"), plan)
-        assert sums.recorded and sums.customer_counts == (1,)
+        answer = store.record_and_query(TxEvent(tid, t, ("c:1", "m:1"), (), (), "f"), plan)
+        assert answer.recorded and answer.features[0] == 1
     # Beyond int64: refused before anything changes.
-    for bad in (TxEvent(2**63, 0, "c", "m", 1.0), TxEvent(1, -(2**63) - 1, "c", "m", 1.0)):
+    for bad in (TxEvent(2**63, 0, ("c:1", "m:1")), TxEvent(1, -(2**63) - 1, ("c:1", "m:1"))):
         with pytest.raises(InputError):
             store.record_and_query(bad, plan)
-    assert len(store) == 1  # only the last one is in its terminal's horizon
+    # Only the last one is in a horizon (both keys moved on by 2**64 ns).
+    assert len(store) == 1
 
 
 def test_online_refuses_out_of_range_ids_and_times_naming_the_field() -> None:
