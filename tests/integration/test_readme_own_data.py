@@ -94,8 +94,6 @@ def check_result(tmp_path: Path, result: subprocess.CompletedProcess[str]) -> di
     return answer
 
 
-@pytest.mark.xfail(strict=False, reason="needs h19a/h19b/h19c (aggregates, their online "
-                   "state, nullable fields and learned levels)")
 def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     result = run_walkthrough(tmp_path, substitute(walkthrough(), SMALL))
     check_result(tmp_path, result)
