@@ -41,7 +41,7 @@ def answer_event(
         if event.keys[group.entity] is None:
             continue  # a missing key: NaN, in no window
         s = series[group.entity]
-        _group(out, s if s is not None and len(s) else None, event, group, values, distinct)
+        answer_group(out, s if s is not None and len(s) else None, event, group, values, distinct)
     return tuple(out)
 
 
@@ -82,7 +82,7 @@ def with_extra(histories: Sequence[KeySeries | None], event: TxEvent, plan: Aggr
     return out
 
 
-def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPlan,
+def answer_group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPlan,
            values: dict[str, float], distinct: dict[str, str | None]) -> None:
     """A group's features from a whole series (the memory store's, or a slice)."""
     t, tid, delay = event.time_ns, event.transaction_id, group.delay_ns

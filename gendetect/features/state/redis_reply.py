@@ -1,0 +1,243 @@
+"""The Redis store's client side of the record script
+(gendetect.features.state.redis_scripts): what a request asks of each of its
+key histories, and the answer from what the script returns.
+
+A history is asked for the bounds its groups' windows need (mode 'b'): per
+window where it starts and ends, as ZLEXCOUNT maxima; the script returns the
+position of each bound in the history, the exact prefix sums and the applied
+frauds there, the key's previous event and newest event, and the label
+corrections for the request's time. `BoundsHistory` turns that into the
+arguments of gendetect.features.state.answer.group_features, the memory
+store's arithmetic: both stores agree exactly, and a request costs O(log
+history) per bound whatever the key's history. Groups with min, max or
+distinct also get their windows' events (O(window)). A history that previews
+in flight share is asked for its slice (mode 's') and answered as a
+KeySeries with them added, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from gendetect.features.state.answer import Bound, group_features
+from gendetect.features.state.model import INT64_MIN, TxEvent, event_key, time_bound
+from gendetect.features.state.plan import AggregatePlan, EntityPlan, GroupPlan
+from gendetect.features.state.redis_scripts import decode_int, encode_int
+from gendetect.features.state.series import Column, KeySeries, to_fixed
+
+_NAN = float("nan")
+# Added to every value (in units of 2**-64) in the Redis prefix sums: keeps
+# them non-negative (|value| <= AMOUNT_LIMIT < 2**60), for the script only
+# adds decimal strings; the client subtracts present count * 2**124 again.
+VALUE_BIAS = 2**124
+
+
+def payload(values: dict[str, float], distinct: dict[str, str | None]) -> str:
+    """An event's values (NaN as null) and distinct digests, as stored."""
+    return orjson.dumps(
+        [{c: (None if v != v else v) for c, v in values.items()}, distinct]).decode()
+
+
+def sums_delta(values: dict[str, float]) -> str:
+    """What an event adds to its history's prefix sums, per column:
+    [present, x + 2**124, x**2] (x in units of 2**-64; zeros if missing)."""
+    out = {}
+    for c, v in values.items():
+        if v != v:
+            out[c] = ("0", "0", "0")
+        else:
+            x = to_fixed(v)
+            out[c] = ("1", str(x + VALUE_BIAS), str(x * x))
+    return orjson.dumps(out).decode()
+
+
+def _at_or_before(time_ns: int) -> str:
+    """The bound below which lie the events at or before `time_ns`."""
+    return "-" if time_ns < INT64_MIN else f"({encode_int(time_ns)};"
+
+
+class BoundsQuery:
+    """What one request asks of one history in mode 'b': the bounds of its
+    groups' windows (each once), and which of them min, max and distinct
+    read the events between."""
+
+    __slots__ = ("bounds", "flags", "hi", "index", "lo", "walk_lo")
+
+    def __init__(self, plan: AggregatePlan, entity: int, event: TxEvent) -> None:
+        t, tid = event.time_ns, event.transaction_id
+        upto = f"({encode_int(t)}:{encode_int(tid)};"  # events <= (t, id)
+        before = f"({encode_int(t)}:{encode_int(tid)}"  # events < (t, id)
+        self.index: dict[str, int] = {}
+        flags = ""
+        walk_lo: int | None = None  # the earliest window start min/max/distinct read
+        walk_hi: tuple[int, str] | None = None
+        for group in plan.groups:
+            if group.entity != entity:
+                continue
+            ops = group.ops
+            if ops.moments or ops.zscore:
+                flags += "p"
+            if ops.label_rate:
+                flags += "f"
+            if ops.since_previous:
+                flags += "s"
+            d = group.delay_ns
+            if d:
+                self._add(_at_or_before(t - d))
+            else:
+                self._add(upto)
+                self._add(before)
+            for w in group.windows_ns:
+                self._add(_at_or_before(t - d - w))
+            if ops.walks:
+                for f in ops.walks:
+                    start = t - d - group.windows_ns[f.window]
+                    walk_lo = start if walk_lo is None else min(walk_lo, start)
+                end = (time_bound(t - d) - 1, _at_or_before(t - d)) if d else \
+                    (event_key(t, tid), upto)
+                walk_hi = end if walk_hi is None or end[0] > walk_hi[0] else walk_hi
+        self.bounds = list(self.index)
+        self.flags = "".join(sorted(set(flags)))
+        self.walk_lo = _at_or_before(walk_lo) if walk_lo is not None else ""
+        self.lo = self.walk_lo
+        self.hi = walk_hi[1] if walk_hi is not None else ""
+
+    def _add(self, bound: str) -> None:
+        self.index.setdefault(bound, len(self.index))
+
+
+class _Sums:
+    """A column's prefix sums at the positions a reply holds."""
+
+    __slots__ = ("n", "s1", "s2")
+
+    def __init__(self) -> None:
+        self.n: dict[int, int] = {}
+        self.s1: dict[int, int] = {}
+        self.s2: dict[int, int] = {}
+
+
+class BoundsHistory:
+    """A history as a mode-'b' reply describes it, for one request."""
+
+    __slots__ = ("cols", "decoded", "fe", "late", "newest", "pos", "prev", "query", "sign",
+                 "walk_start")
+
+    def __init__(self, part: list[Any], query: BoundsQuery, entity: EntityPlan) -> None:
+        at, sums, frauds, prev, last, sign, late, _members, values = part
+        self.query = query
+        self.pos = [int(p) for p in at]
+        self.fe = [int(f) for f in frauds]
+        self.prev = decode_int(prev[:20]) if prev else None
+        self.newest = decode_int(last[:20]) if last else None
+        self.sign = int(sign)
+        # "<labelled_at>:<time>:<id>": in a window by its event's key.
+        self.late = [event_key(decode_int(m[21:41]), decode_int(m[42:])) for m in late]
+        self.cols: dict[str, _Sums] = {}
+        if sums:
+            self.cols = {c: _Sums() for c in entity.value_columns}
+            for p, raw in zip(self.pos, sums, strict=True):
+                held = orjson.loads(raw) if raw else {}
+                for c, col in self.cols.items():
+                    n, s1, s2 = (int(x) for x in held.get(c, (0, 0, 0)))
+                    col.n[p], col.s1[p], col.s2[p] = n, s1 - n * VALUE_BIAS, s2
+        self.decoded = [orjson.loads(v) if v else [{}, {}] for v in values] if values else []
+        self.walk_start = self.pos[query.index[query.walk_lo]] if query.walk_lo else 0
+
+    def answer(self, out: list[float], event: TxEvent, group: GroupPlan,
+               values: dict[str, float], distinct: dict[str, str | None]) -> None:
+        t, tid, delay = event.time_ns, event.transaction_id, group.delay_ns
+        index, pos = self.query.index, self.pos
+        if delay:
+            hi = pos[index[_at_or_before(t - delay)]]
+            bounds: list[Bound] = [
+                (pos[index[_at_or_before(t - delay - w)]], hi, hi, False)
+                for w in group.windows_ns]
+        else:
+            hi_q = pos[index[f"({encode_int(t)}:{encode_int(tid)};"]]
+            hi_b = pos[index[f"({encode_int(t)}:{encode_int(tid)}"]]
+            stored = hi_q > hi_b
+            bounds = [(pos[index[_at_or_before(t - w)]], hi_q, hi_b, not stored)
+                      for w in group.windows_ns]
+
+        def frauds(w: int) -> int:
+            lo, hi = self._fraud_bounds(event, group, w)
+            n = self.fe[hi[0]] - self.fe[lo[0]]
+            if self.late:
+                n += self.sign * sum(1 for k in self.late if lo[1] <= k < hi[1])
+            return n
+
+        group_features(out, event, group, values, distinct, bounds, self.cols, self.prev,
+                       frauds, self._walk)
+
+    def _fraud_bounds(self, event: TxEvent, group: GroupPlan,
+                      w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(bound index, event key) of window w's start and end."""
+        t, d, index = event.time_ns, group.delay_ns, self.query.index
+        lo_t = t - d - group.windows_ns[w]
+        lo = (index[_at_or_before(lo_t)], time_bound(lo_t))
+        if d:
+            return lo, (index[_at_or_before(t - d)], time_bound(t - d))
+        upto = f"({encode_int(t)}:{encode_int(event.transaction_id)};"
+        return lo, (index[upto], event_key(t, event.transaction_id) + 1)
+
+    def _walk(self, is_distinct: bool, of: str, lo: int, hi: int) -> list[Any]:
+        rows = self.decoded[lo - self.walk_start : hi - self.walk_start]
+        if is_distinct:
+            return [d[1].get(of) for d in rows]
+        out = []
+        for d in rows:
+            x = d[0].get(of)
+            if x is not None:
+                out.append(float(x))
+        return out
+
+
+def newest_of(part: list[Any]) -> int | None:
+    """The newest event time of the history a mode-'s' reply describes."""
+    last = part[3]
+    return decode_int(last[:20]) if last else None
+
+
+def series_from_reply(part: list[Any], entity: EntityPlan, time_ns: int) -> KeySeries | None:
+    """The slice of one history a mode-'s' reply holds, as a KeySeries whose
+    fraud labels are those that had arrived by `time_ns`."""
+    members, values, labels, _ = part
+    if not members:
+        return None
+    s = KeySeries()
+    n = len(members)
+    s.times = [decode_int(m[:20]) for m in members]
+    s.ids = [decode_int(m[21:]) for m in members]
+    decoded = [orjson.loads(p) if p else [{}, {}] for p in values] if values else \
+        [[{}, {}]] * n
+    s.cols = {c: Column([_NAN if (x := d[0].get(c)) is None else float(x) for d in decoded])
+              for c in entity.value_columns}
+    s.dcols = {c: [d[1].get(c) for d in decoded] for c in entity.distinct_columns}
+    frauds = []
+    for j in range(n):
+        label = labels[j] if j < len(labels) else None
+        if label:  # "<labelled_at>:<time>": frauds only
+            at_ns = decode_int(label[:20])
+            if at_ns <= time_ns:
+                frauds.append((at_ns, event_key(s.times[j], s.ids[j])))
+    frauds.sort()
+    s.fraud_at = frauds
+    s.fraud_keys = sorted(k for _, k in frauds)
+    return s
+
+
+def slice_reads(entity: EntityPlan) -> str:
+    """What the answer needs of a history's slice besides its members."""
+    values = "v" if entity.value_columns or entity.distinct_columns else ""
+    return values + ("l" if entity.needs_label else "")
+
+
+def shares_extra(event: TxEvent, i: int, extra: Sequence[TxEvent]) -> bool:
+    """Whether an event in flight shares `event`'s key i (then that history
+    is sent whole within its horizon and answered with them added)."""
+    key = event.keys[i]
+    return any(e.keys[i] == key and e.transaction_id != event.transaction_id for e in extra)
