@@ -10,9 +10,9 @@ corrections for the request's time. `BoundsHistory` turns that into the
 arguments of gendetect.features.state.answer.group_features, the memory
 store's arithmetic: both stores agree exactly, and a request costs O(log
 history) per bound whatever the key's history. Groups with min, max or
-distinct also get their windows' events (O(window)). A history that previews
-in flight share is asked for its slice (mode 's') and answered as a
-KeySeries with them added, as before.
+distinct also get their windows' events (O(window)). Previews in flight that
+share a key are added to its history's bounds on the client
+(gendetect.features.state.redis_in_flight): O(log history) per preview.
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ import orjson
 
 from gendetect.features.state.answer import Bound, group_features
 from gendetect.features.state.model import INT64_MIN, TxEvent, event_key, time_bound
-from gendetect.features.state.plan import AggregatePlan, EntityPlan, GroupPlan
-from gendetect.features.state.redis_scripts import decode_int, encode_int
-from gendetect.features.state.series import Column, KeySeries, to_fixed
+from gendetect.features.state.plan import AggregatePlan, GroupPlan
+from gendetect.features.state.redis_in_flight import add_in_flight
+from gendetect.features.state.redis_scripts import (
+    BELOW_ALL,
+    at_or_before,
+    before,
+    decode_int,
+    upto,
+)
+from gendetect.features.state.series import to_fixed
 
-_NAN = float("nan")
 # Added to every value (in units of 2**-64) in the Redis prefix sums: keeps
 # them non-negative (|value| <= AMOUNT_LIMIT < 2**60), for the script only
 # adds decimal strings; the client subtracts present count * 2**124 again.
@@ -54,23 +60,21 @@ def sums_delta(values: dict[str, float]) -> str:
     return orjson.dumps(out).decode()
 
 
-def _at_or_before(time_ns: int) -> str:
-    """The bound below which lie the events at or before `time_ns`."""
-    return "-" if time_ns < INT64_MIN else f"({encode_int(time_ns)};"
-
-
 class BoundsQuery:
     """What one request asks of one history in mode 'b': the bounds of its
-    groups' windows (each once), and which of them min, max and distinct
-    read the events between."""
+    groups' windows (each once, with its event key: an event is below a
+    bound iff its key is below the bound's), which of them min, max and
+    distinct read the events between, and the bounds the previews in flight
+    that share the key need (gendetect.features.state.redis_in_flight)."""
 
-    __slots__ = ("bounds", "flags", "hi", "index", "lo", "walk_lo")
+    __slots__ = ("bounds", "extra", "flags", "hi", "index", "keys", "lo", "walk_hi_key",
+                 "walk_lo")
 
-    def __init__(self, plan: AggregatePlan, entity: int, event: TxEvent) -> None:
+    def __init__(self, plan: AggregatePlan, entity: int, event: TxEvent,
+                 extra: Sequence[TxEvent] = ()) -> None:
         t, tid = event.time_ns, event.transaction_id
-        upto = f"({encode_int(t)}:{encode_int(tid)};"  # events <= (t, id)
-        before = f"({encode_int(t)}:{encode_int(tid)}"  # events < (t, id)
         self.index: dict[str, int] = {}
+        self.keys: list[int] = []
         flags = ""
         walk_lo: int | None = None  # the earliest window start min/max/distinct read
         walk_hi: tuple[int, str] | None = None
@@ -86,27 +90,40 @@ class BoundsQuery:
                 flags += "s"
             d = group.delay_ns
             if d:
-                self._add(_at_or_before(t - d))
+                self._time(t - d)
             else:
-                self._add(upto)
-                self._add(before)
+                self._event(t, tid)
             for w in group.windows_ns:
-                self._add(_at_or_before(t - d - w))
-            if ops.walks:
-                for f in ops.walks:
-                    start = t - d - group.windows_ns[f.window]
-                    walk_lo = start if walk_lo is None else min(walk_lo, start)
-                end = (time_bound(t - d) - 1, _at_or_before(t - d)) if d else \
-                    (event_key(t, tid), upto)
+                self._time(t - d - w)
+            for f in ops.walks:
+                start = t - d - group.windows_ns[f.window]
+                walk_lo = start if walk_lo is None else min(walk_lo, start)
+                end = (time_bound(t - d), at_or_before(t - d)) if d else \
+                    (event_key(t, tid) + 1, upto(t, tid))
                 walk_hi = end if walk_hi is None or end[0] > walk_hi[0] else walk_hi
+        # Previews in flight: whether each is held, and where it would prune.
+        self.extra = tuple(extra)
+        for e in self.extra:
+            self._event(e.time_ns, e.transaction_id)
+            self._time(e.time_ns - plan.horizons[entity])
         self.bounds = list(self.index)
         self.flags = "".join(sorted(set(flags)))
-        self.walk_lo = _at_or_before(walk_lo) if walk_lo is not None else ""
-        self.lo = self.walk_lo
-        self.hi = walk_hi[1] if walk_hi is not None else ""
+        self.walk_lo = self.lo = at_or_before(walk_lo) if walk_lo is not None else ""
+        self.hi, self.walk_hi_key = (walk_hi[1], walk_hi[0]) if walk_hi is not None else ("", 0)
 
-    def _add(self, bound: str) -> None:
-        self.index.setdefault(bound, len(self.index))
+    def _time(self, time_ns: int) -> None:
+        self._add(at_or_before(time_ns),
+                  BELOW_ALL if time_ns < INT64_MIN else time_bound(time_ns))
+
+    def _event(self, time_ns: int, tx_id: int) -> None:
+        key = event_key(time_ns, tx_id)
+        self._add(upto(time_ns, tx_id), key + 1)
+        self._add(before(time_ns, tx_id), key)
+
+    def _add(self, bound: str, key: int) -> None:
+        if bound not in self.index:
+            self.index[bound] = len(self.index)
+            self.keys.append(key)
 
 
 class _Sums:
@@ -123,11 +140,12 @@ class _Sums:
 class BoundsHistory:
     """A history as a mode-'b' reply describes it, for one request."""
 
-    __slots__ = ("cols", "decoded", "fe", "late", "newest", "pos", "prev", "query", "sign",
-                 "walk_start")
+    __slots__ = ("cols", "decoded", "fe", "late", "newest", "pos", "prev", "query", "row_keys",
+                 "sign", "walk_start")
 
-    def __init__(self, part: list[Any], query: BoundsQuery, entity: EntityPlan) -> None:
-        at, sums, frauds, prev, last, sign, late, _members, values = part
+    def __init__(self, part: list[Any], query: BoundsQuery, plan: AggregatePlan,
+                 entity: int, event: TxEvent) -> None:
+        at, sums, frauds, prev, last, sign, late, members, values = part
         self.query = query
         self.pos = [int(p) for p in at]
         self.fe = [int(f) for f in frauds]
@@ -138,13 +156,18 @@ class BoundsHistory:
         self.late = [event_key(decode_int(m[21:41]), decode_int(m[42:])) for m in late]
         self.cols: dict[str, _Sums] = {}
         if sums:
-            self.cols = {c: _Sums() for c in entity.value_columns}
+            self.cols = {c: _Sums() for c in plan.entities[entity].value_columns}
             for p, raw in zip(self.pos, sums, strict=True):
                 held = orjson.loads(raw) if raw else {}
                 for c, col in self.cols.items():
                     n, s1, s2 = (int(x) for x in held.get(c, (0, 0, 0)))
                     col.n[p], col.s1[p], col.s2[p] = n, s1 - n * VALUE_BIAS, s2
-        self.decoded = [orjson.loads(v) if v else [{}, {}] for v in values] if values else []
+        # The events min, max and distinct read: keys, and [values, digests].
+        self.row_keys = [event_key(decode_int(m[:20]), decode_int(m[21:])) for m in members]
+        self.decoded = [orjson.loads(v) if v else [{}, {}] for v in values] if values else \
+            [[{}, {}]] * len(members)
+        if query.extra:
+            add_in_flight(self, event, plan, entity)
         self.walk_start = self.pos[query.index[query.walk_lo]] if query.walk_lo else 0
 
     def answer(self, out: list[float], event: TxEvent, group: GroupPlan,
@@ -152,15 +175,15 @@ class BoundsHistory:
         t, tid, delay = event.time_ns, event.transaction_id, group.delay_ns
         index, pos = self.query.index, self.pos
         if delay:
-            hi = pos[index[_at_or_before(t - delay)]]
+            hi = pos[index[at_or_before(t - delay)]]
             bounds: list[Bound] = [
-                (pos[index[_at_or_before(t - delay - w)]], hi, hi, False)
+                (pos[index[at_or_before(t - delay - w)]], hi, hi, False)
                 for w in group.windows_ns]
         else:
-            hi_q = pos[index[f"({encode_int(t)}:{encode_int(tid)};"]]
-            hi_b = pos[index[f"({encode_int(t)}:{encode_int(tid)}"]]
+            hi_q = pos[index[upto(t, tid)]]
+            hi_b = pos[index[before(t, tid)]]
             stored = hi_q > hi_b
-            bounds = [(pos[index[_at_or_before(t - w)]], hi_q, hi_b, not stored)
+            bounds = [(pos[index[at_or_before(t - w)]], hi_q, hi_b, not stored)
                       for w in group.windows_ns]
 
         def frauds(w: int) -> int:
@@ -178,11 +201,11 @@ class BoundsHistory:
         """(bound index, event key) of window w's start and end."""
         t, d, index = event.time_ns, group.delay_ns, self.query.index
         lo_t = t - d - group.windows_ns[w]
-        lo = (index[_at_or_before(lo_t)], time_bound(lo_t))
+        lo = (index[at_or_before(lo_t)], time_bound(lo_t))
         if d:
-            return lo, (index[_at_or_before(t - d)], time_bound(t - d))
-        upto = f"({encode_int(t)}:{encode_int(event.transaction_id)};"
-        return lo, (index[upto], event_key(t, event.transaction_id) + 1)
+            return lo, (index[at_or_before(t - d)], time_bound(t - d))
+        return lo, (index[upto(t, event.transaction_id)],
+                    event_key(t, event.transaction_id) + 1)
 
     def _walk(self, is_distinct: bool, of: str, lo: int, hi: int) -> list[Any]:
         rows = self.decoded[lo - self.walk_start : hi - self.walk_start]
@@ -194,50 +217,3 @@ class BoundsHistory:
             if x is not None:
                 out.append(float(x))
         return out
-
-
-def newest_of(part: list[Any]) -> int | None:
-    """The newest event time of the history a mode-'s' reply describes."""
-    last = part[3]
-    return decode_int(last[:20]) if last else None
-
-
-def series_from_reply(part: list[Any], entity: EntityPlan, time_ns: int) -> KeySeries | None:
-    """The slice of one history a mode-'s' reply holds, as a KeySeries whose
-    fraud labels are those that had arrived by `time_ns`."""
-    members, values, labels, _ = part
-    if not members:
-        return None
-    s = KeySeries()
-    n = len(members)
-    s.times = [decode_int(m[:20]) for m in members]
-    s.ids = [decode_int(m[21:]) for m in members]
-    decoded = [orjson.loads(p) if p else [{}, {}] for p in values] if values else \
-        [[{}, {}]] * n
-    s.cols = {c: Column([_NAN if (x := d[0].get(c)) is None else float(x) for d in decoded])
-              for c in entity.value_columns}
-    s.dcols = {c: [d[1].get(c) for d in decoded] for c in entity.distinct_columns}
-    frauds = []
-    for j in range(n):
-        label = labels[j] if j < len(labels) else None
-        if label:  # "<labelled_at>:<time>": frauds only
-            at_ns = decode_int(label[:20])
-            if at_ns <= time_ns:
-                frauds.append((at_ns, event_key(s.times[j], s.ids[j])))
-    frauds.sort()
-    s.fraud_at = frauds
-    s.fraud_keys = sorted(k for _, k in frauds)
-    return s
-
-
-def slice_reads(entity: EntityPlan) -> str:
-    """What the answer needs of a history's slice besides its members."""
-    values = "v" if entity.value_columns or entity.distinct_columns else ""
-    return values + ("l" if entity.needs_label else "")
-
-
-def shares_extra(event: TxEvent, i: int, extra: Sequence[TxEvent]) -> bool:
-    """Whether an event in flight shares `event`'s key i (then that history
-    is sent whole within its horizon and answered with them added)."""
-    key = event.keys[i]
-    return any(e.keys[i] == key and e.transaction_id != event.transaction_id for e in extra)

@@ -12,7 +12,7 @@ entity's columns and the key's digest):
   series; the bias keeps the sums non-negative, for the script adds decimal
   strings only), and field `b`: the sums up to the last pruned event;
 - `v:` a hash id -> the event's values and distinct digests (JSON), read only
-  for min, max and distinct (the window's events) and for previews in flight;
+  for min, max and distinct (the window's events);
 - the fraud labels, as the memory series keeps them: `l:` id ->
   "<labelled_at>:<time>", `fe:` the applied ones (labelled_at up to the
   history's newest time) by event ("<time>:<id>"), `fa:` the applied ones by
@@ -24,9 +24,7 @@ The record script answers each history with what the windows' bounds need
 (gendetect.features.state.redis_reply): positions (ZLEXCOUNT), the prefix
 sums and applied-fraud counts there, the previous event and the label
 corrections for the request's time: O(log history) per bound. Only groups
-with min, max or distinct get their windows' events, and a history that
-previews in flight share is sent whole within its horizon (its events then
-count as if held: gendetect.features.state.answer.with_extra).
+with min, max or distinct get their windows' events.
 """
 
 from __future__ import annotations
@@ -58,9 +56,25 @@ def prune_bound(cutoff_ns: int) -> str:
     return "" if cutoff_ns < INT64_MIN else f"({encode_int(cutoff_ns)};"
 
 
-def after_bound(time_ns: int) -> str:
-    """ZRANGEBYLEX min for the members after `time_ns` ('-': all)."""
+# Window bounds: ZLEXCOUNT maxima, and the event keys
+# (gendetect.features.state.model.event_key) they stand for: an event is
+# below a bound iff its key is below the bound's key.
+BELOW_ALL = -(2**200)  # the key of bound '-': no event is below it
+
+
+def at_or_before(time_ns: int) -> str:
+    """The bound below which lie the events at or before `time_ns`."""
     return "-" if time_ns < INT64_MIN else f"({encode_int(time_ns)};"
+
+
+def upto(time_ns: int, tx_id: int) -> str:
+    """The bound below which lie the events up to (time, id), inclusive."""
+    return f"({encode_int(time_ns)}:{encode_int(tx_id)};"
+
+
+def before(time_ns: int, tx_id: int) -> str:
+    """The bound below which lie the events before (time, id)."""
+    return f"({encode_int(time_ns)}:{encode_int(tx_id)}"
 
 
 # KEYS: 1 the id's tx hash, then per history of the request its 7 keys:
@@ -69,15 +83,13 @@ def after_bound(time_ns: int) -> str:
 #       histories, then per history: ttl ms, keep bound (time + horizon: the
 #       history keeps the event iff its newest time sorts below), prune bound
 #       ('' none), series key, payload, prefix delta (JSON {column: [present,
-#       x + 2**124, x**2]}), mode ('s' the slice, 'b' the bounds), flags
-#       (mode s: 'v' values, 'l' labels; mode b: 'p' prefix sums, 'f' frauds,
-#       's' the previous event), lo and hi (mode s: the slice; mode b: the
-#       events min, max and distinct need, '' none), the number m of bounds,
-#       then the m bounds (ZLEXCOUNT maxima, or '-').
+#       x + 2**124, x**2]}), flags ('p' prefix sums, 'f' frauds, 's' the
+#       previous event), lo and hi (ZRANGEBYLEX bounds of the events min, max
+#       and distinct read, '' none), the number m of bounds, then the m
+#       bounds (ZLEXCOUNT maxima, or '-').
 # Reply: {added (1, 0, or -1 for a conflicting duplicate), then per history
-#       mode s: {members, values, labels, newest member}; mode b: {positions,
-#       prefix sums, applied-fraud counts (per bound), previous member,
-#       newest member, sign, label corrections, members, values}}.
+#       {positions, prefix sums, applied-fraud counts (per bound), previous
+#       member, newest member, sign, label corrections, members, values}}.
 RECORD_AND_READ = """
 local function add(a, b)
   -- Sum of two non-negative decimal strings, seven digits at a time (exact
@@ -142,11 +154,11 @@ for i = 1, n do
   local h = {z = KEYS[k + 1], v = KEYS[k + 2], p = KEYS[k + 3], l = KEYS[k + 4],
              fe = KEYS[k + 5], fa = KEYS[k + 6], fw = KEYS[k + 7],
              ttl = ARGV[a], keep = ARGV[a + 1], prune = ARGV[a + 2], sk = ARGV[a + 3],
-             payload = ARGV[a + 4], delta = ARGV[a + 5], mode = ARGV[a + 6],
-             flags = ARGV[a + 7], lo = ARGV[a + 8], hi = ARGV[a + 9], bounds = {}}
-  local m = tonumber(ARGV[a + 10])
-  for j = 1, m do h.bounds[j] = ARGV[a + 10 + j] end
-  a = a + 11 + m
+             payload = ARGV[a + 4], delta = ARGV[a + 5], flags = ARGV[a + 6],
+             lo = ARGV[a + 7], hi = ARGV[a + 8], bounds = {}}
+  local m = tonumber(ARGV[a + 9])
+  for j = 1, m do h.bounds[j] = ARGV[a + 9 + j] end
+  a = a + 10 + m
   H[i] = h
 end
 local added = 0
@@ -230,49 +242,38 @@ local out = {added}
 for i = 1, n do
   local h = H[i]
   local last = redis.call('ZRANGE', h.z, -1, -1)[1] or ''
-  if h.mode == 's' then
-    local members = redis.call('ZRANGEBYLEX', h.z, h.lo, h.hi)
-    local values, labels = {}, {}
-    if #members > 0 then
-      local ids = ids_of(members)
-      if string.find(h.flags, 'v', 1, true) then values = hmget(h.v, ids) end
-      if string.find(h.flags, 'l', 1, true) then labels = hmget(h.l, ids) end
+  local want_sums = string.find(h.flags, 'p', 1, true)
+  local want_frauds = string.find(h.flags, 'f', 1, true)
+  local at, sums, frauds = {}, {}, {}
+  for j, b in ipairs(h.bounds) do
+    if b == '-' then at[j] = 0 else at[j] = redis.call('ZLEXCOUNT', h.z, '-', b) end
+    if want_sums then sums[j] = sums_below(h.z, h.p, b) end
+    if want_frauds then
+      if b == '-' then frauds[j] = 0 else frauds[j] = redis.call('ZLEXCOUNT', h.fe, '-', b) end
     end
-    out[i + 1] = {members, values, labels, last}
-  else
-    local want_sums = string.find(h.flags, 'p', 1, true)
-    local want_frauds = string.find(h.flags, 'f', 1, true)
-    local at, sums, frauds = {}, {}, {}
-    for j, b in ipairs(h.bounds) do
-      if b == '-' then at[j] = 0 else at[j] = redis.call('ZLEXCOUNT', h.z, '-', b) end
-      if want_sums then sums[j] = sums_below(h.z, h.p, b) end
-      if want_frauds then
-        if b == '-' then frauds[j] = 0 else frauds[j] = redis.call('ZLEXCOUNT', h.fe, '-', b) end
-      end
-    end
-    local prev = ''
-    if string.find(h.flags, 's', 1, true) then
-      prev = redis.call('ZREVRANGEBYLEX', h.z, '(' .. me, '-', 'LIMIT', 0, 1)[1] or ''
-    end
-    -- Corrections for this request's time: waiting labels that arrived by
-    -- then (a request at or after the newest time), or applied ones that
-    -- arrived after it (an earlier request).
-    local sign, late = 1, {}
-    if want_frauds and last ~= '' then
-      if t >= string.sub(last, 1, 20) then
-        late = redis.call('ZRANGEBYLEX', h.fw, '-', '(' .. t .. ';')
-      else
-        late = redis.call('ZRANGEBYLEX', h.fa, '(' .. t .. ';', '+')
-        sign = -1
-      end
-    end
-    local members, values = {}, {}
-    if h.lo ~= '' then
-      members = redis.call('ZRANGEBYLEX', h.z, h.lo, h.hi)
-      if #members > 0 then values = hmget(h.v, ids_of(members)) end
-    end
-    out[i + 1] = {at, sums, frauds, prev, last, sign, late, members, values}
   end
+  local prev = ''
+  if string.find(h.flags, 's', 1, true) then
+    prev = redis.call('ZREVRANGEBYLEX', h.z, '(' .. me, '-', 'LIMIT', 0, 1)[1] or ''
+  end
+  -- Corrections for this request's time: waiting labels that arrived by
+  -- then (a request at or after the newest time), or applied ones that
+  -- arrived after it (an earlier request).
+  local sign, late = 1, {}
+  if want_frauds and last ~= '' then
+    if t >= string.sub(last, 1, 20) then
+      late = redis.call('ZRANGEBYLEX', h.fw, '-', '(' .. t .. ';')
+    else
+      late = redis.call('ZRANGEBYLEX', h.fa, '(' .. t .. ';', '+')
+      sign = -1
+    end
+  end
+  local members, values = {}, {}
+  if h.lo ~= '' then
+    members = redis.call('ZRANGEBYLEX', h.z, h.lo, h.hi)
+    if #members > 0 then values = hmget(h.v, ids_of(members)) end
+  end
+  out[i + 1] = {at, sums, frauds, prev, last, sign, late, members, values}
 end
 return out
 """

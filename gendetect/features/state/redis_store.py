@@ -16,9 +16,9 @@ need (gendetect.features.state.redis_reply); the client answers with the
 memory store's arithmetic (gendetect.features.state.answer.group_features),
 so both stores agree exactly, in O(log history) per bound for count, sum,
 mean, std, zscore, label_rate, first_seen and since_previous. Groups with
-min, max or distinct also get their windows' events (O(window)); a history
-that previews in flight share is sent whole within its horizon (O(slice)),
-to add them to. An event recorded out of order rewrites the prefix sums of
+min, max or distinct also get their windows' events (O(window)); previews in
+flight are added on the client (gendetect.features.state.redis_in_flight),
+O(log history) each. An event recorded out of order rewrites the prefix sums of
 the key's later events (O(events after it)).
 
 The hash key: `check_key` records the key's check value (gendetect.key_check)
@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gendetect.errors import DuplicateTransactionError, StateUnavailableError
-from gendetect.features.state.answer import answer_group, with_extra
 from gendetect.features.state.memory_state import parts_of
 from gendetect.features.state.model import (
     DUPLICATE_MESSAGE,
@@ -48,21 +47,15 @@ from gendetect.features.state.plan import AggregatePlan
 from gendetect.features.state.redis_reply import (
     BoundsHistory,
     BoundsQuery,
-    newest_of,
     payload,
-    series_from_reply,
-    shares_extra,
-    slice_reads,
     sums_delta,
 )
 from gendetect.features.state.redis_scripts import (
     ADD_LABEL,
     RECORD_AND_READ,
-    after_bound,
     encode_int,
     prune_bound,
 )
-from gendetect.features.state.series import KeySeries
 from gendetect.key_check import ACCEPT_SETTING, HashKeyChangedError
 
 log = logging.getLogger(__name__)
@@ -84,21 +77,15 @@ _HISTORY_KEYS = ("e", "v", "p", "l", "fe", "fa", "fw")
 
 
 def _answer(plan: AggregatePlan, event: TxEvent,
-            histories: Sequence[BoundsHistory | KeySeries | None]) -> tuple[float, ...]:
-    """Every declared feature of `event`: each group from its history's
-    bounds, or from its slice (previews in flight added)."""
+            histories: Sequence[BoundsHistory | None]) -> tuple[float, ...]:
+    """Every declared feature of `event`, each group from its history's bounds."""
     out = [_NAN] * len(plan.feature_names)
     values = dict(zip(plan.value_columns, event.values, strict=True))
     distinct = dict(zip(plan.distinct_columns, event.distinct, strict=True))
     for group in plan.groups:
-        if event.keys[group.entity] is None:
-            continue  # a missing key: NaN, in no window
         h = histories[group.entity]
-        if isinstance(h, BoundsHistory):
+        if h is not None:  # None: a missing key, NaN and in no window
             h.answer(out, event, group, values, distinct)
-        else:
-            answer_group(out, h if h is not None and len(h) else None, event, group, values,
-                         distinct)
     return tuple(out)
 
 
@@ -198,9 +185,14 @@ class RedisStateStore:
         present = [i for i, k in enumerate(event.keys) if k is not None]
         args.append(len(present))
         parts = parts_of(event, plan)
-        queries: list[BoundsQuery | None] = []
+        queries: list[BoundsQuery] = []
         for i, (key, horizon, values, distinct) in zip(present, parts, strict=True):
             keys += [f"{self.prefix}:{kind}:{key}" for kind in _HISTORY_KEYS]
+            # Previews in flight that share the key: added on the client.
+            mine = [e for e in extra if e.keys[i] == key
+                    and e.transaction_id != event.transaction_id]
+            query = BoundsQuery(plan, i, event, mine)
+            queries.append(query)
             args += [
                 horizon // 1_000_000 + _TTL_MARGIN_MS,
                 encode_int(t + horizon),
@@ -208,33 +200,14 @@ class RedisStateStore:
                 key,
                 payload(values, distinct),
                 sums_delta(values),
+                query.flags, query.lo, query.hi, len(query.bounds), *query.bounds,
             ]
-            if extra and shares_extra(event, i, extra):
-                # Previews in flight share this key: its slice, to add them to.
-                queries.append(None)
-                args += ["s", slice_reads(plan.entities[i]),
-                         after_bound(t - plan.horizons[i]), f"({encode_int(t)};", 0]
-            else:
-                query = BoundsQuery(plan, i, event)
-                queries.append(query)
-                args += ["b", query.flags, query.lo, query.hi, len(query.bounds),
-                         *query.bounds]
         reply = self._call(self._record_script, keys=keys, args=args)
         if reply[0] == -1:
             raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
-        histories: list[Any] = [None] * len(event.keys)
-        sliced: list[KeySeries | None] = [None] * len(event.keys)
-        newest: list[int | None] = [None] * len(event.keys)
+        histories: list[BoundsHistory | None] = [None] * len(event.keys)
         for i, part, query in zip(present, reply[1:], queries, strict=True):
-            if query is None:
-                sliced[i] = series_from_reply(part, plan.entities[i], t)
-                newest[i] = newest_of(part)
-            else:
-                histories[i] = BoundsHistory(part, query, plan.entities[i])
-        if any(q is None for q in queries):
-            for i, s in enumerate(with_extra(sliced, event, plan, extra, newest)):
-                if histories[i] is None:
-                    histories[i] = s
+            histories[i] = BoundsHistory(part, query, plan, i, event)
         return Answer(_answer(plan, event, histories), bool(reply[0]))
 
     def record_and_query_many(
