@@ -1,7 +1,9 @@
 """The declared features of one event from its keys' histories: the
 semantics of gendetect.features.aggregates, with the same arithmetic for
-both stores (the memory store's series, or the series the Redis store builds
-from the slice a request needs).
+both stores (`group_features`, from where each window starts and ends in a
+key's history and the exact prefix sums there: the memory store finds them
+in its series, the Redis store gets them from its script,
+gendetect.features.state.redis_reply).
 
 Per window the bounds are binary searches in the key's event times; count,
 sum, mean, std, zscore, label_rate, first_seen and since_previous are then

@@ -39,6 +39,7 @@ from gendetect.features.state.series import to_fixed
 # them non-negative (|value| <= AMOUNT_LIMIT < 2**60), for the script only
 # adds decimal strings; the client subtracts present count * 2**124 again.
 VALUE_BIAS = 2**124
+_NAN = float("nan")
 
 
 def payload(values: dict[str, float], distinct: dict[str, str | None]) -> str:
@@ -217,3 +218,16 @@ class BoundsHistory:
             if x is not None:
                 out.append(float(x))
         return out
+
+
+def answer_histories(plan: AggregatePlan, event: TxEvent,
+            histories: Sequence[BoundsHistory | None]) -> tuple[float, ...]:
+    """Every declared feature of `event`, each group from its history's bounds."""
+    out = [_NAN] * len(plan.feature_names)
+    values = dict(zip(plan.value_columns, event.values, strict=True))
+    distinct = dict(zip(plan.distinct_columns, event.distinct, strict=True))
+    for group in plan.groups:
+        h = histories[group.entity]
+        if h is not None:  # None: a missing key, NaN and in no window
+            h.answer(out, event, group, values, distinct)
+    return tuple(out)

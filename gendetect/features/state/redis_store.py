@@ -47,6 +47,7 @@ from gendetect.features.state.plan import AggregatePlan
 from gendetect.features.state.redis_reply import (
     BoundsHistory,
     BoundsQuery,
+    answer_histories,
     payload,
     sums_delta,
 )
@@ -59,7 +60,6 @@ from gendetect.features.state.redis_scripts import (
 from gendetect.key_check import ACCEPT_SETTING, HashKeyChangedError
 
 log = logging.getLogger(__name__)
-_NAN = float("nan")
 
 # The key layout (redis_scripts): 3 keeps per-key prefix sums and fraud
 # lists server side; 2 was per-key histories answered from their slices
@@ -74,19 +74,6 @@ _TTL_MARGIN_MS = 86_400_000
 
 
 _HISTORY_KEYS = ("e", "v", "p", "l", "fe", "fa", "fw")
-
-
-def _answer(plan: AggregatePlan, event: TxEvent,
-            histories: Sequence[BoundsHistory | None]) -> tuple[float, ...]:
-    """Every declared feature of `event`, each group from its history's bounds."""
-    out = [_NAN] * len(plan.feature_names)
-    values = dict(zip(plan.value_columns, event.values, strict=True))
-    distinct = dict(zip(plan.distinct_columns, event.distinct, strict=True))
-    for group in plan.groups:
-        h = histories[group.entity]
-        if h is not None:  # None: a missing key, NaN and in no window
-            h.answer(out, event, group, values, distinct)
-    return tuple(out)
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -208,7 +195,7 @@ class RedisStateStore:
         histories: list[BoundsHistory | None] = [None] * len(event.keys)
         for i, part, query in zip(present, reply[1:], queries, strict=True):
             histories[i] = BoundsHistory(part, query, plan, i, event)
-        return Answer(_answer(plan, event, histories), bool(reply[0]))
+        return Answer(answer_histories(plan, event, histories), bool(reply[0]))
 
     def record_and_query_many(
         self, events: Sequence[TxEvent], plan: AggregatePlan
