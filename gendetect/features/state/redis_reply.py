@@ -2,7 +2,7 @@
 (gendetect.features.state.redis_scripts): what a request asks of each of its
 key histories, and the answer from what the script returns.
 
-A history is asked for the bounds its groups' windows need (mode 'b'): per
+A history is asked for the bounds its groups' windows need: per
 window where it starts and ends, as ZLEXCOUNT maxima; the script returns the
 position of each bound in the history, the exact prefix sums and the applied
 frauds there, the key's previous event and newest event, and the label
@@ -62,7 +62,7 @@ def sums_delta(values: dict[str, float]) -> str:
 
 
 class BoundsQuery:
-    """What one request asks of one history in mode 'b': the bounds of its
+    """What one request asks of one history: the bounds of its
     groups' windows (each once, with its event key: an event is below a
     bound iff its key is below the bound's), which of them min, max and
     distinct read the events between, and the bounds the previews in flight
@@ -139,7 +139,7 @@ class _Sums:
 
 
 class BoundsHistory:
-    """A history as a mode-'b' reply describes it, for one request."""
+    """A history as the script's reply describes it, for one request."""
 
     __slots__ = ("cols", "decoded", "fe", "late", "newest", "pos", "prev", "query", "row_keys",
                  "sign", "walk_start")
