@@ -327,13 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the window); pruning moves an offset, compaction is amortised. `memory-journal` "
         "adds the journal (one write to the OS per record; labels fsync, outside the timed "
         "calls).",
-        "Redis store: one round trip per record; the script records and returns the slice "
-        "of each key's history the request's windows reach ((t - horizon, t], with values "
-        "and labels) and the client answers with the memory store's arithmetic: O(slice) "
-        "per request, so a hot key costs in proportion to its history (the code before "
-        "declared aggregates kept one amount's prefix sums in Redis: O(log history)). "
-        f"The before code's Redis row uses a smaller hot history "
-        f"({args.before_redis_history:,}).",
+        "Redis store: one round trip per record; the script keeps each key's exact "
+        "prefix sums (fixed-point decimal strings) and fraud lists server side and returns, "
+        "per window bound, the position, the prefix sums and the fraud count there "
+        "(ZLEXCOUNT and one ZREVRANGEBYLEX + HGET per bound): O(log history) per request "
+        "for every kind but min, max and distinct (those also get the window's events). "
+        "The previous Redis store (declared aggregates, before this) returned the slice of "
+        "each history within the horizon: O(history). "
+        f"The before code's Redis row uses a hot history of {args.before_redis_history:,}.",
         "Thread CPU time is the figure to compare for the memory store: on a shared machine "
         "(see the load average) wall-time p99 mostly measures preemption by other "
         "processes. For Redis it is the client's share only; the server's work and the "

@@ -10,7 +10,8 @@ nanoseconds since the epoch (UTC), within int64; transaction ids are int64
 too (both checked here before anything changes).
 
 Modules, one job each; imports point one way (memory -> journal, snapshot,
-memory_state, memory_key, answer; redis_store -> redis_scripts, answer;
+memory_state, memory_key, answer; redis_store -> redis_reply, redis_scripts;
+redis_reply -> redis_in_flight, redis_scripts, answer;
 answer -> series, plan, model; memory_state -> series, plan, model):
 - model: what every store shares: TxEvent, Answer, the StateStore protocol,
   the checks on events and the constants (UNKNOWN_LABEL, AMOUNT_LIMIT,
@@ -32,7 +33,11 @@ answer -> series, plan, model; memory_state -> series, plan, model):
 - memory_key: the memory store's hash-key check (the check file beside the
   snapshot, moving a state aside), also run before the store opens;
 - memory: MemoryStateStore, in-process, with snapshot and journal;
-- redis_scripts: the Redis store's Lua scripts and their encodings;
+- redis_scripts: the Redis store's Lua scripts and their encodings (per key
+  the events, their exact prefix sums and fraud lists, server side);
+- redis_reply: what a request asks of each key history (its windows'
+  bounds) and the answer from the script's reply, O(log history);
+- redis_in_flight: previews in flight added to a history's bounds;
 - redis_store: RedisStateStore, shared by several replicas, and its
   hash-key check.
 

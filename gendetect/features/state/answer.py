@@ -1,7 +1,9 @@
 """The declared features of one event from its keys' histories: the
 semantics of gendetect.features.aggregates, with the same arithmetic for
-both stores (the memory store's series, or the series the Redis store builds
-from the slice a request needs).
+both stores (`group_features`, from where each window starts and ends in a
+key's history and the exact prefix sums there: the memory store finds them
+in its series, the Redis store gets them from its script,
+gendetect.features.state.redis_reply).
 
 Per window the bounds are binary searches in the key's event times; count,
 sum, mean, std, zscore, label_rate, first_seen and since_previous are then
@@ -15,13 +17,15 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from math import ldexp
+from typing import Any, Protocol
 
 from gendetect.aggregates import ZSCORE_CLIP
 from gendetect.features.state.model import TxEvent, event_key, time_bound
-from gendetect.features.state.plan import AggregatePlan, FeaturePlan, GroupPlan
-from gendetect.features.state.series import Column, KeySeries, to_fixed
+from gendetect.features.state.plan import AggregatePlan, GroupPlan
+from gendetect.features.state.series import KeySeries, to_fixed
 
 _NAN = float("nan")
 _NS = 1e9
@@ -39,7 +43,7 @@ def answer_event(
         if event.keys[group.entity] is None:
             continue  # a missing key: NaN, in no window
         s = series[group.entity]
-        _group(out, s if s is not None and len(s) else None, event, group, values, distinct)
+        answer_group(out, s if s is not None and len(s) else None, event, group, values, distinct)
     return tuple(out)
 
 
@@ -80,8 +84,9 @@ def with_extra(histories: Sequence[KeySeries | None], event: TxEvent, plan: Aggr
     return out
 
 
-def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPlan,
+def answer_group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPlan,
            values: dict[str, float], distinct: dict[str, str | None]) -> None:
+    """A group's features from a whole series (the memory store's, or a slice)."""
     t, tid, delay = event.time_ns, event.transaction_id, group.delay_ns
     if s is None:
         times: list[int] = []
@@ -100,6 +105,43 @@ def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPl
             bounds.append((lo, hi, hi, False))
         else:  # the window ends at e itself; e counts even if not held
             bounds.append((lo, hi_q, hi_b, not stored))
+    prev = times[hi_b - 1] if hi_b > start else None
+    if s is None:
+        group_features(out, event, group, values, distinct, bounds, {}, prev, _no_frauds,
+                       _no_walk)
+        return
+    group_features(out, event, group, values, distinct, bounds, s.cols, prev,
+                   _series_frauds(s, event, group), partial(_series_walk, s))
+
+
+Bound = tuple[int, int, int, bool]  # (lo, hi, end of the events before e, e not held)
+
+
+class Prefixes(Protocol):
+    """A numeric column's exact prefix sums by position (Column, or the
+    values at the few positions a Redis reply holds)."""
+
+    @property
+    def n(self) -> Sequence[int] | Mapping[int, int]: ...
+    @property
+    def s1(self) -> Sequence[int] | Mapping[int, int]: ...
+    @property
+    def s2(self) -> Sequence[int] | Mapping[int, int]: ...
+
+
+def group_features(
+    out: list[float], event: TxEvent, group: GroupPlan, values: dict[str, float],
+    distinct: dict[str, str | None], bounds: list[Bound], cols: Mapping[str, Prefixes],
+    prev_time: int | None, frauds: Callable[[int], int],
+    walk: Callable[[bool, str, int, int], list[Any]],
+) -> None:
+    """A group's features from where its windows start and end in the key's
+    history (`bounds`, positions per window), the prefix sums at those
+    positions (`cols`), the time of the key's latest event before e
+    (`prev_time`), the frauds in window w known by e's time (`frauds(w)`) and
+    the window's events themselves for min, max and distinct (`walk(is
+    distinct, column, lo, hi)`): the one arithmetic of both stores."""
+    t = event.time_ns
     ops = group.ops
     for slot, w in ops.count:
         lo, hi, _, own = bounds[w]
@@ -108,8 +150,9 @@ def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPl
         lo, _, before, _ = bounds[w]
         out[slot] = 1.0 if before == lo else 0.0
     for slot in ops.since_previous:
-        out[slot] = _since_previous(times, start, hi_b, t, group.horizon_ns)
-    cols = s.cols if s is not None else {}
+        horizon = group.horizon_ns
+        out[slot] = ((t - prev_time) / _NS if prev_time is not None and prev_time > t - horizon
+                     else horizon / _NS)
     for w, of, squares, items in ops.moments:
         lo, hi, _, own = bounds[w]
         col = cols.get(of)
@@ -137,52 +180,60 @@ def _group(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPl
     for slot, w, of in ops.zscore:
         lo, _, before, _ = bounds[w]
         out[slot] = _zscore(cols.get(of), lo, before, values[of])
-    if ops.label_rate:
-        _label_rates(out, s, event, group, bounds)
-    for f in ops.walks:
-        _walk(out, f, s, bounds[f.window], values, distinct)
-
-
-def _label_rates(out: list[float], s: KeySeries | None, event: TxEvent, group: GroupPlan,
-                 bounds: list[tuple[int, int, int, bool]]) -> None:
-    t, delay = event.time_ns, group.delay_ns
-    frauds = None
-    for slot, w in group.ops.label_rate:
+    for slot, w in ops.label_rate:
         lo, hi, _, own = bounds[w]
         n = hi - lo + own
-        if n == 0 or s is None:
-            out[slot] = 0.0
+        out[slot] = frauds(w) / n if n else 0.0
+    for f in ops.walks:
+        assert f.of is not None
+        lo, hi, _, own = bounds[f.window]
+        if f.kind == "distinct":
+            seen = set(walk(True, f.of, lo, hi))
+            if own:
+                seen.add(distinct[f.of])
+            seen.discard(None)
+            out[f.slot] = float(len(seen))
             continue
-        if frauds is None:
-            frauds = _fraud_counter(s, t)
+        window = walk(False, f.of, lo, hi)
+        x = values[f.of]
+        if own and x == x:
+            window.append(x)
+        out[f.slot] = (min(window) if f.kind == "min" else max(window)) if window else 0.0
+
+
+def _no_frauds(w: int) -> int:
+    return 0
+
+
+def _no_walk(is_distinct: bool, of: str, lo: int, hi: int) -> list[Any]:
+    return []
+
+
+def _series_walk(s: KeySeries, is_distinct: bool, of: str, lo: int, hi: int) -> list[Any]:
+    """min, max and distinct: over the window's events themselves."""
+    if is_distinct:
+        dcol = s.dcols.get(of)
+        return dcol[lo:hi] if dcol is not None else []
+    col = s.cols.get(of)
+    return [v for v in col.values[lo:hi] if v == v] if col is not None else []
+
+
+def _series_frauds(s: KeySeries, event: TxEvent, group: GroupPlan) -> Callable[[int], int]:
+    t, delay = event.time_ns, group.delay_ns
+    counter: Callable[[int], int] | None = None
+
+    def frauds(w: int) -> int:
+        nonlocal counter
+        if counter is None:
+            counter = _fraud_counter(s, t)
         hi_key = event_key(t, event.transaction_id) + 1 if not delay else time_bound(t - delay)
         lo_key = time_bound(t - delay - group.windows_ns[w])
-        out[slot] = (frauds(hi_key) - frauds(lo_key)) / n
+        return counter(hi_key) - counter(lo_key)
+
+    return frauds
 
 
-def _walk(out: list[float], f: FeaturePlan, s: KeySeries | None,
-          bound: tuple[int, int, int, bool], values: dict[str, float],
-          distinct: dict[str, str | None]) -> None:
-    """min, max and distinct: over the window's events themselves."""
-    lo, hi, _, own = bound
-    assert f.of is not None
-    if f.kind == "distinct":
-        dcol = s.dcols.get(f.of) if s is not None else None
-        seen = set(dcol[lo:hi]) if dcol is not None else set()
-        if own:
-            seen.add(distinct[f.of])
-        seen.discard(None)
-        out[f.slot] = float(len(seen))
-        return
-    col = s.cols.get(f.of) if s is not None else None
-    window = [v for v in col.values[lo:hi] if v == v] if col is not None else []
-    x = values[f.of]
-    if own and x == x:
-        window.append(x)
-    out[f.slot] = (min(window) if f.kind == "min" else max(window)) if window else 0.0
-
-
-def _sums(col: Column | None, lo: int, hi: int, x: float,
+def _sums(col: Prefixes | None, lo: int, hi: int, x: float,
           squares: bool = True) -> tuple[int, int, int]:
     """(n, sum, sum of squares) of the present values in [lo, hi) and x
     (the sum of squares only if `squares`, else 0: a mean needs none)."""
@@ -205,7 +256,7 @@ def _std(n: int, s1: int, s2: int) -> float:
     return math.sqrt(ldexp((n * s2 - s1 * s1) / (n * n), -128))
 
 
-def _zscore(col: Column | None, lo: int, before: int, x: float) -> float:
+def _zscore(col: Prefixes | None, lo: int, before: int, x: float) -> float:
     if x != x:
         return 0.0
     n, s1, s2 = _sums(col, lo, before, _NAN)
@@ -214,12 +265,6 @@ def _zscore(col: Column | None, lo: int, before: int, x: float) -> float:
     m = ldexp(s1 / n, -64)
     s = max(_std(n, s1, s2), 0.01 * abs(m), 1e-6)
     return min(max((x - m) / s, -ZSCORE_CLIP), ZSCORE_CLIP)
-
-
-def _since_previous(times: list[int], start: int, hi_b: int, t: int, horizon: int) -> float:
-    if hi_b > start and times[hi_b - 1] > t - horizon:
-        return (t - times[hi_b - 1]) / _NS
-    return horizon / _NS
 
 
 def _fraud_counter(s: KeySeries, t: int) -> Callable[[int], int]:

@@ -10,12 +10,16 @@ expiry (horizon + one day after their last write). Neither depends on other
 keys' events, so volume at today's dates never expires a customer replaying
 last year's data (the memory store's sweep follows the same rule).
 
-The cost of a request: the script returns the slice of each of its keys'
-histories that the declared windows reach, and the client answers from it
-with the memory store's code (gendetect.features.state.answer), so both
-stores agree exactly; that is O(slice) per request (transfer and decoding),
-not O(log history) as for the memory store: a key with tens of thousands of
-events in its horizon costs milliseconds per request.
+The cost of a request: the script keeps each key's exact prefix sums and
+fraud lists server side and returns, per history, what its windows' bounds
+need (gendetect.features.state.redis_reply); the client answers with the
+memory store's arithmetic (gendetect.features.state.answer.group_features),
+so both stores agree exactly, in O(log history) per bound for count, sum,
+mean, std, zscore, label_rate, first_seen and since_previous. Groups with
+min, max or distinct also get their windows' events (O(window)); previews in
+flight are added on the client (gendetect.features.state.redis_in_flight),
+O(log history) each. An event recorded out of order rewrites the prefix sums of
+the key's later events (O(events after it)).
 
 The hash key: `check_key` records the key's check value (gendetect.key_check)
 at `<prefix>:keycheck` (no expiry) and refuses a prefix written with another
@@ -30,7 +34,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gendetect.errors import DuplicateTransactionError, StateUnavailableError
-from gendetect.features.state.answer import answer_event, with_extra
 from gendetect.features.state.memory_state import parts_of
 from gendetect.features.state.model import (
     DUPLICATE_MESSAGE,
@@ -40,24 +43,29 @@ from gendetect.features.state.model import (
     check_event,
     check_int64,
 )
-from gendetect.features.state.plan import AggregatePlan, EntityPlan
+from gendetect.features.state.plan import AggregatePlan
+from gendetect.features.state.redis_reply import (
+    BoundsHistory,
+    BoundsQuery,
+    answer_histories,
+    payload,
+    sums_delta,
+)
 from gendetect.features.state.redis_scripts import (
     ADD_LABEL,
     RECORD_AND_READ,
-    after_bound,
     encode_int,
-    newest_of,
-    payload,
     prune_bound,
-    series_from_reply,
 )
 from gendetect.key_check import ACCEPT_SETTING, HashKeyChangedError
 
 log = logging.getLogger(__name__)
 
-# The key layout (redis_scripts): 2 is per-key histories of declared
-# aggregates; the fixed customer/terminal layout before it had no mark.
-LAYOUT = "2"
+# The key layout (redis_scripts): 3 keeps per-key prefix sums and fraud
+# lists server side; 2 was per-key histories answered from their slices
+# (no prefix sums: refused, as its histories would be misread); the fixed
+# customer/terminal layout before them had no mark.
+LAYOUT = "3"
 
 # Wall-clock expiry of an idle entity's keys, beyond its horizon in event
 # time: the sweep for entities that stop transacting (pruning by event time
@@ -65,10 +73,7 @@ LAYOUT = "2"
 _TTL_MARGIN_MS = 86_400_000
 
 
-def _reads(entity: EntityPlan) -> str:
-    """What the answer needs of a history's slice besides its members."""
-    values = "v" if entity.value_columns or entity.distinct_columns else ""
-    return values + ("l" if entity.needs_label else "")
+_HISTORY_KEYS = ("e", "v", "p", "l", "fe", "fa", "fw")
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -87,8 +92,8 @@ class RedisStateStore:
 
     A call that cannot reach Redis within `socket_timeout` seconds raises
     StateUnavailableError; the client reconnects by itself on the next call.
-    Each request gets the slice of its keys' histories its windows reach and
-    is answered from it on the client, O(slice) (see the module docstring).
+    Each request gets its windows' bounds from the script, O(log history)
+    (see the module docstring).
     """
 
     def __init__(
@@ -167,29 +172,30 @@ class RedisStateStore:
         present = [i for i, k in enumerate(event.keys) if k is not None]
         args.append(len(present))
         parts = parts_of(event, plan)
+        queries: list[BoundsQuery] = []
         for i, (key, horizon, values, distinct) in zip(present, parts, strict=True):
-            keys += [f"{self.prefix}:e:{key}", f"{self.prefix}:v:{key}",
-                     f"{self.prefix}:l:{key}"]
+            keys += [f"{self.prefix}:{kind}:{key}" for kind in _HISTORY_KEYS]
+            # Previews in flight that share the key: added on the client.
+            mine = [e for e in extra if e.keys[i] == key
+                    and e.transaction_id != event.transaction_id]
+            query = BoundsQuery(plan, i, event, mine)
+            queries.append(query)
             args += [
                 horizon // 1_000_000 + _TTL_MARGIN_MS,
                 encode_int(t + horizon),
                 prune_bound(t - horizon),
                 key,
                 payload(values, distinct),
-                after_bound(t - plan.horizons[i]),
-                _reads(plan.entities[i]),
+                sums_delta(values),
+                query.flags, query.lo, query.hi, len(query.bounds), *query.bounds,
             ]
         reply = self._call(self._record_script, keys=keys, args=args)
         if reply[0] == -1:
             raise DuplicateTransactionError(DUPLICATE_MESSAGE, field="transaction_id")
-        histories: list[Any] = [None] * len(event.keys)
-        newest: list[int | None] = [None] * len(event.keys)
-        for i, part in zip(present, reply[1:], strict=True):
-            histories[i] = series_from_reply(part, plan.entities[i], t)
-            newest[i] = newest_of(part)
-        if extra:
-            histories = with_extra(histories, event, plan, extra, newest)
-        return Answer(answer_event(plan, event, histories), bool(reply[0]))
+        histories: list[BoundsHistory | None] = [None] * len(event.keys)
+        for i, part, query in zip(present, reply[1:], queries, strict=True):
+            histories[i] = BoundsHistory(part, query, plan, i, event)
+        return Answer(answer_histories(plan, event, histories), bool(reply[0]))
 
     def record_and_query_many(
         self, events: Sequence[TxEvent], plan: AggregatePlan
@@ -226,11 +232,8 @@ class RedisStateStore:
         check_int64(labelled_at_ns, "labelled_at")
         if not self._key_settled or not self._layout_ok:
             self._require_key()
-        args = [
-            encode_int(transaction_id),
-            f"{int(bool(is_fraud))}:{encode_int(labelled_at_ns)}",
-            f"{self.prefix}:",
-        ]
+        args = [encode_int(transaction_id), "1" if is_fraud else "0", f"{self.prefix}:",
+                encode_int(labelled_at_ns)]
         keys = [self._tx_key(transaction_id)]
         return bool(self._call(self._label_script, keys=keys, args=args))
 
@@ -254,8 +257,9 @@ class RedisStateStore:
                 self._key_settled = True
 
     def _check_layout(self) -> None:
-        """Refuse a prefix written in the older layout (one customer and one
-        terminal history per record, keys `<prefix>:c:` and `<prefix>:t:`):
+        """Refuse a prefix written in an older layout (marked with another
+        layout at `<prefix>:layout`, or unmarked with the keys of the fixed
+        customer and terminal histories, `<prefix>:c:` and `<prefix>:t:`):
         its keys would be misread. The layout is recorded at `<prefix>:layout`
         once checked; only a prefix without that mark is scanned, once."""
         name = f"{self.prefix}:layout"
@@ -267,10 +271,12 @@ class RedisStateStore:
             return
         old = stored is not None or self._call(self._holds_old_layout)
         if old:
+            what = (f"layout {stored}" if stored is not None
+                    else "fixed customer and terminal histories")
             self._key_problem = (
                 f"the Redis state under the prefix '{self.prefix}:' is in an older layout "
-                f"(fixed customer and terminal histories) that the declared aggregates cannot "
-                f"read: clear that prefix (or choose another) and start the online state over")
+                f"({what}; this version writes layout {LAYOUT}) that it cannot read: clear "
+                f"that prefix (or choose another) and start the online state over")
             log.error("%s", self._key_problem)
             raise StateUnavailableError(
                 "the online state in Redis is in an older layout (see the server log)")

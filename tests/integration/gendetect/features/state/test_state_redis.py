@@ -270,10 +270,24 @@ def test_a_prefix_in_the_older_layout_is_refused_not_misread(store: RedisStateSt
         f"{store.prefix}:c:{'ab' * 16}".encode()]
 
 
+def test_a_prefix_marked_with_the_slice_layout_is_refused(store: RedisStateStore) -> None:
+    """Layout 2 (histories without server-side prefix sums): its histories
+    would be answered as empty sums, so the store refuses it by its mark."""
+    store._redis.set(f"{store.prefix}:layout", "2")
+    store._redis.zadd(f"{store.prefix}:e:customer_id:{'ab' * 16}", {"0" * 20 + ":" + "0" * 20: 0})
+    online = OnlineWindowFeatures(WindowConfig(), store)
+    for _ in range(2):
+        with pytest.raises(StateUnavailableError, match="older layout"):
+            online.compute_and_record(tx(1, START))
+    assert not store.ping()
+    assert store._key_problem is not None and "layout 2" in store._key_problem
+    assert len(list(store._redis.scan_iter(match=f"{store.prefix}:*"))) == 2
+
+
 def test_a_new_prefix_is_marked_with_its_layout(store: RedisStateStore) -> None:
     online = OnlineWindowFeatures(WindowConfig(), store)
     online.compute_and_record(tx(1, START))
-    assert store._redis.get(f"{store.prefix}:layout") == b"2"
+    assert store._redis.get(f"{store.prefix}:layout") == b"3"
     # A second store (another API process) finds the mark: no scan, no refusal.
     other = OnlineWindowFeatures(WindowConfig(), RedisStateStore(prefix=store.prefix,
                                                                  client=store._redis))

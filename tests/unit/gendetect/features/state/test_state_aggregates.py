@@ -292,3 +292,30 @@ def test_previews_in_flight_count_as_recorded_events_redis(redis_client: Any,
         check_previews(store, recs)
     finally:
         store.clear()
+
+
+@pytest.mark.integration
+@PREVIEWS
+@given(history=distinct_records,
+       picks=st.lists(st.one_of(records(), st.integers(0, 100)), min_size=1, max_size=10))
+def test_redis_previews_over_a_history_answer_as_the_memory_store(
+    redis_client: Any, history: list[dict[str, Any]], picks: list[Any]
+) -> None:
+    """Previews kept in flight over a recorded history, the same ids as held
+    events (retries, other content) and as each other included: the Redis
+    store adds them to its bounds exactly as the memory store adds them to
+    its series (gendetect.features.state.answer.with_extra). An int picks a
+    held record: a retry, in flight and held at once."""
+    recs = [history[p % len(history)] if isinstance(p, int) else p for p in picks]
+    store = RedisStateStore(prefix=f"gendetect-agg-{uuid.uuid4().hex[:12]}", client=redis_client)
+    try:
+        stores = (OnlineWindowFeatures(DECLARATION, MemoryStateStore()),
+                  OnlineWindowFeatures(DECLARATION, store))
+        for online in stores:
+            online.compute_and_record_many([_as_record(r) for r in history])
+        for step, rec in enumerate(recs):
+            memory, redis = (online.preview([_as_record(rec)]).features[0] for online in stores)
+            np.testing.assert_allclose(list(redis.values()), list(memory.values()), rtol=1e-12,
+                                       atol=1e-12, err_msg=f"preview {step}: {rec}")
+    finally:
+        store.clear()
