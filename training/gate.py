@@ -47,6 +47,8 @@ class GateVerdict:
     champion: float | None
     champion_version: str | None
     reason: str
+    # The champion's headline metrics on the same rows (the job's summary table).
+    champion_results: Mapping[str, float] | None = None
 
     def line(self, candidate_name: str = "candidate") -> str:
         """One line: candidate vs champion on the headline metric, the verdict."""

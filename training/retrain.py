@@ -56,6 +56,7 @@ from training.gate import GATE_TAG, PASSED, REFUSED, champion_metrics, quality_g
 from training.labels import LabelSources
 from training.ranks import on_rank_zero
 from training.runs import fail_stale_runs, job_run, run_job, set_threads
+from training.summary import Row, metrics_table, where_to_look
 from training.train import TrainOutcome, fit_shards, train_one
 
 # The parent run's own metrics (the children keep theirs: no copies here).
@@ -298,10 +299,17 @@ def _report(decision: PromotionDecision, settings: Settings) -> int:
         f"{int(o.metrics.get('n_labels', 0)):,} labels "
         f"({int(o.metrics.get('n_frauds', 0)):,} frauds)"
     )
+    rows: list[Row] = [(f"version {c.registered.version} ({c.kind})", c.metrics)
+                       for c in decision.outcomes]
+    if decision.champion is not None:
+        rows.append((f"champion (version {decision.champion.version})",
+                     decision.champion_metrics or None))
+    print("\n".join(metrics_table(rows)))
     verdict = "promoted to" if decision.promoted else "not promoted to"
     print(f"{verdict} '{settings.champion_alias}': {decision.reason}")
     if decision.drift:
         drifted = ", ".join(decision.drift["drifted"]) or "none"
         print(f"drift (PSI >= {decision.drift['level']:g}) against "
               f"{decision.drift['against']}: {drifted}")
+    print(where_to_look(settings, decision.run_id))
     return decision.exit_code

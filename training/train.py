@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,10 @@ from training.gate import (
     champion_metrics,
     quality_gate,
 )
-from training.model_card import format_metric, model_card
+from training.model_card import model_card
 from training.ranks import on_rank_zero
 from training.runs import fail_stale_runs, job_run, run_job, set_threads
+from training.summary import Row, metrics_table, where_to_look
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def train_one(
         assert alias is not None
         set_alias(settings, alias, registered.version)
     seconds = time.perf_counter() - started
-    log.info("trained %s: version %s in %.1fs %s", kind, registered.version, seconds, results)
+    log.info("trained %s: version %s in %.1fs", kind, registered.version, seconds)
     return TrainOutcome(kind, bundle, registered, results, seconds, fairness=evaluation.groups,
                         verdict=verdict, alias_moved=move)
 
@@ -164,7 +165,8 @@ def _gate(evaluation: Evaluation, data: PreparedData, config: TrainingConfig,
     """The gate's verdict, logged in the active run: the candidate against
     the champion as an MLflow table, the verdict as a tag."""
     champion, champ_results = champion_metrics(data, settings)
-    verdict = quality_gate(evaluation.metrics, champion, champ_results, config.promotion)
+    verdict = replace(quality_gate(evaluation.metrics, champion, champ_results,
+                                   config.promotion), champion_results=champ_results or None)
     sides = {"candidate": evaluation.metrics}
     if champion is not None and champ_results:
         sides[f"champion (version {champion.version})"] = champ_results
@@ -310,14 +312,20 @@ def _train_and_report(args: argparse.Namespace, data: PreparedData, fp: dict[str
     force = bool(getattr(args, "force", False))
     outcome = train_one(args.model, data, config, settings, fingerprint_info=fp,
                         alias=args.alias, gate=True, force=force)
-    shown = ", ".join(f"{k} {format_metric(k, v)}" for k, v in outcome.metrics.items())
-    print(
-        f"registered {outcome.registered.name} version {outcome.registered.version} "
-        f"({args.model}, {outcome.seconds:.1f}s): {shown}"
-    )
     verdict = outcome.verdict
     assert verdict is not None
-    print(verdict.line(f"version {outcome.registered.version}"))
+    registered = outcome.registered
+    labels = f"{int(outcome.metrics.get('n_labels', 0)):,} labels, " \
+             f"{int(outcome.metrics.get('n_frauds', 0)):,} frauds"
+    print(f"registered {registered.name} version {registered.version} ({args.model}, "
+          f"{outcome.seconds:.1f}s); held-out period: {labels}")
+    rows: list[Row] = [(f"version {registered.version} ({args.model})", outcome.metrics)]
+    if verdict.champion_version is not None:
+        rows.append((f"champion (version {verdict.champion_version})",
+                     verdict.champion_results))
+    print("\n".join(metrics_table(rows)))
+    print(verdict.line(f"version {registered.version}"))
+    print(where_to_look(settings, registered.run_id))
     if verdict.passed:
         if args.alias:
             print(f"alias '{args.alias}' -> version {outcome.registered.version}")
