@@ -14,8 +14,6 @@ scenarios); this one draws them in order and makes the frame.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 
@@ -32,7 +30,6 @@ from gendetect.data.scenarios import (
     apply_scenario2,
     apply_scenario3,
 )
-from gendetect.errors import CliError
 from gendetect.timestamps import SECONDS_PER_DAY
 
 # The protected attribute the simulator can emit (age_groups=True): the
@@ -196,32 +193,3 @@ def compromise_cards(
         values[rows] = value
         out[column] = values
     return out
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """`gendetect simulate`: simulate and write a transactions file."""
-    from gendetect.data.io import WRITE_SUFFIXES, write_table
-
-    # Check the output format before spending time simulating.
-    if not str(args.out).lower().endswith(WRITE_SUFFIXES):
-        raise CliError(f"--out must end with one of {', '.join(WRITE_SUFFIXES)}: {args.out}")
-    try:
-        df = simulate_transactions(
-            n_customers=args.customers,
-            n_terminals=args.terminals,
-            days=args.days,
-            start_date=args.start_date,
-            seed=args.seed,
-            amount_factor=getattr(args, "amount_factor", 1.0),
-            age_groups=getattr(args, "age_groups", False),
-        )
-    except ValueError as exc:  # bad numbers or an unparseable --start-date
-        raise CliError(str(exc)) from exc
-    if not len(df):
-        # An empty file trains nothing and scores nothing: say so instead of exit 0.
-        raise CliError(f"no transactions in {args.days} day(s) of {args.customers} customer(s): "
-                       "raise --days or --customers; nothing written")
-    write_table(df, args.out)
-    rate = float(df["is_fraud"].mean())
-    print(f"wrote {len(df)} transactions (fraud rate {rate:.2%}) to {args.out}")
-    return 0

@@ -155,19 +155,7 @@ def group_features(
                      else horizon / _NS)
     for w, of, squares, items in ops.moments:
         lo, hi, _, own = bounds[w]
-        col = cols.get(of)
-        if col is None:  # a column none of the held events has: all missing
-            n = s1 = s2 = 0
-        else:
-            n = col.n[hi] - col.n[lo]
-            s1 = col.s1[hi] - col.s1[lo]
-            s2 = col.s2[hi] - col.s2[lo] if squares else 0
-        x = values[of]
-        if own and x == x:
-            fx = round(ldexp(x, 64))
-            n += 1
-            s1 += fx
-            s2 += fx * fx
+        n, s1, s2 = _sums(cols.get(of), lo, hi, values[of] if own else _NAN, squares)
         for slot, kind in items:
             if n == 0:
                 out[slot] = 0.0
