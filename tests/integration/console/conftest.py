@@ -32,7 +32,7 @@ KEYS = {
 }
 ANALYST, SCORER, READER = (KEYS[n]["key"] for n in ("analysts", "checkout", "auditors"))
 HUGE = 999_999.0  # an amount the model flags (as in tests/integration/serving)
-N_FLAGGED = 8
+N_FLAGGED = 12
 
 
 @pytest.fixture(scope="package")
