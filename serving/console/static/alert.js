@@ -3,7 +3,7 @@
 // at once (optimistic) and is taken back, with the API's reason, if the API
 // refuses it.
 
-import { api, explain, session } from "./api.js";
+import { api, explain, idJson, session } from "./api.js";
 import { definitions, h } from "./dom.js";
 import { featureText, reasonText, risk, score, utc } from "./format.js";
 import { queue } from "./queue.js";
@@ -111,7 +111,7 @@ export async function markVerdict(label, ui) {
   const noteField = document.getElementById("verdict-note");
   const note = noteField?.value.trim() ?? "";
   const analyst = session.analyst();
-  const body = { transaction_id: id, label, analyst, ...(note ? { note } : {}) };
+  const body = { transaction_id: idJson(id), label, analyst, ...(note ? { note } : {}) };
   // Optimistic: shown and out of the queue before the API answers.
   const pending = { label, analyst, note: note || null, pending: true, source: "feedback" };
   const before = { verdicts: current.history.verdicts, label: current.history.label };

@@ -18,6 +18,20 @@ export const session = {
   },
 };
 
+// Transaction ids are 64-bit: past 2^53 a JS number would round them to
+// another transaction's id. The console keeps every id as the digits the
+// API sent (the reviver's source text) and sends them back as such.
+function exactIds(key, value, context) {
+  if (key === "transaction_id" && typeof value === "number") {
+    return context?.source ?? String(value);
+  }
+  return value;
+}
+
+export function idJson(id) {
+  return JSON.rawJSON ? JSON.rawJSON(id) : Number(id);
+}
+
 export class ApiError extends Error {
   constructor(status, code, message) {
     super(message);
@@ -38,7 +52,12 @@ export async function api(path, { method = "GET", body, key } = {}) {
   } catch {
     throw new ApiError(0, "unreachable", "the API could not be reached");
   }
-  const data = await response.json().catch(() => null);
+  let data = null;
+  try {
+    data = JSON.parse(await response.text(), exactIds);
+  } catch {
+    data = null;
+  }
   if (!response.ok) {
     const err = (data && data.error) || {};
     throw new ApiError(response.status, err.code ?? `http_${response.status}`,

@@ -103,7 +103,7 @@ async function route() {
     if (active) $(id).setAttribute("aria-current", "page");
     else $(id).removeAttribute("aria-current");
   }
-  if (alertMatch) await renderAlert(view, ui, Number(alertMatch[1]));
+  if (alertMatch) await renderAlert(view, ui, alertMatch[1].replace(/^0+(?=\d)/, ""));
   else if (hash === "#/stats") await renderStats(view, ui);
   else await renderQueue(view, ui);
 }

@@ -33,6 +33,9 @@ KEYS = {
 ANALYST, SCORER, READER = (KEYS[n]["key"] for n in ("analysts", "checkout", "auditors"))
 HUGE = 999_999.0  # an amount the model flags (as in tests/integration/serving)
 N_FLAGGED = 12
+# A flagged id past 2^53, scored last (the newest alert): a JS number would
+# round it to another transaction's id.
+BIG_ID = 2**60 + 1
 
 
 @pytest.fixture(scope="package")
@@ -55,6 +58,7 @@ def _score_traffic(url: str) -> None:
     returns once the audit lists every flagged one as an alert."""
     bodies = [fresh(amount=HUGE - i) for i in range(N_FLAGGED)]
     bodies += [fresh(amount=20.0 + i) for i in range(4)]
+    bodies.append({**fresh(amount=HUGE), "transaction_id": BIG_ID})
     with httpx.Client(base_url=url, timeout=30) as c:
         flagged = set()
         for body in bodies:

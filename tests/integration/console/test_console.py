@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from tests.integration.conftest import audit_db, table_rows
 
-from .conftest import ANALYST, READER, SCORER, alerts_api, sign_in
+from .conftest import ANALYST, BIG_ID, READER, SCORER, alerts_api, sign_in
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -85,6 +85,7 @@ def test_mark_fraud_by_keyboard_stores_it_and_the_alert_leaves_the_queue(
     sign_in(page)
     expect(page.locator("#queue-table")).to_be_visible()
     tid = queue_ids(page)[0]
+    assert tid == BIG_ID  # the newest: past 2^53, kept exact from the API to the verdict
     page.keyboard.press("j")  # selects the first row
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name=f"Alert: transaction {tid}")).to_be_visible()
