@@ -139,6 +139,7 @@ function onKey(event) {
 $("login-form").addEventListener("submit", signIn);
 $("sign-out").addEventListener("click", () => signOut("Signed out."));
 window.addEventListener("hashchange", () => {
+  $("status").textContent = "";
   $("error").textContent = "";
   route();
 });

@@ -21,8 +21,8 @@ function figure(id, title, summary, chart) {
     chart);
 }
 
-function frame(height, label) {
-  return s("svg", { viewBox: `0 0 ${W} ${height}`, width: W, height, role: "img", "aria-label": label });
+function frame(height, label, width = W) {
+  return s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": label });
 }
 
 // Alerts per day, stacked: reviewed (dark) under still open (light).
@@ -55,10 +55,11 @@ function perDay(days) {
 function precision(versions) {
   const rowH = 30;
   const height = Math.max(1, versions.length) * rowH + 10;
-  const svg = frame(height, "Share of reviewed alerts confirmed as fraud, per model version");
+  const width = W + 140;  // room for the counts beside the bars
+  const svg = frame(height, "Share of reviewed alerts confirmed as fraud, per model version", width);
   versions.forEach((v, i) => {
     const y = 5 + i * rowH;
-    const full = W - 330;
+    const full = W - 320;
     const text = v.reviewed === 0
       ? `${v.alerts} alerts, none reviewed yet`
       : `${v.fraud} of ${v.reviewed} reviewed confirmed fraud (${share(v.precision)})`;
