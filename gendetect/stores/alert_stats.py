@@ -101,11 +101,11 @@ class AlertStats:
 
 
 def _per_day(alerts: Any, since: datetime, until: datetime) -> list[dict[str, Any]]:
-    days: dict[str, dict[str, Any]] = {}
-    day = since.date()
-    while day <= (until - timedelta(microseconds=1)).date():
-        days[day.isoformat()] = {"day": day.isoformat(), "alerts": 0, "reviewed": 0, "open": 0}
-        day += timedelta(days=1)
+    first, last = since.date(), (until - timedelta(microseconds=1)).date()
+    # Counted by offset, not stepped past `last`: a period ending on the
+    # calendar's last day must not step beyond it.
+    names = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+    days = {day: {"day": day, "alerts": 0, "reviewed": 0, "open": 0} for day in names}
     for a in alerts:
         row = days[a.decided_at.date().isoformat()]
         row["alerts"] += 1
