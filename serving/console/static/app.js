@@ -138,10 +138,16 @@ function onKey(event) {
 
 $("login-form").addEventListener("submit", signIn);
 $("sign-out").addEventListener("click", () => signOut("Signed out."));
-window.addEventListener("hashchange", () => {
+window.addEventListener("hashchange", async () => {
   $("status").textContent = "";
   $("error").textContent = "";
-  route();
+  await route();
+  // A new page: keyboard and screen reader users start at its heading.
+  const heading = view.querySelector("h1");
+  if (heading && !view.hidden) {
+    heading.tabIndex = -1;
+    heading.focus();
+  }
 });
 document.addEventListener("keydown", onKey);
 route();

@@ -80,6 +80,29 @@ def test_the_queue_lists_what_the_api_lists(
     watch.clean()
 
 
+def test_riskiest_first_and_the_reason_filter_apply_to_the_loaded_alerts(
+        page: Page, console_server: ServerProcess, watch: Watch) -> None:
+    loaded = alerts_api(console_server.url, limit=50)["alerts"]
+    sign_in(page)
+    expect(page.locator("#queue-table")).to_be_visible()
+    page.get_by_label("Order").select_option("risk")
+    page.get_by_role("button", name="Apply").click()
+    by_risk = sorted(loaded, key=lambda a: -a["risk"])
+    expect(page.locator("#queue-table tbody tr")).to_have_count(len(loaded))
+    shown = queue_ids(page)
+    assert sorted(shown) == sorted(a["transaction_id"] for a in loaded)
+    risks = {a["transaction_id"]: a["risk"] for a in loaded}
+    assert [risks[t] for t in shown] == [a["risk"] for a in by_risk]
+
+    reason = loaded[-1]["top_reasons"][-1]["reason"]
+    page.get_by_label("Reason").fill(reason)
+    page.get_by_role("button", name="Apply").click()
+    want = [a for a in by_risk if reason in {r["reason"] for r in a["top_reasons"]}]
+    expect(page.locator("#queue-table tbody tr")).to_have_count(len(want))
+    assert sorted(queue_ids(page)) == sorted(a["transaction_id"] for a in want)
+    watch.clean()
+
+
 def test_mark_fraud_by_keyboard_stores_it_and_the_alert_leaves_the_queue(
         page: Page, console_server: ServerProcess, watch: Watch) -> None:
     sign_in(page)
