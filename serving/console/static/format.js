@@ -32,9 +32,12 @@ export function featureText(f) {
 
 export const reasonText = (r) => `${r.reason} (${share(r.contribution)})`;
 
-// The amount of an alert, where the explanation kept the observed value.
+// The amount of an alert, where a top feature carries the observed value
+// (a log-derived input reports it in the amount's own units).
+const AMOUNT_FEATURES = new Set(["amount", "log_amount"]);
+
 export function amountOf(decision) {
-  const f = (decision.top_features ?? []).find((x) => x.feature === "amount");
+  const f = (decision.top_features ?? []).find((x) => AMOUNT_FEATURES.has(x.feature));
   return f && isNumber(f.value) ? TWO.format(f.value) : "—";
 }
 

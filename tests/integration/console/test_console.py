@@ -258,6 +258,8 @@ def test_axe_finds_no_accessibility_violations(
      "amount 1,250.00, expected about 48"),
     ({"feature": "amount", "contribution": 0.41, "value": 1250.0, "expected": None},
      "amount 1,250.00 (41% of the explanation)"),
+    ({"feature": "log_amount", "contribution": 0.5, "value": 1250.0, "expected": 1234.5},
+     "log_amount 1,250.00, expected about 1,200"),
     ({"feature": "tx_count_1d", "contribution": 0.2}, "tx_count_1d (20% of the explanation)"),
 ])
 def test_top_features_read_with_what_the_model_expected(
@@ -270,4 +272,24 @@ def test_top_features_read_with_what_the_model_expected(
         return [format.featureText(entry), format.amountOf({top_features: [entry]})];
     }""", entry)
     assert got[0] == text
-    assert got[1] == ("1,250.00" if re.match("amount", text) else "—")
+    assert got[1] == ("1,250.00" if re.match("(log_)?amount", text) else "—")
+
+
+def test_an_alert_shows_what_the_model_expected(
+        page: Page, console_server: ServerProcess, watch: Watch) -> None:
+    """Until the served model reports `value` and `expected`, the real
+    decision is served to the page with them added (only this one read is
+    stubbed) and the alert reads them."""
+    tid = alerts_api(console_server.url, limit=1)["alerts"][0]["transaction_id"]
+    real = httpx.get(f"{console_server.url}/v1/decisions/{tid}",
+                     headers={"X-API-Key": ANALYST}, timeout=30).json()
+    first = real["decision"]["top_features"][0]
+    real["decision"]["top_features"][0] = {**first, "feature": "amount", "value": 1250.0,
+                                           "expected": 47.6}
+    page.route(f"**/v1/decisions/{tid}", lambda route: route.fulfill(json=real))
+    sign_in(page)
+    expect(page.locator("#queue-table")).to_be_visible()
+    page.goto(f"/console#/alert/{tid}")
+    expect(page.locator("#top-features li").first).to_have_text(
+        "amount 1,250.00, expected about 48")
+    watch.clean()
