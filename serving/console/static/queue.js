@@ -124,9 +124,13 @@ export async function renderQueue(view, ui) {
       "j and k move through the list."),
     filtersForm(ui),
     rows.length === 0
-      ? h("p", { id: "queue-empty" }, "No alert waits for a verdict with these filters.")
+      ? h("p", { id: "queue-empty" }, queue.cursor
+        ? `None of the ${queue.alerts.length} alerts loaded so far matches; load more to look further.`
+        : "No alert waits for a verdict with these filters.")
       : h("table", { id: "queue-table" },
-        h("caption", {}, `${rows.length} alert${rows.length === 1 ? "" : "s"} shown`),
+        h("caption", {}, rows.length === queue.alerts.length
+          ? `${rows.length} alert${rows.length === 1 ? "" : "s"} shown`
+          : `${rows.length} of the ${queue.alerts.length} alerts loaded match the reason`),
         h("thead", {}, h("tr", {},
           ["Time", "Transaction", "Amount", "Risk", "Top reasons", "Model version"].map(
             (c) => h("th", { scope: "col" }, c)))),
