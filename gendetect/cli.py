@@ -145,9 +145,11 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
-    """--quiet for commands that show progress (on by default on a terminal)."""
+    """--quiet for commands that show progress (a bar on a terminal, log
+    lines otherwise; see gendetect.progress)."""
     parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress output (it is off anyway when stderr is not a terminal)")
+                        help="no progress (a live bar when stderr is a terminal, "
+                        "plain log lines otherwise)")
 
 
 # Argument types: a bad value is argparse's usage error (exit 2, naming the
@@ -194,7 +196,9 @@ def _int(text: str) -> int:
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+    """Whether a command reports its progress: unless --quiet. How (a bar or
+    log lines) is gendetect.progress's choice, by the stream."""
+    return not getattr(args, "quiet", False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
