@@ -69,9 +69,15 @@ def _quiet_mlflow() -> None:
     """MLflow's messages that say nothing to a gendetect user: a progress bar
     for each artifact download of a few local files, the INFO lines of its
     store's table creation, and "Validating input example against model
-    signature" at every model log. Its warnings and errors stay; a user's
-    own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR wins."""
+    signature" at every model log; and, against a tracking server, the
+    "🏃 View run ... at" / "🧪 View experiment at" pair it writes to stdout at
+    every run's end (a retrain printed one pair per challenger): the job's
+    summary (training.summary.where_to_look) is the one place that says
+    where to look. Its warnings and errors stay; a user's own
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR / MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+    win."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow.store.db.utils", "mlflow.pyfunc"):
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
