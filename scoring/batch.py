@@ -42,7 +42,7 @@ from gendetect.data.io import prepare_output, read_table
 from gendetect.decisions import BatchDecisions
 from gendetect.errors import InputError
 from gendetect.features.pipeline import WindowHistory, split_at_last_time
-from gendetect.progress import ProgressReport
+from gendetect.progress import ProgressReport, is_terminal
 from gendetect.timestamps import column_to_ns
 
 PREFIX = "gd_"
@@ -90,7 +90,8 @@ def cli_main(args: argparse.Namespace) -> int:
             model_uri,
             settings,
             explain=args.explain,
-            progress=show_progress(args),
+            # Spark's own stage bar and log: on a terminal only, as before.
+            progress=show_progress(args) and is_terminal(),
         )
     from gendetect.tracking import load_registered_bundle
 
