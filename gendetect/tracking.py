@@ -84,9 +84,12 @@ def _quiet_mlflow() -> None:
             logger.setLevel(logging.WARNING)
 
 
-# MLflow 3's UI opens an experiment in its GenAI view unless the experiment
-# says what it is: this tag (the UI's own "experiment type" setting) makes it
-# open the classic model-training view (runs, metrics charts, models).
+# The experiment says what it is with the UI's own "experiment type" tag.
+# MLflow 3.x UIs before the sidebar's GenAI / model-training switch open the
+# classic view (runs, metrics charts, models) for it; 3.17's UI takes the view
+# from that switch instead (per browser, default GenAI; no server option), so
+# the links the jobs print carry `?workflowType=machine_learning`
+# (training.summary.run_page).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
