@@ -85,11 +85,10 @@ def _quiet_mlflow() -> None:
 
 
 # The experiment says what it is with the UI's own "experiment type" tag.
-# MLflow 3.x UIs before the sidebar's GenAI / model-training switch open the
-# classic view (runs, metrics charts, models) for it; 3.17's UI takes the view
-# from that switch instead (per browser, default GenAI; no server option), so
-# the links the jobs print carry `?workflowType=machine_learning`
-# (training.summary.run_page).
+# MLflow 3.17's UI does not choose its view by it (read in its bundled UI
+# code): the view comes from the sidebar's GenAI / model-training switch, kept
+# per browser (default GenAI), with no server option; so the links the jobs
+# print carry `?workflowType=machine_learning` (training.summary.run_page).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
