@@ -39,6 +39,7 @@ from gendetect.detector import DetectorCore, Evidence
 from gendetect.errors import InputError
 from gendetect.estimator_params import EstimatorParams, with_parameter_signature
 from gendetect.features.pipeline import FeaturePipeline, WindowHistory
+from gendetect.features.units import FeatureUnits
 from gendetect.fit_record import fit_metadata
 from gendetect.label_aware import LabelAwareHead, known_frauds_only, prepare_labels
 from gendetect.models.labels import FRAUD
@@ -73,6 +74,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         self._schema: Schema | None = None
         self._pipeline: FeaturePipeline | None = None
         self._reason_map: ReasonMap | None = None
+        self._feature_units: FeatureUnits | None = None
         self._metadata: dict[str, Any] = {}
 
     @property
@@ -124,6 +126,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
             self._pipeline.fit(X[prepare_labels(X, y, len(X)) != FRAUD])
         # Built now so that a schema naming a missing feature fails before training.
         self._reason_map = ReasonMap.build(self.feature_names, self._pipeline.reasons)
+        self._feature_units = None
         x = self.features(known_frauds_only(X, self._schema.label_field))
         labels = prepare_labels(X, y, len(x))
         self.detector_ = DetectorCore(kind=self.kind, params=params).fit(x, labels == FRAUD)
@@ -229,6 +232,15 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
             raise NotFittedError(_NOT_FITTED)
         return self._reason_map
 
+    @property
+    def feature_units(self) -> FeatureUnits:
+        """How explanations show each input's observed and expected value."""
+        # vars(): bundles pickled before this attribute existed lack it.
+        units = vars(self).get("_feature_units")
+        if units is None:
+            units = self._feature_units = FeatureUnits.of(self._fitted_pipeline())
+        return units
+
     def score_frame(
         self, df: pd.DataFrame, *, source: str | None = None, explain: str = "all"
     ) -> pd.DataFrame:
@@ -272,33 +284,38 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         scores = np.empty(n)
         kept_rows: list[np.ndarray] = []
         kept: list[np.ndarray] = []
-        head = self.label_head_
+        kept_expected: list[np.ndarray | None] = []
+        head, detector = self.label_head_, self.detector_
         for start, evidence in self._blocks(x):
             block_scores = head.scores(evidence)
             scores[start : start + len(block_scores)] = block_scores
-            # Contributions (for the head: path attributions) of the
-            # explained rows only: ~alert_rate of them by default.
+            # Contributions (for the head: path attributions) and expected
+            # values of the explained rows only: ~alert_rate of them by default.
             if explain == "all":
                 kept.append(head.contributions(evidence))
+                kept_expected.append(detector.expected(evidence, np.arange(len(block_scores))))
             elif explain == "flagged":
                 rows = np.flatnonzero(block_scores >= threshold)
                 if len(rows):
                     kept_rows.append(rows + start)
                     kept.append(head.contributions(evidence, rows))
+                    kept_expected.append(detector.expected(evidence, rows))
         if explain == "all":
             explained = np.arange(n)
         else:
             explained = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int64)
         names = tuple(self.feature_names)
-        contributions = (
-            (kept[0] if len(kept) == 1 else np.concatenate(kept))
-            if kept
-            else np.zeros((0, len(names)))
-        )
+        contributions = _stacked(kept, len(names))
+        # What the generative model expected, whatever ranked the features
+        # (the label-aware head's attributions included): it is what says
+        # what normal looks like.
+        expected = (None if any(e is None for e in kept_expected)
+                    else _stacked(kept_expected, len(names)))  # type: ignore[arg-type]
+        values = self.feature_units.present(x[explained], expected)
         return decisions.assemble(
             scores, self.calibrator_.risk(scores), threshold, explained, contributions,
             feature_names=names, reason_map=self.reason_map,
-            top_k=self.top_k, batch_history_only=batch_history_only,
+            top_k=self.top_k, batch_history_only=batch_history_only, values=values,
         )
 
     def score_records(
@@ -330,6 +347,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         self._schema = schema
         self._pipeline = FeaturePipeline(schema, features)
         self._reason_map = ReasonMap.build(self._pipeline.feature_names, self._pipeline.reasons)
+        self._feature_units = None
         self.detector_, self.label_head_ = detector, head
         self.calibrator_, self.threshold_ = calibrator, threshold
         self._metadata = metadata
@@ -345,6 +363,13 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         if not self.is_fitted:
             raise NotFittedError(_NOT_FITTED)
         return self.threshold_  # type: ignore[no-any-return]
+
+
+def _stacked(parts: list[np.ndarray], width: int) -> np.ndarray:
+    """Per-block arrays of the explained rows as one (n_explained, width)."""
+    if not parts:
+        return np.zeros((0, width))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def make_detector(kind: str, **params: Any) -> FraudModelBundle:

@@ -34,6 +34,10 @@ class Evidence:
     score: np.ndarray  # the raw anomaly score (n,)
     contributions: np.ndarray  # per-feature contributions to it (n, d)
     member_scores: list[np.ndarray]  # each network's score on its common scale
+    # Each network's reconstruction of the block (scaled space; None for a
+    # network without one), kept as returned: DetectorCore.expected reads
+    # the explained rows of it.
+    reconstructions: list[torch.Tensor | None] = field(default_factory=list)
 
 
 @dataclass
@@ -84,12 +88,15 @@ class DetectorCore:
         if observed is not None:
             z = np.where(observed, z, 0.0)
         disc = self.params.uses_discriminator
-        parts = [m.score_from(*m.raw_outputs(t, with_discriminator=disc), observed)
-                 for m in self.members]
+        parts, recons = [], []
+        for m in self.members:
+            errors, verdict, recon = m.outputs(t, with_discriminator=disc)
+            parts.append(m.score_from(errors, verdict, observed))
+            recons.append(recon)
         if len(parts) == 1:
             (s, contrib), member = parts[0], self.members[0]
             center, spread = member.score_center_spread_
-            return Evidence(z, s, contrib, [(s - center) / spread])
+            return Evidence(z, s, contrib, [(s - center) / spread], recons)
         score = np.zeros(len(z))
         contributions = np.zeros(z.shape)
         scaled = []
@@ -98,7 +105,24 @@ class DetectorCore:
             scaled.append((s - center) / spread)
             score += weight * scaled[-1]
             contributions += weight * contrib / spread
-        return Evidence(z, score, contributions, scaled)
+        return Evidence(z, score, contributions, scaled, recons)
+
+    def expected(self, ev: Evidence, rows: np.ndarray) -> np.ndarray | None:
+        """What the networks expected `rows` of a block to be, in the model
+        inputs' own units (the reconstruction mapped back through the
+        scaler): the VAE's decoder mean at the posterior mean, the GAN's
+        encoder -> generator reconstruction. An ensemble's is the members'
+        weighted mean (its ensemble weights) in those units; None when no
+        network has a reconstruction. Only these rows are converted."""
+        weights = self.weights()
+        total, weight_sum = None, 0.0
+        for recon, weight in zip(ev.reconstructions, weights, strict=False):
+            if recon is None:
+                continue
+            values = self.scaler.inverse_transform(recon[rows].numpy())
+            total = weight * values if total is None else total + weight * values
+            weight_sum += weight
+        return None if total is None else total / weight_sum
 
     def weights(self) -> np.ndarray:
         """The members' ensemble weights, normalised to sum to 1."""

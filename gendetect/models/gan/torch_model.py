@@ -59,9 +59,12 @@ class GANNetwork(GenerativeNetwork):
         return [*self.generator.parameters(), *self.encoder.parameters()]
 
     @torch.no_grad()
-    def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
+    def errors_and_expected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared errors against the encoder -> generator reconstruction, and
+        that reconstruction (what the model expected x to be)."""
         x, observed = fill_missing(x)
-        return observed_only(squared_error(x, self.reconstruct(x)), observed)
+        expected = self.reconstruct(x)
+        return observed_only(squared_error(x, expected), observed), expected
 
     @torch.no_grad()
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
