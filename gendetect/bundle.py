@@ -284,39 +284,57 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         scores = np.empty(n)
         kept_rows: list[np.ndarray] = []
         kept: list[np.ndarray] = []
-        kept_expected: list[np.ndarray | None] = []
-        head, detector = self.label_head_, self.detector_
+        head = self.label_head_
         for start, evidence in self._blocks(x):
             block_scores = head.scores(evidence)
             scores[start : start + len(block_scores)] = block_scores
-            # Contributions (for the head: path attributions) and expected
-            # values of the explained rows only: ~alert_rate of them by default.
+            # Contributions (for the head: path attributions) of the
+            # explained rows only: ~alert_rate of them by default.
             if explain == "all":
                 kept.append(head.contributions(evidence))
-                kept_expected.append(detector.expected(evidence, np.arange(len(block_scores))))
             elif explain == "flagged":
                 rows = np.flatnonzero(block_scores >= threshold)
                 if len(rows):
                     kept_rows.append(rows + start)
                     kept.append(head.contributions(evidence, rows))
-                    kept_expected.append(detector.expected(evidence, rows))
         if explain == "all":
             explained = np.arange(n)
         else:
             explained = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int64)
         names = tuple(self.feature_names)
         contributions = _stacked(kept, len(names))
-        # What the generative model expected, whatever ranked the features
-        # (the label-aware head's attributions included): it is what says
-        # what normal looks like.
-        expected = (None if any(e is None for e in kept_expected)
-                    else _stacked(kept_expected, len(names)))  # type: ignore[arg-type]
-        values = self.feature_units.present(x[explained], expected)
+        explained_x = x[explained]
         return decisions.assemble(
             scores, self.calibrator_.risk(scores), threshold, explained, contributions,
             feature_names=names, reason_map=self.reason_map,
-            top_k=self.top_k, batch_history_only=batch_history_only, values=values,
+            top_k=self.top_k, batch_history_only=batch_history_only,
+            values=lambda top: self._top_values(explained_x, top),
         )
+
+    def _top_values(self, x: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(observed, expected) of the top features `top` (n, k) of rows `x`
+        in the units an analyst reads, NaN for null. The expectation comes
+        from the generative detector whatever ranked the features (the
+        label-aware head's attributions too): it is what knows what normal
+        looks like. One model query per row and distinct withheld group
+        among its top features (amount, log_amount and the amount's ratios
+        share one), in one batch."""
+        units = self.feature_units
+        observed = np.take_along_axis(x, top, axis=1)
+        groups = units.group[top]
+        asked = groups >= 0
+        if not asked.any():
+            return units.present(observed, None, top)
+        n_groups = len(units.withheld)
+        keys = (np.arange(len(x))[:, None] * n_groups + groups)[asked]
+        queries, which = np.unique(keys, return_inverse=True)
+        rows, query_groups = np.divmod(queries, n_groups)
+        answers = self.detector_.expected(x[rows], units.withheld[query_groups])
+        if answers is None:
+            return units.present(observed, None, top)
+        expected = np.full(top.shape, np.nan)
+        expected[asked] = answers[which, top[asked]]
+        return units.present(observed, expected, top)
 
     def score_records(
         self,

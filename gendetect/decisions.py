@@ -20,6 +20,7 @@ indicator, a categorical column, a network without a reconstruction).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -224,16 +225,14 @@ def assemble(
     reason_map: ReasonMap,
     top_k: int,
     batch_history_only: bool = False,
-    values: tuple[np.ndarray, np.ndarray] | None = None,
+    values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> BatchDecisions:
     """The decisions of scored rows: `contributions` are those of the rows
     in `explained`, turned here into top-k feature and reason shares;
-    `values` (observed, expected), each like `contributions` with NaN for
-    null, give the top features' value and expected value."""
+    `values`, given the top features' column indices (n_explained, k),
+    returns their observed and expected values (NaN for null)."""
     feature_idx, feature_share = top_share_indices(contributions, top_k)
-    value = expected = None
-    if values is not None:
-        value, expected = (np.take_along_axis(v, feature_idx, axis=1) for v in values)
+    value, expected = values(feature_idx) if values is not None else (None, None)
     reason_idx, reason_share = top_share_indices(reason_map.sums(contributions), top_k)
     return BatchDecisions(
         score=score,

@@ -34,10 +34,6 @@ class Evidence:
     score: np.ndarray  # the raw anomaly score (n,)
     contributions: np.ndarray  # per-feature contributions to it (n, d)
     member_scores: list[np.ndarray]  # each network's score on its common scale
-    # Each network's reconstruction of the block (scaled space; None for a
-    # network without one), kept as returned: DetectorCore.expected reads
-    # the explained rows of it.
-    reconstructions: list[torch.Tensor | None] = field(default_factory=list)
 
 
 @dataclass
@@ -88,15 +84,12 @@ class DetectorCore:
         if observed is not None:
             z = np.where(observed, z, 0.0)
         disc = self.params.uses_discriminator
-        parts, recons = [], []
-        for m in self.members:
-            errors, verdict, recon = m.outputs(t, with_discriminator=disc)
-            parts.append(m.score_from(errors, verdict, observed))
-            recons.append(recon)
+        parts = [m.score_from(*m.raw_outputs(t, with_discriminator=disc), observed)
+                 for m in self.members]
         if len(parts) == 1:
             (s, contrib), member = parts[0], self.members[0]
             center, spread = member.score_center_spread_
-            return Evidence(z, s, contrib, [(s - center) / spread], recons)
+            return Evidence(z, s, contrib, [(s - center) / spread])
         score = np.zeros(len(z))
         contributions = np.zeros(z.shape)
         scaled = []
@@ -105,22 +98,33 @@ class DetectorCore:
             scaled.append((s - center) / spread)
             score += weight * scaled[-1]
             contributions += weight * contrib / spread
-        return Evidence(z, score, contributions, scaled, recons)
+        return Evidence(z, score, contributions, scaled)
 
-    def expected(self, ev: Evidence, rows: np.ndarray) -> np.ndarray | None:
-        """What the networks expected `rows` of a block to be, in the model
-        inputs' own units (the reconstruction mapped back through the
-        scaler): the VAE's decoder mean at the posterior mean, the GAN's
-        encoder -> generator reconstruction. An ensemble's is the members'
-        weighted mean (its ensemble weights) in those units; None when no
-        network has a reconstruction. Only these rows are converted."""
-        weights = self.weights()
+    def expected(self, x: np.ndarray, withheld: np.ndarray) -> np.ndarray | None:
+        """What the networks expect rows `x` to be, in the model inputs' own
+        units (the reconstruction mapped back through the scaler), with the
+        cells marked in `withheld` (a boolean mask like x) hidden from them
+        as gaps: the expectation of a value given the rest of the record.
+
+        Withheld, because a reconstruction of the whole record follows what
+        it is shown: an amount five times a card's usual one comes back
+        inflated too. Hidden, the amount (and the columns derived from it)
+        is inferred from the record's context (the card's averages, the
+        time, the terminal), which is what an analyst compares it with.
+        The VAE's is its decoder mean at the posterior mean, the GAN's its
+        encoder -> generator reconstruction; an ensemble's is the members'
+        weighted mean (the ensemble weights) in original units. None when
+        no network has a reconstruction."""
+        z = self.scaler.transform(x)
+        z[withheld] = np.nan
+        t = torch.as_tensor(z, dtype=torch.float32)
         total, weight_sum = None, 0.0
-        for recon, weight in zip(ev.reconstructions, weights, strict=False):
+        for member, weight in zip(self.members, self.weights(), strict=True):
+            recon = member.expected(t)
             if recon is None:
                 continue
-            values = self.scaler.inverse_transform(recon[rows].numpy())
-            total = weight * values if total is None else total + weight * values
+            values = weight * self.scaler.inverse_transform(recon)
+            total = values if total is None else total + values
             weight_sum += weight
         return None if total is None else total / weight_sum
 

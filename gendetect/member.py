@@ -134,23 +134,21 @@ class NeuralDetector:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Per-feature errors and (when asked for and the network has one)
         the discriminator's raw verdict, for a float32 block `t`."""
-        errors, extra, _ = self.outputs(t, with_discriminator=with_discriminator)
-        return errors, extra
-
-    def outputs(
-        self, t: torch.Tensor, *, with_discriminator: bool
-    ) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor | None]:
-        """`raw_outputs` and the reconstruction the errors were measured
-        against (scaled space, float32, as the network returned it: only the
-        explained rows of it are ever converted), None for a network without one."""
         network = self.network
         assert network is not None, "detector is not fitted"
         with torch.inference_mode():
-            raw, expected = network.errors_and_expected(t)
-            errors = finite(raw.numpy().astype(np.float64))
+            errors = finite(network.feature_errors(t).numpy().astype(np.float64))
             extra = network.extra_score(t) if with_discriminator else None
-        return (errors, None if extra is None else finite(extra.numpy().astype(np.float64)),
-                expected)
+        return errors, None if extra is None else finite(extra.numpy().astype(np.float64))
+
+    def expected(self, t: torch.Tensor) -> np.ndarray | None:
+        """The network's reconstruction of a float32 block `t` (scaled
+        space), None for a network without one."""
+        network = self.network
+        assert network is not None, "detector is not fitted"
+        with torch.inference_mode():
+            recon = network.reconstruction(t)
+        return None if recon is None else recon.numpy().astype(np.float64)
 
     def score_from(
         self, errors: np.ndarray, disc: np.ndarray | None, observed: np.ndarray | None = None

@@ -26,7 +26,7 @@ import gendetect
 import scoring
 from gendetect.bundle import FraudModelBundle
 from gendetect.config import Settings
-from gendetect.decisions import BATCH_HISTORY_COLUMN, EXPLANATION_KEYS
+from gendetect.decisions import BATCH_HISTORY_COLUMN, EXPLANATION_KEYS, FEATURE_VALUE_KEYS
 from gendetect.tracking import (
     BUNDLE_ARTIFACT,
     LoggedBundle,

@@ -14,10 +14,14 @@ ratio. A few are not in units anyone reads:
   expected value an analyst could act on: both values are null;
 - a gap in the record (NaN) has no observed value, and nothing is expected
   of it: both null.
-Expected values are kept within the range the input can take (a field's
-schema bounds, [0, 1] for flags and rates, [-1, 1] for the hour's sine and
-cosine, at least 0 for counts, a mean within its column's bounds):
-a reconstruction is unbounded, an expected amount of -3 is not.
+
+What the model expects of a value is asked with that value hidden from it
+(and every column derived from the same field: gendetect.detector's
+DetectorCore.expected says why). Expected values are kept within the range
+the input can take (a field's schema bounds, [0, 1] for flags and rates,
+[-1, 1] for the hour's sine and cosine, at least 0 for counts, a mean within
+its column's bounds): a reconstruction is unbounded, an expected amount of
+-3 is not.
 """
 
 from __future__ import annotations
@@ -51,12 +55,16 @@ _MAX_EXPONENT = 700.0
 
 @dataclass(frozen=True)
 class FeatureUnits:
-    """Per model input column: how it is shown (AS_IS, EXPM1, EXP, HIDDEN)
-    and the range of its shown values."""
+    """Per model input column: how it is shown (AS_IS, EXPM1, EXP, HIDDEN),
+    the range of its shown values, and which columns are withheld from the
+    model to ask what it expects of it (`group`: a row of `withheld`, -1
+    for hidden columns)."""
 
     mode: np.ndarray  # (d,) int
     low: np.ndarray  # (d,) shown-unit lower bounds
     high: np.ndarray  # (d,) shown-unit upper bounds
+    group: np.ndarray  # (d,) int: the column's row of `withheld`, -1 if hidden
+    withheld: np.ndarray  # (n_groups, d) bool
 
     @classmethod
     def of(cls, pipeline: FeaturePipeline) -> FeatureUnits:
@@ -83,35 +91,77 @@ class FeatureUnits:
         columns.extend((AS_IS, b) for b in _behaviour_bounds(pipeline))
         if len(columns) != len(pipeline.feature_names):
             raise RuntimeError("feature units out of step with the pipeline's columns")
+        mode = np.array([m for m, _ in columns], dtype=np.int8)
+        group, withheld = _withheld_groups(pipeline, mode)
         return cls(
-            mode=np.array([m for m, _ in columns], dtype=np.int8),
+            mode=mode,
             low=np.array([b[0] for _, b in columns], dtype=np.float64),
             high=np.array([b[1] for _, b in columns], dtype=np.float64),
+            group=group,
+            withheld=withheld,
         )
 
     def present(
-        self, observed: np.ndarray, expected: np.ndarray | None
+        self, observed: np.ndarray, expected: np.ndarray | None, columns: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(value, expected) of model input rows (n, d) in shown units, NaN
-        for null: hidden columns, gaps (both), and every expected value
-        when there is no reconstruction (`expected` None)."""
-        value = self._shown(observed)
+        """(value, expected) in shown units, NaN for null, of cells of model
+        input columns `columns` (all three arrays of one shape): null for
+        hidden columns, gaps (both), and every expected value when there is
+        no reconstruction (`expected` None)."""
+        mode = self.mode[columns]
+        value = _shown(observed, mode)
         if expected is None:
-            expectation = np.full(observed.shape, np.nan)
+            expectation = np.full(value.shape, np.nan)
         else:
-            expectation = np.clip(self._shown(expected), self.low, self.high)
+            expectation = np.clip(_shown(expected, mode), self.low[columns], self.high[columns])
             expectation[np.isnan(value)] = np.nan
-        value[:, self.mode == HIDDEN] = np.nan
-        expectation[:, self.mode == HIDDEN] = np.nan
+        hidden = mode == HIDDEN
+        value[hidden] = np.nan
+        expectation[hidden] = np.nan
         return value, expectation
 
-    def _shown(self, x: np.ndarray) -> np.ndarray:
-        out = np.array(x, dtype=np.float64)
-        for mode, inverse in ((EXPM1, np.expm1), (EXP, np.exp)):
-            cols = self.mode == mode
-            if cols.any():
-                out[:, cols] = inverse(np.minimum(out[:, cols], _MAX_EXPONENT))
-        return out
+
+def _shown(x: np.ndarray, mode: np.ndarray) -> np.ndarray:
+    out = np.array(x, dtype=np.float64)
+    for kind, inverse in ((EXPM1, np.expm1), (EXP, np.exp)):
+        cells = mode == kind
+        if cells.any():
+            out[cells] = inverse(np.minimum(out[cells], _MAX_EXPONENT))
+    return out
+
+
+def _withheld_groups(
+    pipeline: FeaturePipeline, mode: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the columns that carry its value: the column itself and
+    every derived column computed from the same field (amount, log_amount
+    and the amount's ratios to the card's averages; the hour's sine and
+    cosine, night and weekend from the timestamp). A derived column's are
+    its source's. All of them are withheld together, else the model reads
+    the value back from a sibling (one group per distinct set)."""
+    names = pipeline.feature_names
+    index = {name: j for j, name in enumerate(names)}
+    derived = pipeline.schema.derived
+
+    def carriers(name: str) -> set[int]:
+        cols = {index[name]} if name in index else set()
+        cols |= {index[d.name] for d in derived if name in (d.source, d.by)}
+        return cols
+
+    source = {d.name: d.source for d in derived}
+    sets: list[frozenset[int]] = []
+    group = np.full(len(names), -1, dtype=np.int64)
+    for j, name in enumerate(names):
+        if mode[j] == HIDDEN:
+            continue
+        cols = frozenset(carriers(source.get(name, name)) | {j})
+        if cols not in sets:
+            sets.append(cols)
+        group[j] = sets.index(cols)
+    withheld = np.zeros((len(sets), len(names)), dtype=bool)
+    for g, cols in enumerate(sets):
+        withheld[g, list(cols)] = True
+    return group, withheld
 
 
 def _behaviour_bounds(pipeline: FeaturePipeline) -> list[tuple[float, float]]:

@@ -16,11 +16,9 @@ The detector core asks a network for two things:
   as they are) or plain errors that it divides by their typical size.
 - `extra_score(x)`: an optional per-record score beside the errors (the GAN's
   discriminator), or None.
-- `errors_and_expected(x)`: the errors together with what the network
-  expected each input to be (its reconstruction, in the scaled space), or
-  None for a network without one. One forward pass gives both: scoring keeps
-  the reconstruction, and the explanations of flagged rows read it
-  (gendetect.detector.DetectorCore.expected) without running the network again.
+- `reconstruction(x)`: what the network expects x to be (scaled space, gaps
+  imputed), or None for a network without one: the explanations' expected
+  values (gendetect.detector.DetectorCore.expected).
 Inputs may hold NaN: a gap in a nullable field (gendetect.features.missing).
 A network imputes it (blocks.fill_missing) and gives it an error of 0
 (blocks.observed_only); the detector then averages over observed cells only.
@@ -40,10 +38,10 @@ class GenerativeNetwork(nn.Module):
     likelihood_errors: bool = False
 
     def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
-        return self.errors_and_expected(x)[0]
-
-    def errors_and_expected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def reconstruction(self, x: torch.Tensor) -> torch.Tensor | None:
         return None

@@ -59,12 +59,15 @@ class GANNetwork(GenerativeNetwork):
         return [*self.generator.parameters(), *self.encoder.parameters()]
 
     @torch.no_grad()
-    def errors_and_expected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Squared errors against the encoder -> generator reconstruction, and
-        that reconstruction (what the model expected x to be)."""
+    def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
         x, observed = fill_missing(x)
-        expected = self.reconstruct(x)
-        return observed_only(squared_error(x, expected), observed), expected
+        return observed_only(squared_error(x, self.reconstruct(x)), observed)
+
+    @torch.no_grad()
+    def reconstruction(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder -> generator reconstruction (gaps imputed)."""
+        x, _ = fill_missing(x)
+        return self.reconstruct(x)
 
     @torch.no_grad()
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:

@@ -59,11 +59,10 @@ class VAENetwork(GenerativeNetwork):
         return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     @torch.no_grad()
-    def errors_and_expected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def feature_errors(self, x: torch.Tensor) -> torch.Tensor:
         """Per-feature negative log-likelihood of x under the decoder of the
         posterior mean, shifted to be non-negative (plain squared error
-        without a learned variance), and the decoder's mean: what the model
-        expected x to be.
+        without a learned variance).
 
         The posterior mean, not a sample: scores are deterministic. Both
         halves of the Gaussian NLL matter: the error in units of the
@@ -76,10 +75,17 @@ class VAENetwork(GenerativeNetwork):
         mean, logvar = self.decode(mu)
         err = squared_error(x, mean)
         if not self.learned_variance:
-            return observed_only(err, observed), mean
+            return observed_only(err, observed)
         # logvar >= LOGVAR_MIN, so each term is >= 0.
-        nll = 0.5 * (err * torch.exp(-logvar) + logvar - LOGVAR_MIN)
-        return observed_only(nll, observed), mean
+        return observed_only(0.5 * (err * torch.exp(-logvar) + logvar - LOGVAR_MIN), observed)
+
+    @torch.no_grad()
+    def reconstruction(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean at the posterior mean (gaps imputed)."""
+        x, _ = fill_missing(x)
+        mu, _ = self.encode(x)
+        return self.decode(mu)[0]
+
 
 def build_vae_network(n_features: int, params: VAEParams) -> VAENetwork:
     """Registry entry of "vae" and "vae_mse" for scoring: the plain network."""
