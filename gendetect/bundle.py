@@ -304,17 +304,22 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         names = tuple(self.feature_names)
         contributions = _stacked(kept, len(names))
         explained_x = x[explained]
+        flagged = scores[explained] >= threshold
         return decisions.assemble(
             scores, self.calibrator_.risk(scores), threshold, explained, contributions,
             feature_names=names, reason_map=self.reason_map,
             top_k=self.top_k, batch_history_only=batch_history_only,
-            values=lambda top: self._top_values(explained_x, top),
+            values=lambda top: self._top_values(explained_x, top, flagged),
         )
 
-    def _top_values(self, x: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _top_values(
+        self, x: np.ndarray, top: np.ndarray, flagged: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(observed, expected) of the top features `top` (n, k) of rows `x`
-        in the units an analyst reads, NaN for null. The expectation comes
-        from the generative detector whatever ranked the features (the
+        in the units an analyst reads, NaN for null; expected values for the
+        `flagged` rows only (what an analyst reviews: the API explains every
+        record, and an expectation costs a forward pass). The expectation
+        comes from the generative detector whatever ranked the features (the
         label-aware head's attributions too): it is what knows what normal
         looks like. One model query per row and distinct withheld group
         among its top features (amount, log_amount and the amount's ratios
@@ -322,7 +327,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         units = self.feature_units
         observed = np.take_along_axis(x, top, axis=1)
         groups = units.group[top]
-        asked = groups >= 0
+        asked = (groups >= 0) & flagged[:, None]
         if not asked.any():
             return units.present(observed, None, top)
         n_groups = len(units.withheld)

@@ -5,6 +5,7 @@ compromised-card frauds the expected amount is the card's usual spending."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -23,8 +24,9 @@ def _by_feature(entries: list[dict]) -> dict[str, dict]:
 
 
 def test_expected_values_are_finite_in_original_units_and_null_for_gaps() -> None:
+    # Half the records flagged: expected values are for flagged records.
     bundle = FraudModelBundle("vae", schema=gappy_schema(), max_epochs=3, seed=0,
-                              accelerator="cpu")
+                              accelerator="cpu", alert_rate=0.5)
     bundle.fit(gappy_frame(1500, 0))
     bundle.top_k = len(bundle.feature_names)  # every column reported
     test = gappy_frame(200, 1)
@@ -33,29 +35,42 @@ def test_expected_values_are_finite_in_original_units_and_null_for_gaps() -> Non
     categorical = {n for f in ("email_domain", "channel")
                    for n in bundle.pipeline.encoder(f).feature_names}
     balance = test["balance"].to_numpy()
-    assert np.isnan(balance).any() and not np.isnan(balance).all()
-    for row, amount, bal in zip(rows, test["amount"], balance, strict=True):
+    flagged = decisions.is_fraud
+    assert np.isnan(balance[flagged]).any() and not np.isnan(balance[flagged]).all()
+    for row, amount, bal, is_flagged in zip(rows, test["amount"], balance, flagged, strict=True):
         assert set(row) == set(bundle.feature_names)
         for name, entry in row.items():
             if is_indicator(name) or name in categorical:
                 assert entry["value"] is None and entry["expected"] is None, name
+        assert row["amount"]["value"] == pytest.approx(amount)
+        if not is_flagged:  # explained, but no analyst reviews it: nothing expected
+            assert all(entry["expected"] is None for entry in row.values())
+            continue
         # A gap: no observed value, and nothing expected of it.
         if math.isnan(bal):
             assert row["balance"]["value"] is None and row["balance"]["expected"] is None
         else:
             assert row["balance"]["value"] == pytest.approx(bal)
             assert math.isfinite(row["balance"]["expected"])
-        assert row["amount"]["value"] == pytest.approx(amount)
         assert 0.0 <= row["amount"]["expected"] < math.inf  # the schema's min is 0
         for name in ("x1", "x2"):
             assert math.isfinite(row[name]["expected"])
     # Original units, not the scaled space (centred on 0, spread ~1): the
     # balances sit around 100 with a spread of 30.
-    expected_balance = [r["balance"]["expected"] for r in rows if r["balance"]["value"] is not None]
+    expected_balance = [r["balance"]["expected"] for r in rows
+                        if r["balance"]["expected"] is not None]
+    assert len(expected_balance) >= 20
     assert 60.0 < float(np.median(expected_balance)) < 140.0
-    # The same numbers on every surface: records (the API) and JSON text (CSV).
-    assert bundle.score_matrix(bundle.features(test.head(3)), explain="all").records()[0][
-        "top_features"] == decisions.explanation_lists("top_features")[0]
+    # The same numbers from the API's path (one record: float32 sums of
+    # another batch shape, so to 1e-5) and in JSON text (CSV).
+    first = int(np.flatnonzero(flagged)[0])
+    one = bundle.score_matrix(bundle.features(test.iloc[[first]]), explain="all").records()
+    batch = decisions.explanation_lists("top_features")[first]
+    assert [e["feature"] for e in one[0]["top_features"]] == [e["feature"] for e in batch]
+    for got, want in zip(one[0]["top_features"], batch, strict=True):
+        for key in ("value", "expected"):
+            assert got[key] == (None if want[key] is None else pytest.approx(want[key], rel=1e-5))
+    assert json.loads(decisions.explanation_json("top_features")[first]) == batch
 
 
 @pytest.fixture(scope="module")
