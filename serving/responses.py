@@ -21,8 +21,9 @@ class FeatureContribution(BaseModel):
     expected: float | None = Field(
         None, description="what the model expected this input to be for this record (its "
         "reconstruction: the VAE's decoder mean, the GAN's reconstruction, an ensemble's "
-        "weighted mean of its members'), in the same units as `value`; null wherever `value` "
-        "is, and for a model without a reconstruction")
+        "weighted mean of its members', asked with this value withheld), in the same units as "
+        "`value`; null wherever `value` is, for a record that is not flagged, and for a model "
+        "without a reconstruction")
 
 
 class ReasonContribution(BaseModel):
