@@ -100,6 +100,34 @@ class DetectorCore:
             contributions += weight * contrib / spread
         return Evidence(z, score, contributions, scaled)
 
+    def expected(self, x: np.ndarray, withheld: np.ndarray) -> np.ndarray | None:
+        """What the networks expect rows `x` to be, in the model inputs' own
+        units (the reconstruction mapped back through the scaler), with the
+        cells marked in `withheld` (a boolean mask like x) hidden from them
+        as gaps: the expectation of a value given the rest of the record.
+
+        Withheld, because a reconstruction of the whole record follows what
+        it is shown: an amount five times a card's usual one comes back
+        inflated too. Hidden, the amount (and the columns derived from it)
+        is inferred from the record's context (the card's averages, the
+        time, the terminal), which is what an analyst compares it with.
+        The VAE's is its decoder mean at the posterior mean, the GAN's its
+        encoder -> generator reconstruction; an ensemble's is the members'
+        weighted mean (the ensemble weights) in original units. None when
+        no network has a reconstruction."""
+        z = self.scaler.transform(x)
+        z[withheld] = np.nan
+        t = torch.as_tensor(z, dtype=torch.float32)
+        total, weight_sum = None, 0.0
+        for member, weight in zip(self.members, self.weights(), strict=True):
+            recon = member.expected(t)
+            if recon is None:
+                continue
+            values = weight * self.scaler.inverse_transform(recon)
+            total = values if total is None else total + values
+            weight_sum += weight
+        return None if total is None else total / weight_sum
+
     def weights(self) -> np.ndarray:
         """The members' ensemble weights, normalised to sum to 1."""
         by_kind = dict(zip(self.params.ensemble, self.params.ensemble_weights, strict=True))

@@ -96,6 +96,26 @@ class RobustScaler:
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
         return self.fit(x).transform(x)
 
+    # -------------------------------------------------- back to original units
+    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+        """Scaled values back in the columns' original units: what an
+        explanation shows as the value a reconstruction expected. The exact
+        inverse of `transform` within its range; values beyond it (a network
+        output is unbounded) are first limited to the largest scaled value
+        `transform` can give, so that the result stays finite. NaN stays NaN."""
+        if self.center_ is None or self.scale_ is None:
+            raise RuntimeError("RobustScaler is not fitted")
+        limit = self.soft_limit
+        largest = (limit + np.log1p(CLIP_ROBUST_UNITS - limit) if np.isfinite(limit)
+                   else CLIP_ROBUST_UNITS)
+        u = np.clip(np.asarray(z, dtype=np.float64), -largest, largest)
+        with np.errstate(invalid="ignore"):  # NaN (a gap) is never beyond
+            beyond = np.abs(u) > limit
+        if beyond.any():
+            far = u[beyond]
+            u[beyond] = np.sign(far) * (limit + np.expm1(np.abs(far) - limit))
+        return u * self.scale_ + self.center_
+
     def to_dict(self) -> dict[str, Any]:
         assert self.center_ is not None and self.scale_ is not None
         return {
