@@ -44,6 +44,7 @@ class DetectorCore:
     members: list[NeuralDetector] = field(default_factory=list)
     train_index_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     validation_index_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _wide_input: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def fit(self, x: np.ndarray, exclude: np.ndarray | None = None) -> DetectorCore:
         """Fit on the rows of `x` not marked in `exclude` (a boolean mask)."""
@@ -56,18 +57,32 @@ class DetectorCore:
                 "fit needs at least 2 rows that are not confirmed frauds, "
                 f"got n_samples={len(normal)}"
             )
-        self.scaler = RobustScaler(soft_limit=self.params.soft_limit).fit(x[normal])
-        z = self.scaler.transform(x)
-        train_rel, val_rel = _split(len(normal), self.params.validation_fraction, self.params.seed)
+        p = self.params
+        self.scaler = RobustScaler(
+            soft_limit=p.soft_limit,
+            limit_quantile=p.soft_limit_quantile,
+            wide_quantile=p.wide_soft_limit_quantile,
+        ).fit(x[normal])
+        train_rel, val_rel = _split(len(normal), p.validation_fraction, p.seed)
         self.train_index_, self.validation_index_ = normal[train_rel], normal[val_rel]
-        members = list(self.params.ensemble) if self.kind == ENSEMBLE else [self.kind]
-        self.members = [
-            NeuralDetector(kind=k, params=self.params, n_features=z.shape[1]).fit(
-                z[self.train_index_], z[self.validation_index_]
+        members = list(p.ensemble) if self.kind == ENSEMBLE else [self.kind]
+        inputs = self.scaler.transforms(x, (self._reads_wide_input(k) for k in members))
+        self.members = []
+        for k in members:
+            z = inputs[self._reads_wide_input(k)]
+            self.members.append(
+                NeuralDetector(kind=k, params=p, n_features=z.shape[1]).fit(
+                    z[self.train_index_], z[self.validation_index_]
+                )
             )
-            for k in members
-        ]
         return self
+
+    def _reads_wide_input(self, kind: str) -> bool:
+        """Whether member `kind` reads the input with the scaler's wider
+        wide tail limits; looked up once per kind."""
+        if kind not in self._wide_input:
+            self._wide_input[kind] = self.params.model_params(kind).wide_input_tails
+        return self._wide_input[kind]
 
     def evidence(self, x: np.ndarray) -> Evidence:
         """The block scorer: the networks run once on the block in float32;
@@ -78,14 +93,18 @@ class DetectorCore:
         impute and leave out of the errors; the score averages over the
         observed cells, and the evidence's `z` holds the imputed values
         (finite: the label-aware head's trees read it)."""
-        z = self.scaler.transform(x)
-        t = torch.as_tensor(z, dtype=torch.float32)
+        # Each member reads the input with its own tail limits (the NLL VAE
+        # and the GAN the wide ones); the evidence's z is the default one.
+        wide = [self._reads_wide_input(m.kind) for m in self.members]
+        scaled = self.scaler.transforms(x, [False, *wide])
+        z = scaled[False]
+        inputs = {w: torch.as_tensor(scaled[w], dtype=torch.float32) for w in set(wide)}
         observed = observed_cells(z)
         if observed is not None:
             z = np.where(observed, z, 0.0)
         disc = self.params.uses_discriminator
-        parts = [m.score_from(*m.raw_outputs(t, with_discriminator=disc), observed)
-                 for m in self.members]
+        parts = [m.score_from(*m.raw_outputs(inputs[w], with_discriminator=disc), observed)
+                 for m, w in zip(self.members, wide, strict=True)]
         if len(parts) == 1:
             (s, contrib), member = parts[0], self.members[0]
             center, spread = member.score_center_spread_
