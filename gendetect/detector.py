@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from gendetect.features.scaling import RobustScaler
-from gendetect.member import NeuralDetector, observed_cells
+from gendetect.features.tails import MarginalTails
+from gendetect.member import NeuralDetector, center_tail_spread, observed_cells
 from gendetect.models.registry import ENSEMBLE, list_detector_kinds
 from gendetect.models.settings import TrainingResult
 from gendetect.params import DetectorParams
@@ -42,6 +43,9 @@ class DetectorCore:
     params: DetectorParams
     scaler: RobustScaler = field(default_factory=RobustScaler)
     members: list[NeuralDetector] = field(default_factory=list)
+    # The tail term's state; None where tail_weight is 0 and in bundles
+    # saved before it existed (their scores stay the networks' alone).
+    tails: MarginalTails | None = None
     train_index_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     validation_index_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _wide_input: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
@@ -75,6 +79,13 @@ class DetectorCore:
                     z[self.train_index_], z[self.validation_index_]
                 )
             )
+        self.tails = None
+        if p.tail_weight > 0:
+            raw = self.scaler.standardise(x[normal])
+            self.tails = MarginalTails().fit(raw)
+            self.tails.center_spread = center_tail_spread(
+                self.tails.contributions(raw).sum(axis=1)
+            )
         return self
 
     def _reads_wide_input(self, kind: str) -> bool:
@@ -105,10 +116,12 @@ class DetectorCore:
         disc = self.params.uses_discriminator
         parts = [m.score_from(*m.raw_outputs(inputs[w], with_discriminator=disc), observed)
                  for m, w in zip(self.members, wide, strict=True)]
-        if len(parts) == 1:
+        tails = self.tails if self.params.tail_weight > 0 else None
+        if len(parts) == 1 and tails is None:
             (s, contrib), member = parts[0], self.members[0]
             center, spread = member.score_center_spread_
             return Evidence(z, s, contrib, [(s - center) / spread])
+        # On the common scale: the members' weighted mean, plus the tail term.
         score = np.zeros(len(z))
         contributions = np.zeros(z.shape)
         scaled = []
@@ -117,6 +130,12 @@ class DetectorCore:
             scaled.append((s - center) / spread)
             score += weight * scaled[-1]
             contributions += weight * contrib / spread
+        if tails is not None:
+            terms = tails.contributions(self.scaler.standardise(x))
+            center, spread = tails.center_spread
+            weight = self.params.tail_weight
+            score += weight * (terms.sum(axis=1) - center) / spread
+            contributions += weight * terms / spread
         return Evidence(z, score, contributions, scaled)
 
     def weights(self) -> np.ndarray:

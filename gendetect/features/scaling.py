@@ -96,7 +96,7 @@ class RobustScaler:
                     c, s = robust_center_spread(observed, axis=None)
                     center[j], scale[j] = float(c), float(s)
             self.center_, self.scale_ = center, scale
-        z = np.abs(self._standardise(x))
+        z = np.abs(self.standardise(x))
         self.limit_ = self._tail_limits(z, self.limit_quantile)
         self.wide_limit_ = self._tail_limits(z, self.wide_quantile)
         return self
@@ -121,7 +121,8 @@ class RobustScaler:
             return np.full(len(self.center_), float(self.soft_limit))
         return limit
 
-    def _standardise(self, x: np.ndarray) -> np.ndarray:
+    def standardise(self, x: np.ndarray) -> np.ndarray:
+        """Centred and divided by the spread, clipped, not compressed."""
         if self.center_ is None or self.scale_ is None:
             raise RuntimeError("RobustScaler is not fitted")
         # Overflow to inf is expected for absurd inputs and clipped right after.
@@ -132,11 +133,11 @@ class RobustScaler:
         return z
 
     def transform(self, x: np.ndarray, wide: bool = False) -> np.ndarray:
-        return self._compress(self._standardise(x), wide)
+        return self._compress(self.standardise(x), wide)
 
     def transforms(self, x: np.ndarray, wide: Iterable[bool]) -> dict[bool, np.ndarray]:
         """`transform(x, wide=w)` for each w, standardising once."""
-        z = self._standardise(x)
+        z = self.standardise(x)
         wanted = sorted(set(wide))
         return {w: self._compress(z if i == len(wanted) - 1 else z.copy(), w)
                 for i, w in enumerate(wanted)}
