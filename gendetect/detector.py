@@ -153,15 +153,18 @@ class DetectorCore:
         encoder -> generator reconstruction; an ensemble's is the members'
         weighted mean (the ensemble weights) in original units. None when
         no network has a reconstruction."""
-        z = self.scaler.transform(x)
-        z[withheld] = np.nan
-        t = torch.as_tensor(z, dtype=torch.float32)
+        wide = [self._reads_wide_input(m.kind) for m in self.members]
+        inputs = {}
+        for w, z in self.scaler.transforms(x, wide).items():
+            z[withheld] = np.nan
+            inputs[w] = torch.as_tensor(z, dtype=torch.float32)
         total, weight_sum = None, 0.0
-        for member, weight in zip(self.members, self.weights(), strict=True):
-            recon = member.expected(t)
+        for member, w, weight in zip(self.members, wide, self.weights(), strict=True):
+            recon = member.expected(inputs[w])
             if recon is None:
                 continue
-            values = weight * self.scaler.inverse_transform(recon)
+            # Back through the same tail limits the member read its input with.
+            values = weight * self.scaler.inverse_transform(recon, wide=w)
             total = values if total is None else total + values
             weight_sum += weight
         return None if total is None else total / weight_sum

@@ -154,42 +154,31 @@ class RobustScaler:
             z[beyond] = np.sign(far) * (lim + np.log1p(np.abs(far) - lim))
         return z
 
-    def inverse_transform(self, z: np.ndarray, wide: bool = False) -> np.ndarray:
-        """Scaled values back in the original units: the compression undone
-        (exactly: expm1 inverts log1p), then the spread and centre. Inputs
-        clipped at CLIP_ROBUST_UNITS come back at the clip; NaN stays NaN."""
-        z = np.array(z, dtype=np.float64)
-        limit = np.broadcast_to(self.limits(wide), z.shape)
-        with np.errstate(invalid="ignore"):
-            beyond = np.abs(z) > limit
-        if beyond.any():
-            near, lim = z[beyond], limit[beyond]
-            with np.errstate(over="ignore"):
-                z[beyond] = np.sign(near) * (lim + np.expm1(np.abs(near) - lim))
-        assert self.center_ is not None and self.scale_ is not None
-        return z * self.scale_ + self.center_
-
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
         return self.fit(x).transform(x)
 
     # -------------------------------------------------- back to original units
-    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+    def inverse_transform(self, z: np.ndarray, wide: bool = False) -> np.ndarray:
         """Scaled values back in the columns' original units: what an
         explanation shows as the value a reconstruction expected. The exact
-        inverse of `transform` within its range; values beyond it (a network
-        output is unbounded) are first limited to the largest scaled value
-        `transform` can give, so that the result stays finite. NaN stays NaN."""
+        inverse of `transform(x, wide)` within its range (expm1 undoes
+        log1p beyond each column's limit, then the spread and centre);
+        values beyond that range (a network output is unbounded) are first
+        limited to the largest scaled value `transform` can give, so that
+        the result stays finite. NaN stays NaN."""
         if self.center_ is None or self.scale_ is None:
             raise RuntimeError("RobustScaler is not fitted")
-        limit = self.soft_limit
-        largest = (limit + np.log1p(CLIP_ROBUST_UNITS - limit) if np.isfinite(limit)
-                   else CLIP_ROBUST_UNITS)
+        limit = np.broadcast_to(self.limits(wide), np.shape(z))
+        with np.errstate(invalid="ignore"):  # an infinite limit: no compression
+            largest = np.where(np.isfinite(limit),
+                               limit + np.log1p(CLIP_ROBUST_UNITS - np.fmin(limit, 1.0e12)),
+                               CLIP_ROBUST_UNITS)
         u = np.clip(np.asarray(z, dtype=np.float64), -largest, largest)
         with np.errstate(invalid="ignore"):  # NaN (a gap) is never beyond
             beyond = np.abs(u) > limit
         if beyond.any():
-            far = u[beyond]
-            u[beyond] = np.sign(far) * (limit + np.expm1(np.abs(far) - limit))
+            far, lim = u[beyond], limit[beyond]
+            u[beyond] = np.sign(far) * (lim + np.expm1(np.abs(far) - lim))
         return u * self.scale_ + self.center_
 
     def to_dict(self) -> dict[str, Any]:

