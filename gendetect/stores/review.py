@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Engine, exists, literal, select, tuple_
+from sqlalchemy import Engine, exists, literal, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from gendetect.errors import InputError, StoreUnavailableError
@@ -76,8 +76,16 @@ def decode_cursor(cursor: str, order: Order = "newest") -> tuple[Any, ...]:
             return float(risk), datetime.fromisoformat(at), uuid.UUID(hex=hex_id)
         at, hex_id = key
         return datetime.fromisoformat(at), uuid.UUID(hex=hex_id)
+    except InputError:
+        raise
     except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
         raise InputError("not a cursor this service returned", field="cursor") from None
+
+
+# The partial indexes' own condition, word for word: SQLAlchemy writes a
+# boolean column as "is_fraud = 1" on SQLite, which SQLite does not take as
+# implying "is_fraud", and the queue then scanned every decision.
+_FLAGGED = text("decisions.is_fraud")
 
 
 def _reason_pattern(reason: str) -> str:
@@ -127,7 +135,7 @@ class ReviewStore:
             raise InputError(f"one of {', '.join(ORDERS)}", field="order")
         d = decisions.c
         no_verdict = ~exists().where(verdicts.c.transaction_id == d.transaction_id)
-        query = select(decisions).where(d.is_fraud, no_verdict)
+        query = select(decisions).where(_FLAGGED, no_verdict)
         if flt.since is not None:
             query = query.where(d.decided_at >= _bound(flt.since, "since"))
         if flt.until is not None:
