@@ -5,7 +5,7 @@
 
 import { api, explain, idJson, session } from "./api.js";
 import { definitions, h } from "./dom.js";
-import { featureText, reasonText, risk, score, utc } from "./format.js";
+import { featureText, plain, reasonText, risk, score, utc } from "./format.js";
 import { queue } from "./queue.js";
 
 export const current = { id: null, history: null, origin: null, busy: false };
@@ -50,6 +50,37 @@ function verdictForm(ui) {
     h("p", { class: "hint" }, `Recorded as ${session.analyst()}. The same verdict twice changes nothing.`));
 }
 
+// A table of (name, value) rows; every value a Text node.
+function factsTable(id, caption, pairs) {
+  return h("table", { id },
+    h("caption", {}, caption),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Field"), h("th", { scope: "col" }, "Value"))),
+    h("tbody", {}, pairs.map(([name, value]) => h("tr", {},
+      h("th", { scope: "row" }, name), h("td", { class: "num" }, plain(value))))));
+}
+
+function recordFacts(d, entities) {
+  const fields = Object.entries(d?.context?.record ?? {});
+  return [
+    d?.context
+      ? (fields.length === 0
+        ? h("p", {}, "The record has no non-personal field besides its id and time.")
+        : factsTable("record-fields", "The record's non-personal fields, as sent", fields))
+      : h("p", { id: "record-not-kept" }, "Stored before the audit kept the record's fields."),
+    h("p", { class: "hint" }, "Ids, entities and fields the schema marks personal or "
+      + "protected are never kept."),
+    entities.length === 0 ? h("p", {}, "No entity ids stored.") : definitions(
+      entities.map(([field, digest]) => [`${field} (keyed hash)`, h("code", {}, digest)])),
+  ];
+}
+
+function behaviourFacts(context) {
+  const features = Object.entries(context?.behaviour ?? {});
+  if (!context) return h("p", {}, "Stored before the audit kept the behaviour features.");
+  if (features.length === 0) return h("p", {}, "The model reads no behaviour features.");
+  return factsTable("behaviour-features", "As the model got them (— marks a gap)", features);
+}
+
 function render(view, ui) {
   const { id, history, origin } = current;
   const d = history.decision;
@@ -80,12 +111,8 @@ function render(view, ui) {
       h("ul", { id: "top-features" }, (d.top_features ?? []).map((f) => h("li", {}, featureText(f)))),
       h("h3", {}, "Top reasons"),
       h("ul", { id: "top-reasons" }, (d.top_reasons ?? []).map((r) => h("li", {}, reasonText(r))))),
-    section("Record",
-      h("p", {}, "The audit keeps no record field beyond the transaction id and time, and "
-        + "nothing personal; observed values show with the top features where the model "
-        + "reports them."),
-      entities.length === 0 ? h("p", {}, "No entity ids stored.") : definitions(
-        entities.map(([field, digest]) => [`${field} (keyed hash)`, h("code", {}, digest)]))),
+    section("Record", ...recordFacts(d, entities)),
+    d === null ? null : section("Behaviour features", behaviourFacts(d.context)),
     section("Verdict history", historyTable(history.verdicts)),
   );
 }

@@ -51,6 +51,7 @@ function signedIn(yes) {
 function signOut(message) {
   session.end();
   queue.alerts = [];
+  queue.reasons.clear();
   queue.loaded = false;
   current.id = null;
   current.history = null;

@@ -5,6 +5,7 @@ const ABOUT = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 2 });
 const SHARE = new Intl.NumberFormat("en-US", { style: "percent", maximumFractionDigits: 0 });
 const RISK = new Intl.NumberFormat("en-US", { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 });
 const SCORE = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 4 });
+const VALUE = new Intl.NumberFormat("en-US", { maximumFractionDigits: 4 });
 
 const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
 
@@ -32,13 +33,23 @@ export function featureText(f) {
 
 export const reasonText = (r) => `${r.reason} (${share(r.contribution)})`;
 
-// The amount of an alert, where a top feature carries the observed value
-// (a log-derived input reports it in the amount's own units).
+// The amount of an alert: the record's own field as the audit keeps it;
+// for decisions stored before the audit kept it, a top feature's observed
+// value where one carries it (a log-derived input reports the amount's units).
 const AMOUNT_FEATURES = new Set(["amount", "log_amount"]);
 
 export function amountOf(decision) {
+  const kept = decision.context?.record?.amount;
+  if (isNumber(kept)) return TWO.format(kept);
   const f = (decision.top_features ?? []).find((x) => AMOUNT_FEATURES.has(x.feature));
   return f && isNumber(f.value) ? TWO.format(f.value) : "—";
+}
+
+// A record field or behaviour feature as kept in the audit (numbers, yes/no, text).
+export function plain(v) {
+  if (isNumber(v)) return VALUE.format(v);
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  return v === undefined || v === null ? "—" : String(v);
 }
 
 // ISO times from the API are UTC: shown as such, to the second.

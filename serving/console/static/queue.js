@@ -1,7 +1,6 @@
-// The review queue: flagged decisions without a verdict, paged by the
-// API's cursor (newest first). "Riskiest first" and the reason filter apply
-// to the alerts loaded so far: the API orders by time and has no reason
-// filter, so "Load more" widens what they see.
+// The review queue: flagged decisions without a verdict, ordered (newest or
+// riskiest first) and filtered (time, model version, reason) by the API and
+// paged by its cursor: what is shown is always the API's list, page by page.
 
 import { api, query } from "./api.js";
 import { h } from "./dom.js";
@@ -14,20 +13,20 @@ export const queue = {
   filters: { since: "", until: "", model_version: "", reason: "", order: "newest", limit: "50" },
   selected: 0,
 
+  // Reasons seen so far: suggestions for the reason filter.
+  reasons: new Set(),
+
   visible() {
-    let rows = this.alerts;
-    const reason = this.filters.reason.trim();
-    if (reason) rows = rows.filter((a) => (a.top_reasons ?? []).some((r) => r.reason === reason));
-    if (this.filters.order === "risk") rows = [...rows].sort((a, b) => b.risk - a.risk);
-    return rows;
+    return this.alerts;
   },
 
   async load({ more = false } = {}) {
     const f = this.filters;
     const page = await api(`/v1/alerts${query({
       since: toIso(f.since), until: toIso(f.until), model_version: f.model_version,
-      limit: f.limit, cursor: more ? this.cursor : null,
+      reason: f.reason.trim(), order: f.order, limit: f.limit, cursor: more ? this.cursor : null,
     })}`);
+    for (const a of page.alerts) for (const r of a.top_reasons ?? []) this.reasons.add(r.reason);
     this.alerts = more ? [...this.alerts, ...page.alerts] : page.alerts;
     this.cursor = page.next_cursor;
     this.loaded = true;
@@ -66,7 +65,7 @@ function field(id, label, control) {
 
 function filtersForm(ui) {
   const f = queue.filters;
-  const reasons = [...new Set(queue.alerts.flatMap((a) => (a.top_reasons ?? []).map((r) => r.reason)))].sort();
+  const reasons = [...queue.reasons].sort();
   const input = (id, type, value, extra = {}) => h("input", { id, name: id, type, value, ...extra });
   const select = (id, value, options) => h("select", { id, name: id },
     options.map(([v, text]) => h("option", { value: v, selected: v === value }, text)));
@@ -77,7 +76,7 @@ function filtersForm(ui) {
     field("f-reason", "Reason", input("f-reason", "text", f.reason, { list: "f-reasons", size: 14 })),
     h("datalist", { id: "f-reasons" }, reasons.map((r) => h("option", { value: r }))),
     field("f-order", "Order", select("f-order", f.order,
-      [["newest", "Newest first"], ["risk", "Riskiest first (loaded alerts)"]])),
+      [["newest", "Newest first"], ["riskiest", "Riskiest first"]])),
     field("f-limit", "Page size", select("f-limit", f.limit, [["5", "5"], ["25", "25"], ["50", "50"], ["100", "100"]])),
     h("p", { class: "field" }, h("button", { type: "submit" }, "Apply")),
   );
@@ -124,13 +123,10 @@ export async function renderQueue(view, ui) {
       "j and k move through the list."),
     filtersForm(ui),
     rows.length === 0
-      ? h("p", { id: "queue-empty" }, queue.cursor
-        ? `None of the ${queue.alerts.length} alerts loaded so far matches; load more to look further.`
-        : "No alert waits for a verdict with these filters.")
+      ? h("p", { id: "queue-empty" }, "No alert waits for a verdict with these filters.")
       : h("table", { id: "queue-table" },
-        h("caption", {}, rows.length === queue.alerts.length
-          ? `${rows.length} alert${rows.length === 1 ? "" : "s"} shown`
-          : `${rows.length} of the ${queue.alerts.length} alerts loaded match the reason`),
+        h("caption", {}, `${rows.length} alert${rows.length === 1 ? "" : "s"} shown, `
+          + (queue.filters.order === "riskiest" ? "riskiest first" : "newest first")),
         h("thead", {}, h("tr", {},
           ["Time", "Transaction", "Amount", "Risk", "Top reasons", "Model version"].map(
             (c) => h("th", { scope: "col" }, c)))),
