@@ -32,9 +32,19 @@ def _records(n: int, flagged: int) -> list[dict[str, object]]:
     out = [{"transaction_id": next(_ids), "timestamp": row.timestamp.isoformat(),
             "customer_id": int(row.customer_id), "terminal_id": int(row.terminal_id),
             "amount": float(row.amount)} for row in frame.itertuples()]
-    # Amounts far outside what the model saw: alerts for the queue.
-    for i, rec in enumerate(out[:flagged]):
-        rec["amount"] = 25_000.0 + 1_250.0 * i
+    # A compromised card: a few cards (one transaction each, so that no
+    # card's averages are already inflated) spend 15-40 times their usual
+    # amount: alerts whose explanation says what the card usually spends.
+    seen: set[object] = set()
+    inflated = 0
+    for i, rec in enumerate(out):
+        if inflated == flagged or rec["customer_id"] in seen:
+            seen.add(rec["customer_id"])
+            continue
+        if i % 7 == 3:
+            rec["amount"] = round(float(rec["amount"]) * (15 + 5 * (inflated % 6)), 2)
+            inflated += 1
+        seen.add(rec["customer_id"])
     return out
 
 
@@ -43,7 +53,7 @@ def seed(url: str, key: str, n: int, flagged: int) -> list[int]:
     with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as c:
         for rec in _records(n, flagged):
             c.post("/v1/score", json=rec).raise_for_status()
-        alerts = c.get("/v1/alerts", params={"limit": 500}).json()["alerts"]
+        alerts = c.get("/v1/alerts", params={"limit": 500, "order": "riskiest"}).json()["alerts"]
         ids = [a["transaction_id"] for a in alerts]
         for tid, label, note in zip(ids[-2:], ("fraud", "genuine"),
                                     ("card used abroad within minutes", None), strict=False):
