@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 GRID = 64
+# Up to this many rows the grid is compared by broadcasting (same result).
+_SMALL_ROWS = 32
 
 
 @dataclass
@@ -61,24 +63,33 @@ class MarginalTails:
         if self.tail_probs_ is None or self.lower_ is None or self.upper_ is None:
             raise RuntimeError("MarginalTails is not fitted")
         z = np.asarray(z, dtype=np.float64)
-        log_p = np.log(2.0 * self.tail_probs_)  # <= 0, increasing
-        out = np.zeros(z.shape)
-        for j in range(z.shape[1]):
-            col = z[:, j]
+        if len(z) <= _SMALL_ROWS:
+            # A few rows (an API call): one broadcast comparison with every
+            # grid point beats a search per column.
+            with np.errstate(invalid="ignore"):  # NaN compares False: a gap
+                low = np.count_nonzero(self.lower_.T[None] <= z[:, :, None], axis=2)
+                up = np.count_nonzero(self.upper_.T[None] >= z[:, :, None], axis=2)
+        else:
             # P(Z <= v) >= p exactly where the p-quantile is <= v: the lower
             # tail probability is the largest grid p whose quantile is <= v
-            # (the smallest, 1/n, below the training minimum).
-            low = np.searchsorted(self.lower_[:, j], col, side="right") - 1
-            # Likewise above: the largest p whose (1 - p)-quantile is >= v
-            # (upper_ is non-increasing: search its negation).
-            up = np.searchsorted(-self.upper_[:, j], -col, side="right") - 1
-            k = np.maximum(np.minimum(low, up), 0)  # the rarer side
-            with np.errstate(invalid="ignore"):
-                term = -log_p[k]
-                beyond = np.maximum(self.lower_[0, j] - col, col - self.upper_[0, j])
-                term = term + np.log1p(np.maximum(beyond, 0.0))
-            out[:, j] = np.where(np.isnan(col), 0.0, term)
-        return out
+            # (lower_ is non-decreasing: those are a prefix), the smallest
+            # (1/n) below the training minimum. Likewise above: the largest p
+            # whose (1 - p)-quantile is >= v (upper_ is non-increasing:
+            # search its negation). A gap's index is ignored below.
+            zt = np.ascontiguousarray(z.T)
+            neg = -self.upper_
+            low = np.empty(zt.shape, dtype=np.intp)
+            up = np.empty(zt.shape, dtype=np.intp)
+            for j in range(len(zt)):
+                low[j] = np.searchsorted(self.lower_[:, j], zt[j], side="right")
+                up[j] = np.searchsorted(neg[:, j], -zt[j], side="right")
+            low, up = low.T, up.T
+        k = np.maximum(np.minimum(low, up) - 1, 0)  # the rarer side
+        term = -np.log(2.0 * self.tail_probs_)[k]
+        with np.errstate(invalid="ignore"):
+            beyond = np.maximum(self.lower_[0] - z, z - self.upper_[0])
+        term += np.log1p(np.fmax(beyond, 0.0))
+        return np.where(np.isnan(z), 0.0, term)
 
     def to_dict(self) -> dict[str, Any]:
         assert self.tail_probs_ is not None and self.lower_ is not None
@@ -98,3 +109,4 @@ class MarginalTails:
             upper_=np.asarray(raw["upper"], dtype=np.float64),
             center_spread=(float(raw["center_spread"][0]), float(raw["center_spread"][1])),
         )
+

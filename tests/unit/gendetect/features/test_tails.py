@@ -64,3 +64,13 @@ def test_gaps_score_zero_and_state_round_trips_through_json() -> None:
     again = MarginalTails.from_dict(json.loads(json.dumps(tails.to_dict())))
     np.testing.assert_array_equal(again.contributions(probe), terms)
     assert again.center_spread == (1.0, 2.0)
+
+
+def test_few_rows_and_many_rows_take_different_paths_to_the_same_terms() -> None:
+    x = _train()
+    x[::7, 0] = np.nan
+    tails = MarginalTails().fit(x)
+    probe = np.vstack([x[:200], [[40.0, -3.0, 1.0], [np.nan, 1e6, 0.0]]])
+    many = tails.contributions(probe)
+    few = np.vstack([tails.contributions(probe[i : i + 1]) for i in range(len(probe))])
+    np.testing.assert_array_equal(few, many)
