@@ -31,7 +31,14 @@ import pandas as pd
 from gendetect.detector import DetectorCore, Evidence
 from gendetect.errors import InputError
 from gendetect.member import center_tail_spread
-from gendetect.models.labels import FRAUD, GENUINE, UNKNOWN, BoostedHead, normalise_labels
+from gendetect.models.labels import (
+    EARLY_STOP_MIN_FRAUDS,
+    FRAUD,
+    GENUINE,
+    UNKNOWN,
+    BoostedHead,
+    normalise_labels,
+)
 from gendetect.models.tree_codes import SMALL_ROWS, Column
 
 logger = logging.getLogger(__name__)
@@ -162,6 +169,12 @@ class LabelAwareHead:
             detector.evidence(x[train_idx]).score
         )
         self.summary_.update({"mode": "label-aware", "head": "boosting", "trees": trees.n_trees})
+        if n_frauds < EARLY_STOP_MIN_FRAUDS:
+            self.summary_["reason"] = (
+                f"few-label mode: {n_frauds} confirmed fraud(s), fewer than "
+                f"{EARLY_STOP_MIN_FRAUDS}: a fixed {trees.n_trees}-round head without early "
+                "stopping, blended with the unsupervised score"
+            )
         logger.info(
             "label-aware mode: %d confirmed fraud(s), %d genuine, %d unknown; %d trees",
             n_frauds, counts["genuine"], counts["unknown"], trees.n_trees,
