@@ -118,8 +118,9 @@ class BoostedHead:
             learning_rate=self.learning_rate,
             max_leaf_nodes=self.leaves_for(n_pos),
             # A leaf needs some support, but on small data no more than a
-            # fraction of the positives (else no split can isolate them).
-            min_samples_leaf=max(2, min(self.min_samples_leaf, n_pos // 4)),
+            # fraction of the positives (else no split can isolate them); with
+            # few labels one fraud may make a leaf.
+            min_samples_leaf=1 if few else max(2, min(self.min_samples_leaf, n_pos // 4)),
             l2_regularization=self.l2_regularization,
             # Always early-stopped on a stratified tenth (sklearn's "auto"
             # turns it off below 10k rows, where overfitting is worst).
