@@ -608,12 +608,14 @@ def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[
         if name not in results:
             merged[name] = previous[name]
             continue
-        # A run restricted to some datasets (--datasets) replaces only those.
-        done = {r["dataset"] for r in results[name]["runs"] if "dataset" in r}
+        # A run restricted to some datasets (--datasets), or in the few-label
+        # track to some label counts (--ks), replaces only those.
+        done = {(r["dataset"], r.get("k")) for r in results[name]["runs"] if "dataset" in r}
         kept = [
             r
             for r in previous[name]["runs"]
-            if r["detector"] not in ran or ("dataset" in r and r["dataset"] not in done)
+            if r["detector"] not in ran
+            or ("dataset" in r and (r["dataset"], r.get("k")) not in done)
         ]
         if not kept:
             continue

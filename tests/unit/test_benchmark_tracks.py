@@ -64,6 +64,12 @@ def test_new_tracks_merge_beside_the_existing_ones(tmp_path: Path) -> None:
     merged = quality._merge_previous(new, tmp_path / "quality.json", {"catboost"})
     assert merged["adbench"]["runs"] == old["adbench"]["runs"]
     assert merged["few_label"]["runs"] == [run]
+    # A later run at another k (--ks 1) keeps the runs at k = 5.
+    report.write_reports(merged, tmp_path, "quality")
+    one = {**run, "k": 1, "metrics": {"roc_auc": 0.7, "average_precision": 0.2}}
+    again = quality._merge_previous(_results("few_label", [one]), tmp_path / "quality.json",
+                                    {"catboost"})
+    assert sorted(r["k"] for r in again["few_label"]["runs"]) == [1, 5]
 
 
 def test_few_label_report_compares_the_rows_per_k() -> None:
