@@ -44,12 +44,15 @@ def test_few_labels_draws_k_anomalies_and_leaves_the_rest_unknown() -> None:
     assert protocols.few_labels(y, 5, draw=0) is None
 
 
+PROTOCOL = {"split": "s", "draws": [0], "unknown_labels": "u", "gendetect": "g"}
+
+
 def _results(track: str, runs: list[dict]) -> dict:
     return {
         "environment": {"timestamp": "t", "git_commit": "c", "python": "3", "versions": {},
                         "cpu_count": 2, "torch_threads": 1},
         "config": {"command": "cmd", "quick": False},
-        track: {"protocol": {}, "runs": runs, "sources": [], "datasets": {}, "max_rows": 9},
+        track: {"protocol": PROTOCOL, "runs": runs, "sources": [], "datasets": {}, "max_rows": 9},
     }
 
 
@@ -80,8 +83,7 @@ def test_few_label_report_compares_the_rows_per_k() -> None:
                          "metrics": {"roc_auc": auc, "average_precision": auc - 0.3}})
     runs.append({"detector": "gendetect_ensemble", "dataset": "a", "seed": 0, "k": 0,
                  "draw": 0, "metrics": {"roc_auc": 0.7, "average_precision": 0.2}})
-    track = {"runs": runs, "protocol": {"split": "s", "draws": [0], "unknown_labels": "u",
-                                        "gendetect": "g"}}
+    track = {"runs": runs, "protocol": PROTOCOL}
     text = "\n".join(report._few_label_sections(track))
     assert "| 5 | gendetect_ensemble_labels | 2 (1 seed-draws) | 0.900 | 0.600 | 1.00 |" in text
     assert "| 5 | catboost | 2 (1 seed-draws) | 0.800 | 0.500 | 2.00 |" in text
