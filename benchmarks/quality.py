@@ -587,6 +587,7 @@ def _source(results: dict[str, Any], detectors: Sequence[str]) -> dict[str, Any]
 
 
 TRACKS: tuple[str, ...] = ("handbook", "labelled", "adbench", "clean_normal", "few_label")
+SEEDED_MERGE = frozenset({"clean_normal", "few_label"})
 
 
 def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[str, Any]:
@@ -608,14 +609,19 @@ def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[
         if name not in results:
             merged[name] = previous[name]
             continue
-        # A run restricted to some datasets (--datasets), or in the few-label
-        # track to some label counts (--ks), replaces only those.
-        done = {(r["dataset"], r.get("k")) for r in results[name]["runs"] if "dataset" in r}
+        # A run restricted to some datasets (--datasets) replaces only those;
+        # in the new tracks only those label counts (--ks) and seeds, so that
+        # seeds can run as separate jobs.
+        def key(run: dict[str, Any], name: str = name) -> tuple[Any, ...]:
+            if name in SEEDED_MERGE:
+                return run["dataset"], run.get("k"), run["seed"]
+            return (run["dataset"],)
+
+        done = {key(r) for r in results[name]["runs"] if "dataset" in r}
         kept = [
             r
             for r in previous[name]["runs"]
-            if r["detector"] not in ran
-            or ("dataset" in r and (r["dataset"], r.get("k")) not in done)
+            if r["detector"] not in ran or ("dataset" in r and key(r) not in done)
         ]
         if not kept:
             continue

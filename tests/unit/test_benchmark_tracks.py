@@ -73,6 +73,10 @@ def test_new_tracks_merge_beside_the_existing_ones(tmp_path: Path) -> None:
     again = quality._merge_previous(_results("few_label", [one]), tmp_path / "quality.json",
                                     {"catboost"})
     assert sorted(r["k"] for r in again["few_label"]["runs"]) == [1, 5]
+    other_seed = {**run, "seed": 1}
+    third = quality._merge_previous(_results("few_label", [other_seed]), tmp_path / "quality.json",
+                                    {"catboost"})
+    assert sorted(r["seed"] for r in third["few_label"]["runs"]) == [0, 1]
 
 
 def test_few_label_report_compares_the_rows_per_k() -> None:
