@@ -42,6 +42,7 @@ def test_every_kind_learns_from_a_single_confirmed_fraud(
     labels = bundle.metadata["labels"]
     assert labels["mode"] == "label-aware" and labels["frauds"] == 1
     assert labels["fraud_similarity"] and "few-label mode" in labels["reason"]
+    assert bundle.label_head_.head_weight_ == pytest.approx(1 / 21)  # trees shrunk: 1 fraud
     scores = bundle.decision_function(x)
     assert np.isfinite(scores).all()
     # Stored as JSON arrays, scored the same after loading.
