@@ -39,6 +39,7 @@ from gendetect.detector import DetectorCore, Evidence
 from gendetect.errors import InputError
 from gendetect.estimator_params import EstimatorParams, with_parameter_signature
 from gendetect.features.pipeline import FeaturePipeline, WindowHistory
+from gendetect.features.units import FeatureUnits
 from gendetect.fit_record import fit_metadata
 from gendetect.label_aware import LabelAwareHead, known_frauds_only, prepare_labels
 from gendetect.models.labels import FRAUD, GENUINE
@@ -73,6 +74,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         self._schema: Schema | None = None
         self._pipeline: FeaturePipeline | None = None
         self._reason_map: ReasonMap | None = None
+        self._feature_units: FeatureUnits | None = None
         self._metadata: dict[str, Any] = {}
 
     @property
@@ -124,6 +126,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
             self._pipeline.fit(X[prepare_labels(X, y, len(X)) != FRAUD])
         # Built now so that a schema naming a missing feature fails before training.
         self._reason_map = ReasonMap.build(self.feature_names, self._pipeline.reasons)
+        self._feature_units = None
         x = self.features(known_frauds_only(X, self._schema.label_field))
         labels = prepare_labels(X, y, len(x))
         self.detector_ = DetectorCore(kind=self.kind, params=params).fit(
@@ -231,6 +234,15 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
             raise NotFittedError(_NOT_FITTED)
         return self._reason_map
 
+    @property
+    def feature_units(self) -> FeatureUnits:
+        """How explanations show each input's observed and expected value."""
+        # vars(): bundles pickled before this attribute existed lack it.
+        units = vars(self).get("_feature_units")
+        if units is None:
+            units = self._feature_units = FeatureUnits.of(self._fitted_pipeline())
+        return units
+
     def score_frame(
         self, df: pd.DataFrame, *, source: str | None = None, explain: str = "all"
     ) -> pd.DataFrame:
@@ -292,16 +304,44 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         else:
             explained = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int64)
         names = tuple(self.feature_names)
-        contributions = (
-            (kept[0] if len(kept) == 1 else np.concatenate(kept))
-            if kept
-            else np.zeros((0, len(names)))
-        )
+        contributions = _stacked(kept, len(names))
+        explained_x = x[explained]
+        flagged = scores[explained] >= threshold
         return decisions.assemble(
             scores, self.calibrator_.risk(scores), threshold, explained, contributions,
             feature_names=names, reason_map=self.reason_map,
             top_k=self.top_k, batch_history_only=batch_history_only,
+            values=lambda top: self._top_values(explained_x, top, flagged),
         )
+
+    def _top_values(
+        self, x: np.ndarray, top: np.ndarray, flagged: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(observed, expected) of the top features `top` (n, k) of rows `x`
+        in the units an analyst reads, NaN for null; expected values for the
+        `flagged` rows only (what an analyst reviews: the API explains every
+        record, and an expectation costs a forward pass). The expectation
+        comes from the generative detector whatever ranked the features (the
+        label-aware head's attributions too): it is what knows what normal
+        looks like. One model query per row and distinct withheld group
+        among its top features (amount, log_amount and the amount's ratios
+        share one), in one batch."""
+        units = self.feature_units
+        observed = np.take_along_axis(x, top, axis=1)
+        groups = units.group[top]
+        asked = (groups >= 0) & flagged[:, None]
+        if not asked.any():
+            return units.present(observed, None, top)
+        n_groups = len(units.withheld)
+        keys = (np.arange(len(x))[:, None] * n_groups + groups)[asked]
+        queries, which = np.unique(keys, return_inverse=True)
+        rows, query_groups = np.divmod(queries, n_groups)
+        answers = self.detector_.expected(x[rows], units.withheld[query_groups])
+        if answers is None:
+            return units.present(observed, None, top)
+        expected = np.full(top.shape, np.nan)
+        expected[asked] = answers[which, top[asked]]
+        return units.present(observed, expected, top)
 
     def score_records(
         self,
@@ -332,6 +372,7 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         self._schema = schema
         self._pipeline = FeaturePipeline(schema, features)
         self._reason_map = ReasonMap.build(self._pipeline.feature_names, self._pipeline.reasons)
+        self._feature_units = None
         self.detector_, self.label_head_ = detector, head
         self.calibrator_, self.threshold_ = calibrator, threshold
         self._metadata = metadata
@@ -347,6 +388,13 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         if not self.is_fitted:
             raise NotFittedError(_NOT_FITTED)
         return self.threshold_  # type: ignore[no-any-return]
+
+
+def _stacked(parts: list[np.ndarray], width: int) -> np.ndarray:
+    """Per-block arrays of the explained rows as one (n_explained, width)."""
+    if not parts:
+        return np.zeros((0, width))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def make_detector(kind: str, **params: Any) -> FraudModelBundle:

@@ -17,6 +17,7 @@ import numpy as np
 from gendetect.calibration import EmpiricalCalibrator
 from gendetect.detector import DetectorCore
 from gendetect.features.scaling import RobustScaler
+from gendetect.features.tails import MarginalTails
 from gendetect.label_aware import LabelAwareHead
 from gendetect.member import NeuralDetector
 from gendetect.schema import Schema
@@ -51,6 +52,7 @@ def save(bundle: FraudModelBundle, path: str | Path) -> Path:
         "threshold": bundle.threshold_,
         "calibrator": bundle.calibrator_.to_dict(),
         "scaler": detector.scaler.to_dict(),
+        **({"tails": detector.tails.to_dict()} if detector.tails is not None else {}),
         # The feature pipeline's fitted state: learned categorical levels and
         # their training counts (plain JSON), so serving encodes as training did.
         "features": bundle.pipeline.state() if bundle.pipeline is not None else {},
@@ -83,7 +85,9 @@ def load(path: str | Path, cls: type[FraudModelBundle]) -> FraudModelBundle:
     )
     params = bundle.params
     detector = DetectorCore(
-        kind=bundle.kind, params=params, scaler=RobustScaler.from_dict(manifest["scaler"])
+        kind=bundle.kind, params=params, scaler=RobustScaler.from_dict(manifest["scaler"]),
+        # Bundles from before the tail term have none: their scores stay the networks'.
+        tails=MarginalTails.from_dict(manifest["tails"]) if "tails" in manifest else None,
     )
     for i, state in enumerate(manifest["members"]):
         state = {**state, "weights": (folder / f"weights_{i}.pt").read_bytes()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from gendetect.errors import CliError, GendetectError
 
 ENTRY_POINT_GROUP = "gendetect.commands"
 
-__all__ = ["ENTRY_POINT_GROUP", "CliError", "Command", "main"]
+__all__ = ["ENTRY_POINT_GROUP", "CliError", "Command", "main", "print_error"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,23 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         hint = _suggestion(self, message)
-        super().error(f"{message}{hint}")
+        self.print_usage(sys.stderr)
+        print_error(self.prog, f"{message}{hint}")
+        self.exit(2)
+
+
+def print_error(prog: str, message: str) -> None:
+    """`prog: error: message` on stderr, with `error:` in bold red on a
+    terminal (rich; not when NO_COLOR is set), plain text anywhere else."""
+    if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
+        from rich.console import Console
+        from rich.text import Text
+
+        # Text, not markup: a message may hold brackets ("[request 1]").
+        line = Text.assemble(f"{prog}: ", ("error:", "bold red"), f" {message}")
+        Console(file=sys.stderr, highlight=False, soft_wrap=True).print(line)
+    else:
+        print(f"{prog}: error: {message}", file=sys.stderr)
 
 
 def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
@@ -145,9 +162,11 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
-    """--quiet for commands that show progress (on by default on a terminal)."""
+    """--quiet for commands that show progress (a bar on a terminal, log
+    lines otherwise; see gendetect.progress)."""
     parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress output (it is off anyway when stderr is not a terminal)")
+                        help="no progress (a live bar when stderr is a terminal, "
+                        "plain log lines otherwise)")
 
 
 # Argument types: a bad value is argparse's usage error (exit 2, naming the
@@ -194,7 +213,9 @@ def _int(text: str) -> int:
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+    """Whether a command reports its progress: unless --quiet. How (a bar or
+    log lines) is gendetect.progress's choice, by the stream."""
+    return not getattr(args, "quiet", False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(args) or 0)
     except GendetectError as exc:
-        print(f"gendetect {args.command}: error: {exc}", file=sys.stderr)
+        print_error(f"gendetect {args.command}", str(exc))
         return 2
 
 

@@ -10,11 +10,17 @@ explained rows (CSV), and one dict per record for the online path
 (`records`, the one-row case). `assemble` builds it from scores and
 contributions for every scoring entry point of the bundle; every surface
 writes it from here.
+
+Each top feature also carries `value` and `expected`: the record's value of
+that input and what the model expected it to be, in the units an analyst
+reads (gendetect.features.units), null where there is none (a gap, a gap
+indicator, a categorical column, a network without a reconstruction).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +36,8 @@ if TYPE_CHECKING:
 EXPLANATION_COLUMNS = ("top_features", "top_reasons")
 # The key inside each explanation record, per explanation column.
 EXPLANATION_KEYS = {"top_features": "feature", "top_reasons": "reason"}
+# The observed and expected values each top feature carries (float or null).
+FEATURE_VALUE_KEYS = ("value", "expected")
 # True where the behaviour features were computed from the scored batch's own
 # rows (no earlier history), False where they were given as input columns.
 BATCH_HISTORY_COLUMN = "batch_history_only"
@@ -55,6 +63,10 @@ class BatchDecisions:
     reason_idx: np.ndarray
     reason_share: np.ndarray
     batch_history_only: bool
+    # Per explained row and top feature (same shape as feature_idx): the
+    # observed and the expected value, NaN for null; None: all null.
+    feature_value: np.ndarray | None = None
+    feature_expected: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.score)
@@ -68,10 +80,19 @@ class BatchDecisions:
             return self.feature_names, self.feature_idx, self.feature_share
         return self.reason_names, self.reason_idx, self.reason_share
 
+    def _feature_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(value, expected) per explained row and top feature, NaN = null."""
+        empty = np.full(self.feature_idx.shape, np.nan)
+        value = empty if self.feature_value is None else self.feature_value
+        expected = empty if self.feature_expected is None else self.feature_expected
+        return value, expected
+
     def explanation_array(self, column: str) -> pa.ListArray:
         """One column of explanations as list<struct<feature|reason: string,
-        contribution: double>>, an empty list for rows without one. Built
-        from the index arrays: offsets, a take of the names, the shares."""
+        contribution: double>> (top features also `value` and `expected`,
+        double, null where there is none), an empty list for rows without
+        one. Built from the index arrays: offsets, a take of the names, the
+        shares."""
         import pyarrow as pa
 
         names, idx, share = self._parts(column)
@@ -81,13 +102,17 @@ class BatchDecisions:
         lengths[self.explained] = k
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
-        values = pa.StructArray.from_arrays(
-            [
-                pa.array(names, pa.string()).take(pa.array(idx.ravel(), pa.int64())),
-                pa.array(share.ravel(), pa.float64()),
-            ],
-            names=[EXPLANATION_KEYS[column], "contribution"],
-        )
+        arrays = [
+            pa.array(names, pa.string()).take(pa.array(idx.ravel(), pa.int64())),
+            pa.array(share.ravel(), pa.float64()),
+        ]
+        fields = [EXPLANATION_KEYS[column], "contribution"]
+        if column == "top_features":
+            for values in self._feature_values():
+                flat = values.ravel()
+                arrays.append(pa.array(flat, pa.float64(), mask=np.isnan(flat)))
+            fields.extend(FEATURE_VALUE_KEYS)
+        values = pa.StructArray.from_arrays(arrays, names=fields)
         return pa.ListArray.from_arrays(pa.array(offsets), values)
 
     def explanation_lists(self, column: str) -> list[list[dict[str, Any]]]:
@@ -102,6 +127,7 @@ class BatchDecisions:
         all explained (explain="all")."""
         threshold = self.threshold
         f_names, r_names = self.feature_names, self.reason_names
+        value, expected = (_nullable(v) for v in self._feature_values())
         return [
             {
                 "score": s,
@@ -109,17 +135,17 @@ class BatchDecisions:
                 "is_fraud": flag,
                 "threshold": threshold,
                 "top_features": [
-                    {"feature": f_names[j], "contribution": c}
-                    for j, c in zip(fj, fc, strict=True)
+                    {"feature": f_names[j], "contribution": c, "value": v, "expected": e}
+                    for j, c, v, e in zip(fj, fc, fv, fe, strict=True)
                 ],
                 "top_reasons": [
                     {"reason": r_names[j], "contribution": c}
                     for j, c in zip(rj, rc, strict=True)
                 ],
             }
-            for s, r, flag, fj, fc, rj, rc in zip(
+            for s, r, flag, fj, fc, fv, fe, rj, rc in zip(
                 self.score.tolist(), self.risk.tolist(), self.is_fraud.tolist(),
-                self.feature_idx.tolist(), self.feature_share.tolist(),
+                self.feature_idx.tolist(), self.feature_share.tolist(), value, expected,
                 self.reason_idx.tolist(), self.reason_share.tolist(), strict=True,
             )
         ]
@@ -130,7 +156,16 @@ class BatchDecisions:
         names, idx, share = self._parts(column)
         key = EXPLANATION_KEYS[column]
         out = ["[]"] * len(self)
-        for row, js, ss in zip(self.explained.tolist(), idx.tolist(), share.tolist(), strict=True):
+        rows = zip(self.explained.tolist(), idx.tolist(), share.tolist(), strict=True)
+        if column == "top_features":
+            value, expected = (_nullable(v) for v in self._feature_values())
+            for (row, js, ss), vs, es in zip(rows, value, expected, strict=True):
+                out[row] = json.dumps([
+                    {key: names[j], "contribution": c, "value": v, "expected": e}
+                    for j, c, v, e in zip(js, ss, vs, es, strict=True)
+                ])
+            return out
+        for row, js, ss in rows:
             out[row] = json.dumps(
                 [{key: names[j], "contribution": c} for j, c in zip(js, ss, strict=True)]
             )
@@ -190,10 +225,14 @@ def assemble(
     reason_map: ReasonMap,
     top_k: int,
     batch_history_only: bool = False,
+    values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> BatchDecisions:
     """The decisions of scored rows: `contributions` are those of the rows
-    in `explained`, turned here into top-k feature and reason shares."""
+    in `explained`, turned here into top-k feature and reason shares;
+    `values`, given the top features' column indices (n_explained, k),
+    returns their observed and expected values (NaN for null)."""
     feature_idx, feature_share = top_share_indices(contributions, top_k)
+    value, expected = values(feature_idx) if values is not None else (None, None)
     reason_idx, reason_share = top_share_indices(reason_map.sums(contributions), top_k)
     return BatchDecisions(
         score=score,
@@ -208,7 +247,14 @@ def assemble(
         reason_idx=reason_idx,
         reason_share=reason_share,
         batch_history_only=batch_history_only,
+        feature_value=value,
+        feature_expected=expected,
     )
+
+
+def _nullable(values: np.ndarray) -> list[list[float | None]]:
+    """Nested lists of floats with None for NaN (JSON null)."""
+    return [[None if v != v else v for v in row] for row in values.tolist()]
 
 
 def explanations_as_json(decisions: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from gendetect.features.scaling import RobustScaler
-from gendetect.member import NeuralDetector, observed_cells
+from gendetect.features.tails import MarginalTails
+from gendetect.member import NeuralDetector, center_tail_spread, observed_cells
 from gendetect.models.registry import ENSEMBLE, list_detector_kinds
 from gendetect.models.settings import TrainingResult
 from gendetect.params import DetectorParams
@@ -42,8 +43,12 @@ class DetectorCore:
     params: DetectorParams
     scaler: RobustScaler = field(default_factory=RobustScaler)
     members: list[NeuralDetector] = field(default_factory=list)
+    # The tail term's state; None where tail_weight is 0 and in bundles
+    # saved before it existed (their scores stay the networks' alone).
+    tails: MarginalTails | None = None
     train_index_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     validation_index_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _wide_input: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def fit(
         self, x: np.ndarray, exclude: np.ndarray | None = None, cleared: np.ndarray | None = None
@@ -60,19 +65,40 @@ class DetectorCore:
                 "fit needs at least 2 rows that are not confirmed frauds, "
                 f"got n_samples={len(normal)}"
             )
-        self.scaler = RobustScaler(soft_limit=self.params.soft_limit).fit(x[normal])
-        z = self.scaler.transform(x)
-        train_rel, val_rel = _split(len(normal), self.params.validation_fraction, self.params.seed)
+        p = self.params
+        self.scaler = RobustScaler(
+            soft_limit=p.soft_limit,
+            limit_quantile=p.soft_limit_quantile,
+            wide_quantile=p.wide_soft_limit_quantile,
+        ).fit(x[normal])
+        train_rel, val_rel = _split(len(normal), p.validation_fraction, p.seed)
         self.train_index_, self.validation_index_ = normal[train_rel], normal[val_rel]
-        members = list(self.params.ensemble) if self.kind == ENSEMBLE else [self.kind]
-        fit_rows = _weighted(self.train_index_, cleared, self.params.label_genuine_weight)
-        self.members = [
-            NeuralDetector(kind=k, params=self.params, n_features=z.shape[1]).fit(
-                z[fit_rows], z[self.validation_index_]
+        members = list(p.ensemble) if self.kind == ENSEMBLE else [self.kind]
+        inputs = self.scaler.transforms(x, (self._reads_wide_input(k) for k in members))
+        fit_rows = _weighted(self.train_index_, cleared, p.label_genuine_weight)
+        self.members = []
+        for k in members:
+            z = inputs[self._reads_wide_input(k)]
+            self.members.append(
+                NeuralDetector(kind=k, params=p, n_features=z.shape[1]).fit(
+                    z[fit_rows], z[self.validation_index_]
+                )
             )
-            for k in members
-        ]
+        self.tails = None
+        if p.tail_weight > 0:
+            raw = self.scaler.standardise(x[normal])
+            self.tails = MarginalTails().fit(raw)
+            self.tails.center_spread = center_tail_spread(
+                self.tails.contributions(raw).sum(axis=1)
+            )
         return self
+
+    def _reads_wide_input(self, kind: str) -> bool:
+        """Whether member `kind` reads the input with the scaler's wider
+        wide tail limits; looked up once per kind."""
+        if kind not in self._wide_input:
+            self._wide_input[kind] = self.params.model_params(kind).wide_input_tails
+        return self._wide_input[kind]
 
     def evidence(self, x: np.ndarray) -> Evidence:
         """The block scorer: the networks run once on the block in float32;
@@ -83,18 +109,24 @@ class DetectorCore:
         impute and leave out of the errors; the score averages over the
         observed cells, and the evidence's `z` holds the imputed values
         (finite: the label-aware head's trees read it)."""
-        z = self.scaler.transform(x)
-        t = torch.as_tensor(z, dtype=torch.float32)
+        # Each member reads the input with its own tail limits (the NLL VAE
+        # and the GAN the wide ones); the evidence's z is the default one.
+        wide = [self._reads_wide_input(m.kind) for m in self.members]
+        scaled = self.scaler.transforms(x, [False, *wide])
+        z = scaled[False]
+        inputs = {w: torch.as_tensor(scaled[w], dtype=torch.float32) for w in set(wide)}
         observed = observed_cells(z)
         if observed is not None:
             z = np.where(observed, z, 0.0)
         disc = self.params.uses_discriminator
-        parts = [m.score_from(*m.raw_outputs(t, with_discriminator=disc), observed)
-                 for m in self.members]
-        if len(parts) == 1:
+        parts = [m.score_from(*m.raw_outputs(inputs[w], with_discriminator=disc), observed)
+                 for m, w in zip(self.members, wide, strict=True)]
+        tails = self.tails if self.params.tail_weight > 0 else None
+        if len(parts) == 1 and tails is None:
             (s, contrib), member = parts[0], self.members[0]
             center, spread = member.score_center_spread_
             return Evidence(z, s, contrib, [(s - center) / spread])
+        # On the common scale: the members' weighted mean, plus the tail term.
         score = np.zeros(len(z))
         contributions = np.zeros(z.shape)
         scaled = []
@@ -103,7 +135,44 @@ class DetectorCore:
             scaled.append((s - center) / spread)
             score += weight * scaled[-1]
             contributions += weight * contrib / spread
+        if tails is not None:
+            terms = tails.contributions(self.scaler.standardise(x))
+            center, spread = tails.center_spread
+            weight = self.params.tail_weight
+            score += weight * (terms.sum(axis=1) - center) / spread
+            contributions += weight * terms / spread
         return Evidence(z, score, contributions, scaled)
+
+    def expected(self, x: np.ndarray, withheld: np.ndarray) -> np.ndarray | None:
+        """What the networks expect rows `x` to be, in the model inputs' own
+        units (the reconstruction mapped back through the scaler), with the
+        cells marked in `withheld` (a boolean mask like x) hidden from them
+        as gaps: the expectation of a value given the rest of the record.
+
+        Withheld, because a reconstruction of the whole record follows what
+        it is shown: an amount five times a card's usual one comes back
+        inflated too. Hidden, the amount (and the columns derived from it)
+        is inferred from the record's context (the card's averages, the
+        time, the terminal), which is what an analyst compares it with.
+        The VAE's is its decoder mean at the posterior mean, the GAN's its
+        encoder -> generator reconstruction; an ensemble's is the members'
+        weighted mean (the ensemble weights) in original units. None when
+        no network has a reconstruction."""
+        wide = [self._reads_wide_input(m.kind) for m in self.members]
+        inputs = {}
+        for w, z in self.scaler.transforms(x, wide).items():
+            z[withheld] = np.nan
+            inputs[w] = torch.as_tensor(z, dtype=torch.float32)
+        total, weight_sum = None, 0.0
+        for member, w, weight in zip(self.members, wide, self.weights(), strict=True):
+            recon = member.expected(inputs[w])
+            if recon is None:
+                continue
+            # Back through the same tail limits the member read its input with.
+            values = weight * self.scaler.inverse_transform(recon, wide=w)
+            total = values if total is None else total + values
+            weight_sum += weight
+        return None if total is None else total / weight_sum
 
     def weights(self) -> np.ndarray:
         """The members' ensemble weights, normalised to sum to 1."""

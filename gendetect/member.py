@@ -141,6 +141,15 @@ class NeuralDetector:
             extra = network.extra_score(t) if with_discriminator else None
         return errors, None if extra is None else finite(extra.numpy().astype(np.float64))
 
+    def expected(self, t: torch.Tensor) -> np.ndarray | None:
+        """The network's reconstruction of a float32 block `t` (scaled
+        space), None for a network without one."""
+        network = self.network
+        assert network is not None, "detector is not fitted"
+        with torch.inference_mode():
+            recon = network.reconstruction(t)
+        return None if recon is None else recon.numpy().astype(np.float64)
+
     def score_from(
         self, errors: np.ndarray, disc: np.ndarray | None, observed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -51,7 +51,17 @@ class DetectorSettings(Hardware):
     # "typical" divides each feature's error by its mean training error,
     # "none" keeps it, "auto" picks by whether the errors are likelihoods.
     error_scale: str = "auto"
+    # Input tails (features/scaling.RobustScaler): a column compresses beyond
+    # the larger of soft_limit and this quantile of its training |z|; the
+    # second for networks that read the wide input (NetworkParams.
+    # wide_input_tails). None: soft_limit alone. Why: models/README.md.
     soft_limit: float = 5.0
+    soft_limit_quantile: float | None = 0.99
+    wide_soft_limit_quantile: float | None = 0.999
+    # Weight of the tail term (features/tails.py: how far out in its own
+    # training tail each feature lies) beside the networks' score, both on
+    # the common scale; 0 turns it off. Why 0.5: models/README.md.
+    tail_weight: float = 0.5
     score_top_fraction: float = 1.0
     refit_trim: float = 0.0
     refit_epochs: int = 5
@@ -101,6 +111,11 @@ class DetectorSettings(Hardware):
             raise ValueError("max_epochs must be >= 1 (or None for the automatic schedule)")
         if not 0.0 <= self.refit_trim < 1.0:
             raise ValueError("refit_trim must be in [0, 1)")
+        for q in (self.soft_limit_quantile, self.wide_soft_limit_quantile):
+            if q is not None and not 0.0 <= q <= 1.0:
+                raise ValueError("soft_limit quantiles must be in [0, 1] (or None)")
+        if not self.tail_weight >= 0:
+            raise ValueError(f"tail_weight must be >= 0, got {self.tail_weight}")
         if not 0.0 < self.score_top_fraction <= 1.0:
             raise ValueError("score_top_fraction must be in (0, 1]")
         if self.score not in SCORES:

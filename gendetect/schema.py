@@ -186,8 +186,32 @@ class Schema:
 
     @cached_property
     def input_fields(self) -> list[FieldSpec]:
-        """Fields a scoring request carries (labels arrive separately)."""
+        """Fields a record may carry besides the label (which arrives separately)."""
         return [f for f in self.fields if f.kind != "label"]
+
+    @cached_property
+    def request_fields(self) -> list[FieldSpec]:
+        """The input fields scoring reads: what an API client sends (and what
+        the API documents). The others are `file_only_fields`."""
+        file_only = set(self.file_only_fields)
+        return [f for f in self.input_fields if f.name not in file_only]
+
+    @cached_property
+    def file_only_fields(self) -> tuple[str, ...]:
+        """Input fields that only data files carry, for evaluation: protected
+        attributes (read for the fairness report, never by the model) and
+        fields that are not features and that no derived feature or
+        aggregate reads (the simulator's `fraud_scenario`). The legacy
+        `windows:` settings may read any column: with them, only protected
+        fields are file-only."""
+        read = {d.source for d in self.derived} | {d.by for d in self.derived if d.by}
+        if self.aggregates is not None:
+            for g in self.aggregates.groups:
+                read.update((*g.key, *g.value_columns, *g.distinct_columns))
+        return tuple(
+            f.name for f in self.input_fields
+            if f.protected or (self.windows is None and not f.feature and f.name not in read
+                               and f.kind in ("numeric", "boolean", "categorical")))
 
     # ------------------------------------------------------------ construction
     @classmethod

@@ -69,18 +69,26 @@ def _quiet_mlflow() -> None:
     """MLflow's messages that say nothing to a gendetect user: a progress bar
     for each artifact download of a few local files, the INFO lines of its
     store's table creation, and "Validating input example against model
-    signature" at every model log. Its warnings and errors stay; a user's
-    own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR wins."""
+    signature" at every model log; and, against a tracking server, the
+    "🏃 View run ... at" / "🧪 View experiment at" pair it writes to stdout at
+    every run's end (a retrain printed one pair per challenger): the job's
+    summary (training.summary.where_to_look) is the one place that says
+    where to look. Its warnings and errors stay; a user's own
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR / MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+    win."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow.store.db.utils", "mlflow.pyfunc"):
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
 
 
-# MLflow 3's UI opens an experiment in its GenAI view unless the experiment
-# says what it is: this tag (the UI's own "experiment type" setting) makes it
-# open the classic model-training view (runs, metrics charts, models).
+# The experiment says what it is with the UI's own "experiment type" tag.
+# MLflow 3.17's UI does not choose its view by it (read in its bundled UI
+# code): the view comes from the sidebar's GenAI / model-training switch, kept
+# per browser (default GenAI), with no server option; so the links the jobs
+# print carry `?workflowType=machine_learning` (training.summary.run_page).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 

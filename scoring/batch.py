@@ -20,6 +20,7 @@ scoring.spark for data beyond one machine.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -41,10 +42,13 @@ from gendetect.data.io import prepare_output, read_table
 from gendetect.decisions import BatchDecisions
 from gendetect.errors import InputError
 from gendetect.features.pipeline import WindowHistory, split_at_last_time
+from gendetect.progress import ProgressReport, is_terminal
 from gendetect.timestamps import column_to_ns
 
 PREFIX = "gd_"
 DEFAULT_CHUNK_ROWS = 1 << 20
+# A progress log line (not on a terminal) at most this often while scoring.
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass
@@ -72,6 +76,9 @@ def cli_main(args: argparse.Namespace) -> int:
     # One thread: the networks are small and per-core throughput is what
     # scales; several scoring processes use the cores better than threads.
     torch.set_num_threads(1)
+    # As the training jobs: INFO lines on stderr (the progress lines when
+    # stderr is not a terminal, gendetect.progress).
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     model_uri = args.model_uri or settings.resolved_model_uri
     if getattr(args, "engine", "local") == "spark":
@@ -83,21 +90,26 @@ def cli_main(args: argparse.Namespace) -> int:
             model_uri,
             settings,
             explain=args.explain,
-            progress=show_progress(args),
+            # Spark's own stage bar and log: on a terminal only, as before.
+            progress=show_progress(args) and is_terminal(),
         )
     from gendetect.tracking import load_registered_bundle
 
     bundle, ref = load_registered_bundle(model_uri, settings)
-    progress = _progress_printer(show_progress(args))
-    summary = score_file(
-        bundle,
-        args.data,
-        args.out,
-        explain=args.explain,
-        chunk_rows=args.chunk_rows,
-        extra={"model_version": ref.version},
-        on_progress=progress,
-    )
+    progress = RowsProgress() if show_progress(args) else None
+    try:
+        summary = score_file(
+            bundle,
+            args.data,
+            args.out,
+            explain=args.explain,
+            chunk_rows=args.chunk_rows,
+            extra={"model_version": ref.version},
+            on_progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.close()  # the last step shown before the summary below
     print(
         f"scored {summary.rows:,} rows with {ref.name} v{ref.version}: "
         f"{summary.flagged:,} flagged -> {args.out}"
@@ -327,17 +339,24 @@ def _total_rows(data: Path) -> int | None:
         return None
 
 
-def _progress_printer(enabled: bool) -> Callable[[int, int | None, float], None] | None:
-    if not enabled:
-        return None
+class RowsProgress:
+    """score_file's `on_progress`: rows scored, as a bar on a terminal and a
+    log line at most every PROGRESS_EVERY_S seconds otherwise."""
 
-    def show(done: int, total: int | None, seconds: float) -> None:
-        share = f" ({100 * done / total:.0f}%)" if total else ""
-        of = f" / {total:,}" if total else ""
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
+        self.stream, self.live = stream, live
+        self.report: ProgressReport | None = None
+
+    def __call__(self, done: int, total: int | None, seconds: float) -> None:
+        if self.report is None:  # the total is known from the first chunk on
+            self.report = ProgressReport("score", total, unit="rows", every=PROGRESS_EVERY_S,
+                                         stream=self.stream, live=self.live)
         rate = done / seconds if seconds > 0 else 0.0
-        print(f"score: {done:,}{of} rows{share}, {rate:,.0f} rows/s", file=sys.stderr, flush=True)
+        self.report.update(done, f"{rate:,.0f} rows/s")
 
-    return show
+    def close(self) -> None:
+        if self.report is not None:
+            self.report.close()
 
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "ScoreSummary", "score_file"]
+__all__ = ["DEFAULT_CHUNK_ROWS", "RowsProgress", "ScoreSummary", "score_file"]

@@ -26,7 +26,7 @@ import gendetect
 import scoring
 from gendetect.bundle import FraudModelBundle
 from gendetect.config import Settings
-from gendetect.decisions import BATCH_HISTORY_COLUMN, EXPLANATION_KEYS
+from gendetect.decisions import BATCH_HISTORY_COLUMN, EXPLANATION_KEYS, FEATURE_VALUE_KEYS
 from gendetect.tracking import (
     BUNDLE_ARTIFACT,
     LoggedBundle,
@@ -124,8 +124,12 @@ def _signature(bundle: FraudModelBundle, example: pd.DataFrame) -> ModelSignatur
     outputs = [ColSpec("double", "score"), ColSpec("double", "risk"),
                ColSpec("boolean", "is_fraud"), ColSpec("double", "threshold")]
     outputs += [
-        ColSpec(Array(Object([Property(key, "string"), Property("contribution", "double")])),
-                column, required=False)
+        ColSpec(Array(Object([
+            Property(key, "string"), Property("contribution", "double"),
+            # A top feature's observed and expected values: null where there is none.
+            *(Property(name, "double", required=False)
+              for name in (FEATURE_VALUE_KEYS if column == "top_features" else ())),
+        ])), column, required=False)
         for column, key in EXPLANATION_KEYS.items()
     ]
     outputs.append(ColSpec("boolean", BATCH_HISTORY_COLUMN))

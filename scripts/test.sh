@@ -41,6 +41,18 @@ fi
 export GENDETECT_TEST_POSTGRES_URL="postgresql://$PG_USER@$PG_HOST:$PG_PORT/$PG_TEST_DB"
 export GENDETECT_REQUIRE_POSTGRES=1
 
+# Chromium: the analyst console's browser tests drive Debian's package
+# through Playwright (never a browser download) and fail, not skip, without it.
+export GENDETECT_CHROMIUM="${GENDETECT_CHROMIUM:-/usr/bin/chromium}" PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if [ ! -x "$GENDETECT_CHROMIUM" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing chromium (the console's browser tests need it)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+if [ ! -x "$GENDETECT_CHROMIUM" ]; then
+  echo "error: no Chromium at $GENDETECT_CHROMIUM (apt-get install -y chromium; the console tests need it)" >&2
+  exit 1
+fi
+
 ruff check .
 # Dependencies point one way (pyproject.toml [tool.importlinter]).
 lint-imports --no-cache

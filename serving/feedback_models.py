@@ -70,6 +70,16 @@ class VerdictOut(BaseModel):
     source: Literal["feedback", "labels"]
 
 
+class RecordContext(BaseModel):
+    """What the audit keeps of a record for analysts: never an id, an entity,
+    or a field the schema flags pii or protected."""
+
+    record: dict[str, float | bool | str | None] = Field(
+        description="the record's non-personal fields, as sent")
+    behaviour: dict[str, float | None] = Field(
+        description="behaviour (window) features, as the model got them")
+
+
 class StoredDecision(BaseModel):
     transaction_id: int | None
     score: float
@@ -81,10 +91,13 @@ class StoredDecision(BaseModel):
     model: ModelRef
     decided_at: str = Field(description="when the API decided (UTC)")
     event_time: str | None = Field(description="the transaction's own timestamp (UTC)")
+    context: RecordContext | None = Field(
+        None, description="the record's non-personal fields and the behaviour features the "
+        "model was given; null for decisions stored before the audit kept them")
 
 
 class AlertPage(BaseModel):
-    alerts: list[StoredDecision] = Field(description="newest first")
+    alerts: list[StoredDecision] = Field(description="in the requested order")
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at "
                                     "the end")
 

@@ -16,8 +16,9 @@ from fastapi import APIRouter, FastAPI
 from gendetect import __version__
 from gendetect.config import get_settings
 from serving.api.deps import ApiKey
-from serving.api.routes import feedback, health, model, review, score
+from serving.api.routes import console_reads, feedback, health, model, review, score
 from serving.auth import ConfigurationError, KeyRing
+from serving.console import console_router
 from serving.errors import add_error_handlers
 from serving.fastpath import ScoringFastPath
 from serving.feedback import FeedbackService
@@ -103,13 +104,14 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
         errors.pop(401)
         errors.pop(403)
     v1 = APIRouter(prefix="/v1", dependencies=protected, responses=errors)  # type: ignore[arg-type]
-    for resource in (score, feedback, review, model):
+    for resource in (score, feedback, console_reads, review, model):
         v1.include_router(resource.router)
     app.include_router(health.router)
     app.include_router(health.metrics_router,
                        dependencies=protected if settings.metrics_require_key else [])
     app.include_router(v1)
     app.include_router(docs_router(app, protected if settings.docs_require_key else []))
+    app.include_router(console_router(app))
     app.openapi = lambda: build_openapi(app, manager)  # type: ignore[method-assign]
 
     if fast_path:  # innermost: after the body limits, inside metrics and logs

@@ -29,6 +29,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     create_model,
+    model_validator,
 )
 
 from gendetect.schema import INT64_MAX, FieldSpec, Schema
@@ -161,9 +162,17 @@ def build_record_model(
     *,
     max_skew_seconds: float = DEFAULT_MAX_SKEW_SECONDS,
 ) -> type[BaseModel]:
-    """One scoring record: the schema's input fields (labels excluded)."""
+    """One scoring record: the fields scoring reads (Schema.request_fields).
+
+    The schema's file-only fields (Schema.file_only_fields: the simulator's
+    `fraud_scenario`, the protected `customer_age_group`) are not in the
+    model nor in the OpenAPI document, but a record that carries them is
+    accepted and they are dropped unread: a client that sends whole rows of
+    its data file keeps working, and a protected attribute never reaches the
+    scoring path. Any other unknown field is still a 422 naming it (a typo
+    must not pass silently)."""
     definitions: dict[str, Any] = {}
-    for i, spec in enumerate(schema.input_fields):
+    for i, spec in enumerate(schema.request_fields):
         py_name, alias = _python_name(spec, i)
         annotation = _field_type(spec, max_skew_seconds)
         extra: dict[str, Any] = {"description": spec.description or None}
@@ -179,7 +188,19 @@ def build_record_model(
         else:
             definitions[py_name] = (annotation | None, Field(None, **extra))
     model_name = name or f"{_camel(schema.name)}Record"
-    return create_model(model_name, __config__=_RECORD_CONFIG, **definitions)
+    ignored = frozenset(schema.file_only_fields)
+
+    def drop_file_only(cls: type[BaseModel], data: Any) -> Any:
+        if ignored and isinstance(data, dict) and not ignored.isdisjoint(data):
+            return {k: v for k, v in data.items() if k not in ignored}
+        return data
+
+    return create_model(
+        model_name, __config__=_RECORD_CONFIG,
+        __doc__="A transaction to score. Other columns of a data file that scoring does "
+        "not read (evaluation-only and protected attributes) may be sent; they are ignored.",
+        __validators__={"drop_file_only": model_validator(mode="before")(drop_file_only)},
+        **definitions)
 
 
 def build_batch_model(record_model: type[BaseModel], max_batch_size: int) -> type[BaseModel]:

@@ -14,6 +14,16 @@ from serving.request_models import TransactionId, timestamp_type
 class FeatureContribution(BaseModel):
     feature: str
     contribution: float
+    value: float | None = Field(
+        None, description="the record's value of this model input, in its original units "
+        "(a log1p-derived input such as log_amount in its source's units: the amount); null "
+        "for a gap, a `<field> missing` indicator or a categorical column")
+    expected: float | None = Field(
+        None, description="what the model expected this input to be for this record (its "
+        "reconstruction: the VAE's decoder mean, the GAN's reconstruction, an ensemble's "
+        "weighted mean of its members', asked with this value withheld), in the same units as "
+        "`value`; null wherever `value` is, for a record that is not flagged, and for a model "
+        "without a reconstruction")
 
 
 class ReasonContribution(BaseModel):

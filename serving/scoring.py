@@ -138,8 +138,9 @@ class ScoringService:
                                              fingerprints, False)
         try:
             with span("audit"):
-                stored = await self.stores.audit(served.bundle.schema, records, decisions,
-                                                 fingerprints, decided_at, caller.name)
+                stored = await self.stores.audit(
+                    served.bundle.schema, records, decisions, fingerprints, decided_at,
+                    caller.name, preview.features if preview is not None else None)
         except BaseException:
             if preview is not None:
                 served.online.discard(preview)  # type: ignore[union-attr]

@@ -182,15 +182,18 @@ class Stores:
 
     async def audit(self, schema: Schema, records: Sequence[Mapping[str, Any]],
                     decisions: list[dict[str, Any]], fingerprints: Sequence[str],
-                    decided_at: datetime, key_name: str | None) -> list[dict[str, Any]]:
+                    decided_at: datetime, key_name: str | None,
+                    behaviour: Sequence[Mapping[str, float]] | None = None,
+                    ) -> list[dict[str, Any]]:
         """Store the decisions before they are returned; a retried
         transaction gets its stored decision back instead of the new one.
-        `fingerprints`: the records' identities (the same the state keeps)."""
+        `fingerprints`: the records' identities (the same the state keeps);
+        `behaviour`: the window features the model got, kept for analysts."""
         if self.writer is None:
             return decisions
         self.require_ready("audit_unavailable")
         rows = self._rows_builder(schema).rows(records, decisions, decided_at, key_name,
-                                               fingerprints, request_id_var.get())
+                                               fingerprints, request_id_var.get(), behaviour)
         try:
             outcome = await self.writer.write(rows)
         except StoreUnavailableError as exc:

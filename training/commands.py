@@ -94,10 +94,10 @@ def _score(p: argparse.ArgumentParser) -> None:
 COMMANDS = [
     Command("train", "train a detector as one MLflow run, register it and judge it against "
             "the champion (quality gate); exit 0 passed, 3 refused (no alias), 2 bad input",
-            _train, "training.train:cli_main", order=30),
+            _train, "training.cli_args:train", order=30),
     Command("retrain", "train challengers on a window, compare with the champion on the same "
             "held-out period after it, promote only what is better; exit 0 promoted, 3 champion "
-            "kept, 1 failed, 2 bad input", _retrain, "training.retrain:cli_main", order=40),
+            "kept, 1 failed, 2 bad input", _retrain, "training.cli_args:retrain", order=40),
     Command("score", "batch-score a file with a registered model", _score,
             "scoring.batch:cli_main", order=50),
 ]

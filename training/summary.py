@@ -41,15 +41,28 @@ def _cell(metrics: Mapping[str, float] | None, name: str) -> str:
     return f"{value:.4f}"
 
 
-def where_to_look(settings: Settings, run_id: str | None) -> str:
-    """The run's page on a tracking server, or how to open a local store."""
-    uri = settings.resolved_tracking_uri
-    run = f"run {run_id}" if run_id else "the runs"
-    if uri.startswith(("http://", "https://")):
-        from gendetect import tracking
+# MLflow 3.17's UI opens in its GenAI view: the view is a per-browser
+# setting (local storage), not a server option nor, in this version, the
+# experiment's `mlflow.experimentKind` tag; a link that carries this query
+# opens the classic runs/metrics/models view.
+CLASSIC_VIEW = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
-        experiment = tracking.ensure_experiment(settings)
-        page = f"{uri.rstrip('/')}/#/experiments/{experiment}"
-        return f"MLflow: {page}/runs/{run_id}" if run_id else f"MLflow: {page}"
-    return f"MLflow: {run} in experiment '{settings.experiment}'; open the UI with " \
-           f"`mlflow ui --backend-store-uri {uri}`"
+
+def run_page(base_url: str, experiment_id: str, run_id: str | None) -> str:
+    """A run's (or the experiment's) page in the MLflow UI, classic view."""
+    page = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}"
+    return f"{page}/runs/{run_id}?{CLASSIC_VIEW}" if run_id else f"{page}?{CLASSIC_VIEW}"
+
+
+def where_to_look(settings: Settings, run_id: str | None) -> str:
+    """The run's page on a tracking server, or how to open a local store and
+    the page it will show."""
+    from gendetect import tracking
+
+    uri = settings.resolved_tracking_uri
+    experiment = tracking.ensure_experiment(settings)
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow: {run_page(uri, experiment, run_id)}"
+    return (f"MLflow: `mlflow ui --backend-store-uri {uri}`, then "
+            f"{run_page(LOCAL_UI, experiment, run_id)}")

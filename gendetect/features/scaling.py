@@ -4,9 +4,10 @@ Transaction features are heavy-tailed (amounts, counts): a standard scaler
 lets a handful of extreme rows set the scale, and an autoencoder then spends
 its capacity on them. Here each column is centred on its median and divided
 by a robust spread (IQR/1.349, falling back to the standard deviation, then
-1), and values beyond `soft_limit` spreads are compressed logarithmically:
-the order of extreme values is kept (an anomaly stays the most anomalous) but
-one outlier cannot blow up the loss.
+1), and values beyond a column's limit (`soft_limit` spreads, or further
+where the column's own training tail is long: RobustScaler) are compressed
+logarithmically: the order of extreme values is kept (an anomaly stays the
+most anomalous) but one outlier cannot blow up the loss.
 
 Values further than CLIP_ROBUST_UNITS (1e12) spreads from the median are
 clipped there before the compression: a validated record is finite, but an
@@ -14,13 +15,16 @@ extreme one (1e308 in a column whose spread is below 1) overflows to
 infinity in the division, and the network then returns NaN. 1e12 spreads is
 beyond any real feature (the schema caps amounts at 1e6), so ordinary inputs
 are untouched and extremes stay ordered far out; after compression the
-network sees at most soft_limit + log1p(1e12 - soft_limit), about 32.6 with
-the default limit of 5, and even without compression (soft_limit=inf) the
-squared errors of such inputs stay within float32.
+network sees at most limit + log1p(1e12 - limit), about 32.6 with a limit
+of 5 (a column's limit is finite: a quantile of finite values), and even
+without compression (soft_limit=inf) the squared errors of such inputs stay
+within float32.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,63 +55,165 @@ def fallback_spread(spread: Any, values: np.ndarray, axis: int | None = 0) -> An
 
 @dataclass
 class RobustScaler:
+    """Robust centring and scaling, then logarithmic compression of each
+    column beyond its own limit.
+
+    A column's limit is `soft_limit`, raised to the `limit_quantile` of the
+    column's own training |z| where that is larger: a feature whose training
+    tail is long (a lab value where one extreme decides, gendetect/models/
+    README.md "Input tails") stays linear over the tail it showed in
+    training, while a light-tailed column compresses beyond soft_limit as
+    before. Networks that take the tails nearly linear (the NLL VAE, whose
+    learned variance absorbs them, and the GAN: gendetect/models/README.md)
+    read the input with `wide_quantile`'s wider limits
+    (`transform(x, wide=True)`). None: soft_limit for every column (the
+    behaviour, and the manifest format, before these limits).
+    """
+
     soft_limit: float = 5.0
+    limit_quantile: float | None = None
+    wide_quantile: float | None = None
     center_: np.ndarray | None = None
     scale_: np.ndarray | None = None
+    limit_: np.ndarray | None = None
+    wide_limit_: np.ndarray | None = None
 
     def fit(self, x: np.ndarray) -> RobustScaler:
-        """Median and spread per column. NaN marks a gap (nullable fields,
-        gendetect.features.missing): the statistics are those of the observed
-        values, and a column without any gets centre 0, spread 1. Gaps stay
-        NaN through `transform`; the detector imputes them."""
+        """Median, spread and limits per column. NaN marks a gap (nullable
+        fields, gendetect.features.missing): the statistics are those of the
+        observed values, and a column without any gets centre 0, spread 1
+        and limit soft_limit. Gaps stay NaN through `transform`; the
+        detector imputes them."""
         x = np.asarray(x, dtype=np.float64)
         if not np.isnan(x).any():
             self.center_, self.scale_ = robust_center_spread(x, axis=0)
-            return self
-        d = x.shape[1]
-        center, scale = np.zeros(d), np.ones(d)
-        for j in range(d):
-            observed = x[:, j][~np.isnan(x[:, j])]
-            if len(observed):
-                c, s = robust_center_spread(observed, axis=None)
-                center[j], scale[j] = float(c), float(s)
-        self.center_, self.scale_ = center, scale
+        else:
+            d = x.shape[1]
+            center, scale = np.zeros(d), np.ones(d)
+            for j in range(d):
+                observed = x[:, j][~np.isnan(x[:, j])]
+                if len(observed):
+                    c, s = robust_center_spread(observed, axis=None)
+                    center[j], scale[j] = float(c), float(s)
+            self.center_, self.scale_ = center, scale
+        z = np.abs(self.standardise(x))
+        self.limit_ = self._tail_limits(z, self.limit_quantile)
+        self.wide_limit_ = self._tail_limits(z, self.wide_quantile)
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
+    def _tail_limits(self, abs_z: np.ndarray, quantile: float | None) -> np.ndarray:
+        limit = np.full(abs_z.shape[1], float(self.soft_limit))
+        if quantile is None or not len(abs_z):
+            return limit
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column of gaps only
+            q = np.nanquantile(abs_z, quantile, axis=0)
+        return np.fmax(limit, np.nan_to_num(q, nan=self.soft_limit))
+
+    def limits(self, wide: bool = False) -> np.ndarray:
+        """Each column's compression limit, in robust units."""
+        if self.center_ is None:
+            raise RuntimeError("RobustScaler is not fitted")
+        limit = self.wide_limit_ if wide else self.limit_
+        if limit is None and wide:
+            limit = self.limit_  # a scaler without wider limits: one input for all
+        if limit is None:
+            return np.full(len(self.center_), float(self.soft_limit))
+        return limit
+
+    def standardise(self, x: np.ndarray) -> np.ndarray:
+        """Centred and divided by the spread, clipped, not compressed."""
         if self.center_ is None or self.scale_ is None:
             raise RuntimeError("RobustScaler is not fitted")
         # Overflow to inf is expected for absurd inputs and clipped right after.
-        # In place, and the logarithm only where a value exceeds the limit
-        # (a few percent of the entries): the same values as the whole-array
-        # formula at a fraction of the cost on large batches.
         with np.errstate(over="ignore"):
             z = np.subtract(x, self.center_, dtype=np.float64)
             z /= self.scale_
         np.clip(z, -CLIP_ROBUST_UNITS, CLIP_ROBUST_UNITS, out=z)
-        limit = self.soft_limit
+        return z
+
+    def transform(self, x: np.ndarray, wide: bool = False) -> np.ndarray:
+        return self._compress(self.standardise(x), wide)
+
+    def transforms(self, x: np.ndarray, wide: Iterable[bool]) -> dict[bool, np.ndarray]:
+        """`transform(x, wide=w)` for each w, standardising once."""
+        z = self.standardise(x)
+        wanted = sorted(set(wide))
+        return {w: self._compress(z if i == len(wanted) - 1 else z.copy(), w)
+                for i, w in enumerate(wanted)}
+
+    def _compress(self, z: np.ndarray, wide: bool) -> np.ndarray:
+        # In place, and the logarithm only where a value exceeds its limit
+        # (a few percent of the entries): the same values as the whole-array
+        # formula at a fraction of the cost on large batches.
+        limit = np.broadcast_to(self.limits(wide), z.shape)
         with np.errstate(invalid="ignore"):  # NaN (a gap) is never beyond
             beyond = np.abs(z) > limit
         if beyond.any():
-            far = z[beyond]
-            z[beyond] = np.sign(far) * (limit + np.log1p(np.abs(far) - limit))
+            far, lim = z[beyond], limit[beyond]
+            z[beyond] = np.sign(far) * (lim + np.log1p(np.abs(far) - lim))
         return z
 
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
         return self.fit(x).transform(x)
 
+    # -------------------------------------------------- back to original units
+    def inverse_transform(self, z: np.ndarray, wide: bool = False) -> np.ndarray:
+        """Scaled values back in the columns' original units: what an
+        explanation shows as the value a reconstruction expected. The exact
+        inverse of `transform(x, wide)` within its range (expm1 undoes
+        log1p beyond each column's limit, then the spread and centre);
+        values beyond that range (a network output is unbounded) are first
+        limited to the largest scaled value `transform` can give, so that
+        the result stays finite. NaN stays NaN."""
+        if self.center_ is None or self.scale_ is None:
+            raise RuntimeError("RobustScaler is not fitted")
+        limit = np.broadcast_to(self.limits(wide), np.shape(z))
+        with np.errstate(invalid="ignore"):  # an infinite limit: no compression
+            largest = np.where(np.isfinite(limit),
+                               limit + np.log1p(CLIP_ROBUST_UNITS - np.fmin(limit, 1.0e12)),
+                               CLIP_ROBUST_UNITS)
+        u = np.clip(np.asarray(z, dtype=np.float64), -largest, largest)
+        with np.errstate(invalid="ignore"):  # NaN (a gap) is never beyond
+            beyond = np.abs(u) > limit
+        if beyond.any():
+            far, lim = u[beyond], limit[beyond]
+            u[beyond] = np.sign(far) * (lim + np.expm1(np.abs(far) - lim))
+        return u * self.scale_ + self.center_
+
     def to_dict(self) -> dict[str, Any]:
         assert self.center_ is not None and self.scale_ is not None
-        return {
+        out: dict[str, Any] = {
             "soft_limit": self.soft_limit,
             "center": self.center_.tolist(),
             "scale": self.scale_.tolist(),
         }
+        # Written only when set: a scaler without per-column limits keeps the
+        # earlier manifest, byte for byte.
+        if self.limit_quantile is not None or self.wide_quantile is not None:
+            out["limit_quantile"] = self.limit_quantile
+            out["wide_quantile"] = self.wide_quantile
+            out["limit"] = self.limits().tolist()
+            out["wide_limit"] = self.limits(wide=True).tolist()
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RobustScaler:
+        """Also the format written before per-column limits (no "limit"):
+        every column's limit is then soft_limit, as it was."""
+
+        def optional(key: str) -> float | None:
+            return None if raw.get(key) is None else float(raw[key])
+
+        def array(key: str) -> np.ndarray | None:
+            return None if raw.get(key) is None else np.asarray(raw[key], dtype=np.float64)
+
         return cls(
             soft_limit=float(raw["soft_limit"]),
+            limit_quantile=optional("limit_quantile"),
+            wide_quantile=optional("wide_quantile"),
             center_=np.asarray(raw["center"], dtype=np.float64),
             scale_=np.asarray(raw["scale"], dtype=np.float64),
+            limit_=array("limit"),
+            wide_limit_=array("wide_limit"),
         )

@@ -1,17 +1,18 @@
-"""Lightning callbacks of a fit: best weights and loss history, and a
-one-line-per-epoch progress report."""
+"""Lightning callbacks of a fit: best weights and loss history, and the
+epochs' progress (a bar on a terminal, a log line per epoch otherwise)."""
 
 from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from typing import Any, TextIO
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+
+from gendetect.progress import ProgressReport
 
 # Prefix of the callback metrics that carry the history out of a spawned
 # rank 0 (see BestWeights.on_train_end).
@@ -81,30 +82,44 @@ class BestWeights(Callback):
 
 
 class EpochProgress(Callback):
-    """One line per epoch on stderr: epoch, training and validation loss, seconds.
-
-    A plain line, not a progress bar: it reads the same in a terminal, a
-    log file and a CI job. Printed by rank 0 only.
+    """Epoch n/N with the training and validation losses and the epoch's
+    seconds: a live bar when stderr is a terminal, otherwise one log line per
+    epoch (`gendetect.progress`, INFO). Reported by rank 0 only.
     """
 
-    def __init__(self, name: str = "", stream: TextIO | None = None) -> None:
-        self.prefix = f"{name}: " if name else ""
+    def __init__(self, name: str = "", stream: TextIO | None = None,
+                 live: bool | None = None) -> None:
+        self.name = name
         self.stream = stream
+        self.live = live
+        self._report: ProgressReport | None = None
         self._started = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._report = ProgressReport(self.name, trainer.max_epochs, unit="epoch",
+                                          percent=False, stream=self.stream, live=self.live)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if self._report is None:
             return
         metrics = trainer.callback_metrics
-        parts = [f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
-        for key in ("train_loss", "val_loss"):
-            if key in metrics:
-                parts.append(f"{key} {_fmt(metrics[key])}")
+        parts = [f"{key} {_fmt(metrics[key])}" for key in ("train_loss", "val_loss")
+                 if key in metrics]
         parts.append(f"{time.perf_counter() - self._started:.1f} s")
-        print("  ".join(parts), file=self.stream or sys.stderr, flush=True)
+        self._report.update(trainer.current_epoch + 1, "  ".join(parts))
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self._report is not None:
+            self._report.close()
+            self._report = None
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        self.on_train_end(trainer, module)
 
 
 def _fmt(value: Any) -> str:

@@ -20,7 +20,8 @@ class Hardware:
     strategy: str = "auto"
     num_nodes: int = 1
     checkpoint_dir: str | None = None
-    # One line per epoch (train and validation loss) on stderr (EpochProgress).
+    # Epoch n/N with the losses (EpochProgress): a bar when stderr is a
+    # terminal, a `gendetect.progress` log line per epoch otherwise.
     progress: bool = False
 
     def hardware(self) -> dict[str, Any]:

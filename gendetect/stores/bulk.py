@@ -22,8 +22,8 @@ from sqlalchemy import Connection
 
 _COLUMNS = ("id", "transaction_id", "decided_at", "event_time", "model_name", "model_version",
             "score", "risk", "is_fraud", "threshold", "top_features", "top_reasons", "entities",
-            "fingerprint", "key_name", "request_id")
-_JSON = {"top_features", "top_reasons", "entities"}
+            "fingerprint", "key_name", "request_id", "reason_names", "context")
+_JSON = {"top_features", "top_reasons", "entities", "context"}
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
@@ -34,19 +34,25 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _json_or_null(value: Any) -> str | None:
+    # SQL NULL, not the JSON text 'null', as SQLAlchemy's JSON type writes None.
+    return None if value is None else _json(value)
+
+
 def _sqlite_row(v: dict[str, Any]) -> tuple[Any, ...]:
     return (v["id"].hex, v["transaction_id"], _sqlite_time(v["decided_at"]),
             _sqlite_time(v["event_time"]), v["model_name"], v["model_version"], v["score"],
             v["risk"], 1 if v["is_fraud"] else 0, v["threshold"], _json(v["top_features"]),
             _json(v["top_reasons"]), _json(v["entities"]), v["fingerprint"], v["key_name"],
-            v["request_id"])
+            v["request_id"], v["reason_names"], _json_or_null(v["context"]))
 
 
 def _postgres_row(v: dict[str, Any]) -> tuple[Any, ...]:
     return (v["id"], v["transaction_id"], v["decided_at"], v["event_time"], v["model_name"],
             v["model_version"], v["score"], v["risk"], bool(v["is_fraud"]), v["threshold"],
             _json(v["top_features"]), _json(v["top_reasons"]), _json(v["entities"]),
-            v["fingerprint"], v["key_name"], v["request_id"])
+            v["fingerprint"], v["key_name"], v["request_id"], v["reason_names"],
+            _json_or_null(v["context"]))
 
 
 def _statement(marker: str, cast_json: bool) -> str:

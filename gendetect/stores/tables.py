@@ -71,11 +71,22 @@ class Decision(Base):
     key_name: Mapped[str | None] = mapped_column(String(64))
     # The request's X-Request-ID (serving.request_id): its log lines and trace.
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # The top reasons' names as "|name|name|": the queue's reason filter is a
+    # LIKE on the row the ordered index scan reads anyway, so a decision stays
+    # one row to write (records.reason_names).
+    reason_names: Mapped[str | None] = mapped_column(String(512))
+    # The record's non-personal fields and its behaviour features, for the
+    # analyst ({"record": {...}, "behaviour": {...}}; records.RowBuilder).
+    # Null for decisions stored before it was kept.
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
     __table_args__ = (
         Index("ix_decisions_decided_at_id", "decided_at", "id"),
-        # The review queue reads flagged decisions newest first.
+        # The review queue reads flagged decisions newest first, or riskiest
+        # first: each order a backward range scan of its partial index.
         Index("ix_decisions_flagged", "decided_at", "id",
+              postgresql_where=text("is_fraud"), sqlite_where=text("is_fraud")),
+        Index("ix_decisions_flagged_risk", "risk", "decided_at", "id",
               postgresql_where=text("is_fraud"), sqlite_where=text("is_fraud")),
     )
 

@@ -71,6 +71,10 @@ def assert_same_decision(got: dict[str, Any], want: dict[str, Any]) -> None:
         assert [f[name] for f in got[key]] == [f[name] for f in want[key]]
         for g, w in zip(got[key], want[key], strict=True):
             assert g["contribution"] == pytest.approx(w["contribution"], rel=1e-9, abs=1e-12)
+    for g, w in zip(got["top_features"], want["top_features"], strict=True):
+        for value in ("value", "expected"):  # observed and expected, null alike
+            assert (g[value] is None) == (w[value] is None), value
+            assert g[value] is None or g[value] == pytest.approx(w[value], rel=1e-9), value
 
 
 def post_raw(client: httpx.Client, path: str, body: str | bytes) -> httpx.Response:

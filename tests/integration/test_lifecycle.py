@@ -182,6 +182,11 @@ def test_the_whole_loop(topo: Any, data_file: Path) -> None:
                              "--config", _config(topo, "first"), "--alias", "champion",
                              "-q"]) == [0]
     assert _assert_registry_consistent(client, "gendetect") == [1]
+    # Against a tracking server MLflow prints "🏃 View run ... at" and "🧪 View
+    # experiment at" at each run's end; the job's own summary says where to look.
+    trainer_output = (topo.root / "trainer" / "trainer.log").read_text()
+    assert "View run" not in trainer_output and "View experiment" not in trainer_output
+    assert "MLflow: http" in trainer_output  # training.summary.where_to_look
     # Artifacts went through the server (proxied), not to a local path.
     experiment = client.get_experiment_by_name("gendetect")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")

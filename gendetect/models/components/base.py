@@ -16,6 +16,9 @@ The detector core asks a network for two things:
   as they are) or plain errors that it divides by their typical size.
 - `extra_score(x)`: an optional per-record score beside the errors (the GAN's
   discriminator), or None.
+- `reconstruction(x)`: what the network expects x to be (scaled space, gaps
+  imputed), or None for a network without one: the explanations' expected
+  values (gendetect.detector.DetectorCore.expected).
 Inputs may hold NaN: a gap in a nullable field (gendetect.features.missing).
 A network imputes it (blocks.fill_missing) and gives it an error of 0
 (blocks.observed_only); the detector then averages over observed cells only.
@@ -38,4 +41,7 @@ class GenerativeNetwork(nn.Module):
         raise NotImplementedError
 
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def reconstruction(self, x: torch.Tensor) -> torch.Tensor | None:
         return None

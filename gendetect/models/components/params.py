@@ -54,6 +54,13 @@ class NetworkParams:
         if not self.lr > 0 or self.weight_decay < 0:
             raise ValueError("lr must be > 0 and weight_decay >= 0")
 
+    @property
+    def wide_input_tails(self) -> bool:
+        """Whether the network reads the input with the scaler's wide tail
+        limits (wide_soft_limit_quantile) instead of the default ones; each
+        model says, measured: gendetect/models/README.md "Input tails"."""
+        return False
+
     def for_score(self, score: str) -> Self:
         """These parameters for a detector scored by `score` (the GAN's
         discriminator is trained differently when the score uses it)."""

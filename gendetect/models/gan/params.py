@@ -30,6 +30,10 @@ class GANParams(NetworkParams):
 
     flat_prefix: ClassVar[str] = "gan_"
 
+    @property
+    def wide_input_tails(self) -> bool:
+        return True
+
     def validate(self) -> None:
         super().validate()
         if self.latent_noise < 0 or self.r1_weight < 0 or self.recon_weight < 0:

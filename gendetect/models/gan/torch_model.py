@@ -64,6 +64,12 @@ class GANNetwork(GenerativeNetwork):
         return observed_only(squared_error(x, self.reconstruct(x)), observed)
 
     @torch.no_grad()
+    def reconstruction(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder -> generator reconstruction (gaps imputed)."""
+        x, _ = fill_missing(x)
+        return self.reconstruct(x)
+
+    @torch.no_grad()
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
         """The discriminator's verdict: higher = less like the training data.
 

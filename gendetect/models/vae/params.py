@@ -13,6 +13,12 @@ class VAEParams(NetworkParams):
     dropout: float = 0.0
     learned_variance: bool = True
 
+    @property
+    def wide_input_tails(self) -> bool:
+        # The learned variance absorbs a long tail; the plain squared error
+        # (vae_mse) spends its capacity on it instead.
+        return self.learned_variance
+
     def validate(self) -> None:
         super().validate()
         if self.beta < 0 or not 0.0 <= self.dropout < 1.0:

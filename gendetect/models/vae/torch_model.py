@@ -79,6 +79,13 @@ class VAENetwork(GenerativeNetwork):
         # logvar >= LOGVAR_MIN, so each term is >= 0.
         return observed_only(0.5 * (err * torch.exp(-logvar) + logvar - LOGVAR_MIN), observed)
 
+    @torch.no_grad()
+    def reconstruction(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean at the posterior mean (gaps imputed)."""
+        x, _ = fill_missing(x)
+        mu, _ = self.encode(x)
+        return self.decode(mu)[0]
+
 
 def build_vae_network(n_features: int, params: VAEParams) -> VAENetwork:
     """Registry entry of "vae" and "vae_mse" for scoring: the plain network."""

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 
 from gendetect.errors import InputError, StoreUnavailableError
 from gendetect.schema import INT64_MAX
-from gendetect.stores.review import AlertFilter
+from gendetect.stores.review import AlertFilter, Order
 from serving.api.deps import ReviewKey, StoresDep
 from serving.errors import ApiError, from_core_error
 from serving.feedback_models import AlertPage, DecisionHistory
@@ -40,7 +40,7 @@ async def _read(stores: Stores, call: Any, *args: Any, **kwargs: Any) -> Any:
 
 @router.get("/alerts", operation_id="list_alerts",
             summary="The review queue: flagged decisions without a verdict, "
-            "newest first", response_model=AlertPage)
+            "newest or riskiest first", response_model=AlertPage)
 async def alerts(
     stores: StoresDep,
     _caller: ReviewKey,
@@ -48,12 +48,20 @@ async def alerts(
                      ] = None,
     until: Annotated[IsoTime | None, Query(description="decided before (ISO 8601)")] = None,
     model_version: Annotated[str | None, Query(max_length=64)] = None,
-    cursor: Annotated[str | None, Query(max_length=200,
-                                        description="next_cursor of the previous page")] = None,
+    reason: Annotated[str | None, Query(
+        min_length=1, max_length=128, pattern=r"^[^|]+$",
+        description="only alerts with this reason among their top reasons")] = None,
+    order: Annotated[Order, Query(
+        description="newest: decided_at, then id, descending. riskiest: risk (calibrated, so "
+        "model versions compare), then decided_at and id, descending")] = "newest",
+    cursor: Annotated[str | None, Query(
+        max_length=200, description="next_cursor of the previous page, with the same order "
+        "(a cursor of the other order is a 422 naming `cursor`)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    flt = AlertFilter(since=since, until=until, model_version=model_version)
-    page, nxt = await _read(stores, stores.review.alerts, flt, limit=limit, cursor=cursor)
+    flt = AlertFilter(since=since, until=until, model_version=model_version, reason=reason)
+    page, nxt = await _read(stores, stores.review.alerts, flt, limit=limit, cursor=cursor,
+                            order=order)
     return {"alerts": page, "next_cursor": nxt}
 
 

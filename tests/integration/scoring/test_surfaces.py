@@ -203,6 +203,11 @@ def test_spark_udf(surfaces: Surfaces, spark: Any) -> None:
     expected = pd.Series(surfaces.expected, index=surfaces.featured["transaction_id"])
     _close(out["gd_score"], expected.sort_index().to_numpy())
     assert not out["gd_batch_history_only"].any()
+    # Top features keep their observed and expected values through Spark (nulls too).
+    entries = [e.asDict() if hasattr(e, "asDict") else dict(e)
+               for row in out.loc[out["gd_is_fraud"], "gd_top_features"] for e in row]
+    assert entries and all({"value", "expected"} <= set(e) for e in entries)
+    assert any(e["expected"] is not None for e in entries)
 
 
 def test_spark_job_on_the_file(surfaces: Surfaces, spark: Any, tmp_path: Path) -> None:

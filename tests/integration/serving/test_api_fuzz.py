@@ -43,7 +43,7 @@ EXAMPLES = os.environ.get("GENDETECT_FUZZ_EXAMPLES", "150")
 SCOPED_KEYS: dict[str, tuple[str, list[str], str]] = {
     "checkout": ("fuzz-score-key-0123456789", ["score"], r"^/v1/score(/batch)?$"),
     "analysts": ("fuzz-review-key-0123456789", ["review", "feedback"],
-                 r"^/v1/(feedback|labels|alerts|decisions/[^/]+)$"),
+                 r"^/v1/(feedback|labels|alerts(/stats)?|decisions/[^/]+(/origin)?)$"),
     # /v1/model needs any key, /v1/model/reload the admin scope.
     "ops": ("fuzz-admin-key-0123456789", ["admin"], r"^/v1/model(/reload)?$"),
 }

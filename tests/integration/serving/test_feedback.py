@@ -125,6 +125,18 @@ def test_the_review_queue(client: httpx.Client) -> None:
     since = datetime.now(UTC).isoformat()
     flagged = [scored(client, amount=HUGE) for _ in range(5)]
     assert all(d["is_fraud"] for d in flagged)
+    # Each top feature says what the record had and what the model expected
+    # instead (original units): for the amount's features (the amount, its
+    # ratios, the card's averages: a fresh card's first), far less.
+    for decision in flagged:
+        top = decision["top_features"]
+        assert all(set(f) == {"feature", "contribution", "value", "expected"} for f in top)
+        shown = [f for f in top if "amount" in f["feature"]]
+        assert shown, top
+        for f in shown:
+            if f["feature"] in ("amount", "log_amount"):
+                assert f["value"] == pytest.approx(HUGE)
+            assert 0.0 <= f["expected"] < f["value"] / 10, f
     scored(client, amount=10.0)
     version = flagged[0]["model"]["version"]
     seen, cursor = [], None
@@ -142,6 +154,8 @@ def test_the_review_queue(client: httpx.Client) -> None:
     assert seen == ids[::-1]  # newest first, each once
     alert = client.get("/v1/alerts", params={"since": since, "limit": 1}).json()["alerts"][0]
     assert alert["top_reasons"] and alert["model"]["version"] == version
+    # The queue shows the explanation as scored, values and expectations included.
+    assert alert["top_features"] == flagged[-1]["top_features"]
     # A verdict takes the alert off the queue.
     assert client.post("/v1/feedback", json=verdict(ids[-1])).json()["stored"] == 1
     page = client.get("/v1/alerts", params={"since": since}).json()

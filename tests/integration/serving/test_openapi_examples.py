@@ -21,6 +21,8 @@ OPERATION_IDS = {
     ("post", "/v1/score"): "score", ("post", "/v1/score/batch"): "score_batch",
     ("post", "/v1/feedback"): "post_verdicts", ("post", "/v1/labels"): "post_labels",
     ("get", "/v1/alerts"): "list_alerts", ("get", "/v1/decisions/{transaction_id}"): "get_decision",
+    ("get", "/v1/alerts/stats"): "alert_stats",
+    ("get", "/v1/decisions/{transaction_id}/origin"): "get_decision_origin",
     ("get", "/v1/model"): "get_model", ("post", "/v1/model/reload"): "reload_model",
     ("get", "/healthz"): "healthz", ("get", "/readyz"): "readyz", ("get", "/metrics"): "metrics",
 }

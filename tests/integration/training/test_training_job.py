@@ -253,6 +253,10 @@ def _assert_same_explanations(got: pd.DataFrame, expected: pd.DataFrame, prefix:
             assert [_name(e) for e in entries] == [_name(w) for w in want]
             for e, w in zip(entries, want, strict=True):
                 assert e["contribution"] == pytest.approx(w["contribution"], rel=1e-6, abs=1e-9)
+                if column == "top_features":  # observed and expected values, null alike
+                    for key in ("value", "expected"):
+                        assert (e[key] is None) == (w[key] is None), key
+                        assert e[key] is None or e[key] == pytest.approx(w[key], rel=1e-6), key
 
 
 def _name(entry: dict[str, object]) -> object:

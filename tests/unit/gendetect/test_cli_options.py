@@ -3,6 +3,11 @@ refuses to write an empty file."""
 
 from __future__ import annotations
 
+import os
+import pty
+import re
+import select
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +62,31 @@ def test_zero_rows_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 2
     assert "no transactions" in err and "nothing written" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_errors_are_coloured_on_a_terminal_only(
+    monkeypatch: pytest.MonkeyPatch, no_color: bool
+) -> None:
+    main_fd, side_fd = pty.openpty()
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")
+    try:
+        with os.fdopen(side_fd, "w", closefd=False) as terminal:
+            monkeypatch.setattr(sys, "stderr", terminal)
+            with pytest.raises(SystemExit) as info:
+                main(["trian"])
+            terminal.flush()
+        chunks = []
+        while select.select([main_fd], [], [], 0.2)[0]:
+            chunks.append(os.read(main_fd, 65536))
+    finally:
+        os.close(main_fd)
+        os.close(side_fd)
+    shown = b"".join(chunks).decode()
+    assert info.value.code == 2
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", shown)
+    assert "gendetect: error: argument COMMAND: invalid choice: 'trian'" in plain
+    assert "did you mean 'train'?" in plain
+    assert ("\x1b[" in shown) is not no_color

@@ -71,6 +71,13 @@ def test_batch_equals_the_api_path(bundle: FraudModelBundle, history: pd.DataFra
         assert [[r[key] for r in row] for row in lists] == [
             [r[key] for r in e[column]] for e in expected
         ]
+    # The top features' observed and expected values too (null in the same places).
+    for name in ("value", "expected"):
+        batch = [r[name] for row in got.explanation_lists("top_features") for r in row]
+        api = [r[name] for e in expected for r in e["top_features"]]
+        assert [v is None for v in batch] == [v is None for v in api]
+        np.testing.assert_allclose([v for v in batch if v is not None],
+                                   [v for v in api if v is not None], rtol=RTOL)
 
 
 def test_scores_are_deterministic(bundle: FraudModelBundle, history: pd.DataFrame) -> None:
@@ -92,6 +99,7 @@ def test_explanations_where_asked(bundle: FraudModelBundle, history: pd.DataFram
     rows = flagged.explained
     np.testing.assert_array_equal(flagged.feature_idx, everything.feature_idx[rows])
     np.testing.assert_allclose(flagged.reason_share, everything.reason_share[rows])
+    np.testing.assert_array_equal(flagged.feature_expected, everything.feature_expected[rows])
     nothing = bundle.score_batch(history, explain="none")
     assert len(nothing.explained) == 0
     np.testing.assert_array_equal(nothing.score, flagged.score)
@@ -107,7 +115,8 @@ def test_arrow_output_is_typed(bundle: FraudModelBundle, history: pd.DataFrame) 
     features = table.schema.field("gd_top_features").type
     assert pa.types.is_list(features)
     assert features.value_type == pa.struct(
-        [("feature", pa.string()), ("contribution", pa.float64())]
+        [("feature", pa.string()), ("contribution", pa.float64()), ("value", pa.float64()),
+         ("expected", pa.float64())]
     )
     assert table.schema.field("gd_top_reasons").type.value_type.names == ["reason", "contribution"]
     rows = table.column("gd_top_features").to_pylist()

@@ -158,9 +158,37 @@ def test_builtin_transactions_schema() -> None:
     schema = load_schema("transactions")
     model = build_record_model(schema)
     fields = model.model_json_schema()["properties"]
-    assert set(fields) == {f.name for f in schema.input_fields}
+    # Only what a client sends: not the simulator's fraud_scenario, not the
+    # protected customer_age_group (fairness reports read it from files).
+    assert set(fields) == {"transaction_id", "timestamp", "customer_id", "terminal_id", "amount"}
     assert fields["amount"]["minimum"] == 0.0
     assert fields["amount"]["maximum"] == 1_000_000.0
     required = set(model.model_json_schema()["required"])
-    assert required == {f.name for f in schema.input_fields if f.required}
-    assert "fraud_scenario" not in required
+    assert required == {f.name for f in schema.request_fields if f.required}
+
+
+def test_file_only_fields_are_accepted_and_dropped_unread() -> None:
+    # A client sending whole rows of its data file keeps working; the values
+    # (even out of range) never reach scoring. Unknown fields are still refused.
+    schema = load_schema("transactions")
+    model = build_record_model(schema)
+    row = {"transaction_id": 1, "timestamp": "2024-02-15T03:12:00", "customer_id": 42,
+           "terminal_id": 977, "amount": 12.5}
+    whole = {**row, "fraud_scenario": 7, "customer_age_group": "not a band"}
+    assert record_dict(model.model_validate(whole)) == record_dict(model.model_validate(row))
+    assert "customer_age_group" not in record_dict(model.model_validate(whole))
+    with pytest.raises(ValidationError) as info:
+        model.model_validate({**row, "fraud_scenarios": 1})
+    assert [e["field"] for e in error_fields(info.value)] == ["fraud_scenarios"]
+
+
+def test_which_fields_are_file_only() -> None:
+    assert load_schema("transactions").file_only_fields == (
+        "fraud_scenario", "customer_age_group")
+    rich = load_schema("rich")
+    assert rich.file_only_fields == ("fraud_scenario",)
+    # A field a derived feature or an aggregate reads is a request field
+    # even when it is not a model feature itself.
+    read = {d.source for d in rich.derived} | {
+        c for g in rich.aggregates.groups for c in (*g.key, *g.value_columns)}
+    assert read <= {f.name for f in rich.request_fields}

@@ -4,6 +4,9 @@ over it; unknown keys and wrong types name the file and the dotted key."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,13 @@ import yaml
 from gendetect.cli import main as cli
 from gendetect.errors import GendetectError, InputError
 from gendetect.params import DetectorParams
-from training.config import ConfigError, TrainingConfig, load_config, validate_config
+from training.config import (
+    PROMOTION_METRICS,
+    ConfigError,
+    TrainingConfig,
+    load_config,
+    validate_config,
+)
 
 DEFAULT = "training/configs/default.yaml"
 
@@ -202,3 +211,41 @@ def test_bad_option_values_name_the_option_and_exit_2(
         cli([*args, *data])
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# The libraries a training job needs and a config check must not wait for.
+_HEAVY = ("torch", "lightning", "mlflow", "sklearn", "pandas")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [("model:\n  max_epoch: 3\n", "model.max_epoch"), ("alert_rate: 2\n", "alert_rate")],
+)
+def test_a_bad_config_is_reported_before_the_heavy_imports(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    # A real process, as a user runs it: -X importtime lists every module the
+    # process imported (on stderr), so "torch was not imported before the
+    # error" is read from the interpreter, not assumed.
+    path = _write(tmp_path, text, name="typo.yaml")
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gendetect", "train",
+         "--data", str(tmp_path / "absent.parquet"), "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    message = [line for line in lines if line.startswith("gendetect train: error:")]
+    assert message and f"{path}: key '{key}'" in message[0]
+    imported = {line.rsplit("|", 1)[-1].strip()
+                for line in lines if line.startswith("import time:")}
+    assert "training.config" in imported  # the listing is the real one
+    assert not imported.intersection(_HEAVY)
+
+
+def test_the_promotion_metric_names_are_the_evaluated_ones() -> None:
+    # training.config writes them out (no scikit-learn import to check a config).
+    from gendetect.metrics import evaluate_scores
+
+    assert set(evaluate_scores([0, 1], [0.0, 1.0])) == PROMOTION_METRICS

@@ -1,0 +1,66 @@
+"""The tail term: per-feature extremity under the training distribution."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from scipy.stats import norm
+
+from gendetect.features.tails import MarginalTails
+
+
+def _train(n: int = 5000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.column_stack([
+        rng.normal(size=n),  # symmetric
+        rng.exponential(size=n),  # one long side
+        (rng.random(n) < 0.1).astype(float),  # binary, 10% ones
+    ])
+
+
+def test_bulk_scores_near_zero_and_tails_follow_the_tail_probability() -> None:
+    x = _train()
+    tails = MarginalTails().fit(x)
+    v = np.array([0.0, 1.0, 2.0, 3.0])
+    probe = np.column_stack([v, np.full(4, np.log(2.0)), np.zeros(4)])  # exp median: log 2
+    terms = tails.contributions(probe)
+    # -log(2 * the empirical upper tail probability), within the grid's
+    # step (log(n / 2) / 63, 0.12 here), and close to the normal's own.
+    empirical = np.array([(x[:, 0] >= t).mean() for t in v])
+    step = np.log(len(x) / 2) / 63
+    np.testing.assert_allclose(terms[1:, 0], -np.log(2 * empirical[1:]), atol=step + 1e-9)
+    np.testing.assert_allclose(terms[:3, 0], -np.log(2 * norm.sf(v[:3])), atol=0.3)
+    # At a median or at a point mass (the binary column's zeros): nothing.
+    np.testing.assert_allclose(terms[:, 1:], 0.0, atol=step + 1e-9)
+
+
+def test_both_sides_count_and_new_extremes_keep_their_order() -> None:
+    x = _train()
+    tails = MarginalTails().fit(x)
+    grid = np.linspace(-60, 60, 241)
+    terms = tails.contributions(np.column_stack([grid, grid, grid]))
+    col = terms[:, 0]
+    # Symmetric column: far on either side is far; non-decreasing away from the
+    # centre, strictly beyond the training extremes (the log1p extension).
+    centre = np.argmin(np.abs(grid))
+    assert (np.diff(col[centre:]) >= 0).all() and (np.diff(col[: centre + 1]) <= 0).all()
+    outside = grid > x[:, 0].max()
+    assert (np.diff(col[outside]) > 0).all()
+    assert col[0] > np.log(len(x) / 2) and col[-1] > np.log(len(x) / 2)
+    # The binary column's minority value is as rare as its share (10%).
+    one = tails.contributions(np.array([[0.0, np.log(2.0), 1.0]]))[0, 2]
+    assert abs(one - (-np.log(2 * 0.1))) < 0.2
+
+
+def test_gaps_score_zero_and_state_round_trips_through_json() -> None:
+    x = _train()
+    x[::50, 1] = np.nan
+    tails = MarginalTails(center_spread=(1.0, 2.0)).fit(x)
+    probe = np.array([[np.nan, 5.0, 1.0], [4.0, np.nan, 0.0]])
+    terms = tails.contributions(probe)
+    assert terms[0, 0] == 0.0 and terms[1, 1] == 0.0
+    assert terms[0, 1] > 3 and terms[1, 0] > 5
+    again = MarginalTails.from_dict(json.loads(json.dumps(tails.to_dict())))
+    np.testing.assert_array_equal(again.contributions(probe), terms)
+    assert again.center_spread == (1.0, 2.0)
