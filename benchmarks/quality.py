@@ -610,11 +610,11 @@ def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[
             merged[name] = previous[name]
             continue
         # A run restricted to some datasets (--datasets) replaces only those;
-        # in the new tracks only those label counts (--ks) and seeds, so that
-        # seeds can run as separate jobs.
+        # in the new tracks only those label counts (--ks), seeds and draws,
+        # so that seeds and draws can run as separate jobs.
         def key(run: dict[str, Any], name: str = name) -> tuple[Any, ...]:
             if name in SEEDED_MERGE:
-                return run["dataset"], run.get("k"), run["seed"]
+                return run["dataset"], run.get("k"), run["seed"], run.get("draw")
             return (run["dataset"],)
 
         done = {key(r) for r in results[name]["runs"] if "dataset" in r}
@@ -677,6 +677,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=5,
         help="labelled track: draws 0..N-1 of the 10%% labelled frauds",
+    )
+    parser.add_argument(
+        "--draw-list", default=None,
+        help="few_label: explicit comma-separated draws, overriding --draws (e.g. 3,4)",
     )
     parser.add_argument(
         "--seeds",
@@ -805,6 +809,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["clean_normal"]["sources"] = [_source(results, [s.name for s in specs])]
     if args.track == "few_label":
         draws = [0] if args.quick else list(range(args.draws))
+        if args.draw_list:
+            draws = [int(d) for d in args.draw_list.split(",")]
         ks = [int(k) for k in args.ks.split(",")]
         results["few_label"] = run_few_label(
             args.data, specs, kinds, adbench_seeds, draws, ks, notes, datasets,

@@ -426,7 +426,12 @@ def _few_label_sections(track: dict[str, Any]) -> list[str]:
                 [r for r in unsupervised if r["dataset"] in common], "average_precision"
             )
             ranks = average_ranks({ds: roc[ds] for ds in common})
-            n_draws = len({(r["seed"], r["draw"]) for r in at_k})
+            # Seed-draws per file (a subset may have run more draws).
+            per_file = _group(at_k, "dataset")
+            counts = sorted({len({(r["seed"], r["draw"]) for r in per_file[(ds,)]})
+                             for ds in common})
+            n_draws = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
             for det in detectors:
                 rows.append([
                     str(k), det, f"{len(common)} ({n_draws} seed-draws)",

@@ -77,6 +77,10 @@ def test_new_tracks_merge_beside_the_existing_ones(tmp_path: Path) -> None:
     third = quality._merge_previous(_results("few_label", [other_seed]), tmp_path / "quality.json",
                                     {"catboost"})
     assert sorted(r["seed"] for r in third["few_label"]["runs"]) == [0, 1]
+    other_draw = {**run, "draw": 3}
+    fourth = quality._merge_previous(_results("few_label", [other_draw]),
+                                     tmp_path / "quality.json", {"catboost"})
+    assert sorted(r["draw"] for r in fourth["few_label"]["runs"]) == [0, 3]
 
 
 def test_few_label_report_compares_the_rows_per_k() -> None:
