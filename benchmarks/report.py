@@ -400,8 +400,10 @@ def _few_label_sections(track: dict[str, Any]) -> list[str]:
     if not runs:
         return ["No few-label runs.", ""]
     protocol = track["protocol"]
+    # The draws that ran (merged jobs may have run different ones).
+    draws = sorted({r["draw"] for r in runs if r.get("k", 0) > 0}) or protocol["draws"]
     lines = [
-        f"{protocol['split']}; k labelled anomalies, draws {protocol['draws']}, the rest "
+        f"{protocol['split']}; k labelled anomalies, draws {draws}, the rest "
         f"unknown ({protocol['unknown_labels']}); {protocol['gendetect']}. k = 0: gendetect "
         "without labels. Means over the files where every row ran, of the mean over seeds "
         "and draws per file.",
