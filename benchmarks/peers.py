@@ -21,6 +21,10 @@ from benchmarks.protocols import HANDBOOK_FEATURES
 HANDBOOK = "handbook"
 ADBENCH = "adbench"
 ALL_TRACKS = frozenset({HANDBOOK, ADBENCH})
+# DTE's clean-normal protocol: the peers it compares (IsolationForest, kNN,
+# ECOD, PyOD's VAE) beside gendetect.
+CLEAN_NORMAL = "clean_normal"
+CLEAN_NORMAL_PEERS: tuple[str, ...] = ("iforest_100", "pyod_knn", "pyod_ecod", "pyod_vae")
 GENDETECT_KINDS: tuple[str, ...] = ("vae", "gan", "ensemble")
 
 
@@ -124,6 +128,14 @@ def peer_specs() -> list[DetectorSpec]:
         DetectorSpec("pyod_vae", _pyod_deep("pyod.models.vae.VAE")),
         # ECOD is deterministic and takes no random_state.
         DetectorSpec("pyod_ecod", _pyod("pyod.models.ecod.ECOD", seeded=False, n_jobs=1)),
+        # DTE's kNN: PyOD's defaults (5 neighbours, largest distance); the
+        # clean-normal track only (quadratic on the other tracks' rows).
+        DetectorSpec(
+            "pyod_knn",
+            _pyod("pyod.models.knn.KNN", seeded=False, n_jobs=1),
+            tracks=frozenset({CLEAN_NORMAL}),
+            params={"n_neighbors": 5},
+        ),
         DetectorSpec(
             "two_column_rule",
             lambda seed: TwoColumnRule((amount, risk7)),
@@ -237,6 +249,50 @@ def _xgbod(seed: int) -> Detector:
     return _Supervised(XGBOD(estimator_list=members, random_state=seed, n_jobs=1))
 
 
+def _catboost(seed: int) -> Detector:
+    from catboost import CatBoostClassifier
+
+    # ADGym's strongest few-label peer: library defaults, a fixed seed, one
+    # thread (the shared machine), no console output.
+    return _Supervised(
+        CatBoostClassifier(random_seed=seed, thread_count=1, verbose=0, allow_writing_files=False)
+    )
+
+
+def _handbook_xgboost(seed: int) -> Detector:
+    from xgboost import XGBClassifier
+
+    # The Fraud Detection Handbook's XGBoost (chapter 5, "Model selection":
+    # grid max_depth {3, 6, 9} x n_estimators {25, 50, 100} x learning_rate
+    # {0.1, 0.3}, chosen by prequential validation; the chapters after it
+    # train 100 trees of depth 6 at learning rate 0.1). One thread, seeded.
+    return _Supervised(
+        XGBClassifier(
+            n_estimators=100, max_depth=6, learning_rate=0.1, random_state=seed, n_jobs=1,
+            verbosity=0,
+        )
+    )
+
+
+FEW_LABEL = "few_label"
+
+
+def few_label_specs() -> list[DetectorSpec]:
+    """The few-label track's peers (ADGym's setting: unknown rows read as
+    normal); gendetect's label-aware rows are fitted by the harness on top of
+    one unsupervised fit per (file, seed)."""
+    return [
+        DetectorSpec("catboost", _catboost, tracks=frozenset({FEW_LABEL}), family="supervised"),
+        DetectorSpec(
+            "pyod_xgbod",
+            _xgbod,
+            tracks=frozenset({FEW_LABEL}),
+            family="supervised",
+            params={"estimator_list": ["IForest", "HBOS", "ECOD"]},
+        ),
+    ]
+
+
 def labelled_specs() -> list[DetectorSpec]:
     """Rows of the labelled track: gendetect's label-aware kinds and the
     supervised peers, on the same scaled handbook features."""
@@ -248,6 +304,13 @@ def labelled_specs() -> list[DetectorSpec]:
             tracks=frozenset({HANDBOOK}),
             family="supervised",
             params={"estimator_list": ["IForest", "HBOS", "ECOD"]},
+        ),
+        DetectorSpec(
+            "handbook_xgboost",
+            _handbook_xgboost,
+            tracks=frozenset({HANDBOOK}),
+            family="supervised",
+            params={"n_estimators": 100, "max_depth": 6, "learning_rate": 0.1},
         ),
     ]
     try:

@@ -280,3 +280,50 @@ def adbench_split(
         y_train=y_tr,
         y_test=y_te,
     )
+
+
+# ------------------------------------------------------------- clean-normal, few-label
+
+# The issue's harness: training rows capped at 20,000 (DTE and ADGym runs).
+CAPPED_TRAIN_ROWS = 20_000
+
+
+def clean_normal_split(
+    path: Path, seed: int, max_train_rows: int = CAPPED_TRAIN_ROWS
+) -> TabularSplit:
+    """DTE's protocol (Livernoche et al., 2024): a random half of the normal
+    rows trains (capped at `max_train_rows`), the other half and every
+    anomaly test (the test part capped at ADBENCH_MAX_ROWS, stratified);
+    StandardScaler fit on the training part. The training rows are all
+    normal: what a team's cleared transactions give."""
+    x, y = load_adbench(path)
+    rng = np.random.default_rng(seed)
+    normal = rng.permutation(np.flatnonzero(y == 0))
+    half = len(normal) // 2
+    train = np.sort(normal[:half][:max_train_rows])
+    test = np.sort(np.concatenate([normal[half:], np.flatnonzero(y == 1)]))
+    x_te, y_te = _stratified_cap(x[test], y[test], ADBENCH_MAX_ROWS, seed)
+    scaler = StandardScaler().fit(x[train])
+    return TabularSplit(
+        dataset=path.stem, seed=seed, x_train=scaler.transform(x[train]),
+        x_test=scaler.transform(x_te), y_train=y[train], y_test=y_te,
+    )
+
+
+def few_label_split(path: Path, seed: int, max_train_rows: int = CAPPED_TRAIN_ROWS) -> TabularSplit:
+    """ADGym's split: stratified 70/30, the training part capped at
+    `max_train_rows` (anomalies stay in it, unlabelled unless drawn)."""
+    return adbench_split(path, seed, max_rows=max_train_rows)
+
+
+def few_labels(y_train: np.ndarray, k: int, draw: int) -> np.ndarray | None:
+    """Training labels with `k` anomalies drawn at random (draw = the
+    generator's seed) labelled 1 and every other row unknown (-1); None when
+    the training part holds fewer than k anomalies."""
+    anomalies = np.flatnonzero(np.asarray(y_train) == 1)
+    if len(anomalies) < k:
+        return None
+    chosen = np.random.default_rng(draw).choice(anomalies, size=k, replace=False)
+    labels = np.full(len(y_train), -1, dtype=np.int64)
+    labels[chosen] = 1
+    return labels

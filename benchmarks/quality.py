@@ -29,7 +29,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -363,6 +363,176 @@ def run_adbench(
     }
 
 
+# --------------------------------------------------------------------------- clean-normal
+
+
+def run_clean_normal(
+    data_dir: Path,
+    specs: list[peers.DetectorSpec],
+    seeds: Sequence[int],
+    notes: list[str],
+    only: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """DTE's clean-normal protocol on every ADBench file: the detectors learn
+    from normal rows only (protocols.clean_normal_split)."""
+    files = protocols.adbench_files(data_dir, only)
+    runs: list[dict[str, Any]] = []
+    datasets: dict[str, dict[str, Any]] = {}
+    skipped: set[str] = set()
+    for path in files:
+        for seed in seeds:
+            split = protocols.clean_normal_split(path, seed)
+            datasets.setdefault(path.stem, {
+                "n_train": len(split.y_train), "n_test": len(split.y_test),
+                "n_features": split.x_train.shape[1],
+                "test_anomaly_rate": float(split.y_test.mean()),
+            })
+            for spec in specs:
+                if (spec.name, path.stem) in skipped:
+                    continue
+                try:
+                    scores, fit_s, score_s = _fit_and_score(spec, seed, split.x_train, split.x_test)
+                except Skip as exc:
+                    notes.append(f"clean_normal {path.stem}: {exc}")
+                    _log(f"  skip {exc}")
+                    skipped.add((spec.name, path.stem))
+                    continue
+                runs.append(_tabular_run(spec.name, path.stem, seed, split.y_test, scores,
+                                         fit_s, score_s))
+    return {
+        "protocol": {
+            "split": "DTE: a random half of the normal rows trains; the other half and "
+            "every anomaly test",
+            "max_train_rows": protocols.CAPPED_TRAIN_ROWS,
+            "max_test_rows": protocols.ADBENCH_MAX_ROWS,
+            "scaling": "StandardScaler fit on the training part",
+        },
+        "datasets": datasets,
+        "runs": runs,
+    }
+
+
+def _tabular_run(
+    name: str, dataset: str, seed: int, y_test: np.ndarray, scores: np.ndarray,
+    fit_s: float, score_s: float, **extra: Any,
+) -> dict[str, Any]:
+    values = {
+        "roc_auc": metrics.roc_auc(y_test, scores),
+        "average_precision": metrics.average_precision(y_test, scores),
+    }
+    _log(
+        f"  {dataset:<16} {name:<26} seed {seed} {extra or ''}: AUC {values['roc_auc']:.3f} "
+        f"AP {values['average_precision']:.3f} fit {fit_s:.1f}s"
+    )
+    return {"detector": name, "dataset": dataset, "seed": seed, **extra,
+            "fit_seconds": fit_s, "score_seconds": score_s, "metrics": values}
+
+
+# --------------------------------------------------------------------------- few-label
+
+FEW_LABEL_KS: tuple[int, ...] = (5, 10, 25, 50)
+HANDBOOK_DATASET = "handbook"
+
+
+def _few_label_sets(
+    data_dir: Path, seeds: Sequence[int], only: tuple[str, ...] | None, handbook_weeks: int
+) -> Iterator[tuple[str, int, protocols.TabularSplit]]:
+    """(dataset, seed, split) of the few-label track: ADGym's split of every
+    ADBench file, then the handbook's first `handbook_weeks` test weeks."""
+    for path in protocols.adbench_files(data_dir, only):
+        for seed in seeds:
+            yield path.stem, seed, protocols.few_label_split(path, seed)
+    if handbook_weeks and protocols.handbook_path(data_dir).exists():
+        df = protocols.load_handbook(data_dir)
+        for start in protocols.HANDBOOK_TEST_STARTS[:handbook_weeks]:
+            week = protocols.handbook_week(df, start)
+            name = f"{HANDBOOK_DATASET}_{start}"
+            split = protocols.TabularSplit(
+                dataset=name, seed=0, x_train=week.x_train, x_test=week.x_test,
+                y_train=week.train["TX_FRAUD"].to_numpy().astype(np.int8), y_test=week.y_test,
+            )
+            yield name, 0, split
+
+
+def run_few_label(
+    data_dir: Path,
+    specs: list[peers.DetectorSpec],
+    gendetect_kinds: Sequence[str],
+    seeds: Sequence[int],
+    draws: Sequence[int],
+    ks: Sequence[int],
+    notes: list[str],
+    only: tuple[str, ...] | None = None,
+    handbook_weeks: int = 0,
+) -> dict[str, Any]:
+    """ADGym's few-label setting: k labelled anomalies drawn from the
+    training part (draw d seeds the choice), every other row unknown; the
+    supervised peers read unknown as normal. gendetect's detector is fitted
+    once per (dataset, seed) without labels and its label-aware head is
+    fitted on top of it per (k, draw), as `fit(X, y)` would (except that the
+    k frauds stay in the networks' training rows: k of thousands)."""
+    from gendetect import make_detector
+    from gendetect.label_aware import LabelAwareHead
+
+    runs: list[dict[str, Any]] = []
+    datasets: dict[str, dict[str, Any]] = {}
+    for name, seed, split in _few_label_sets(data_dir, seeds, only, handbook_weeks):
+        datasets.setdefault(name, {
+            "n_train": len(split.y_train), "n_test": len(split.y_test),
+            "train_anomalies": int(split.y_train.sum()),
+        })
+        fitted = []
+        for kind in gendetect_kinds:
+            t0 = time.perf_counter()
+            bundle = make_detector(kind, seed=seed).fit(split.x_train)
+            fit_s = time.perf_counter() - t0
+            x_train, x_test = bundle.features(split.x_train), bundle.features(split.x_test)
+            test_evidence = bundle.detector_.evidence(x_test)
+            runs.append(_tabular_run(f"gendetect_{kind}", name, seed, split.y_test,
+                                     test_evidence.score, fit_s, 0.0, k=0, draw=0))
+            fitted.append((kind, bundle, x_train, test_evidence))
+        for k in ks:
+            for draw in draws:
+                labels = protocols.few_labels(split.y_train, k, draw)
+                if labels is None:
+                    notes.append(f"few_label {name}: fewer than {k} training anomalies")
+                    break
+                for kind, bundle, x_train, test_evidence in fitted:
+                    params = bundle.check_params()
+                    t0 = time.perf_counter()
+                    head = LabelAwareHead(params.label_min_frauds, params.label_blend).fit(
+                        bundle.detector_, x_train, labels.astype(np.int8), draw
+                    )
+                    fit_s = time.perf_counter() - t0
+                    runs.append(_tabular_run(
+                        f"gendetect_{kind}_labels", name, seed, split.y_test,
+                        head.scores(test_evidence), fit_s, 0.0, k=k, draw=draw,
+                    ))
+                for spec in specs:
+                    try:
+                        scores, fit_s, score_s = _fit_and_score(
+                            spec, draw, split.x_train, split.x_test, labels
+                        )
+                    except Skip as exc:
+                        notes.append(f"few_label {name}: {exc}")
+                        _log(f"  skip {exc}")
+                        continue
+                    runs.append(_tabular_run(spec.name, name, seed, split.y_test, scores,
+                                             fit_s, score_s, k=k, draw=draw))
+    return {
+        "protocol": {
+            "split": "ADGym: stratified 70/30; handbook: its train week / test week",
+            "max_train_rows": protocols.CAPPED_TRAIN_ROWS,
+            "ks": list(ks),
+            "draws": list(draws),
+            "unknown_labels": "-1 for gendetect; 0 for the supervised peers",
+            "gendetect": "one unsupervised fit per (dataset, seed); the head per (k, draw)",
+        },
+        "datasets": datasets,
+        "runs": runs,
+    }
+
+
 # --------------------------------------------------------------------------- environment
 
 
@@ -416,6 +586,10 @@ def _source(results: dict[str, Any], detectors: Sequence[str]) -> dict[str, Any]
     }
 
 
+TRACKS: tuple[str, ...] = ("handbook", "labelled", "adbench", "clean_normal", "few_label")
+SEEDED_MERGE = frozenset({"clean_normal", "few_label"})
+
+
 def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[str, Any]:
     """The results to write with --merge: this run's, plus from the report
     already at `path` the tracks this run did not execute and, within a
@@ -427,19 +601,27 @@ def _merge_previous(results: dict[str, Any], path: Path, ran: set[str]) -> dict[
         return results
     previous = report.load_results(path)
     merged = dict(results)
-    order = [s.name for s in [*peers.all_specs(None)[0], *peers.labelled_specs()]]
-    for name in ("handbook", "labelled", "adbench"):
+    order = [s.name for s in [*peers.all_specs(None)[0], *peers.labelled_specs(),
+                              *peers.few_label_specs()]]
+    for name in TRACKS:
         if name not in previous:
             continue
         if name not in results:
             merged[name] = previous[name]
             continue
-        # A run restricted to some datasets (--datasets) replaces only those.
-        done = {r["dataset"] for r in results[name]["runs"] if "dataset" in r}
+        # A run restricted to some datasets (--datasets) replaces only those;
+        # in the new tracks only those label counts (--ks), seeds and draws,
+        # so that seeds and draws can run as separate jobs.
+        def key(run: dict[str, Any], name: str = name) -> tuple[Any, ...]:
+            if name in SEEDED_MERGE:
+                return run["dataset"], run.get("k"), run["seed"], run.get("draw")
+            return (run["dataset"],)
+
+        done = {key(r) for r in results[name]["runs"] if "dataset" in r}
         kept = [
             r
             for r in previous[name]["runs"]
-            if r["detector"] not in ran or ("dataset" in r and r["dataset"] not in done)
+            if r["detector"] not in ran or ("dataset" in r and key(r) not in done)
         ]
         if not kept:
             continue
@@ -473,15 +655,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--track",
-        choices=["handbook", "labelled", "adbench", "all"],
+        choices=["handbook", "labelled", "adbench", "all", "clean_normal", "few_label"],
         default="all",
-        help="all = handbook + adbench; labelled = the handbook protocol with labels",
+        help="all = handbook + adbench; labelled = the handbook protocol with labels; "
+        "clean_normal = DTE's protocol on ADBench; few_label = ADGym's k labelled anomalies",
+    )
+    parser.add_argument(
+        "--ks", default=",".join(map(str, FEW_LABEL_KS)),
+        help="few_label: the numbers of labelled anomalies",
+    )
+    parser.add_argument(
+        "--handbook-weeks", type=int, default=0,
+        help="few_label: also the handbook's first N test weeks (its train week's frauds)",
+    )
+    parser.add_argument(
+        "--gendetect-kinds", default="ensemble",
+        help="few_label: gendetect kinds fitted once per dataset and seed, heads on top",
     )
     parser.add_argument(
         "--draws",
         type=int,
         default=5,
         help="labelled track: draws 0..N-1 of the 10%% labelled frauds",
+    )
+    parser.add_argument(
+        "--draw-list", default=None,
+        help="few_label: explicit comma-separated draws, overriding --draws (e.g. 3,4)",
     )
     parser.add_argument(
         "--seeds",
@@ -534,9 +733,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     explicit = [int(v) for v in args.seed_list.split(",")] if args.seed_list else None
     only = set(args.detectors.split(",")) if args.detectors else None
+    notes: list[str] = []
     if args.track == "labelled":
         specs = [s for s in peers.labelled_specs() if only is None or s.name in only]
-        notes: list[str] = []
+    elif args.track == "few_label":
+        specs = [s for s in peers.few_label_specs() if only is None or s.name in only]
+    elif args.track == "clean_normal":
+        specs, notes = peers.all_specs(only)
+        specs = [s for s in specs if s.input == "features" and (
+            s.name in peers.CLEAN_NORMAL_PEERS or s.family == "gendetect")]
     else:
         specs, notes = peers.all_specs(only)
     for note in notes:
@@ -557,6 +762,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     stem = "quality_quick" if args.quick else "quality"
     ran = {s.name for s in specs}
+    kinds = [k for k in args.gendetect_kinds.split(",") if k]
+    if args.track == "few_label":
+        ran |= {f"gendetect_{k}" for k in kinds} | {f"gendetect_{k}_labels" for k in kinds}
 
     def write() -> tuple[Path, Path]:
         merged = _merge_previous(results, args.out / f"{stem}.json", ran) if args.merge else results
@@ -594,6 +802,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["adbench"]["sources"] = [
             _source(results, [s.name for s in specs if peers.ADBENCH in s.tracks])
         ]
+
+    datasets = tuple(args.datasets.split(",")) if args.datasets else None
+    if args.track == "clean_normal":
+        results["clean_normal"] = run_clean_normal(args.data, specs, adbench_seeds, notes, datasets)
+        results["clean_normal"]["sources"] = [_source(results, [s.name for s in specs])]
+    if args.track == "few_label":
+        draws = [0] if args.quick else list(range(args.draws))
+        if args.draw_list:
+            draws = [int(d) for d in args.draw_list.split(",")]
+        ks = [int(k) for k in args.ks.split(",")]
+        results["few_label"] = run_few_label(
+            args.data, specs, kinds, adbench_seeds, draws, ks, notes, datasets,
+            args.handbook_weeks,
+        )
+        results["few_label"]["sources"] = [_source(results, sorted(ran))]
 
     results["total_seconds"] = time.perf_counter() - started
     md_path, json_path = write()

@@ -351,6 +351,109 @@ def _adbench_sections(track: dict[str, Any]) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------- clean-normal
+
+CLEAN_NORMAL_PEERS = ("iforest_100", "pyod_knn", "pyod_ecod", "pyod_vae")
+
+
+def _matrix_rows(
+    matrix: dict[str, dict[str, float]], datasets: Sequence[str], detectors: Sequence[str]
+) -> list[list[str]]:
+    """Per-dataset rows, then the mean and the average rank (1 = best)."""
+    rows = [[ds, *(_fmt(matrix[ds].get(d, math.nan)) for d in detectors)] for ds in datasets]
+    means = {d: mean_std([matrix[ds].get(d, math.nan) for ds in datasets])[0] for d in detectors}
+    ranks = average_ranks({ds: matrix[ds] for ds in datasets})
+    rows.append(["**mean**", *(_mean_cell(matrix, datasets, d, means[d]) for d in detectors)])
+    rows.append(
+        ["**average rank**", *(f"**{_fmt(ranks.get(d, math.nan), 2)}**" for d in detectors)]
+    )
+    return rows
+
+
+def _clean_normal_sections(track: dict[str, Any]) -> list[str]:
+    runs = track["runs"]
+    if not runs:
+        return ["No clean-normal runs.", ""]
+    datasets = _ordered(r["dataset"] for r in runs)
+    detectors = _ordered(r["detector"] for r in runs)
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [
+        f"Seeds {seeds}; {track['protocol']['split']} (training capped at "
+        f"{track['protocol']['max_train_rows']:,} rows); test-set metrics, mean over seeds.",
+        "",
+    ]
+    for metric, label in (("roc_auc", "ROC AUC"), ("average_precision", "Average precision")):
+        lines += [f"### {label}", ""]
+        lines += _table(["dataset", *detectors],
+                        _matrix_rows(_adbench_matrix(runs, metric), datasets, detectors))
+    return lines
+
+
+# --------------------------------------------------------------------------- few-label
+
+
+def _few_label_sections(track: dict[str, Any]) -> list[str]:
+    """Per k: each detector's mean ROC AUC / AP and average rank over the
+    ADBench files every row ran on (mean over seeds and draws per file),
+    then the handbook weeks."""
+    runs = track["runs"]
+    if not runs:
+        return ["No few-label runs.", ""]
+    protocol = track["protocol"]
+    # The draws that ran (merged jobs may have run different ones).
+    draws = sorted({r["draw"] for r in runs if r.get("k", 0) > 0}) or protocol["draws"]
+    lines = [
+        f"{protocol['split']}; k labelled anomalies, draws {draws}, the rest "
+        f"unknown ({protocol['unknown_labels']}); {protocol['gendetect']}. k = 0: gendetect "
+        "without labels. Means over the files where every row ran, of the mean over seeds "
+        "and draws per file.",
+        "",
+    ]
+    labelled = [r for r in runs if r.get("k", 0) > 0]
+    unsupervised = [r for r in runs if r.get("k", 0) == 0]
+    detectors = _ordered(r["detector"] for r in labelled)
+    for part, keep in (("ADBench", lambda ds: not ds.startswith("handbook")),
+                       ("Handbook weeks", lambda ds: ds.startswith("handbook"))):
+        rows = []
+        for k in sorted({r["k"] for r in labelled}):
+            at_k = [r for r in labelled if r["k"] == k and keep(r["dataset"])]
+            if not at_k:
+                continue
+            roc, ap = _adbench_matrix(at_k, "roc_auc"), _adbench_matrix(at_k, "average_precision")
+            common = [ds for ds in roc if all(det_ok(roc, ds, d) for d in detectors)]
+            if not common:
+                continue
+            base = _adbench_matrix([r for r in unsupervised if r["dataset"] in common], "roc_auc")
+            base_ap = _adbench_matrix(
+                [r for r in unsupervised if r["dataset"] in common], "average_precision"
+            )
+            ranks = average_ranks({ds: roc[ds] for ds in common})
+            # Seed-draws per file (a subset may have run more draws).
+            per_file = _group(at_k, "dataset")
+            counts = sorted({len({(r["seed"], r["draw"]) for r in per_file[(ds,)]})
+                             for ds in common})
+            n_draws = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+            for det in detectors:
+                rows.append([
+                    str(k), det, f"{len(common)} ({n_draws} seed-draws)",
+                    _fmt(float(np.mean([roc[ds][det] for ds in common]))),
+                    _fmt(float(np.mean([ap[ds][det] for ds in common]))),
+                    _fmt(ranks.get(det, math.nan), 2),
+                ])
+            for det in _ordered(r["detector"] for r in unsupervised):
+                if all(det_ok(base, ds, det) for ds in common):
+                    rows.append([
+                        str(k), f"{det} (k = 0)", str(len(common)),
+                        _fmt(float(np.mean([base[ds][det] for ds in common]))),
+                        _fmt(float(np.mean([base_ap[ds][det] for ds in common]))), "–",
+                    ])
+        if rows:
+            lines += [f"### {part}", ""]
+            lines += _table(["k", "detector", "files", "ROC AUC", "AP", "ROC rank"], rows)
+    return lines
+
+
 # --------------------------------------------------------------------------- document
 
 
@@ -475,6 +578,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     if "adbench" in results:
         lines += ["## ADBench track", "", *_sources(results["adbench"])]
         lines += _adbench_sections(results["adbench"])
+    if "clean_normal" in results:
+        lines += ["## Clean-normal track (DTE protocol, ADBench)", ""]
+        lines += [*_sources(results["clean_normal"]),
+                  *_clean_normal_sections(results["clean_normal"])]
+    if "few_label" in results:
+        lines += ["## Few-label track (ADGym setting)", ""]
+        lines += [*_sources(results["few_label"]), *_few_label_sections(results["few_label"])]
     return "\n".join(lines).rstrip() + "\n"
 
 

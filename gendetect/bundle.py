@@ -42,7 +42,7 @@ from gendetect.features.pipeline import FeaturePipeline, WindowHistory
 from gendetect.features.units import FeatureUnits
 from gendetect.fit_record import fit_metadata
 from gendetect.label_aware import LabelAwareHead, known_frauds_only, prepare_labels
-from gendetect.models.labels import FRAUD
+from gendetect.models.labels import FRAUD, GENUINE
 from gendetect.reasons import ReasonMap, top_shares
 from gendetect.schema import Schema, load_schema
 
@@ -129,7 +129,9 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         self._feature_units = None
         x = self.features(known_frauds_only(X, self._schema.label_field))
         labels = prepare_labels(X, y, len(x))
-        self.detector_ = DetectorCore(kind=self.kind, params=params).fit(x, labels == FRAUD)
+        self.detector_ = DetectorCore(kind=self.kind, params=params).fit(
+            x, labels == FRAUD, cleared=labels == GENUINE
+        )
         self.label_head_ = LabelAwareHead(params.label_min_frauds, params.label_blend).fit(
             self.detector_, x, labels, params.seed
         )

@@ -50,8 +50,12 @@ class DetectorCore:
     validation_index_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _wide_input: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
-    def fit(self, x: np.ndarray, exclude: np.ndarray | None = None) -> DetectorCore:
-        """Fit on the rows of `x` not marked in `exclude` (a boolean mask)."""
+    def fit(
+        self, x: np.ndarray, exclude: np.ndarray | None = None, cleared: np.ndarray | None = None
+    ) -> DetectorCore:
+        """Fit on the rows of `x` not marked in `exclude` (a boolean mask);
+        rows marked in `cleared` (confirmed genuine) count
+        `params.label_genuine_weight` times in the networks' training rows."""
         kinds = list_detector_kinds()
         if self.kind not in kinds:
             raise ValueError(f"unknown detector kind {self.kind!r}; choose from {kinds}")
@@ -71,12 +75,13 @@ class DetectorCore:
         self.train_index_, self.validation_index_ = normal[train_rel], normal[val_rel]
         members = list(p.ensemble) if self.kind == ENSEMBLE else [self.kind]
         inputs = self.scaler.transforms(x, (self._reads_wide_input(k) for k in members))
+        fit_rows = _weighted(self.train_index_, cleared, p.label_genuine_weight)
         self.members = []
         for k in members:
             z = inputs[self._reads_wide_input(k)]
             self.members.append(
                 NeuralDetector(kind=k, params=p, n_features=z.shape[1]).fit(
-                    z[self.train_index_], z[self.validation_index_]
+                    z[fit_rows], z[self.validation_index_]
                 )
             )
         self.tails = None
@@ -192,3 +197,16 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if n_val == 0:
         return order, order
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _weighted(rows: np.ndarray, cleared: np.ndarray | None, weight: int) -> np.ndarray:
+    """`rows` with each cleared one repeated `weight` times in all: an
+    analyst's "genuine" is surer evidence of normal than an unlabelled row
+    (which may be an undetected fraud). Repeats, not loss weights, so that
+    every network kind takes them unchanged; sorted, so deterministic."""
+    if cleared is None or weight <= 1:
+        return rows
+    extra = rows[cleared[rows]]
+    if not len(extra) or len(extra) == len(rows):  # none cleared, or all: nothing to favour
+        return rows
+    return np.sort(np.concatenate([rows, *([extra] * (weight - 1))]))

@@ -68,7 +68,12 @@ class DetectorSettings(Hardware):
     ensemble: tuple[str, ...] = ("vae", "vae_mse")
     ensemble_weights: tuple[float, ...] = (1.0, 0.5)
     score: str = "reconstruction"
-    label_min_frauds: int = 20
+    # One confirmed fraud turns the head on (few-label mode below 20:
+    # gendetect.models.labels.EARLY_STOP_MIN_FRAUDS).
+    label_min_frauds: int = 1
+    # Confirmed-genuine (cleared) rows count this many times in the
+    # networks' training rows (1 = like any unlabelled row).
+    label_genuine_weight: int = 2
     label_blend: float = 0.5
     seed: int = 0
 
@@ -115,8 +120,10 @@ class DetectorSettings(Hardware):
             raise ValueError("score_top_fraction must be in (0, 1]")
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
-        if self.label_min_frauds < 1 or self.label_blend < 0:
-            raise ValueError("label_min_frauds must be >= 1 and label_blend >= 0")
+        if self.label_min_frauds < 1 or self.label_blend < 0 or self.label_genuine_weight < 1:
+            raise ValueError(
+                "label_min_frauds and label_genuine_weight must be >= 1, label_blend >= 0"
+            )
         if not 0 <= self.seed < 2**32:  # numpy's and torch's generators
             raise ValueError(f"seed must be within 0..{2**32 - 1}, got {self.seed}")
         for name in models:

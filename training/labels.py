@@ -17,6 +17,11 @@ from labels known before that cutoff; everything else is unknown (-1), so a
 fraud confirmed after the window stays in the normal data, exactly as the
 job would have seen it had it run at the cutoff. Evaluation on the held-out
 period after the window uses every label known now.
+
+A "genuine" verdict (an analyst cleared the transaction) is label 0: the
+detector counts such rows `label_genuine_weight` times among the rows it
+learns "normal" from; one confirmed fraud turns on the label-aware head
+(gendetect.label_aware).
 """
 
 from __future__ import annotations

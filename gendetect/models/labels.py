@@ -36,6 +36,10 @@ FRAUD, GENUINE, UNKNOWN = 1, 0, -1
 # Rows scored per traversal chunk: bounds the (rows x trees) index arrays.
 _CHUNK = 8192
 _BIG = float(np.finfo(np.float64).max)
+# Below this many confirmed frauds the head trains a fixed number of rounds
+# (no early stopping): the few-label mode.
+EARLY_STOP_MIN_FRAUDS = 20
+FEW_LABEL_ITERATIONS = 100
 
 
 def normalise_labels(y: Any, n_rows: int, *, name: str = "y") -> np.ndarray:
@@ -103,17 +107,24 @@ class BoostedHead:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         n_pos = int(target.sum())
+        # Few labels (fewer than EARLY_STOP_MIN_FRAUDS): the stratified tenth
+        # that early stopping watches holds zero to two frauds, so it stops on
+        # noise; a fixed, short schedule instead (measured on ADBench with 5
+        # labelled anomalies: mean ROC AUC 0.833 -> 0.852 on six files,
+        # benchmarks/results/quality.md, few-label track).
+        few = n_pos < EARLY_STOP_MIN_FRAUDS
         model = HistGradientBoostingClassifier(
-            max_iter=self.max_iter,
+            max_iter=min(self.max_iter, FEW_LABEL_ITERATIONS) if few else self.max_iter,
             learning_rate=self.learning_rate,
             max_leaf_nodes=self.leaves_for(n_pos),
             # A leaf needs some support, but on small data no more than a
-            # fraction of the positives (else no split can isolate them).
-            min_samples_leaf=max(2, min(self.min_samples_leaf, n_pos // 4)),
+            # fraction of the positives (else no split can isolate them); with
+            # few labels one fraud may make a leaf.
+            min_samples_leaf=1 if few else max(2, min(self.min_samples_leaf, n_pos // 4)),
             l2_regularization=self.l2_regularization,
             # Always early-stopped on a stratified tenth (sklearn's "auto"
             # turns it off below 10k rows, where overfitting is worst).
-            early_stopping=True,
+            early_stopping=not few,
             validation_fraction=0.1,
             n_iter_no_change=20,
             random_state=seed,

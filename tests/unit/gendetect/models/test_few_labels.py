@@ -1,0 +1,101 @@
+"""Learning from the first confirmed fraud and from cleared transactions
+(issue 21): the few-label head, its fraud-similarity term, and cleared
+(genuine) rows counting more in the networks' training rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gendetect import make_detector
+from gendetect.bundle import FraudModelBundle
+from gendetect.detector import _weighted
+from gendetect.label_aware import nearest_distance
+from gendetect.metrics import average_precision
+
+FIT = {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu", "seed": 0}
+KINDS = ("vae", "vae_mse", "gan", "ensemble")
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normal rows, plus 5% frauds in one tight cluster away from them."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    fraud = rng.random(n) < 0.05
+    x[fraud] = rng.normal(loc=(1.5, -1.5, 0.0, 0.0, 0.0), scale=0.3, size=(int(fraud.sum()), 5))
+    return x, fraud.astype(np.int8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("setting", ["clean_normal", "few_label"])
+def test_every_kind_learns_from_a_single_confirmed_fraud(
+    kind: str, setting: str, tmp_path: Path
+) -> None:
+    x, fraud = _data(500, seed=0)
+    one = int(np.flatnonzero(fraud)[0])
+    # clean-normal: every other row cleared; few-label: every other row unknown.
+    y = np.where(fraud == 1, -1, 0) if setting == "clean_normal" else np.full(len(x), -1)
+    y[one] = 1
+    bundle = make_detector(kind, **FIT).fit(x, y)
+    labels = bundle.metadata["labels"]
+    assert labels["mode"] == "label-aware" and labels["frauds"] == 1
+    assert labels["fraud_similarity"] and "few-label mode" in labels["reason"]
+    assert bundle.label_head_.head_weight_ == pytest.approx(1 / 21)  # trees shrunk: 1 fraud
+    scores = bundle.decision_function(x)
+    assert np.isfinite(scores).all()
+    # Stored as JSON arrays, scored the same after loading.
+    loaded = FraudModelBundle.load(bundle.save(tmp_path / "b"))
+    assert np.array_equal(loaded.decision_function(x), scores)
+    assert loaded.explain(x[:3]) == bundle.explain(x[:3])
+
+
+def test_five_labels_move_the_same_kind_of_fraud_up_in_a_fresh_draw() -> None:
+    x, fraud = _data(2000, seed=1)
+    x_new, fraud_new = _data(2000, seed=2)
+    y = np.full(len(x), -1)
+    y[np.flatnonzero(fraud)[:5]] = 1
+    plain = make_detector("vae", **FIT).fit(x)
+    aware = make_detector("vae", **FIT).fit(x, y)
+    assert aware.label_head_.active and aware.label_head_.prototypes_.shape == (5, 5)
+    ap_plain = average_precision(fraud_new, plain.decision_function(x_new))
+    ap_aware = average_precision(fraud_new, aware.decision_function(x_new))
+    assert ap_aware > ap_plain + 0.05
+    # The labelled frauds' unlabelled twins rank above the normal rows.
+    scores = aware.decision_function(x)
+    assert np.median(scores[fraud == 1]) > np.quantile(scores[fraud == 0], 0.9)
+
+
+def test_cleared_rows_count_more_deterministically() -> None:
+    x, fraud = _data(600, seed=3)
+    unknown = np.full(len(x), -1)
+    cleared = unknown.copy()
+    cleared[np.flatnonzero(fraud == 0)[:200]] = 0
+    plain = make_detector("vae", **FIT).fit(x, unknown).decision_function(x)
+    a = make_detector("vae", **FIT).fit(x, cleared).decision_function(x)
+    b = make_detector("vae", **FIT).fit(x, cleared).decision_function(x)
+    assert np.array_equal(a, b) and not np.array_equal(a, plain)
+    # Weight 1 is "like any unlabelled row": the unlabelled detector exactly.
+    same = make_detector("vae", label_genuine_weight=1, **FIT).fit(x, cleared)
+    assert np.array_equal(same.decision_function(x), plain)
+    # One cleared row fits too.
+    single = unknown.copy()
+    single[int(np.flatnonzero(fraud == 0)[0])] = 0
+    assert np.isfinite(make_detector("vae", **FIT).fit(x, single).decision_function(x)).all()
+
+
+def test_weighted_rows_repeat_cleared_rows_only_when_some_are_unlabelled() -> None:
+    rows = np.array([0, 2, 3, 5])
+    cleared = np.array([True, False, False, True, False, False])
+    assert _weighted(rows, cleared, 3).tolist() == [0, 0, 0, 2, 3, 3, 3, 5]
+    assert _weighted(rows, None, 3) is rows
+    assert _weighted(rows, np.zeros(6, dtype=bool), 3) is rows
+    assert _weighted(rows, np.ones(6, dtype=bool), 3) is rows  # all cleared: nothing to favour
+
+
+def test_nearest_distance_matches_the_direct_computation() -> None:
+    rng = np.random.default_rng(0)
+    z, protos = rng.normal(size=(50, 7)), rng.normal(size=(4, 7))
+    direct = np.sqrt(((z[:, None, :] - protos[None]) ** 2).sum(-1)).min(axis=1)
+    assert np.allclose(nearest_distance(z, protos), direct)
