@@ -14,8 +14,9 @@ The empirical distribution is kept as quantiles at tail probabilities spaced
 geometrically from 1/n to 1/2 on each side (GRID points per side): exact
 enough where it matters, the far tails, and a few kilobytes in the manifest
 whatever the row count. A value's tail probability is the grid's step at or
-beyond it (a step function, as the empirical one; point masses, such as a
-binary column's, score 0 at the mass). Beyond the training extremes the
+beyond it, interpolated linearly in log probability between grid points
+(continuous: equal inputs to rounding give equal terms to rounding; point
+masses, such as a binary column's, score 0 at the mass). Beyond the training extremes the
 term grows further with log1p of the distance in robust units, so a new
 extreme still ranks above the training's most extreme value.
 """
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 GRID = 64
+_TIE = 1e-6  # robust units: grid quantiles closer than this are one point
 # Up to this many rows the grid is compared by broadcasting (same result).
 _SMALL_ROWS = 32
 
@@ -42,6 +44,9 @@ class MarginalTails:
     # Median and tail spread of the summed term on training rows (set by the
     # detector): its common scale beside the networks' scores.
     center_spread: tuple[float, float] = (0.0, 1.0)
+    # Per side, the log tail probability of each grid point with ties merged
+    # (_run_log_probs); derived from the grid, built on first use.
+    _runs: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def fit(self, z: np.ndarray) -> MarginalTails:
         """`z`: training rows in robust units (the scaler's standardised,
@@ -56,6 +61,7 @@ class MarginalTails:
         self.tail_probs_ = probs
         # A column without observed values: every value sits at the median.
         self.lower_, self.upper_ = np.nan_to_num(lower), np.nan_to_num(upper)
+        self._runs = {}
         return self
 
     def contributions(self, z: np.ndarray) -> np.ndarray:
@@ -84,12 +90,58 @@ class MarginalTails:
                 low[j] = np.searchsorted(self.lower_[:, j], zt[j], side="right")
                 up[j] = np.searchsorted(neg[:, j], -zt[j], side="right")
             low, up = low.T, up.T
-        k = np.maximum(np.minimum(low, up) - 1, 0)  # the rarer side
-        term = -np.log(2.0 * self.tail_probs_)[k]
+        log_t = np.minimum(self._log_tail(low, z, "lower"),
+                           self._log_tail(up, z, "upper"))  # the rarer side
+        term = np.fmax(-math.log(2.0) - log_t, 0.0)
         with np.errstate(invalid="ignore"):
             beyond = np.maximum(self.lower_[0] - z, z - self.upper_[0])
         term += np.log1p(np.fmax(beyond, 0.0))
         return np.where(np.isnan(z), 0.0, term)
+
+    def _log_tail(self, count: np.ndarray, z: np.ndarray, side: str) -> np.ndarray:
+        """log of one side's tail probability at `z`, linear in z between two
+        grid points (`count` = how many grid quantiles lie at or before z on
+        that side): continuous, so that values equal to 1e-12 (a feature
+        computed online or offline, streamed or whole) score equal to 1e-12,
+        where a step would jump between neighbouring grid probabilities.
+        Before the first grid point: the smallest probability (1/n); past
+        the last (the median): 1/2."""
+        grid = self.lower_ if side == "lower" else self.upper_
+        assert grid is not None
+        log_p = self._run_log_probs(side, grid)
+        last = len(log_p) - 1
+        cols = np.arange(grid.shape[1])
+        at = np.clip(count - 1, 0, last)
+        nxt = np.clip(count, 0, last)
+        a, b = grid[at, cols], grid[nxt, cols]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where((count > 0) & (count <= last), (z - a) / (b - a), 0.0)
+        frac = np.clip(np.nan_to_num(frac, posinf=0.0, neginf=0.0), 0.0, 1.0)
+        lo, hi = log_p[at, cols], log_p[nxt, cols]
+        return lo + frac * (hi - lo)
+
+    def _run_log_probs(self, side: str, grid: np.ndarray) -> np.ndarray:
+        """log tail probability per grid point (G, d), one value per run of
+        tied quantiles (closer than _TIE robust units: a point mass, or order
+        statistics where the grid is finer than 1/n): the run's innermost
+        probability, the mass at or beyond the tied value (a binary
+        column's 10% minority scores as 10%, a mass at the median 0). One
+        value per run keeps the interpolation continuous across a tie and
+        beyond the outermost grid point, and flat inside a run (no steep
+        slope over a near-tie)."""
+        cached = self._runs.get(side)
+        if cached is not None:
+            return cached
+        assert self.tail_probs_ is not None
+        log_p = np.log(self.tail_probs_)
+        g, d = grid.shape
+        out = np.empty((g, d))
+        for j in range(d):
+            breaks = np.flatnonzero(np.abs(np.diff(grid[:, j])) > _TIE) + 1
+            for start, stop in zip(np.r_[0, breaks], np.r_[breaks, g], strict=True):
+                out[start:stop, j] = log_p[stop - 1]
+        self._runs[side] = out
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         assert self.tail_probs_ is not None and self.lower_ is not None

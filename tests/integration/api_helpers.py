@@ -69,8 +69,11 @@ def assert_same_decision(got: dict[str, Any], want: dict[str, Any]) -> None:
     assert got["threshold"] == pytest.approx(want["threshold"], rel=1e-12)
     for key, name in (("top_features", "feature"), ("top_reasons", "reason")):
         assert [f[name] for f in got[key]] == [f[name] for f in want[key]]
+        # A share of the networks' float32 per-feature errors: a record
+        # scored alone and the same record in a batch of two can differ in
+        # the last float32 bit (~6e-8 relative) of one feature's error.
         for g, w in zip(got[key], want[key], strict=True):
-            assert g["contribution"] == pytest.approx(w["contribution"], rel=1e-9, abs=1e-12)
+            assert g["contribution"] == pytest.approx(w["contribution"], rel=1e-6, abs=1e-12), (g, w)
     for g, w in zip(got["top_features"], want["top_features"], strict=True):
         for value in ("value", "expected"):  # observed and expected, null alike
             assert (g[value] is None) == (w[value] is None), value

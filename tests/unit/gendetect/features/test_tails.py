@@ -74,3 +74,23 @@ def test_few_rows_and_many_rows_take_different_paths_to_the_same_terms() -> None
     many = tails.contributions(probe)
     few = np.vstack([tails.contributions(probe[i : i + 1]) for i in range(len(probe))])
     np.testing.assert_array_equal(few, many)
+
+
+def test_the_term_is_continuous_at_grid_points_ties_and_extremes() -> None:
+    """A feature computed two ways (online and offline, streamed and whole)
+    agrees to ~1e-12, so its term must too: no step at a grid quantile, at a
+    run of tied quantiles (the binary column's mass, the training extremes)
+    or past the last grid point."""
+    x = _train(n=300)
+    tails = MarginalTails().fit(x)
+    assert tails.lower_ is not None and tails.upper_ is not None
+    points = np.unique(np.r_[tails.lower_.ravel(), tails.upper_.ravel(), x.max(0), x.min(0)])
+    eps = 1e-12
+    for shift in (-eps, eps):
+        at = tails.contributions(np.repeat(points[:, None], 3, axis=1))
+        near = tails.contributions(np.repeat(points[:, None] + shift, 3, axis=1))
+        np.testing.assert_allclose(near, at, atol=1e-8)
+    # The broadcast path (a few rows) and the search path (many) agree.
+    few = tails.contributions(np.repeat(points[:20, None], 3, axis=1))
+    np.testing.assert_allclose(few, tails.contributions(
+        np.repeat(np.r_[points[:20], points][:, None], 3, axis=1))[:20], rtol=0, atol=0)
