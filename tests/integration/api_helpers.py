@@ -73,7 +73,8 @@ def assert_same_decision(got: dict[str, Any], want: dict[str, Any]) -> None:
         # scored alone and the same record in a batch of two can differ in
         # the last float32 bit (~6e-8 relative) of one feature's error.
         for g, w in zip(got[key], want[key], strict=True):
-            assert g["contribution"] == pytest.approx(w["contribution"], rel=1e-6, abs=1e-12), (g, w)
+            want_share = pytest.approx(w["contribution"], rel=1e-6, abs=1e-12)
+            assert g["contribution"] == want_share, (g, w)
     for g, w in zip(got["top_features"], want["top_features"], strict=True):
         for value in ("value", "expected"):  # observed and expected, null alike
             assert (g[value] is None) == (w[value] is None), value
