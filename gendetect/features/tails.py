@@ -69,56 +69,41 @@ class MarginalTails:
         if self.tail_probs_ is None or self.lower_ is None or self.upper_ is None:
             raise RuntimeError("MarginalTails is not fitted")
         z = np.asarray(z, dtype=np.float64)
+        xp, fp = self._curve()
         if len(z) <= _SMALL_ROWS:
             # A few rows (an API call): one broadcast comparison with every
-            # grid point beats a search per column.
+            # grid point beats a search per column; the same formulas after.
             with np.errstate(invalid="ignore"):  # NaN compares False: a gap
-                low = np.count_nonzero(self.lower_.T[None] <= z[:, :, None], axis=2)
-                up = np.count_nonzero(self.upper_.T[None] >= z[:, :, None], axis=2)
-        else:
-            # P(Z <= v) >= p exactly where the p-quantile is <= v: the lower
-            # tail probability is the largest grid p whose quantile is <= v
-            # (lower_ is non-decreasing: those are a prefix), the smallest
-            # (1/n) below the training minimum. Likewise above: the largest p
-            # whose (1 - p)-quantile is >= v (upper_ is non-increasing:
-            # search its negation). A gap's index is ignored below.
-            zt = np.ascontiguousarray(z.T)
-            neg = -self.upper_
-            low = np.empty(zt.shape, dtype=np.intp)
-            up = np.empty(zt.shape, dtype=np.intp)
-            for j in range(len(zt)):
-                low[j] = np.searchsorted(self.lower_[:, j], zt[j], side="right")
-                up[j] = np.searchsorted(neg[:, j], -zt[j], side="right")
-            low, up = low.T, up.T
-        log_t = np.minimum(self._log_tail(low, z, "lower"),
-                           self._log_tail(up, z, "upper"))  # the rarer side
-        term = np.fmax(-math.log(2.0) - log_t, 0.0)
-        with np.errstate(invalid="ignore"):
-            beyond = np.maximum(self.lower_[0] - z, z - self.upper_[0])
-        term += np.log1p(np.fmax(beyond, 0.0))
-        return np.where(np.isnan(z), 0.0, term)
+                count = np.count_nonzero(xp[None] <= z[:, :, None], axis=2)
+            cols = np.arange(z.shape[1])
+            return _terms(count, z, lambda i: xp[cols, i], lambda i: fp[cols, i],
+                          xp[:, 0], xp[:, -1])
+        # Many rows: column by column, contiguous (a search and four takes
+        # per column; 2-D fancy indexing over (n, d) cost three times more).
+        zt = np.ascontiguousarray(z.T)
+        out = np.empty_like(zt)
+        for j in range(len(zt)):
+            v, xj, fj = zt[j], xp[j], fp[j]
+            count = np.searchsorted(xj, v, side="right")
+            out[j] = _terms(count, v, xj.take, fj.take, xj[0], xj[-1])
+        return out.T
 
-    def _log_tail(self, count: np.ndarray, z: np.ndarray, side: str) -> np.ndarray:
-        """log of one side's tail probability at `z`, linear in z between two
-        grid points (`count` = how many grid quantiles lie at or before z on
-        that side): continuous, so that values equal to 1e-12 (a feature
-        computed online or offline, streamed or whole) score equal to 1e-12,
-        where a step would jump between neighbouring grid probabilities.
-        Before the first grid point: the smallest probability (1/n); past
-        the last (the median): 1/2."""
-        grid = self.lower_ if side == "lower" else self.upper_
-        assert grid is not None
-        log_p = self._run_log_probs(side, grid)
-        last = len(log_p) - 1
-        cols = np.arange(grid.shape[1])
-        at = np.clip(count - 1, 0, last)
-        nxt = np.clip(count, 0, last)
-        a, b = grid[at, cols], grid[nxt, cols]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = np.where((count > 0) & (count <= last), (z - a) / (b - a), 0.0)
-        frac = np.clip(np.nan_to_num(frac, posinf=0.0, neginf=0.0), 0.0, 1.0)
-        lo, hi = log_p[at, cols], log_p[nxt, cols]
-        return lo + frac * (hi - lo)
+    def _curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both sides as one non-decreasing curve per column (d, 2 GRID):
+        the lower quantiles up to the median, then the upper ones from the
+        median out, with their log tail probabilities (ties merged,
+        _run_log_probs). Below the median the lower side is the rarer one,
+        above it the upper: one search per value instead of two."""
+        cached = self._runs.get("curve")
+        if cached is not None:
+            return cached, self._runs["curve_log_p"]
+        assert self.lower_ is not None and self.upper_ is not None
+        xp = np.concatenate([self.lower_, self.upper_[::-1]], axis=0).T
+        fp = np.concatenate([self._run_log_probs("lower", self.lower_),
+                             self._run_log_probs("upper", self.upper_)[::-1]], axis=0).T
+        self._runs["curve"] = np.ascontiguousarray(xp)
+        self._runs["curve_log_p"] = np.ascontiguousarray(fp)
+        return self._runs["curve"], self._runs["curve_log_p"]
 
     def _run_log_probs(self, side: str, grid: np.ndarray) -> np.ndarray:
         """log tail probability per grid point (G, d), one value per run of
@@ -162,3 +147,28 @@ class MarginalTails:
             center_spread=(float(raw["center_spread"][0]), float(raw["center_spread"][1])),
         )
 
+
+
+def _terms(count: np.ndarray, z: np.ndarray, grid_at: Any, log_p_at: Any,
+           first: Any, last_point: Any) -> np.ndarray:
+    """The tail term from each value's position on its column's curve
+    (`count` = how many curve points lie at or before it): -log(2 t), with
+    log t linear in the value between two curve points (continuous, so
+    that values equal to 1e-12 score equal to 1e-12), the outermost curve
+    point's probability beyond either end, plus log1p of the distance past
+    the training extremes; 0 at a gap. Elementwise, so the broadcast and
+    the column-by-column paths give the same bits."""
+    last = 2 * GRID - 1
+    at = np.clip(count - 1, 0, last)
+    nxt = np.clip(count, 0, last)
+    a, b = grid_at(at), grid_at(nxt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where((count > 0) & (count <= last), (z - a) / (b - a), 0.0)
+    frac = np.clip(np.nan_to_num(frac, posinf=0.0, neginf=0.0), 0.0, 1.0)
+    lo = log_p_at(at)
+    log_t = lo + frac * (log_p_at(nxt) - lo)
+    term = np.fmax(-math.log(2.0) - log_t, 0.0)
+    with np.errstate(invalid="ignore"):
+        beyond = np.maximum(first - z, z - last_point)
+    term += np.log1p(np.fmax(beyond, 0.0))
+    return np.where(np.isnan(z), 0.0, term)
