@@ -161,14 +161,19 @@ def _terms(count: np.ndarray, z: np.ndarray, grid_at: Any, log_p_at: Any,
     last = 2 * GRID - 1
     at = np.clip(count - 1, 0, last)
     nxt = np.clip(count, 0, last)
-    a, b = grid_at(at), grid_at(nxt)
+    a = grid_at(at)
+    # Inside the curve a <= z < b (count's definition), so b > a and the
+    # fraction is in [0, 1); at either end (at == nxt) it is 0.
+    inside = (count > 0) & (count <= last)
     with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where((count > 0) & (count <= last), (z - a) / (b - a), 0.0)
-    frac = np.clip(np.nan_to_num(frac, posinf=0.0, neginf=0.0), 0.0, 1.0)
+        frac = (z - a) / (grid_at(nxt) - a)
+    frac[~inside] = 0.0
     lo = log_p_at(at)
     log_t = lo + frac * (log_p_at(nxt) - lo)
     term = np.fmax(-math.log(2.0) - log_t, 0.0)
     with np.errstate(invalid="ignore"):
         beyond = np.maximum(first - z, z - last_point)
-    term += np.log1p(np.fmax(beyond, 0.0))
+    far = beyond > 0.0  # rare: past the training extremes
+    if far.any():
+        term[far] += np.log1p(beyond[far])
     return np.where(np.isnan(z), 0.0, term)
