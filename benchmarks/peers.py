@@ -277,19 +277,19 @@ def _handbook_xgboost(seed: int) -> Detector:
 FEW_LABEL = "few_label"
 
 
+def _xgbod_spec(track: str) -> DetectorSpec:
+    """PyOD's XGBOD (its unsupervised stack: IForest, HBOS, ECOD) in `track`."""
+    return DetectorSpec("pyod_xgbod", _xgbod, tracks=frozenset({track}), family="supervised",
+                        params={"estimator_list": ["IForest", "HBOS", "ECOD"]})
+
+
 def few_label_specs() -> list[DetectorSpec]:
     """The few-label track's peers (ADGym's setting: unknown rows read as
     normal); gendetect's label-aware rows are fitted by the harness on top of
     one unsupervised fit per (file, seed)."""
     return [
         DetectorSpec("catboost", _catboost, tracks=frozenset({FEW_LABEL}), family="supervised"),
-        DetectorSpec(
-            "pyod_xgbod",
-            _xgbod,
-            tracks=frozenset({FEW_LABEL}),
-            family="supervised",
-            params={"estimator_list": ["IForest", "HBOS", "ECOD"]},
-        ),
+        _xgbod_spec(FEW_LABEL),
     ]
 
 
@@ -298,13 +298,7 @@ def labelled_specs() -> list[DetectorSpec]:
     supervised peers, on the same scaled handbook features."""
     specs = [
         DetectorSpec("hgb_classifier", _hgb, tracks=frozenset({HANDBOOK}), family="supervised"),
-        DetectorSpec(
-            "pyod_xgbod",
-            _xgbod,
-            tracks=frozenset({HANDBOOK}),
-            family="supervised",
-            params={"estimator_list": ["IForest", "HBOS", "ECOD"]},
-        ),
+        _xgbod_spec(HANDBOOK),
         DetectorSpec(
             "handbook_xgboost",
             _handbook_xgboost,

@@ -44,9 +44,10 @@ class MarginalTails:
     # Median and tail spread of the summed term on training rows (set by the
     # detector): its common scale beside the networks' scores.
     center_spread: tuple[float, float] = (0.0, 1.0)
-    # Per side, the log tail probability of each grid point with ties merged
-    # (_run_log_probs); derived from the grid, built on first use.
-    _runs: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    # Both sides as one curve and its log tail probabilities (_curve):
+    # derived from the grid, built on first use.
+    _curve_: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
+                                                           compare=False)
 
     def fit(self, z: np.ndarray) -> MarginalTails:
         """`z`: training rows in robust units (the scaler's standardised,
@@ -61,7 +62,7 @@ class MarginalTails:
         self.tail_probs_ = probs
         # A column without observed values: every value sits at the median.
         self.lower_, self.upper_ = np.nan_to_num(lower), np.nan_to_num(upper)
-        self._runs = {}
+        self._curve_ = None
         return self
 
     def contributions(self, z: np.ndarray) -> np.ndarray:
@@ -94,18 +95,15 @@ class MarginalTails:
         median out, with their log tail probabilities (ties merged,
         _run_log_probs). Below the median the lower side is the rarer one,
         above it the upper: one search per value instead of two."""
-        cached = self._runs.get("curve")
-        if cached is not None:
-            return cached, self._runs["curve_log_p"]
-        assert self.lower_ is not None and self.upper_ is not None
-        xp = np.concatenate([self.lower_, self.upper_[::-1]], axis=0).T
-        fp = np.concatenate([self._run_log_probs("lower", self.lower_),
-                             self._run_log_probs("upper", self.upper_)[::-1]], axis=0).T
-        self._runs["curve"] = np.ascontiguousarray(xp)
-        self._runs["curve_log_p"] = np.ascontiguousarray(fp)
-        return self._runs["curve"], self._runs["curve_log_p"]
+        if self._curve_ is None:
+            assert self.lower_ is not None and self.upper_ is not None
+            xp = np.concatenate([self.lower_, self.upper_[::-1]], axis=0).T
+            fp = np.concatenate([self._run_log_probs(self.lower_),
+                                 self._run_log_probs(self.upper_)[::-1]], axis=0).T
+            self._curve_ = np.ascontiguousarray(xp), np.ascontiguousarray(fp)
+        return self._curve_
 
-    def _run_log_probs(self, side: str, grid: np.ndarray) -> np.ndarray:
+    def _run_log_probs(self, grid: np.ndarray) -> np.ndarray:
         """log tail probability per grid point (G, d), one value per run of
         tied quantiles (closer than _TIE robust units: a point mass, or order
         statistics where the grid is finer than 1/n): the run's innermost
@@ -114,9 +112,6 @@ class MarginalTails:
         value per run keeps the interpolation continuous across a tie and
         beyond the outermost grid point, and flat inside a run (no steep
         slope over a near-tie)."""
-        cached = self._runs.get(side)
-        if cached is not None:
-            return cached
         assert self.tail_probs_ is not None
         log_p = np.log(self.tail_probs_)
         g, d = grid.shape
@@ -125,7 +120,6 @@ class MarginalTails:
             breaks = np.flatnonzero(np.abs(np.diff(grid[:, j])) > _TIE) + 1
             for start, stop in zip(np.r_[0, breaks], np.r_[breaks, g], strict=True):
                 out[start:stop, j] = log_p[stop - 1]
-        self._runs[side] = out
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from gendetect.schema import INT64_MAX
 from gendetect.stores.alert_stats import MAX_DAYS, AlertStats, period
 from gendetect.stores.origin import decision_origin
 from serving.api.deps import ReviewKey, StoresDep
-from serving.api.routes.review import _read
+from serving.api.routes.review import read_store
 from serving.errors import ApiError, from_core_error
 from serving.request_models import IsoTime
 from serving.responses import ErrorResponse
@@ -91,7 +91,7 @@ async def alert_stats(
             exc = InputError("out of range", field="since")
         raise from_core_error(exc) from None
     stats = AlertStats(stores.engine)
-    return await _read(stores, stats.summary, start, end, model_version)  # type: ignore[no-any-return]
+    return await read_store(stores, stats.summary, start, end, model_version)  # type: ignore[no-any-return]
 
 
 @router.get("/decisions/{transaction_id}/origin", operation_id="get_decision_origin",
@@ -103,7 +103,7 @@ async def origin(
     _caller: ReviewKey,
     transaction_id: Annotated[int, Path(ge=0, le=INT64_MAX)],
 ) -> dict[str, Any]:
-    found = await _read(stores, decision_origin, stores.engine, transaction_id)
+    found = await read_store(stores, decision_origin, stores.engine, transaction_id)
     if found is None:
         raise ApiError(404, "unknown_transaction", "no decision stored for this transaction id",
                        [{"field": "transaction_id", "message": "unknown"}])

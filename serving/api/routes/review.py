@@ -21,7 +21,7 @@ from serving.stores import Stores, unavailable
 router = APIRouter(tags=["review"])
 
 
-async def _read(stores: Stores, call: Any, *args: Any, **kwargs: Any) -> Any:
+async def read_store(stores: Stores, call: Any, *args: Any, **kwargs: Any) -> Any:
     """A read of the review store, answered within the database timeout
     (GENDETECT_DATABASE_TIMEOUT_SECONDS: the longest any request waits on the
     database). A read left running in its thread past it changes nothing."""
@@ -60,7 +60,7 @@ async def alerts(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     flt = AlertFilter(since=since, until=until, model_version=model_version, reason=reason)
-    page, nxt = await _read(stores, stores.review.alerts, flt, limit=limit, cursor=cursor,
+    page, nxt = await read_store(stores, stores.review.alerts, flt, limit=limit, cursor=cursor,
                             order=order)
     return {"alerts": page, "next_cursor": nxt}
 
@@ -74,7 +74,7 @@ async def decision(
     _caller: ReviewKey,
     transaction_id: Annotated[int, Path(ge=0, le=INT64_MAX)],
 ) -> dict[str, Any]:
-    found, history = await _read(stores, stores.review.decision, transaction_id)
+    found, history = await read_store(stores, stores.review.decision, transaction_id)
     if found is None and not history:
         raise ApiError(404, "unknown_transaction", "no decision or verdict for this "
                        "transaction id", [{"field": "transaction_id", "message": "unknown"}])
