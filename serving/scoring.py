@@ -51,10 +51,11 @@ from gendetect.schema import Schema
 from serving.auth import Principal
 from serving.errors import CORE_ERRORS, ApiError, from_core_error, invalid
 from serving.metrics import Metrics
+from serving.microbatch import MicroBatcher, Outcome
 from serving.model_manager import ServedModel
 from serving.settings import ServingSettings
 from serving.stores import Stores
-from serving.tracing import span
+from serving.tracing import span, tracing_on
 
 _T = TypeVar("_T")
 
@@ -85,6 +86,9 @@ class ScoringService:
         self._identity: tuple[Schema, RecordFingerprint] | None = None
         # Drift of what the served bundle scores (a new one per model swap).
         self._drift: LiveDrift | None = None
+        # Single records scored on the event loop are scored in blocks
+        # (serving.microbatch); off with micro_batch_max = 1.
+        self.batcher = MicroBatcher(self._score_block, settings.micro_batch_max)
 
     async def score_one(self, served: ServedModel, body: bytes,
                         caller: Principal) -> dict[str, Any]:
@@ -94,8 +98,10 @@ class ScoringService:
             raise invalid(exc) from None
         records = [record]
         inline = served.online is None or served.online.runs_inline
+        # With tracing on, each request keeps its own feature and model spans.
+        batched = inline and self.batcher.max_size > 1 and not tracing_on()
         stored = await self._decide(served, records, self._fingerprints(served, records),
-                                    caller, inline)
+                                    caller, inline, batched)
         return stored[0]
 
     async def score_batch(self, served: ServedModel, body: bytes,
@@ -122,20 +128,26 @@ class ScoringService:
 
     async def _decide(self, served: ServedModel, records: list[dict[str, Any]],
                       fingerprints: list[str], caller: Principal,
-                      inline: bool) -> list[dict[str, Any]]:
+                      inline: bool, batched: bool = False) -> list[dict[str, Any]]:
         """Validated records -> stored decisions. With the audit on: features
         previewed (nothing recorded), decisions scored, stored in the audit,
         and only then recorded in the behaviour state (see the module
-        docstring for why this order)."""
+        docstring for why this order). `batched`: one record, scored in the
+        loop turn's block (serving.microbatch)."""
         decided_at = datetime.now(UTC)
-        if self.stores.writer is None:  # the state is the only record
-            decisions, _ = await self._run(inline, self._score, served, records,
-                                           fingerprints, True)
+        record_now = self.stores.writer is None  # the state is the only record
+        if not record_now:
+            # Refused before any work: a request that cannot be stored is not scored.
+            self.stores.require_ready("audit_unavailable")
+        if batched:
+            decision, preview = await self.batcher.score(served, records[0], fingerprints[0],
+                                                         record_now)
+            decisions = [decision]
+        else:
+            decisions, preview = await self._run(inline, self._score, served, records,
+                                                 fingerprints, record_now)
+        if record_now:
             return decisions
-        # Refused before any work: a request that cannot be stored is not scored.
-        self.stores.require_ready("audit_unavailable")
-        decisions, preview = await self._run(inline, self._score, served, records,
-                                             fingerprints, False)
         try:
             with span("audit"):
                 stored = await self.stores.audit(
@@ -176,6 +188,75 @@ class ScoringService:
                 raise
         except CORE_ERRORS as exc:
             raise from_core_error(exc) from None
+        self._finish(served, records, windows, decisions)
+        return decisions, preview
+
+    def _score_block(self, served: ServedModel, records: list[dict[str, Any]],
+                     fingerprints: list[str], record_now: bool) -> list[Outcome]:
+        """`_score` for the micro-batcher: the records of several requests,
+        one outcome each. Features one record at a time, in order (each
+        request's own preview, as when they come one by one); the model once
+        for all of them, or, if that fails, once per record so that a
+        failure stays with its own request."""
+        online = served.online
+        outcomes: list[Outcome | None] = [None] * len(records)
+        previews: list[Preview | None] = [None] * len(records)
+        windows: list[dict[str, float]] = []
+        ok: list[int] = []
+        with span("features"):
+            for i, (record, fingerprint) in enumerate(zip(records, fingerprints, strict=True)):
+                try:
+                    if online is not None:
+                        if record_now:
+                            windows.append(online.compute([record], [fingerprint])[0])
+                        else:
+                            previews[i] = preview = online.preview([record], [fingerprint])
+                            windows.append(preview.features[0])
+                    ok.append(i)
+                except CORE_ERRORS as exc:
+                    outcomes[i] = from_core_error(exc)
+                except Exception as exc:
+                    outcomes[i] = exc
+        found = windows if online is not None else None
+        decisions: list[dict[str, Any] | None]
+        try:
+            with span("model"):
+                decisions = list(served.bundle.score_records(
+                    [records[i] for i in ok], found)) if ok else []
+        except Exception:
+            decisions = [self._score_alone(served, records[i],
+                                           None if found is None else found[j], outcomes, i)
+                         for j, i in enumerate(ok)]
+        # (record index, its window's index, decision) of the records scored
+        done = [(i, j, d) for j, (i, d) in enumerate(zip(ok, decisions, strict=True))
+                if d is not None]
+        if done:
+            self._finish(served, [records[i] for i, _, _ in done],
+                         None if found is None else [found[j] for _, j, _ in done],
+                         [d for _, _, d in done])
+        for i, _, decision in done:
+            outcomes[i] = (decision, previews[i])
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, BaseException) and previews[i] is not None:
+                online.discard(previews[i])  # type: ignore[union-attr, arg-type]
+        return outcomes  # type: ignore[return-value]
+
+    @staticmethod
+    def _score_alone(served: ServedModel, record: dict[str, Any],
+                     window: dict[str, float] | None, outcomes: list[Outcome | None],
+                     i: int) -> dict[str, Any] | None:
+        try:
+            return served.bundle.score_records([record], None if window is None else [window])[0]
+        except CORE_ERRORS as exc:
+            outcomes[i] = from_core_error(exc)
+        except Exception as exc:
+            outcomes[i] = exc
+        return None
+
+    def _finish(self, served: ServedModel, records: list[dict[str, Any]],
+                windows: list[dict[str, float]] | None, decisions: list[dict[str, Any]]) -> None:
+        """The request's own fields on each decision, the score metrics and
+        the drift window."""
         ref, id_field, flagged = served.model_ref, served.id_field, 0
         for decision, record in zip(decisions, records, strict=True):
             decision["model"] = ref
@@ -184,7 +265,6 @@ class ScoringService:
             flagged += decision["is_fraud"]
         self.metrics.observe_scores(len(records), flagged)
         self._live_drift(served).add(records, windows, [d["score"] for d in decisions])
-        return decisions, preview
 
     @staticmethod
     def _record(served: ServedModel, preview: Preview) -> None:

@@ -124,6 +124,12 @@ class ServingSettings(Settings):
         20_000, ge=1, description="decisions waiting for their commit beyond this are refused "
         "with 503 at once (back-pressure while the database is slow)",
     )
+    micro_batch_max: int = Field(
+        64, ge=1, description="single-record requests that reach the model in the same turn "
+        "of the event loop are scored in one block of at most this many (serving.microbatch); "
+        "1 scores every request alone, as one-at-a-time requests are scored (in a block a "
+        "record's score can differ in the last float32 bit of a network error)",
+    )
     metrics_require_key: bool = Field(False, description="/metrics needs the API key too")
     docs_require_key: bool = Field(
         False, description="/docs, /redoc and /openapi.json need the API key too"

@@ -25,6 +25,12 @@ def span(name: str) -> AbstractContextManager[Any]:
     return _tracer.start_as_current_span(name)
 
 
+def tracing_on() -> bool:
+    """Whether spans are recorded (the micro-batcher then stays off: a block
+    of several requests has no one request's span to belong to)."""
+    return _tracer is not None
+
+
 def setup_tracing(app: Any, exporter: Any = None) -> Any:
     """Instrument `app`; returns the tracer provider (shut it down at exit)."""
     global _tracer
