@@ -93,6 +93,7 @@ def create_app(settings: ServingSettings | None = None, *, fast_path: bool = Tru
     app.state.manager = manager
     app.state.stores = stores
     app.state.scoring = ScoringService(settings, metrics, stores)
+    metrics.watch_batcher(app.state.scoring.batcher)
     app.state.feedback = FeedbackService(settings, stores)
     app.state.keys = keys
     add_error_handlers(app)

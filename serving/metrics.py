@@ -125,6 +125,11 @@ class Metrics:
         the group-commit size) and the 503s it caused."""
         self.registry.register(_AuditCollector(writer))
 
+    def watch_batcher(self, batcher: Any) -> None:
+        """Export the micro-batcher's counters (blocks, records: their ratio
+        is the mean block size), read at scrape time: nothing per request."""
+        self.registry.register(_BatcherCollector(batcher))
+
     def watch_unseen_levels(self, source: Callable[[], Mapping[str, int]]) -> None:
         """Export `source()`: per categorical field, the values of a level
         the served model never saw in training, scored as "other" (the
@@ -146,6 +151,18 @@ class _AuditCollector(Collector):
                                   value=self.writer.commits)
         yield CounterMetricFamily("gendetect_audit_rows", "Decisions written to the audit.",
                                   value=self.writer.rows_written)
+
+
+class _BatcherCollector(Collector):
+    def __init__(self, batcher: Any) -> None:
+        self.batcher = batcher
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("gendetect_score_blocks", "Model calls for single-record "
+                                  "requests (one per block of requests scored together).",
+                                  value=self.batcher.blocks)
+        yield CounterMetricFamily("gendetect_score_block_records", "Single-record requests "
+                                  "scored in blocks.", value=self.batcher.records)
 
 
 class _UnseenLevelsCollector(Collector):
