@@ -99,10 +99,33 @@ def _http_parser() -> str:
 def _measure(server: Server, bodies: list[bytes], args: argparse.Namespace
              ) -> dict[str, Any]:
     try:
-        return run_phases(server.port, server.path, server.process.pid, bodies, args.warmup,
-                          args.requests, CONCURRENCIES)
+        out: dict[str, Any] = run_phases(server.port, server.path, server.process.pid, bodies,
+                                         args.warmup, args.requests, CONCURRENCIES)
+        out["mean_block"] = _mean_block(server)
+        return out
     finally:
         server.stop()
+
+
+def _mean_block(server: Server) -> float | None:
+    """Single-record requests per model call over the whole run (the
+    micro-batcher's counters on /metrics), or None where there are none."""
+    import urllib.request
+
+    if server.name != "gendetect serve":
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("gendetect_score_blocks_total", "gendetect_score_block_records_total"):
+            values[name] = float(value)
+    blocks = values.get("gendetect_score_blocks_total")
+    return round(values["gendetect_score_block_records_total"] / blocks, 2) if blocks else None
 
 
 def _setups(args: argparse.Namespace, uris: dict[str, str], work: Path
@@ -115,6 +138,8 @@ def _setups(args: argparse.Namespace, uris: dict[str, str], work: Path
     ]
     if args.before_src:
         out.insert(1, ("gendetect before, label-aware", {"uri": aware, "src": args.before_src}))
+        out.append(("gendetect before, unsupervised",
+                    {"uri": uris["unsupervised"], "src": args.before_src}))
     if args.thread_writer:
         out.insert(1, ("gendetect, label-aware, audit writer thread",
                        {"uri": aware, "env": {"GENDETECT_AUDIT_WRITER": "thread"}}))
@@ -153,10 +178,14 @@ def _reset(url: str) -> None:
 
 def _ratios(servers: dict[str, Any]) -> dict[str, float]:
     out = {}
-    ours = servers.get("gendetect, label-aware")
-    for other, key in (("mlflow models serve, label-aware", "vs_mlflow"),
-                       ("gendetect before, label-aware", "vs_before"),
-                       ("gendetect, label-aware, audit writer thread", "vs_thread_writer")):
+    for mine, other, key in (
+            ("gendetect, label-aware", "mlflow models serve, label-aware", "vs_mlflow"),
+            ("gendetect, label-aware", "gendetect before, label-aware", "vs_before"),
+            ("gendetect, unsupervised", "gendetect before, unsupervised",
+             "unsupervised_vs_before"),
+            ("gendetect, label-aware", "gendetect, label-aware, audit writer thread",
+             "vs_thread_writer")):
+        ours = servers.get(mine)
         if ours and other in servers:
             o, b = ours["c8"], servers[other]["c8"]
             out[f"{key}_rps"] = round(o["rps"] / b["rps"], 2)
@@ -189,8 +218,9 @@ def render(results: dict[str, Any]) -> str:
         f"HTTP parser {m['http_parser']}",
         "",
         "| run | req/s (8 conn) | p50 | p99 | p99.9 | errors | 1 conn: p50 | p99 | p99.9 "
-        "| server CPU ms/req | of it the serving process | req/s per core | cores busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU ms/req | of it the serving process | req/s per core | cores busy "
+        "| records per model call |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results["servers"].items():
         c8, c1 = r["c8"], r["c1"]
@@ -201,7 +231,8 @@ def render(results: dict[str, Any]) -> str:
             f"| {name} | {c8['rps']:.0f} | {c8['p50_ms']:.2f} | {c8['p99_ms']:.2f} | "
             f"{c8['p999_ms']:.2f} | {c8['errors'] + c1['errors']} | {c1['p50_ms']:.2f} | "
             f"{c1['p99_ms']:.2f} | {c1['p999_ms']:.2f} | {c8['server_cpu_ms_per_request']:.3f}"
-            f" | {leader} | {c8['rps_per_core']:.0f} | {c8['server_cores_busy']:.2f} |")
+            f" | {leader} | {c8['rps_per_core']:.0f} | {c8['server_cores_busy']:.2f} | "
+            f"{r.get('mean_block') or '-'} |")
     lines += ["", "Latencies in ms. Ratios: " + ", ".join(
         f"{k} {v:.2f}x" for k, v in results["ratios"].items()) + "."]
     t = results["target"]
@@ -217,7 +248,9 @@ def render(results: dict[str, Any]) -> str:
         "serving process alone (with one worker the process whose event loop answers: the "
         "one core that bounds one worker's throughput); req/s per core = 1000 / the total, "
         "the rate one dedicated core sustains; cores busy = server CPU seconds per wall "
-        "second. `vs_*_rps`: our req/s over theirs; `vs_*_p99*`: their latency "
+        "second; records per model call: single-record requests per block the "
+        "micro-batcher scored, over the whole run (both phases; '-': not counted, as before "
+        "it existed). `vs_*_rps`: our req/s over theirs; `vs_*_p99*`: their latency "
         "over ours.",
     ]
     return "\n".join(lines) + "\n"
