@@ -7,8 +7,10 @@ one (measured on the demo's label-aware GAN: about 2 ms for one record,
 3 ms for eight, on a loaded machine), and under load the records queue
 anyway while the loop is busy scoring. How it stays cheap at one connection:
 no timer and no waiting; a record submitted when nothing is queued schedules
-the flush with `call_soon`, so it is scored one loop turn later, together
-with whatever the other connections' requests submitted in that turn.
+the flush two loop turns later (`call_soon` twice: microseconds when the
+loop is idle), so it is scored together with whatever the other
+connections' requests submitted meanwhile, including those whose bytes the
+loop read in the next turn.
 
 What stays per request: validation, the fingerprint, the features (each
 record is previewed or recorded on its own, in submission order, exactly as
@@ -70,7 +72,10 @@ class MicroBatcher:
         self._pending.append(_Pending(served, record, fingerprint, record_now, future))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
+            # Two turns, not one: requests whose bytes the loop reads in the
+            # next turn (they arrived while the last block was scored) are
+            # started after this callback would run, and would miss the block.
+            loop.call_soon(loop.call_soon, self._flush)
         return await future
 
     def _flush(self) -> None:

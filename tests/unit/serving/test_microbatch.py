@@ -1,5 +1,5 @@
 """The micro-batcher's scheduling: records submitted in one loop turn are
-scored in one block (no timer: a lone record is scored one turn later),
+scored in one block (no timer: a lone record is scored two turns later),
 blocks are cut at the size limit and at a model change, and an error stays
 with the request it belongs to. The block function here is a plain
 recorder; the scoring itself is tested with the real service in
@@ -68,7 +68,7 @@ def test_a_lone_record_is_scored_without_waiting() -> None:
 
     (decision, preview), turns = asyncio.run(run())
     assert decision == {"d": 14} and preview is None
-    assert turns <= 2  # the next loop turn, no timer
+    assert turns <= 3  # two loop turns later, no timer
     assert block.calls == [("m", [7], False)]
 
 
