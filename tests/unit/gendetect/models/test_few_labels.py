@@ -128,3 +128,20 @@ def test_few_label_mode_weighs_the_unsupervised_score_at_least_one(tmp_path: Pat
     many = np.where(fraud == 1, 1, -1)
     assert (many == 1).sum() >= 20
     assert make_detector("vae", **FIT).fit(x, many).label_head_.unsupervised_weight_ is None
+
+
+def test_the_fraud_similarity_covers_up_to_a_hundred_frauds() -> None:
+    """60 confirmed frauds (10% of a handbook week's) keep the similarity
+    term; above PROTOTYPE_MAX_FRAUDS (100) the trees alone decide."""
+    from gendetect.label_aware import PROTOTYPE_MAX_FRAUDS
+
+    x, fraud = _data(3000, seed=5)
+    frauds = np.flatnonzero(fraud)
+    assert len(frauds) > PROTOTYPE_MAX_FRAUDS
+    some = np.full(len(x), -1)
+    some[frauds[:60]] = 1
+    head = make_detector("vae", **FIT).fit(x, some).label_head_
+    assert head.prototypes_ is not None and head.prototypes_.shape == (60, 5)
+    assert head.unsupervised_weight_ is None  # 60 frauds: not the few-label mode
+    every = np.where(fraud == 1, 1, -1)
+    assert make_detector("vae", **FIT).fit(x, every).label_head_.prototypes_ is None
