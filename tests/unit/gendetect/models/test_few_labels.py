@@ -99,3 +99,49 @@ def test_nearest_distance_matches_the_direct_computation() -> None:
     z, protos = rng.normal(size=(50, 7)), rng.normal(size=(4, 7))
     direct = np.sqrt(((z[:, None, :] - protos[None]) ** 2).sum(-1)).min(axis=1)
     assert np.allclose(nearest_distance(z, protos), direct)
+
+
+def test_few_label_mode_weighs_the_unsupervised_score_at_least_one(tmp_path: Path) -> None:
+    """Below 20 frauds the unsupervised score weighs FEW_LABEL_BLEND (1), not
+    `label_blend` (0.5); a bundle saved before that (no weight stored) keeps
+    `label_blend`."""
+    from gendetect.label_aware import FEW_LABEL_BLEND
+
+    x, fraud = _data(800, seed=4)
+    y = np.full(len(x), -1)
+    y[np.flatnonzero(fraud)[:5]] = 1
+    bundle = make_detector("vae", **FIT).fit(x, y)
+    head = bundle.label_head_
+    assert head.unsupervised_blend == FEW_LABEL_BLEND and head.blend == 0.5
+    ev = bundle.detector_.evidence(bundle.features(x))
+    with_one = head.scores(ev)
+    state = head.state()
+    assert state is not None and state.pop("unsupervised_weight") == FEW_LABEL_BLEND
+    old = type(head).from_state(state, min_frauds=1, blend=0.5, summary=head.summary_)
+    center, spread = head.unsupervised_center_spread_
+    unsupervised = (ev.score - center) / spread
+    np.testing.assert_allclose(with_one - old.scores(ev), 0.5 * unsupervised, atol=1e-12)
+    # Stored and read back: the loaded bundle scores the same.
+    loaded = FraudModelBundle.load(bundle.save(tmp_path / "b"))
+    assert np.array_equal(loaded.decision_function(x), bundle.decision_function(x))
+    # From 20 frauds `label_blend` is the weight.
+    many = np.where(fraud == 1, 1, -1)
+    assert (many == 1).sum() >= 20
+    assert make_detector("vae", **FIT).fit(x, many).label_head_.unsupervised_weight_ is None
+
+
+def test_the_fraud_similarity_covers_up_to_a_hundred_frauds() -> None:
+    """60 confirmed frauds (10% of a handbook week's) keep the similarity
+    term; above PROTOTYPE_MAX_FRAUDS (100) the trees alone decide."""
+    from gendetect.label_aware import PROTOTYPE_MAX_FRAUDS
+
+    x, fraud = _data(3000, seed=5)
+    frauds = np.flatnonzero(fraud)
+    assert len(frauds) > PROTOTYPE_MAX_FRAUDS
+    some = np.full(len(x), -1)
+    some[frauds[:60]] = 1
+    head = make_detector("vae", **FIT).fit(x, some).label_head_
+    assert head.prototypes_ is not None and head.prototypes_.shape == (60, 5)
+    assert head.unsupervised_weight_ is None  # 60 frauds: not the few-label mode
+    every = np.where(fraud == 1, 1, -1)
+    assert make_detector("vae", **FIT).fit(x, every).label_head_.prototypes_ is None
