@@ -202,6 +202,7 @@ class NeuralDetector:
             "recon_center_spread": list(self.recon_center_spread_),
             "score_center_spread": list(self.score_center_spread_),
             "score_power": self.score_power_,
+            **({"extra_score": extra} if (extra := self.network.extra_score_state()) else {}),
             "weights": buffer.getvalue(),
         }
 
@@ -213,6 +214,8 @@ class NeuralDetector:
         # weights_only: loading never executes code from the artifact.
         weights = torch.load(io.BytesIO(state["weights"]), weights_only=True, map_location="cpu")
         det.network.load_state_dict(weights)
+        # Older bundles (and networks without such statistics) have none.
+        det.network.load_extra_score_state(state.get("extra_score"))
         det.network.eval()
         det.feature_error_scale_ = np.asarray(state["feature_error_scale"], dtype=np.float64)
         det.disc_center_spread_ = tuple(state["disc_center_spread"])  # type: ignore[assignment]

@@ -99,9 +99,14 @@ class GAN(GenerativeModule):
         self.log_epoch("val_loss", loss, len(batch))
 
     def after_fit(self, x_train: np.ndarray, seed: int) -> None:
-        # The discriminator's last epochs (refine.py): only where it is read.
+        # The discriminator's last epochs (refine.py) and, with
+        # disc_score="features", its hidden features' training statistics:
+        # only where the score reads it.
         if self.reference_weight > 0:
             refine_discriminator(self.model, x_train, self.params, seed)
+            if self.params.disc_score == "features":
+                self.model.eval()
+                self.model.fit_feature_distance(torch.as_tensor(x_train, dtype=torch.float32))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         betas = (0.5, 0.9)  # the usual GAN momentum: less overshoot in the min-max game

@@ -11,6 +11,7 @@ from typing import ClassVar, Self
 from gendetect.models.components.params import NetworkParams
 
 REFERENCE_KINDS = ("gaussian", "noise", "marginals", "mix")
+DISC_SCORES = ("features", "verdict")
 # The discriminator's verdict settles within a few epochs; the later ones
 # refine the reconstruction, which score="discriminator" does not read
 # (handbook development week: 8 epochs scored as 20, README.md).
@@ -40,6 +41,10 @@ class GANParams(NetworkParams):
     # than its min_train_steps); None: DISC_MAX_STEPS where the score is the
     # discriminator alone, no limit otherwise.
     max_steps: int | None = None
+    # What the discriminator scores with: "features", the distance of its
+    # last hidden layer from the training rows' (after the refinement), or
+    # "verdict", its logit plus the reference's density term.
+    disc_score: str = "features"
 
     flat_prefix: ClassVar[str] = "gan_"
 
@@ -59,6 +64,8 @@ class GANParams(NetworkParams):
             raise ValueError("gan_max_steps must be >= 1 (or None)")
         if self.refine_epochs < 0 or self.refine_fake_weight < 0:
             raise ValueError("gan_refine_epochs and gan_refine_fake_weight must be >= 0")
+        if self.disc_score not in DISC_SCORES:
+            raise ValueError(f"gan_disc_score must be one of {DISC_SCORES}")
         if self.reference_kind not in REFERENCE_KINDS:
             raise ValueError(f"gan_reference_kind must be one of {REFERENCE_KINDS}")
 

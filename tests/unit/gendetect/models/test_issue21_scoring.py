@@ -136,3 +136,30 @@ def test_power_mean_pools_features_and_old_bundles_keep_the_plain_mean(tmp_path:
     assert np.array_equal(loaded.decision_function(x), plain.decision_function(x))
     again = FraudModelBundle.load(rms.save(tmp_path / "new"))
     assert np.array_equal(again.decision_function(x), rms.decision_function(x))
+
+
+def test_the_discriminators_features_score_and_older_verdict_bundles_still_load(
+    tmp_path: Path,
+) -> None:
+    x = _correlated(600, 0)
+    test = np.vstack([_correlated(200, 1), _outliers(20, 2)])
+    features = make_detector("gan", score="discriminator", **FIT).fit(x)
+    scores = features.decision_function(test)
+    assert roc_auc_score(np.r_[np.zeros(200), np.ones(20)], scores) > 0.9
+    path = features.save(tmp_path / "features")
+    (member,) = json.loads((path / "bundle.json").read_text())["members"]
+    assert len(member["extra_score"]["feature_center"]) == 32  # the last hidden layer
+    assert np.array_equal(FraudModelBundle.load(path).decision_function(test), scores)
+    # A bundle from before the feature distance scores by the verdict: its
+    # parameters lack gan_disc_score (the default is now "features") and
+    # its members carry no feature statistics.
+    verdict = make_detector("gan", score="discriminator", gan_disc_score="verdict", **FIT).fit(x)
+    path = verdict.save(tmp_path / "verdict")
+    manifest = json.loads((path / "bundle.json").read_text())
+    assert "extra_score" not in manifest["members"][0]
+    del manifest["params"]["gan_disc_score"]
+    (path / "bundle.json").write_text(json.dumps(manifest))
+    loaded = FraudModelBundle.load(path)
+    assert loaded.params.model_params("gan").disc_score == "features"
+    assert np.array_equal(loaded.decision_function(test), verdict.decision_function(test))
+    assert not np.allclose(verdict.decision_function(test), scores)
