@@ -54,6 +54,10 @@ class NeuralDetector:
     # Median and tail spread of the score on training rows: the ensemble's
     # and the label-aware blend's common scale.
     score_center_spread_: tuple[float, float] = (0.0, 1.0)
+    # The power of the mean over features (params.score_power), fixed at fit
+    # and kept in the bundle: a bundle saved before it existed pools with
+    # the plain mean (1) whatever the default has become since.
+    score_power_: float = 1.0
     training_: TrainingResult = field(default_factory=TrainingResult)
 
     def fit(self, x_train: np.ndarray, x_val: np.ndarray) -> NeuralDetector:
@@ -61,11 +65,19 @@ class NeuralDetector:
         from gendetect.models.training import fit_module
 
         torch.manual_seed(self.params.seed)
+        self.score_power_ = float(self.params.score_power)
         spec = get_model(self.kind)
-        module = spec.build_module(self.n_features, self.params.model_params(self.kind))
+        model_params = self.params.model_params(self.kind)
+        module = spec.build_module(self.n_features, model_params)
         self.network = module.model
         p = self.params
         batch_size, max_epochs, patience = training_schedule(len(x_train), p)
+        limit = model_params.max_train_steps
+        if limit is not None and p.max_epochs is None:
+            # The model's own step budget, never below the schedule's minimum.
+            steps_per_epoch = max(1, math.ceil(len(x_train) / batch_size))
+            budget = max(limit, p.min_train_steps)
+            max_epochs = min(max_epochs, max(1, math.ceil(budget / steps_per_epoch)))
         settings = TrainerSettings(
             max_epochs=max_epochs,
             batch_size=batch_size,
@@ -81,6 +93,7 @@ class NeuralDetector:
             settings.max_epochs = p.refit_epochs
             second = fit_module(module, x_train[keep], x_val, settings)
             self.training_ = _merge(self.training_, second)
+        module.after_fit(x_train, p.seed)
         self.score_center_spread_ = center_tail_spread(self._fit_score_statistics(x_train))
         return self
 
@@ -125,7 +138,7 @@ class NeuralDetector:
                 f"(the GAN); {self.kind!r} has none"
             )
         recon = top_mean(errors / self.feature_error_scale_, self.params.score_top_fraction,
-                         observed)
+                         observed, self.score_power_)
         center, spread = robust_center_spread(recon, axis=None)
         self.recon_center_spread_ = (float(center), float(spread))
 
@@ -158,7 +171,8 @@ class NeuralDetector:
         score averages over the observed cells only."""
         assert self.feature_error_scale_ is not None
         contributions = errors / self.feature_error_scale_
-        score = top_mean(contributions, self.params.score_top_fraction, observed)
+        score = top_mean(contributions, self.params.score_top_fraction, observed,
+                         self.score_power_)
         if disc is None:
             return score, contributions
         center, spread = self.disc_center_spread_
@@ -187,6 +201,8 @@ class NeuralDetector:
             "disc_center_spread": list(self.disc_center_spread_),
             "recon_center_spread": list(self.recon_center_spread_),
             "score_center_spread": list(self.score_center_spread_),
+            "score_power": self.score_power_,
+            **({"extra_score": extra} if (extra := self.network.extra_score_state()) else {}),
             "weights": buffer.getvalue(),
         }
 
@@ -198,12 +214,16 @@ class NeuralDetector:
         # weights_only: loading never executes code from the artifact.
         weights = torch.load(io.BytesIO(state["weights"]), weights_only=True, map_location="cpu")
         det.network.load_state_dict(weights)
+        # Older bundles (and networks without such statistics) have none.
+        det.network.load_extra_score_state(state.get("extra_score"))
         det.network.eval()
         det.feature_error_scale_ = np.asarray(state["feature_error_scale"], dtype=np.float64)
         det.disc_center_spread_ = tuple(state["disc_center_spread"])  # type: ignore[assignment]
         det.score_center_spread_ = tuple(state["score_center_spread"])  # type: ignore[assignment]
         # Bundles written before score="combined" existed lack it (and never use it).
         det.recon_center_spread_ = tuple(state.get("recon_center_spread", (0.0, 1.0)))  # type: ignore[assignment]
+        # Bundles written before score_power pool with the plain mean.
+        det.score_power_ = float(state.get("score_power", 1.0))
         return det
 
 
@@ -214,13 +234,21 @@ def observed_cells(x: np.ndarray) -> np.ndarray | None:
 
 
 def top_mean(
-    contributions: np.ndarray, fraction: float, observed: np.ndarray | None = None
+    contributions: np.ndarray,
+    fraction: float,
+    observed: np.ndarray | None = None,
+    power: float = 1.0,
 ) -> np.ndarray:
     """Per row, the mean of the largest ceil(fraction * d) contributions (a
     mean, not a sum: the scale does not depend on the feature count). With
     `observed`, d is the row's number of observed cells and only they count:
     a gap neither raises the score (it has no error) nor lowers it (it is
-    not averaged in as a perfect reconstruction)."""
+    not averaged in as a perfect reconstruction). With `power` p != 1, the
+    power mean (mean of c^p)^(1/p) of the same contributions (non-negative:
+    errors, shifted likelihoods; a negative one counts as 0)."""
+    if power != 1.0:
+        raised = np.maximum(contributions, 0.0) ** power
+        return top_mean(raised, fraction, observed) ** (1.0 / power)
     if observed is not None and not observed.all():
         return _observed_top_mean(contributions, fraction, observed)
     d = contributions.shape[1]

@@ -63,6 +63,10 @@ class DetectorSettings(Hardware):
     # the common scale; 0 turns it off. Why 0.5: models/README.md.
     tail_weight: float = 0.5
     score_top_fraction: float = 1.0
+    # A network's score is the power mean of its per-feature contributions
+    # (1: the plain mean; 2: the root mean square, where one feature far off
+    # counts more than several slightly off). Why: models/README.md.
+    score_power: float = 1.0
     refit_trim: float = 0.0
     refit_epochs: int = 5
     ensemble: tuple[str, ...] = ("vae", "vae_mse")
@@ -118,6 +122,8 @@ class DetectorSettings(Hardware):
             raise ValueError(f"tail_weight must be >= 0, got {self.tail_weight}")
         if not 0.0 < self.score_top_fraction <= 1.0:
             raise ValueError("score_top_fraction must be in (0, 1]")
+        if not 1.0 <= self.score_power <= 8.0:
+            raise ValueError(f"score_power must be in [1, 8], got {self.score_power}")
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
         if self.label_min_frauds < 1 or self.label_blend < 0 or self.label_genuine_weight < 1:

@@ -15,7 +15,8 @@ The detector core asks a network for two things:
   log-likelihoods on one scale across features (the detector then leaves them
   as they are) or plain errors that it divides by their typical size.
 - `extra_score(x)`: an optional per-record score beside the errors (the GAN's
-  discriminator), or None.
+  discriminator), or None; statistics it needs beyond the weights travel
+  through `extra_score_state` / `load_extra_score_state`.
 - `reconstruction(x)`: what the network expects x to be (scaled space, gaps
   imputed), or None for a network without one: the explanations' expected
   values (gendetect.detector.DetectorCore.expected).
@@ -45,3 +46,11 @@ class GenerativeNetwork(nn.Module):
 
     def reconstruction(self, x: torch.Tensor) -> torch.Tensor | None:
         return None
+
+    def extra_score_state(self) -> dict[str, list[float]] | None:
+        """Statistics fitted after training that extra_score reads besides
+        the weights (kept in the bundle beside them), or None."""
+        return None
+
+    def load_extra_score_state(self, state: dict[str, list[float]] | None) -> None:
+        """Restore what extra_score_state gave (None: a bundle without it)."""

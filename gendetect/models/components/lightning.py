@@ -3,6 +3,7 @@ around the model's plain torch network (base.GenerativeNetwork)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -23,3 +24,7 @@ class GenerativeModule(pl.LightningModule):
         early stopping and the best-epoch choice must agree on every rank (a
         no-op in a single process)."""
         self.log(name, value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+
+    def after_fit(self, x_train: np.ndarray, seed: int) -> None:
+        """Training done outside the Lightning loop once the fit has ended
+        (the best weights restored, on the CPU); nothing by default."""

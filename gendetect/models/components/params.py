@@ -61,6 +61,12 @@ class NetworkParams:
         model says, measured: gendetect/models/README.md "Input tails"."""
         return False
 
+    @property
+    def max_train_steps(self) -> int | None:
+        """Optimisation steps at most under the automatic schedule (None: the
+        schedule's epochs); a model that needs fewer says so."""
+        return None
+
     def for_score(self, score: str) -> Self:
         """These parameters for a detector scored by `score` (the GAN's
         discriminator is trained differently when the score uses it)."""

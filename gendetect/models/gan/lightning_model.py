@@ -12,6 +12,7 @@ available (feature_matching) but off: it moved the two seeds further apart.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +28,7 @@ from gendetect.models.gan.loss import (
     reconstruction_loss,
 )
 from gendetect.models.gan.params import GANParams
+from gendetect.models.gan.refine import refine_discriminator
 from gendetect.models.gan.torch_model import build_gan_network
 
 
@@ -95,6 +97,16 @@ class GAN(GenerativeModule):
         else:
             loss = reconstruction_loss(self.model, batch)
         self.log_epoch("val_loss", loss, len(batch))
+
+    def after_fit(self, x_train: np.ndarray, seed: int) -> None:
+        # The discriminator's last epochs (refine.py) and, with
+        # disc_score="features", its hidden features' training statistics:
+        # only where the score reads it.
+        if self.reference_weight > 0:
+            refine_discriminator(self.model, x_train, self.params, seed)
+            if self.params.disc_score == "features":
+                self.model.eval()
+                self.model.fit_feature_distance(torch.as_tensor(x_train, dtype=torch.float32))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         betas = (0.5, 0.9)  # the usual GAN momentum: less overshoot in the min-max game

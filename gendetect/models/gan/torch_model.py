@@ -37,6 +37,11 @@ class GANNetwork(GenerativeNetwork):
         # Standard deviation of the Gaussian reference the discriminator was
         # trained against (0: none); not a weight, so not in the state dict.
         self.reference_scale = reference_scale
+        # Mean and spread of the discriminator's hidden features on training
+        # rows (fit_feature_distance); None: the score is the verdict (and
+        # bundles saved before the feature distance existed stay so).
+        self.feature_center: torch.Tensor | None = None
+        self.feature_scale: torch.Tensor | None = None
         # Creation order fixes the random initialisation for a seed: keep it.
         self.generator = mlp([latent_dim, *reversed(hidden), n_features])
         self.encoder = mlp([n_features, *hidden, latent_dim])
@@ -70,8 +75,34 @@ class GANNetwork(GenerativeNetwork):
         return self.reconstruct(x)
 
     @torch.no_grad()
+    def fit_feature_distance(self, x_train: torch.Tensor) -> None:
+        """Score by the distance of the discriminator's last hidden layer
+        from its training mean, feature by feature in units of its training
+        spread, instead of by the verdict (why: models/README.md)."""
+        h = self.disc_body(fill_missing(x_train)[0]).double()
+        self.feature_center = h.mean(dim=0).float()
+        # A unit that never moved on training rows gets a small floor.
+        self.feature_scale = (h.std(dim=0) + 1e-6).float()
+
+    def extra_score_state(self) -> dict[str, list[float]] | None:
+        if self.feature_center is None or self.feature_scale is None:
+            return None
+        return {"feature_center": self.feature_center.tolist(),
+                "feature_scale": self.feature_scale.tolist()}
+
+    def load_extra_score_state(self, state: dict[str, list[float]] | None) -> None:
+        if state is None:
+            self.feature_center = self.feature_scale = None
+            return
+        self.feature_center = torch.tensor(state["feature_center"], dtype=torch.float32)
+        self.feature_scale = torch.tensor(state["feature_scale"], dtype=torch.float32)
+
+    @torch.no_grad()
     def extra_score(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The discriminator's verdict: higher = less like the training data.
+        """Higher = less like the training data: the discriminator's hidden
+        features' mean squared distance from their training mean (in units
+        of their training spread) once fit_feature_distance ran, else its
+        verdict.
 
         Trained against a Gaussian reference, the logit estimates log p_data
         - log p_ref (plus the generator's share); adding -log p_ref =
@@ -81,6 +112,9 @@ class GANNetwork(GenerativeNetwork):
         # Gaps imputed with the median: they move neither the verdict nor
         # the reference term below.
         x, _ = fill_missing(x)
+        if self.feature_center is not None and self.feature_scale is not None:
+            h = self.disc_body(x)
+            return ((h - self.feature_center) / self.feature_scale).pow(2).mean(dim=1)
         verdict = -self.discriminate(x)
         if self.reference_scale > 0:
             verdict = verdict + x.pow(2).sum(dim=1) / (2 * self.reference_scale**2)
