@@ -87,23 +87,25 @@ class MarginalTails:
                 _add_beyond(out, far, z, np.broadcast_to(curve.first, z.shape),
                             np.broadcast_to(curve.last, z.shape))
             return out
-        # Many rows: column by column, contiguous (one search and three
+        # Many rows: column by column, contiguous (a bucket lookup and three
         # takes per column; 2-D fancy indexing over (n, d) costs more).
         zt = np.ascontiguousarray(z.T)
         out = np.empty_like(zt)
         for j in range(len(zt)):
             v = zt[j]
-            # side="right": the segment k holds curve[k - 1] <= v < curve[k];
-            # NaN sorts last (segment 2 GRID).
-            seg = np.searchsorted(curve.xp[j], v, side="right")
-            out[j] = _segment_terms(seg, v, curve.c0[j], curve.c1[j], curve.a[j])
             first, last = curve.first[j], curve.last[j]
-            # Past the training extremes is rare: two reductions decide
-            # whether the column needs the elementwise check at all
-            # (fmax/fmin skip NaN, a gap is never beyond).
-            if np.fmin.reduce(v) < first or np.fmax.reduce(v) > last:
-                far = (v < first) | (v > last)
-                _add_beyond(out[j], far, v, first, last)
+            # Two reductions (NaN propagates through min) decide whether the
+            # column needs the clipped lookup and the log1p past the
+            # training extremes: both rare.
+            low, high = v.min(), v.max()
+            inside = bool(low >= first and high <= last)  # False with a NaN
+            seg = curve.buckets[j].segments(v, inside, curve.xp[j])
+            out[j] = _segment_terms(seg, v, curve.c0[j], curve.c1[j], curve.a[j])
+            if not inside:
+                with np.errstate(invalid="ignore"):  # NaN (a gap) is never beyond
+                    far = (v < first) | (v > last)
+                if far.any():
+                    _add_beyond(out[j], far, v, first, last)
         return out.T
 
     def _curve(self) -> _Curve:
@@ -174,6 +176,7 @@ class _Curve(NamedTuple):
     a: np.ndarray  # (d, 2 GRID + 1) the segment's start
     first: np.ndarray  # (d,) the training extremes: the curve's ends
     last: np.ndarray
+    buckets: list[_Buckets]  # per column: the many-rows path's segment lookup
 
 
 def _segment_table(xp: np.ndarray, fp: np.ndarray) -> _Curve:
@@ -194,7 +197,92 @@ def _segment_table(xp: np.ndarray, fp: np.ndarray) -> _Curve:
     dx, df = np.diff(xp, axis=1), np.diff(fp, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         c1[:, 1:g] = np.where(dx > 0.0, -df / dx, 0.0)
-    return _Curve(xp, c0, c1, a, xp[:, 0].copy(), xp[:, -1].copy())
+    return _Curve(xp, c0, c1, a, xp[:, 0].copy(), xp[:, -1].copy(),
+                  [_Buckets.of(row) for row in xp])
+
+
+# Bucket counts tried for a column's lookup, smallest first: the first
+# whose buckets hold at most one distinct curve point each is kept (small
+# tables stay in the CPU's cache); else the last, with a search for the
+# values that fall in a bucket holding several.
+_BUCKETS = (256, 1024, 4096)
+
+
+@dataclass
+class _Buckets:
+    """A column's segment lookup for many rows: np.searchsorted on the
+    curve costs ~50 ns a value (a branchy binary search); here a value's
+    bucket is its position on a uniform grid over the curve's range (two
+    arithmetic passes), and one comparison with the bucket's curve point
+    picks the segment. Exact, not approximate: the bucket is a monotone
+    function of the value computed with the same operations for the curve
+    points and the values, so points of lower buckets are <= every value
+    in a bucket, points of higher ones > it; only a bucket's own point needs
+    the comparison. A bucket with several distinct points is marked and
+    its values searched."""
+
+    count: int  # buckets 0 .. count (the last holds the curve's end)
+    origin: float  # the curve's first point
+    inv_width: float  # buckets per robust unit
+    point: np.ndarray  # (count + 1,) the bucket's curve point; inf for none
+    # (2 (count + 1),) the segment below / at or above the bucket's point
+    segment: np.ndarray
+    ambiguous: np.ndarray | None  # (count + 1,) bool: several distinct points
+
+    @classmethod
+    def of(cls, xp: np.ndarray) -> _Buckets:
+        origin, span = float(xp[0]), float(xp[-1] - xp[0])
+        for count in _BUCKETS:
+            # A single-valued curve (or one too narrow to divide): every
+            # point in bucket 0, values past it clipped to either end.
+            inv_width = count / span if span > 0.0 else 1.0
+            if not math.isfinite(inv_width):
+                inv_width = 1.0
+            table = cls(count, origin, inv_width, np.empty(0), np.empty(0), None)
+            at = table.bucket(xp, inside=True)
+            ids = np.arange(count + 1)
+            start = np.searchsorted(at, ids, side="left")
+            stop = np.searchsorted(at, ids, side="right")
+            # Curve points are sorted: equal ones are neighbours, in one bucket.
+            new_value = np.r_[True, xp[1:] != xp[:-1]]
+            distinct = np.bincount(at, weights=new_value, minlength=count + 1)
+            point = np.where(stop > start, xp[np.minimum(start, len(xp) - 1)], np.inf)
+            ambiguous = distinct > 1
+            point[ambiguous] = np.inf
+            table.point = point
+            table.segment = np.column_stack([start, stop]).ravel().astype(np.intp)
+            table.ambiguous = ambiguous if ambiguous.any() else None
+            if table.ambiguous is None:
+                break
+        return table
+
+    def bucket(self, v: np.ndarray, inside: bool) -> np.ndarray:
+        """Each value's bucket. `inside`: every value is within the curve's
+        range (and none is NaN), so no clipping is needed; else values
+        beyond go to the end buckets and NaN to the last (where it compares
+        False and its term is NaN -> 0)."""
+        u = np.subtract(v, self.origin)
+        u *= self.inv_width
+        if not inside:
+            np.fmin(u, float(self.count), out=u)  # fmin/fmax: NaN -> count
+            np.fmax(u, 0.0, out=u)
+        return u.astype(np.intp)
+
+    def segments(self, v: np.ndarray, inside: bool, xp: np.ndarray) -> np.ndarray:
+        """The segment of each value on the curve `xp`, as
+        np.searchsorted(xp, v, side="right") gives it; a NaN's is the last
+        bucket's (any segment does: its term is NaN -> 0 in each)."""
+        at = self.bucket(v, inside)
+        half = v >= self.point.take(at)
+        at += at
+        at += half
+        seg = self.segment.take(at)
+        if self.ambiguous is not None:
+            # `at` is 2 bucket + half: the bucket again by a shift.
+            several = np.flatnonzero(self.ambiguous.take(at >> 1))
+            if len(several):
+                seg[several] = np.searchsorted(xp, v[several], side="right")
+        return seg
 
 
 def _segment_terms(seg: np.ndarray, z: np.ndarray, c0: np.ndarray, c1: np.ndarray,

@@ -153,3 +153,31 @@ def test_the_segment_lookup_matches_the_documented_formula() -> None:
     assert (many[np.isnan(probe)] == 0.0).all()
     one = np.vstack([tails.contributions(probe[i : i + 1]) for i in range(len(probe))])
     np.testing.assert_array_equal(one, many)
+
+
+def test_the_bucket_lookup_finds_the_segment_searchsorted_finds() -> None:
+    """The many-rows path's segment lookup is exact: the same segment as a
+    binary search, inside the range (no clipping), past both ends, at
+    every curve point and next to it, and where near-ties put
+    several distinct points in one bucket (those values are searched)."""
+    from gendetect.features.tails import _Buckets
+
+    rng = np.random.default_rng(5)
+    curves = [
+        np.sort(rng.normal(size=128)),
+        np.sort(np.r_[np.zeros(60), np.ones(60), rng.normal(size=8)]),  # point masses
+        np.sort(np.r_[rng.normal(size=120), 1.0 + np.arange(8) * 1e-9]),  # near-ties
+        np.full(128, 3.0),  # a single value
+    ]
+    for xp in curves:
+        table = _Buckets.of(xp)
+        at_points = np.r_[xp, np.nextafter(xp, np.inf), np.nextafter(xp, -np.inf)]
+        inside = np.clip(np.r_[rng.uniform(xp[0], xp[-1], size=5000), at_points], xp[0], xp[-1])
+        np.testing.assert_array_equal(table.segments(inside, True, xp),
+                                      np.searchsorted(xp, inside, side="right"))
+        anywhere = np.r_[rng.normal(scale=5.0, size=5000), at_points, -np.inf, np.inf]
+        np.testing.assert_array_equal(table.segments(anywhere, False, xp),
+                                      np.searchsorted(xp, anywhere, side="right"))
+        # A gap gets some segment (its term is NaN -> 0 in every one).
+        assert 0 <= table.segments(np.r_[np.nan, 0.0], False, xp)[0] <= len(xp)
+    assert _Buckets.of(curves[2]).ambiguous is not None  # the search fallback ran
