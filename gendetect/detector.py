@@ -112,7 +112,12 @@ class DetectorCore:
         # Each member reads the input with its own tail limits (the NLL VAE
         # and the GAN the wide ones); the evidence's z is the default one.
         wide = [self._reads_wide_input(m.kind) for m in self.members]
-        scaled = self.scaler.transforms(x, [False, *wide])
+        tails = self.tails if self.params.tail_weight > 0 else None
+        # The tail term reads the standardised, uncompressed values: one
+        # standardisation for it and the networks' inputs.
+        standardised = self.scaler.standardise(x) if tails is not None else None
+        scaled = (self.scaler.transforms(x, [False, *wide]) if standardised is None
+                  else self.scaler.compressed(standardised, [False, *wide]))
         z = scaled[False]
         inputs = {w: torch.as_tensor(scaled[w], dtype=torch.float32) for w in set(wide)}
         observed = observed_cells(z)
@@ -121,7 +126,6 @@ class DetectorCore:
         disc = self.params.uses_discriminator
         parts = [m.score_from(*m.raw_outputs(inputs[w], with_discriminator=disc), observed)
                  for m, w in zip(self.members, wide, strict=True)]
-        tails = self.tails if self.params.tail_weight > 0 else None
         if len(parts) == 1 and tails is None:
             (s, contrib), member = parts[0], self.members[0]
             center, spread = member.score_center_spread_
@@ -136,7 +140,8 @@ class DetectorCore:
             score += weight * scaled[-1]
             contributions += weight * contrib / spread
         if tails is not None:
-            terms = tails.contributions(self.scaler.standardise(x))
+            assert standardised is not None
+            terms = tails.contributions(standardised)
             center, spread = tails.center_spread
             weight = self.params.tail_weight
             score += weight * (terms.sum(axis=1) - center) / spread

@@ -142,6 +142,11 @@ class RobustScaler:
         return {w: self._compress(z if i == len(wanted) - 1 else z.copy(), w)
                 for i, w in enumerate(wanted)}
 
+    def compressed(self, z: np.ndarray, wide: Iterable[bool]) -> dict[bool, np.ndarray]:
+        """`transforms` from standardised values `z` (left as they are): for
+        a caller that needs them too (the tail term) and standardises once."""
+        return {w: self._compress(z.copy(), w) for w in sorted(set(wide))}
+
     def _compress(self, z: np.ndarray, wide: bool) -> np.ndarray:
         # In place, and the logarithm only where a value exceeds its limit
         # (a few percent of the entries): the same values as the whole-array
