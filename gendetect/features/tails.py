@@ -302,8 +302,10 @@ def _add_beyond(out: np.ndarray, far: np.ndarray, z: np.ndarray, first: Any,
                 last: Any) -> None:
     """Beyond the training extremes (`far`): plus log1p of the distance past
     them, so a new extreme still ranks above the training's most extreme
-    value. In place, on the marked elements only (rare)."""
-    v = z[far]
-    lo = first if np.ndim(first) == 0 else first[far]
-    hi = last if np.ndim(last) == 0 else last[far]
-    out[far] += np.log1p(np.maximum(lo - v, v - hi))
+    value. In place, on the marked elements only (rare): their positions
+    found once (three boolean-mask scans of the block cost more)."""
+    at = np.nonzero(far)
+    v = z[at]
+    lo = first if np.ndim(first) == 0 else first[at]
+    hi = last if np.ndim(last) == 0 else last[at]
+    out[at] += np.log1p(np.maximum(lo - v, v - hi))
