@@ -113,11 +113,11 @@ class DetectorCore:
         # and the GAN the wide ones); the evidence's z is the default one.
         wide = [self._reads_wide_input(m.kind) for m in self.members]
         tails = self.tails if self.params.tail_weight > 0 else None
-        # The tail term reads the standardised, uncompressed values: one
-        # standardisation for it and the networks' inputs.
-        standardised = self.scaler.standardise(x) if tails is not None else None
-        scaled = (self.scaler.transforms(x, [False, *wide]) if standardised is None
-                  else self.scaler.compressed(standardised, [False, *wide]))
+        # The tail term reads the standardised, uncompressed values, before
+        # the compression consumes them: one standardisation for both.
+        standardised = self.scaler.standardise(x)
+        terms = tails.contributions(standardised) if tails is not None else None
+        scaled = self.scaler.compressed(standardised, [False, *wide])
         z = scaled[False]
         inputs = {w: torch.as_tensor(scaled[w], dtype=torch.float32) for w in set(wide)}
         observed = observed_cells(z)
@@ -148,8 +148,7 @@ class DetectorCore:
                 contributions += part
         assert score is not None and contributions is not None
         if tails is not None:
-            assert standardised is not None
-            terms = tails.contributions(standardised)
+            assert terms is not None
             center, spread = tails.center_spread
             weight = self.params.tail_weight
             score += weight * (terms.sum(axis=1) - center) / spread
