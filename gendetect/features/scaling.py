@@ -137,7 +137,12 @@ class RobustScaler:
 
     def transforms(self, x: np.ndarray, wide: Iterable[bool]) -> dict[bool, np.ndarray]:
         """`transform(x, wide=w)` for each w, standardising once."""
-        z = self.standardise(x)
+        return self.compressed(self.standardise(x), wide)
+
+    def compressed(self, z: np.ndarray, wide: Iterable[bool]) -> dict[bool, np.ndarray]:
+        """`transforms` from standardised values `z`, which it consumes (the
+        last variant is compressed in place): a caller that reads them too
+        (the tail term) does so first, and standardises once."""
         wanted = sorted(set(wide))
         return {w: self._compress(z if i == len(wanted) - 1 else z.copy(), w)
                 for i, w in enumerate(wanted)}
@@ -146,12 +151,16 @@ class RobustScaler:
         # In place, and the logarithm only where a value exceeds its limit
         # (a few percent of the entries): the same values as the whole-array
         # formula at a fraction of the cost on large batches.
-        limit = np.broadcast_to(self.limits(wide), z.shape)
+        # The positions beyond are found once (np.nonzero) and the limits
+        # taken by column: boolean masks of the block would be scanned
+        # three times more.
+        limit = self.limits(wide)
         with np.errstate(invalid="ignore"):  # NaN (a gap) is never beyond
             beyond = np.abs(z) > limit
         if beyond.any():
-            far, lim = z[beyond], limit[beyond]
-            z[beyond] = np.sign(far) * (lim + np.log1p(np.abs(far) - lim))
+            at = np.nonzero(beyond)
+            far, lim = z[at], limit[at[-1]]
+            z[at] = np.sign(far) * (lim + np.log1p(np.abs(far) - lim))
         return z
 
     def fit_transform(self, x: np.ndarray) -> np.ndarray:

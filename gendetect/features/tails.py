@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class MarginalTails:
     center_spread: tuple[float, float] = (0.0, 1.0)
     # Both sides as one curve and its log tail probabilities (_curve):
     # derived from the grid, built on first use.
-    _curve_: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
+    _curve_: _Curve | None = field(default=None, repr=False,
                                                            compare=False)
 
     def fit(self, z: np.ndarray) -> MarginalTails:
@@ -70,37 +70,59 @@ class MarginalTails:
         if self.tail_probs_ is None or self.lower_ is None or self.upper_ is None:
             raise RuntimeError("MarginalTails is not fitted")
         z = np.asarray(z, dtype=np.float64)
-        xp, fp = self._curve()
+        curve = self._curve()
+        segments = curve.c0.shape[1]
         if len(z) <= _SMALL_ROWS:
             # A few rows (an API call): one broadcast comparison with every
-            # grid point beats a search per column; the same formulas after.
-            with np.errstate(invalid="ignore"):  # NaN compares False: a gap
-                count = np.count_nonzero(xp[None] <= z[:, :, None], axis=2)
-            cols = np.arange(z.shape[1])
-            return _terms(count, z, lambda i: xp[cols, i], lambda i: fp[cols, i],
-                          xp[:, 0], xp[:, -1])
-        # Many rows: column by column, contiguous (a search and four takes
-        # per column; 2-D fancy indexing over (n, d) cost three times more).
+            # curve point beats a search per column (NaN compares False:
+            # segment 0, whose term is NaN -> 0 like segment 2 GRID's); the
+            # same elementwise formula after.
+            with np.errstate(invalid="ignore"):
+                seg = np.count_nonzero(curve.xp[None] <= z[:, :, None], axis=2)
+            flat = seg + np.arange(z.shape[1]) * segments
+            out = _segment_terms(flat, z, curve.c0.ravel(), curve.c1.ravel(), curve.a.ravel())
+            with np.errstate(invalid="ignore"):  # NaN (a gap) is never beyond
+                far = (z < curve.first) | (z > curve.last)
+            if far.any():
+                _add_beyond(out, far, z, np.broadcast_to(curve.first, z.shape),
+                            np.broadcast_to(curve.last, z.shape))
+            return out
+        # Many rows: column by column, contiguous (a bucket lookup and three
+        # takes per column; 2-D fancy indexing over (n, d) costs more).
         zt = np.ascontiguousarray(z.T)
         out = np.empty_like(zt)
         for j in range(len(zt)):
-            v, xj, fj = zt[j], xp[j], fp[j]
-            count = np.searchsorted(xj, v, side="right")
-            out[j] = _terms(count, v, xj.take, fj.take, xj[0], xj[-1])
+            v = zt[j]
+            first, last = curve.first[j], curve.last[j]
+            # Two reductions (NaN propagates through min) decide whether the
+            # column needs the clipped lookup and the log1p past the
+            # training extremes: both rare.
+            low, high = v.min(), v.max()
+            inside = bool(low >= first and high <= last)  # False with a NaN
+            seg = curve.buckets[j].segments(v, inside, curve.xp[j])
+            out[j] = _segment_terms(seg, v, curve.c0[j], curve.c1[j], curve.a[j])
+            if not inside:
+                with np.errstate(invalid="ignore"):  # NaN (a gap) is never beyond
+                    far = (v < first) | (v > last)
+                if far.any():
+                    _add_beyond(out[j], far, v, first, last)
         return out.T
 
-    def _curve(self) -> tuple[np.ndarray, np.ndarray]:
+    def _curve(self) -> _Curve:
         """Both sides as one non-decreasing curve per column (d, 2 GRID):
         the lower quantiles up to the median, then the upper ones from the
         median out, with their log tail probabilities (ties merged,
         _run_log_probs). Below the median the lower side is the rarer one,
-        above it the upper: one search per value instead of two."""
+        above it the upper: one search per value instead of two. From it,
+        per segment between curve points, the term's linear piece
+        (_segment_table). Derived from the grid, built on first use, not
+        saved."""
         if self._curve_ is None:
             assert self.lower_ is not None and self.upper_ is not None
             xp = np.concatenate([self.lower_, self.upper_[::-1]], axis=0).T
             fp = np.concatenate([self._run_log_probs(self.lower_),
                                  self._run_log_probs(self.upper_)[::-1]], axis=0).T
-            self._curve_ = np.ascontiguousarray(xp), np.ascontiguousarray(fp)
+            self._curve_ = _segment_table(np.ascontiguousarray(xp), np.ascontiguousarray(fp))
         return self._curve_
 
     def _run_log_probs(self, grid: np.ndarray) -> np.ndarray:
@@ -143,31 +165,147 @@ class MarginalTails:
 
 
 
-def _terms(count: np.ndarray, z: np.ndarray, grid_at: Any, log_p_at: Any,
-           first: Any, last_point: Any) -> np.ndarray:
-    """The tail term from each value's position on its column's curve
-    (`count` = how many curve points lie at or before it): -log(2 t), with
-    log t linear in the value between two curve points (continuous, so
-    that values equal to 1e-12 score equal to 1e-12), the outermost curve
-    point's probability beyond either end, plus log1p of the distance past
-    the training extremes; 0 at a gap. Elementwise, so the broadcast and
-    the column-by-column paths give the same bits."""
-    last = 2 * GRID - 1
-    at = np.clip(count - 1, 0, last)
-    nxt = np.clip(count, 0, last)
-    a = grid_at(at)
-    # Inside the curve a <= z < b (count's definition), so b > a and the
-    # fraction is in [0, 1); at either end (at == nxt) it is 0.
-    inside = (count > 0) & (count <= last)
+class _Curve(NamedTuple):
+    """A fitted MarginalTails' curve (d columns, 2 GRID points each) and the
+    term's linear piece on each of its 2 GRID + 1 segments (segment k: from
+    curve point k - 1 to point k; 0 and 2 GRID are the open ends)."""
+
+    xp: np.ndarray  # (d, 2 GRID) curve points, non-decreasing
+    c0: np.ndarray  # (d, 2 GRID + 1) the term at the segment's start
+    c1: np.ndarray  # (d, 2 GRID + 1) its slope along the segment
+    a: np.ndarray  # (d, 2 GRID + 1) the segment's start
+    first: np.ndarray  # (d,) the training extremes: the curve's ends
+    last: np.ndarray
+    buckets: list[_Buckets]  # per column: the many-rows path's segment lookup
+
+
+def _segment_table(xp: np.ndarray, fp: np.ndarray) -> _Curve:
+    """The tail term -log(2 t) with log t linear in the value between two
+    curve points (continuous, so that values equal to 1e-12 score equal to
+    1e-12) and the outermost point's probability beyond either end, as one
+    linear piece per segment: c0 + c1 * (z - a), clipped at 0 by the
+    caller. Inside a run of tied points (equal log probabilities) the slope
+    is 0; an empty segment (two equal points) is never looked up."""
+    d, g = xp.shape
+    c0 = np.empty((d, g + 1))
+    c1 = np.zeros((d, g + 1))
+    a = np.empty((d, g + 1))
+    c0[:, 1:] = -math.log(2.0) - fp
+    c0[:, 0] = c0[:, 1]  # below the first point: its probability
+    a[:, 1:] = xp
+    a[:, 0] = xp[:, 0]
+    dx, df = np.diff(xp, axis=1), np.diff(fp, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        frac = (z - a) / (grid_at(nxt) - a)
-    frac[~inside] = 0.0
-    lo = log_p_at(at)
-    log_t = lo + frac * (log_p_at(nxt) - lo)
-    term = np.fmax(-math.log(2.0) - log_t, 0.0)
-    with np.errstate(invalid="ignore"):
-        beyond = np.maximum(first - z, z - last_point)
-    far = beyond > 0.0  # rare: past the training extremes
-    if far.any():
-        term[far] += np.log1p(beyond[far])
-    return np.where(np.isnan(z), 0.0, term)
+        c1[:, 1:g] = np.where(dx > 0.0, -df / dx, 0.0)
+    return _Curve(xp, c0, c1, a, xp[:, 0].copy(), xp[:, -1].copy(),
+                  [_Buckets.of(row) for row in xp])
+
+
+# Bucket counts tried for a column's lookup, smallest first: the first
+# whose buckets hold at most one distinct curve point each is kept (small
+# tables stay in the CPU's cache); else the last, with a search for the
+# values that fall in a bucket holding several.
+_BUCKETS = (256, 1024, 4096)
+
+
+@dataclass
+class _Buckets:
+    """A column's segment lookup for many rows: np.searchsorted on the
+    curve costs ~50 ns a value (a branchy binary search); here a value's
+    bucket is its position on a uniform grid over the curve's range (two
+    arithmetic passes), and one comparison with the bucket's curve point
+    picks the segment. Exact, not approximate: the bucket is a monotone
+    function of the value computed with the same operations for the curve
+    points and the values, so points of lower buckets are <= every value
+    in a bucket, points of higher ones > it; only a bucket's own point needs
+    the comparison. A bucket with several distinct points is marked and
+    its values searched."""
+
+    count: int  # buckets 0 .. count (the last holds the curve's end)
+    origin: float  # the curve's first point
+    inv_width: float  # buckets per robust unit
+    point: np.ndarray  # (count + 1,) the bucket's curve point; inf for none
+    # (2 (count + 1),) the segment below / at or above the bucket's point
+    segment: np.ndarray
+    ambiguous: np.ndarray | None  # (count + 1,) bool: several distinct points
+
+    @classmethod
+    def of(cls, xp: np.ndarray) -> _Buckets:
+        origin, span = float(xp[0]), float(xp[-1] - xp[0])
+        for count in _BUCKETS:
+            # A single-valued curve (or one too narrow to divide): every
+            # point in bucket 0, values past it clipped to either end.
+            inv_width = count / span if span > 0.0 else 1.0
+            if not math.isfinite(inv_width):
+                inv_width = 1.0
+            table = cls(count, origin, inv_width, np.empty(0), np.empty(0), None)
+            at = table.bucket(xp, inside=True)
+            ids = np.arange(count + 1)
+            start = np.searchsorted(at, ids, side="left")
+            stop = np.searchsorted(at, ids, side="right")
+            # Curve points are sorted: equal ones are neighbours, in one bucket.
+            new_value = np.r_[True, xp[1:] != xp[:-1]]
+            distinct = np.bincount(at, weights=new_value, minlength=count + 1)
+            point = np.where(stop > start, xp[np.minimum(start, len(xp) - 1)], np.inf)
+            ambiguous = distinct > 1
+            point[ambiguous] = np.inf
+            table.point = point
+            table.segment = np.column_stack([start, stop]).ravel().astype(np.intp)
+            table.ambiguous = ambiguous if ambiguous.any() else None
+            if table.ambiguous is None:
+                break
+        return table
+
+    def bucket(self, v: np.ndarray, inside: bool) -> np.ndarray:
+        """Each value's bucket. `inside`: every value is within the curve's
+        range (and none is NaN), so no clipping is needed; else values
+        beyond go to the end buckets and NaN to the last (where it compares
+        False and its term is NaN -> 0)."""
+        u = np.subtract(v, self.origin)
+        u *= self.inv_width
+        if not inside:
+            np.fmin(u, float(self.count), out=u)  # fmin/fmax: NaN -> count
+            np.fmax(u, 0.0, out=u)
+        return u.astype(np.intp)
+
+    def segments(self, v: np.ndarray, inside: bool, xp: np.ndarray) -> np.ndarray:
+        """The segment of each value on the curve `xp`, as
+        np.searchsorted(xp, v, side="right") gives it; a NaN's is the last
+        bucket's (any segment does: its term is NaN -> 0 in each)."""
+        at = self.bucket(v, inside)
+        half = v >= self.point.take(at)
+        at += at
+        at += half
+        seg = self.segment.take(at)
+        if self.ambiguous is not None:
+            # `at` is 2 bucket + half: the bucket again by a shift.
+            several = np.flatnonzero(self.ambiguous.take(at >> 1))
+            if len(several):
+                seg[several] = np.searchsorted(xp, v[several], side="right")
+        return seg
+
+
+def _segment_terms(seg: np.ndarray, z: np.ndarray, c0: np.ndarray, c1: np.ndarray,
+                   a: np.ndarray) -> np.ndarray:
+    """The term of each value `z` on its segment `seg` (an index into the
+    flat tables): fmax(c0 + c1 * (z - a), 0); NaN (a gap) -> 0, as fmax
+    drops NaN. Elementwise, so the broadcast and the column-by-column paths
+    give the same bits."""
+    start = a.take(seg)
+    np.subtract(z, start, out=start)
+    start *= c1.take(seg)
+    start += c0.take(seg)
+    return np.fmax(start, 0.0, out=start)
+
+
+def _add_beyond(out: np.ndarray, far: np.ndarray, z: np.ndarray, first: Any,
+                last: Any) -> None:
+    """Beyond the training extremes (`far`): plus log1p of the distance past
+    them, so a new extreme still ranks above the training's most extreme
+    value. In place, on the marked elements only (rare): their positions
+    found once (three boolean-mask scans of the block cost more)."""
+    at = np.nonzero(far)
+    v = z[at]
+    lo = first if np.ndim(first) == 0 else first[at]
+    hi = last if np.ndim(last) == 0 else last[at]
+    out[at] += np.log1p(np.maximum(lo - v, v - hi))

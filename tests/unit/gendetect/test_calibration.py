@@ -112,3 +112,20 @@ def test_ties_at_the_floor() -> None:
     risk = cal.risk(np.sort(reference))
     assert (np.diff(risk) >= 0).all()
     assert risk[0] <= 0.99 + 1e-3
+
+
+def test_a_batch_gets_each_scores_own_risk() -> None:
+    """Many scores are interpolated in sorted order: each risk is the one
+    np.interp gives that score alone (the same bits), with ties in the
+    reference, scores at its quantiles, beyond both ends and NaN."""
+    rng = np.random.default_rng(4)
+    reference = np.r_[rng.exponential(size=3000), np.zeros(500), np.full(200, 2.0)]
+    cal = EmpiricalCalibrator().fit(reference)
+    assert cal.quantiles_ is not None
+    scores = np.r_[rng.normal(1.0, 2.0, size=20_000), cal.quantiles_, -5.0, 1e9, np.nan]
+    rng.shuffle(scores)
+    batch = cal.risk(scores)
+    one_by_one = np.array([cal.risk(np.array([s]))[0] for s in scores])
+    np.testing.assert_array_equal(batch, one_by_one)
+    levels = np.linspace(0.0, 1.0, len(cal.quantiles_))
+    np.testing.assert_array_equal(batch, np.interp(scores, cal.quantiles_, levels, 0.0, 1.0))
