@@ -22,9 +22,11 @@ Writes batch_scoring.json and batch_scoring.md to --out.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -146,6 +148,31 @@ def measure(bundle_dir: Path, raw_file: Path, given_file: Path, work: Path, repe
     return out
 
 
+def readable_bundle(bundle_dir: Path, work: Path) -> tuple[Path, list[str]]:
+    """The bundle as the running code reads it. A bundle saves every
+    parameter, and code from before a parameter existed refuses the name;
+    for --before-src, a copy without the parameters that code does not know
+    (reported with the figures: they must be ones the measured model does not
+    read, such as the discriminator score's settings of a reconstruction-scored
+    GAN, else the comparison is not of the same model)."""
+    from gendetect.params import DetectorParams
+
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    try:
+        DetectorParams.from_dict(dict(manifest["params"]))
+        return bundle_dir, []
+    except ValueError as exc:
+        message = str(exc)
+        if "unknown detector parameter" not in message:
+            raise
+    names = ast.literal_eval(message.split(": ", 1)[1])
+    copy = work / "readable_bundle"
+    shutil.copytree(bundle_dir, copy)
+    manifest["params"] = {k: v for k, v in manifest["params"].items() if k not in names}
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    return copy, sorted(names)
+
+
 def measure_before(src: Path, args: list[str]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "GENDETECT_BENCH_SRC": str(src),
            "OMP_NUM_THREADS": "1"}
@@ -243,6 +270,11 @@ def write(result: dict[str, Any], out_dir: Path) -> Path:
         cells += [rates(runs[m])[stage] / rates(runs[f"before_{m}"])[stage]
                   for m in MODELS if f"before_{m}" in runs]
         lines.append(f"| {label} | " + " | ".join(f"x{c:.2f}" for c in cells) + " |")
+    dropped = sorted({n for m in MODELS for n in runs.get(f"before_{m}", {}).get(
+        "dropped_params", [])})
+    if dropped:
+        lines += ["", f"The code in {result['before_src']} read the bundles without the "
+                  f"parameters it does not know: {', '.join(dropped)}."]
     if "spark" in result:
         s = result["spark"]
         lines += ["", f"Spark, local[2], the whole handbook file ({s['rows']:,} rows), "
@@ -283,8 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.measure is not None:  # --before-src's subprocess
         bundle_dir, raw, given, work, repeats = args.measure
-        print(json.dumps(measure(Path(bundle_dir), Path(raw), Path(given), Path(work),
-                                 int(repeats))))
+        readable, dropped = readable_bundle(Path(bundle_dir), Path(work))
+        out = measure(readable, Path(raw), Path(given), Path(work), int(repeats))
+        print(json.dumps({**out, "dropped_params": dropped}))
         return 0
     if args.data is None:
         sys.exit("--data is required")
