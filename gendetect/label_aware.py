@@ -124,14 +124,14 @@ def evidence_column(ev: Evidence, rows: np.ndarray | None = None) -> Column:
     return column
 
 
+# The few-label settings below were chosen on development data only (the
+# handbook's development week, an ADBench validation part); what was tried
+# and measured: gendetect/models/README.md, label sections.
+#
 # Up to this many confirmed frauds, rows near one of them (in the scaled
 # feature space) score higher: with few labels the trees alone generalise
-# little beyond the frauds they saw. ADBench, 10 files, 5 labelled anomalies:
-# mean ROC AUC 0.890 -> 0.908, AP 0.672 -> 0.703 (the few-label track).
-# 100, not 50 (issue 21): the handbook's development week with 10% of the
-# frauds labelled (60), 5 draws: ROC AUC 0.871 -> 0.878, AP 0.497 -> 0.508
-# (lowest draw 0.457 -> 0.471); with all 600 labels +0.004 AP only, at a
-# tenth of the scoring speed, so the similarity stays a few-label term.
+# little beyond the frauds they saw. Beyond it the trees have enough frauds
+# and the similarity costs scoring speed for little gain.
 PROTOTYPE_MAX_FRAUDS = 100
 # The similarity's bandwidth: this quantile of the training rows' distance to
 # the nearest confirmed fraud (the frauds' own neighbourhood), and its weight
@@ -139,19 +139,12 @@ PROTOTYPE_MAX_FRAUDS = 100
 PROTOTYPE_QUANTILE = 0.05
 PROTOTYPE_WEIGHT = 1.0
 # Few-label mode: the trees' log-odds count n / (n + FEW_LABEL_SHRINK) for n
-# confirmed frauds. Development week of the handbook (test 07-18..07-24), 5
-# frauds: AP 0.123 unshrunk, 0.227 shrunk (0.291 unsupervised: five frauds of
-# many scenarios mislead full-weight trees); ADBench, ten files: unchanged at
-# 5 labels (ROC AUC 0.909 / 0.907), up at 10 (0.898 / 0.904).
+# confirmed frauds: a handful of frauds of many scenarios misleads
+# full-weight trees.
 FEW_LABEL_SHRINK = 20.0
 # Few-label mode: the unsupervised score weighs at least this much (instead
 # of `label_blend`): a handful of frauds says little about the bulk, which
-# the generative score orders. Development data only (issue 21): the
-# handbook's development week (test 07-18..07-24), 5 / 10 frauds, 3 draws,
-# AP 0.232 -> 0.324 / 0.317 -> 0.338 (0.300 unsupervised); ADBench, ten
-# files, a validation part of seed 0's training part, 2 draws, 5 / 10
-# labels: ROC AUC 0.896 -> 0.905 / 0.908 -> 0.917 at equal AP (1.5 and 2:
-# lower AP). From 20 frauds `label_blend` stays (README: label sections).
+# the generative score orders. From 20 frauds `label_blend` applies.
 FEW_LABEL_BLEND = 1.0
 
 
