@@ -46,8 +46,7 @@ class MarginalTails:
     center_spread: tuple[float, float] = (0.0, 1.0)
     # Both sides as one curve and its log tail probabilities (_curve):
     # derived from the grid, built on first use.
-    _curve_: _Curve | None = field(default=None, repr=False,
-                                                           compare=False)
+    _curve_: _Curve | None = field(default=None, repr=False, compare=False)
 
     def fit(self, z: np.ndarray) -> MarginalTails:
         """`z`: training rows in robust units (the scaler's standardised,
@@ -162,7 +161,6 @@ class MarginalTails:
             upper_=np.asarray(raw["upper"], dtype=np.float64),
             center_spread=(float(raw["center_spread"][0]), float(raw["center_spread"][1])),
         )
-
 
 
 class _Curve(NamedTuple):
