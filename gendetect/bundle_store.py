@@ -1,7 +1,9 @@
 """A bundle on disk: a JSON manifest (plain state: parameters, schema,
 scaler, per-network statistics, the label-aware head as arrays, calibration,
 metadata) plus one weights file per network, read with torch's weights_only
-so that loading never executes code from the artifact. No pickle."""
+so that loading never executes code from the artifact, and the cleared
+rows' neighbour reference as a plain .npy array (read without pickle). No
+pickle."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from gendetect.features.scaling import RobustScaler
 from gendetect.features.tails import MarginalTails
 from gendetect.label_aware import LabelAwareHead
 from gendetect.member import NeuralDetector
+from gendetect.models.neighbours import NormalNeighbours
 from gendetect.schema import Schema
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
+NEIGHBOURS = "neighbours.npy"
 
 
 def save(bundle: FraudModelBundle, path: str | Path) -> Path:
@@ -42,6 +46,10 @@ def save(bundle: FraudModelBundle, path: str | Path) -> Path:
         state = member.state()
         (tmp / f"weights_{i}.pt").write_bytes(state.pop("weights"))
         members.append(state)
+    neighbours = {}
+    if detector.neighbours is not None:
+        neighbours, reference = detector.neighbours.to_state()
+        np.save(tmp / NEIGHBOURS, reference, allow_pickle=False)
     manifest = {
         "format": BUNDLE_FORMAT,
         "kind": bundle.kind,
@@ -53,6 +61,7 @@ def save(bundle: FraudModelBundle, path: str | Path) -> Path:
         "calibrator": bundle.calibrator_.to_dict(),
         "scaler": detector.scaler.to_dict(),
         **({"tails": detector.tails.to_dict()} if detector.tails is not None else {}),
+        **({"neighbours": neighbours} if neighbours else {}),
         # The feature pipeline's fitted state: learned categorical levels and
         # their training counts (plain JSON), so serving encodes as training did.
         "features": bundle.pipeline.state() if bundle.pipeline is not None else {},
@@ -88,6 +97,14 @@ def load(path: str | Path, cls: type[FraudModelBundle]) -> FraudModelBundle:
         kind=bundle.kind, params=params, scaler=RobustScaler.from_dict(manifest["scaler"]),
         # Bundles from before the tail term have none: their scores stay the networks'.
         tails=MarginalTails.from_dict(manifest["tails"]) if "tails" in manifest else None,
+        # Only fits given cleared rows have the neighbour term.
+        neighbours=(
+            NormalNeighbours.from_state(
+                manifest["neighbours"], np.load(folder / NEIGHBOURS, allow_pickle=False)
+            )
+            if "neighbours" in manifest
+            else None
+        ),
     )
     for i, state in enumerate(manifest["members"]):
         state = {**state, "weights": (folder / f"weights_{i}.pt").read_bytes()}

@@ -22,6 +22,7 @@ import torch
 from gendetect.features.scaling import RobustScaler
 from gendetect.features.tails import MarginalTails
 from gendetect.member import NeuralDetector, center_tail_spread, observed_cells
+from gendetect.models.neighbours import NormalNeighbours
 from gendetect.models.registry import ENSEMBLE, list_detector_kinds
 from gendetect.models.settings import TrainingResult
 from gendetect.params import DetectorParams
@@ -46,6 +47,9 @@ class DetectorCore:
     # The tail term's state; None where tail_weight is 0 and in bundles
     # saved before it existed (their scores stay the networks' alone).
     tails: MarginalTails | None = None
+    # The cleared rows' neighbour term (models/neighbours.py); None unless the
+    # fit was given cleared rows and no confirmed fraud.
+    neighbours: NormalNeighbours | None = None
     train_index_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     validation_index_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _wide_input: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
@@ -91,7 +95,28 @@ class DetectorCore:
             self.tails.center_spread = center_tail_spread(
                 self.tails.contributions(raw).sum(axis=1)
             )
+        self.neighbours = self._fit_neighbours(x, exclude, cleared)
         return self
+
+    def _fit_neighbours(
+        self, x: np.ndarray, exclude: np.ndarray | None, cleared: np.ndarray | None
+    ) -> NormalNeighbours | None:
+        """The neighbour term on the cleared training rows (not the
+        validation rows: they calibrate the threshold, and a row that is its
+        own neighbour scores 0). Only when the caller gave cleared rows and
+        no confirmed fraud: with frauds the label-aware head decides, and
+        the term's effect under it is unmeasured."""
+        p = self.params
+        if cleared is None or p.neighbour_weight <= 0:
+            return None
+        if exclude is not None and exclude.any():
+            return None
+        rows = self.train_index_[cleared[self.train_index_]]
+        if len(rows) < MIN_CLEARED_NEIGHBOURS:
+            return None
+        neighbours = NormalNeighbours().fit(self.scaler.standardise(x[rows]), seed=p.seed)
+        neighbours.center_spread = center_tail_spread(neighbours.reference_terms())
+        return neighbours
 
     def _reads_wide_input(self, kind: str) -> bool:
         """Whether member `kind` reads the input with the scaler's wider
@@ -126,7 +151,8 @@ class DetectorCore:
         disc = self.params.uses_discriminator
         parts = [m.score_from(*m.raw_outputs(inputs[w], with_discriminator=disc), observed)
                  for m, w in zip(self.members, wide, strict=True)]
-        if len(parts) == 1 and tails is None:
+        neighbours = self.neighbours
+        if len(parts) == 1 and tails is None and neighbours is None:
             (s, contrib), member = parts[0], self.members[0]
             center, spread = member.score_center_spread_
             return Evidence(z, s, contrib, [(s - center) / spread])
@@ -156,6 +182,13 @@ class DetectorCore:
             part = np.multiply(weight, terms, order="C")
             part /= spread
             contributions += part
+        if neighbours is not None:
+            terms = neighbours.contributions(standardised)
+            center, spread = neighbours.center_spread
+            weight = self.params.neighbour_weight
+            score += weight * (terms.sum(axis=1) - center) / spread
+            terms *= weight / spread
+            contributions += terms
         return Evidence(z, score, contributions, scaled)
 
     def expected(self, x: np.ndarray, withheld: np.ndarray) -> np.ndarray | None:
@@ -203,6 +236,11 @@ class DetectorCore:
         """False in the other ranks of a distributed fit, whose copy of the
         detector should not be saved or registered (rank 0's is the result)."""
         return all(m.training_.is_global_zero for m in self.members)
+
+
+# Fewer cleared training rows than this: no neighbour term (a k-th
+# neighbour among a handful of rows says little).
+MIN_CLEARED_NEIGHBOURS = 10
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

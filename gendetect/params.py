@@ -79,6 +79,11 @@ class DetectorSettings(Hardware):
     # networks' training rows (1 = like any unlabelled row).
     label_genuine_weight: int = 2
     label_blend: float = 0.5
+    # Weight of the cleared rows' neighbour term (models/neighbours.py:
+    # distance to the k-th nearest cleared row) on the common scale, fitted
+    # when fit(X, y) is given cleared rows (y == 0) and no confirmed fraud;
+    # 0 turns it off. Why this value: models/README.md "Cleared rows".
+    neighbour_weight: float = 4.0
     seed: int = 0
 
     @classmethod
@@ -122,6 +127,8 @@ class DetectorSettings(Hardware):
             raise ValueError(f"tail_weight must be >= 0, got {self.tail_weight}")
         if not 0.0 < self.score_top_fraction <= 1.0:
             raise ValueError("score_top_fraction must be in (0, 1]")
+        if not self.neighbour_weight >= 0:
+            raise ValueError(f"neighbour_weight must be >= 0, got {self.neighbour_weight}")
         if not 1.0 <= self.score_power <= 8.0:
             raise ValueError(f"score_power must be in [1, 8], got {self.score_power}")
         if self.score not in SCORES:
