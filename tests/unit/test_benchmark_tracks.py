@@ -5,6 +5,7 @@ existing tracks (issue 21)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -95,3 +96,33 @@ def test_few_label_report_compares_the_rows_per_k() -> None:
     text = "\n".join(report._few_label_sections(track))
     assert "| 5 | gendetect_ensemble_labels | 2 (1 seed-draws) | 0.900 | 0.600 | 1.00 |" in text
     assert "| 5 | catboost | 2 (1 seed-draws) | 0.800 | 0.500 | 2.00 |" in text
+
+
+class _Recorder:
+    """A detector that remembers the labels its fit was given."""
+
+    seen: ClassVar[list[object]] = []
+
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> _Recorder:
+        _Recorder.seen.append(None if y is None else np.asarray(y).copy())
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x)[:, 0]
+
+
+def test_clean_normal_tells_gendetect_its_training_rows_are_cleared(tmp_path: Path) -> None:
+    from benchmarks.peers import DetectorSpec
+
+    _npz(tmp_path)
+    _Recorder.seen = []
+    specs = [
+        DetectorSpec("peer", lambda seed: _Recorder()),
+        DetectorSpec("gendetect_x", lambda seed: _Recorder(), family="gendetect"),
+    ]
+    track = quality.run_clean_normal(tmp_path, specs, [0], [])
+    assert len(track["runs"]) == 2
+    peer, gendetect = _Recorder.seen
+    assert peer is None  # the peers' fit takes no labels
+    assert isinstance(gendetect, np.ndarray) and len(gendetect) == (400 - 30) // 2
+    assert (gendetect == 0).all()  # every training row cleared

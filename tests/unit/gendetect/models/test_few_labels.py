@@ -78,9 +78,7 @@ def test_cleared_rows_count_more_deterministically() -> None:
     assert np.array_equal(a, b) and not np.array_equal(a, plain)
     # Weight 1 is "like any unlabelled row" in training: the unlabelled
     # detector exactly, once the cleared rows' neighbour term is off.
-    same = make_detector("vae", label_genuine_weight=1, neighbour_weight=0.0, **FIT).fit(
-        x, cleared
-    )
+    same = make_detector("vae", label_genuine_weight=1, neighbour_weight=0.0, **FIT).fit(x, cleared)
     assert np.array_equal(same.decision_function(x), plain)
     # One cleared row fits too.
     single = unknown.copy()
