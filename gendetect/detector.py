@@ -44,7 +44,7 @@ class DetectorCore:
     params: DetectorParams
     scaler: RobustScaler = field(default_factory=RobustScaler)
     members: list[NeuralDetector] = field(default_factory=list)
-    # The tail term's state; None where tail_weight is 0 and in bundles
+    # The tail term's state; None where its weight is 0 and in bundles
     # saved before it existed (their scores stay the networks' alone).
     tails: MarginalTails | None = None
     # The cleared rows' neighbour term (models/neighbours.py); None unless the
@@ -89,12 +89,10 @@ class DetectorCore:
                 )
             )
         self.tails = None
-        if p.tail_weight > 0:
+        if p.effective_tail_weight > 0:
             raw = self.scaler.standardise(x[normal])
             self.tails = MarginalTails().fit(raw)
-            self.tails.center_spread = center_tail_spread(
-                self.tails.contributions(raw).sum(axis=1)
-            )
+            self.tails.center_spread = center_tail_spread(self.tails.contributions(raw).sum(axis=1))
         self.neighbours = self._fit_neighbours(x, exclude, cleared)
         return self
 
@@ -137,7 +135,7 @@ class DetectorCore:
         # Each member reads the input with its own tail limits (the NLL VAE
         # and the GAN the wide ones); the evidence's z is the default one.
         wide = [self._reads_wide_input(m.kind) for m in self.members]
-        tails = self.tails if self.params.tail_weight > 0 else None
+        tails = self.tails if self.params.effective_tail_weight > 0 else None
         # The tail term reads the standardised, uncompressed values, before
         # the compression consumes them: one standardisation for both.
         standardised = self.scaler.standardise(x)
@@ -149,8 +147,10 @@ class DetectorCore:
         if observed is not None:
             z = np.where(observed, z, 0.0)
         disc = self.params.uses_discriminator
-        parts = [m.score_from(*m.raw_outputs(inputs[w], with_discriminator=disc), observed)
-                 for m, w in zip(self.members, wide, strict=True)]
+        parts = [
+            m.score_from(*m.raw_outputs(inputs[w], with_discriminator=disc), observed)
+            for m, w in zip(self.members, wide, strict=True)
+        ]
         neighbours = self.neighbours
         if len(parts) == 1 and tails is None and neighbours is None:
             (s, contrib), member = parts[0], self.members[0]
@@ -176,7 +176,7 @@ class DetectorCore:
         if tails is not None:
             assert terms is not None
             center, spread = tails.center_spread
-            weight = self.params.tail_weight
+            weight = self.params.effective_tail_weight
             score += weight * (terms.sum(axis=1) - center) / spread
             # C order like the contributions (the terms come transposed).
             part = np.multiply(weight, terms, order="C")

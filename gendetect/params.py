@@ -33,6 +33,10 @@ from gendetect.models.settings import Hardware
 
 SCORES = ("reconstruction", "discriminator", "combined")
 AUTO_EPOCHS = 20
+# The tail term's weight where tail_weight is None: beside the networks'
+# reconstruction scores, and beside the discriminator alone.
+TAIL_WEIGHT = 0.5
+DISC_TAIL_WEIGHT = 0.0
 
 
 @dataclass
@@ -60,8 +64,10 @@ class DetectorSettings(Hardware):
     wide_soft_limit_quantile: float | None = 0.999
     # Weight of the tail term (features/tails.py: how far out in its own
     # training tail each feature lies) beside the networks' score, both on
-    # the common scale; 0 turns it off. Why 0.5: models/README.md.
-    tail_weight: float = 0.5
+    # the common scale; 0 turns it off. None: TAIL_WEIGHT, or
+    # DISC_TAIL_WEIGHT where the score is the discriminator alone
+    # (effective_tail_weight). Why: models/README.md, "Tail term".
+    tail_weight: float | None = None
     score_top_fraction: float = 1.0
     # A network's score is the power mean of its per-feature contributions
     # (1: the plain mean; 2: the root mean square, where one feature far off
@@ -123,8 +129,8 @@ class DetectorSettings(Hardware):
         for q in (self.soft_limit_quantile, self.wide_soft_limit_quantile):
             if q is not None and not 0.0 <= q <= 1.0:
                 raise ValueError("soft_limit quantiles must be in [0, 1] (or None)")
-        if not self.tail_weight >= 0:
-            raise ValueError(f"tail_weight must be >= 0, got {self.tail_weight}")
+        if self.tail_weight is not None and not self.tail_weight >= 0:
+            raise ValueError(f"tail_weight must be >= 0 (or None), got {self.tail_weight}")
         if not 0.0 < self.score_top_fraction <= 1.0:
             raise ValueError("score_top_fraction must be in (0, 1]")
         if not self.neighbour_weight >= 0:
@@ -145,6 +151,15 @@ class DetectorSettings(Hardware):
     def model_params(self, name: str) -> NetworkParams:
         """Model `name`'s own parameters (its dataclass), checked."""
         return get_model(name).params_from(self.to_dict(), self.score)
+
+    @property
+    def effective_tail_weight(self) -> float:
+        """The tail term's weight: tail_weight as given, else by the score
+        mode. Bundles saved before the mode-dependent default hold their
+        weight (0.5) explicitly, so they score as before."""
+        if self.tail_weight is not None:
+            return self.tail_weight
+        return DISC_TAIL_WEIGHT if self.score == "discriminator" else TAIL_WEIGHT
 
     @property
     def uses_discriminator(self) -> bool:
