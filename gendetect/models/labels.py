@@ -192,17 +192,25 @@ class BoostedHead:
         codes = self._codes(coded, evidence, None)
         return coded.logits(codes), coded.attributions(codes)
 
-    def logits(self, evidence: np.ndarray | Column, n_rows: int | None = None) -> np.ndarray:
+    def logits(
+        self, evidence: np.ndarray | Column, n_rows: int | None = None,
+        tables: CodedTrees | None = None,
+    ) -> np.ndarray:
         """Log-odds of rows, no attributions: `evidence` is an (n, columns)
-        matrix, or a function giving column j of `n_rows` rows."""
-        coded = self.coded()
+        matrix, or a function giving column j of `n_rows` rows. `tables`:
+        code tables derived from `coded()` for an input given in other terms
+        (CodedTrees.before_log1p), used instead of it."""
+        coded = tables if tables is not None else self.coded()
         if coded is None:
             return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))[0]
         return coded.logits(self._codes(coded, evidence, n_rows))
 
-    def attributions(self, evidence: np.ndarray | Column, n_rows: int | None = None) -> np.ndarray:
+    def attributions(
+        self, evidence: np.ndarray | Column, n_rows: int | None = None,
+        tables: CodedTrees | None = None,
+    ) -> np.ndarray:
         """Per-column path attributions (n, columns) of rows (see `logits`)."""
-        coded = self.coded()
+        coded = tables if tables is not None else self.coded()
         if coded is None:
             return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))[1]
         return coded.attributions(self._codes(coded, evidence, n_rows))
