@@ -262,14 +262,32 @@ class LabelAwareHead:
 
     def score(self, ev: Evidence) -> tuple[np.ndarray, np.ndarray]:
         """(label-aware score, per-feature contributions) of every row of a
-        block; the detector's own when the head is inactive."""
-        return self.scores(ev), self.contributions(ev)
+        block; the detector's own when the head is inactive. The trees'
+        codes are computed once for both (`explain="all"`, the API's
+        records)."""
+        if self.trees is None:
+            return ev.score, ev.contributions
+        logits, attributions = self.trees.decision(*self._head_input(ev, None))
+        return self._blended(ev, logits), self._explained(ev, None, attributions)
 
     def scores(self, ev: Evidence) -> np.ndarray:
         """The label-aware score of every row of a block (no attributions)."""
         if self.trees is None:
             return ev.score
-        logits = self.trees.logits(*self._head_input(ev, None))
+        return self._blended(ev, self.trees.logits(*self._head_input(ev, None)))
+
+    def contributions(self, ev: Evidence, rows: np.ndarray | None = None) -> np.ndarray:
+        """Per-feature contributions of `rows` of a block (all by default):
+        the head's path attributions are computed for those rows only."""
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.intp)
+        if self.trees is None:
+            return ev.contributions if rows is None else ev.contributions[rows]
+        attributions = self.trees.attributions(*self._head_input(ev, rows))
+        return self._explained(ev, rows, attributions)
+
+    def _blended(self, ev: Evidence, logits: np.ndarray) -> np.ndarray:
+        """The label-aware score from the trees' log-odds of a block."""
         if self.head_weight_ != 1.0:
             logits = self.head_weight_ * logits
         score = logits + self.unsupervised_blend * self._unsupervised(ev.score)
@@ -277,15 +295,12 @@ class LabelAwareHead:
             score = score + PROTOTYPE_WEIGHT * self._similarity(ev.z)
         return score
 
-    def contributions(self, ev: Evidence, rows: np.ndarray | None = None) -> np.ndarray:
-        """Per-feature contributions of `rows` of a block (all by default):
-        the head's path attributions are computed for those rows only."""
-        if rows is not None:
-            rows = np.asarray(rows, dtype=np.intp)
+    def _explained(
+        self, ev: Evidence, rows: np.ndarray | None, attributions: np.ndarray
+    ) -> np.ndarray:
+        """Per-feature contributions of `rows` (all: None) from the trees'
+        path attributions of those rows."""
         contributions = ev.contributions if rows is None else ev.contributions[rows]
-        if self.trees is None:
-            return contributions
-        attributions = self.trees.attributions(*self._head_input(ev, rows))
         if self.head_weight_ != 1.0:
             attributions = self.head_weight_ * attributions
         unsupervised = self._unsupervised(ev.score if rows is None else ev.score[rows])
@@ -313,7 +328,7 @@ class LabelAwareHead:
         """(evidence, rows, code tables) for the trees: on big blocks the
         error columns before their log1p, with tables whose thresholds on
         those columns are moved back through it (the same tests, without a
-        logarithm per value: the log was a third of the head's time)."""
+        logarithm per value)."""
         assert self.trees is not None
         n = len(ev.score) if rows is None else len(rows)
         coded = self.trees.coded()

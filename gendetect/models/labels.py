@@ -183,13 +183,17 @@ class BoostedHead:
             )
         return self._coded
 
-    def decision(self, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(log-odds (n,), per-column path attributions (n, columns)); the
-        attributions of a row sum to its log-odds minus the baseline."""
-        coded = self.coded()
+    def decision(
+        self, evidence: np.ndarray | Column, n_rows: int | None = None,
+        tables: CodedTrees | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(log-odds (n,), per-column path attributions (n, columns)) from
+        one set of codes (see `logits` for the arguments); the attributions
+        of a row sum to its log-odds minus the baseline."""
+        coded = tables if tables is not None else self.coded()
         if coded is None:
-            return reference_decision(self, evidence)
-        codes = self._codes(coded, evidence, None)
+            return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))
+        codes = self._codes(coded, evidence, n_rows)
         return coded.logits(codes), coded.attributions(codes)
 
     def logits(

@@ -241,12 +241,25 @@ def test_head_tables_on_errors_before_the_log(aware: FraudModelBundle) -> None:
         * head._unsupervised(evidence.score))
 
 
+def test_scores_with_contributions_equal_the_separate_calls(aware: FraudModelBundle) -> None:
+    """`score` (one set of codes for both: explain="all", the API) gives the
+    bits of `scores` and `contributions` called apart, on big blocks and on
+    a few rows."""
+    head = aware.label_head_
+    x, _ = _data(3000, seed=6)
+    for part in (x, x[:5]):
+        evidence = aware.detector_.evidence(part)
+        scores, contributions = head.score(evidence)
+        assert np.array_equal(scores, head.scores(evidence))
+        assert np.array_equal(contributions, head.contributions(evidence))
+
+
 def test_attributions_only_for_the_rows_explained(aware: FraudModelBundle) -> None:
     x, _ = _data(SCORE_BLOCK_ROWS + 700, seed=2)
     trees = aware.label_head_.trees
     assert trees is not None
     asked: list[int] = []
-    real = BoostedHead.attributions
+    real, real_decision = BoostedHead.attributions, BoostedHead.decision
 
     def counting(self: BoostedHead, evidence: object, n_rows: int | None = None,
                  tables: object = None) -> np.ndarray:
@@ -254,7 +267,14 @@ def test_attributions_only_for_the_rows_explained(aware: FraudModelBundle) -> No
         asked.append(len(out))
         return out
 
-    with mock.patch.object(BoostedHead, "attributions", counting):
+    def counting_decision(self: BoostedHead, evidence: object, n_rows: int | None = None,
+                          tables: object = None) -> tuple[np.ndarray, np.ndarray]:
+        out = real_decision(self, evidence, n_rows, tables)  # type: ignore[arg-type]
+        asked.append(len(out[1]))
+        return out
+
+    with mock.patch.object(BoostedHead, "attributions", counting), \
+            mock.patch.object(BoostedHead, "decision", counting_decision):
         flagged = aware.score_matrix(x, explain="flagged")
         assert sum(asked) == flagged.n_flagged > 0
         asked.clear()
