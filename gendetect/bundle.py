@@ -178,8 +178,9 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         """(raw score, per-feature contributions) of a feature matrix."""
         scores, contributions = [], []
         for _, evidence in self._blocks(x):
-            scores.append(self.label_head_.scores(evidence))
-            contributions.append(self.label_head_.contributions(evidence))
+            block_scores, block_contributions = self.label_head_.score(evidence)
+            scores.append(block_scores)
+            contributions.append(block_contributions)
         if len(scores) == 1:
             return scores[0], contributions[0]
         return np.concatenate(scores), np.concatenate(contributions)
@@ -288,13 +289,16 @@ class FraudModelBundle(EstimatorParams, OutlierMixin, BaseEstimator):
         kept: list[np.ndarray] = []
         head = self.label_head_
         for start, evidence in self._blocks(x):
-            block_scores = head.scores(evidence)
-            scores[start : start + len(block_scores)] = block_scores
             # Contributions (for the head: path attributions) of the
-            # explained rows only: ~alert_rate of them by default.
+            # explained rows only: ~alert_rate of them by default; with
+            # every row's, the trees' codes serve both.
             if explain == "all":
-                kept.append(head.contributions(evidence))
-            elif explain == "flagged":
+                block_scores, block_contributions = head.score(evidence)
+                kept.append(block_contributions)
+            else:
+                block_scores = head.scores(evidence)
+            scores[start : start + len(block_scores)] = block_scores
+            if explain == "flagged":
                 rows = np.flatnonzero(block_scores >= threshold)
                 if len(rows):
                     kept_rows.append(rows + start)

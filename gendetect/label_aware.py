@@ -39,7 +39,7 @@ from gendetect.models.labels import (
     BoostedHead,
     normalise_labels,
 )
-from gendetect.models.tree_codes import SMALL_ROWS, Column
+from gendetect.models.tree_codes import SMALL_ROWS, CodedTrees, Column
 
 logger = logging.getLogger(__name__)
 
@@ -101,25 +101,36 @@ def _evidence(ev: Evidence, rows: np.ndarray | None) -> tuple[np.ndarray | Colum
     return evidence_columns(ev), n
 
 
-def evidence_column(ev: Evidence, rows: np.ndarray | None = None) -> Column:
-    """Column j of `evidence_columns` (of `rows` only, if given), computed
-    on demand and contiguous: the head's trees test a column at a time and
-    need only the columns they split on (the same values, bit for bit)."""
+def evidence_column(ev: Evidence, rows: np.ndarray | None = None, *,
+                    log_errors: bool = True) -> Column:
+    """Column j of `evidence_columns` (of `rows` only, if given), contiguous:
+    the head's trees test a column at a time (the same values, bit for bit).
+    The scaled features and the errors are transposed once per block, each
+    in one whole-array pass: a contiguous copy per column gathered from the
+    row-major block costs more. Without `log_errors`, the error columns are
+    max(error, 0) before the log1p (for code tables built with
+    CodedTrees.before_log1p: the same tests without a logarithm per value)."""
     d = ev.z.shape[1]
-    cache: dict[int, np.ndarray] = {}
+    z = ev.z if rows is None else ev.z[rows]
+    errors = ev.contributions if rows is None else ev.contributions[rows]
+    z_t = np.ascontiguousarray(z.T, dtype=np.float64)
+    errors_t = np.maximum(errors.T, 0.0, order="C")
+    if log_errors:
+        np.log1p(errors_t, out=errors_t)
+    errors_t = errors_t.astype(np.float64, copy=False)
+    members: dict[int, np.ndarray] = {}
 
     def column(j: int) -> np.ndarray:
-        if j not in cache:
-            if j < d:
-                values = ev.z[:, j] if rows is None else ev.z[rows, j]
-            elif j < 2 * d:
-                part = ev.contributions[:, j - d] if rows is None else ev.contributions[rows, j - d]
-                values = np.log1p(np.maximum(part, 0.0))
-            else:
-                member = ev.member_scores[j - 2 * d]
-                values = member if rows is None else member[rows]
-            cache[j] = np.ascontiguousarray(values, dtype=np.float64)
-        return cache[j]
+        if j < d:
+            return z_t[j]
+        if j < 2 * d:
+            return errors_t[j - d]
+        if j not in members:
+            member = ev.member_scores[j - 2 * d]
+            members[j] = np.ascontiguousarray(
+                member if rows is None else member[rows], dtype=np.float64
+            )
+        return members[j]
 
     return column
 
@@ -176,6 +187,10 @@ class LabelAwareHead:
     unsupervised_weight_: float | None = None
     # Which mode, from how many labels (the model card's "labels").
     summary_: dict[str, Any] = field(default_factory=dict)
+    # The trees' code tables and their copy for error columns before log1p
+    # (_head_input), built on first use, never stored.
+    _raw_error_tables: tuple[CodedTrees, CodedTrees] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def active(self) -> bool:
@@ -247,14 +262,32 @@ class LabelAwareHead:
 
     def score(self, ev: Evidence) -> tuple[np.ndarray, np.ndarray]:
         """(label-aware score, per-feature contributions) of every row of a
-        block; the detector's own when the head is inactive."""
-        return self.scores(ev), self.contributions(ev)
+        block; the detector's own when the head is inactive. The trees'
+        codes are computed once for both (`explain="all"`, the API's
+        records)."""
+        if self.trees is None:
+            return ev.score, ev.contributions
+        logits, attributions = self.trees.decision(*self._head_input(ev, None))
+        return self._blended(ev, logits), self._explained(ev, None, attributions)
 
     def scores(self, ev: Evidence) -> np.ndarray:
         """The label-aware score of every row of a block (no attributions)."""
         if self.trees is None:
             return ev.score
-        logits = self.trees.logits(*_evidence(ev, None))
+        return self._blended(ev, self.trees.logits(*self._head_input(ev, None)))
+
+    def contributions(self, ev: Evidence, rows: np.ndarray | None = None) -> np.ndarray:
+        """Per-feature contributions of `rows` of a block (all by default):
+        the head's path attributions are computed for those rows only."""
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.intp)
+        if self.trees is None:
+            return ev.contributions if rows is None else ev.contributions[rows]
+        attributions = self.trees.attributions(*self._head_input(ev, rows))
+        return self._explained(ev, rows, attributions)
+
+    def _blended(self, ev: Evidence, logits: np.ndarray) -> np.ndarray:
+        """The label-aware score from the trees' log-odds of a block."""
         if self.head_weight_ != 1.0:
             logits = self.head_weight_ * logits
         score = logits + self.unsupervised_blend * self._unsupervised(ev.score)
@@ -262,15 +295,12 @@ class LabelAwareHead:
             score = score + PROTOTYPE_WEIGHT * self._similarity(ev.z)
         return score
 
-    def contributions(self, ev: Evidence, rows: np.ndarray | None = None) -> np.ndarray:
-        """Per-feature contributions of `rows` of a block (all by default):
-        the head's path attributions are computed for those rows only."""
-        if rows is not None:
-            rows = np.asarray(rows, dtype=np.intp)
+    def _explained(
+        self, ev: Evidence, rows: np.ndarray | None, attributions: np.ndarray
+    ) -> np.ndarray:
+        """Per-feature contributions of `rows` (all: None) from the trees'
+        path attributions of those rows."""
         contributions = ev.contributions if rows is None else ev.contributions[rows]
-        if self.trees is None:
-            return contributions
-        attributions = self.trees.attributions(*_evidence(ev, rows))
         if self.head_weight_ != 1.0:
             attributions = self.head_weight_ * attributions
         unsupervised = self._unsupervised(ev.score if rows is None else ev.score[rows])
@@ -291,6 +321,26 @@ class LabelAwareHead:
             pushed = pushed + PROTOTYPE_WEIGHT * self._similarity(z)[:, None] * share
         explained = np.maximum(per_feature, 0.0) + pushed
         return explained + 1e-6 * share
+
+    def _head_input(
+        self, ev: Evidence, rows: np.ndarray | None
+    ) -> tuple[np.ndarray | Column, int, CodedTrees | None]:
+        """(evidence, rows, code tables) for the trees: on big blocks the
+        error columns before their log1p, with tables whose thresholds on
+        those columns are moved back through it (the same tests, without a
+        logarithm per value)."""
+        assert self.trees is not None
+        n = len(ev.score) if rows is None else len(rows)
+        coded = self.trees.coded()
+        # A few rows: the evidence matrix; the reference traversal (coded
+        # None) reads the evidence as it is.
+        if n <= SMALL_ROWS or coded is None:
+            return (*_evidence(ev, rows), None)
+        cached = self._raw_error_tables
+        if cached is None or cached[0] is not coded:
+            d = ev.z.shape[1]
+            cached = self._raw_error_tables = (coded, coded.before_log1p(np.arange(d, 2 * d)))
+        return evidence_column(ev, rows, log_errors=False), n, cached[1]
 
     @property
     def unsupervised_blend(self) -> float:

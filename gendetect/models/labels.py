@@ -183,26 +183,38 @@ class BoostedHead:
             )
         return self._coded
 
-    def decision(self, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(log-odds (n,), per-column path attributions (n, columns)); the
-        attributions of a row sum to its log-odds minus the baseline."""
-        coded = self.coded()
+    def decision(
+        self, evidence: np.ndarray | Column, n_rows: int | None = None,
+        tables: CodedTrees | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(log-odds (n,), per-column path attributions (n, columns)) from
+        one set of codes (see `logits` for the arguments); the attributions
+        of a row sum to its log-odds minus the baseline."""
+        coded = tables if tables is not None else self.coded()
         if coded is None:
-            return reference_decision(self, evidence)
-        codes = self._codes(coded, evidence, None)
+            return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))
+        codes = self._codes(coded, evidence, n_rows)
         return coded.logits(codes), coded.attributions(codes)
 
-    def logits(self, evidence: np.ndarray | Column, n_rows: int | None = None) -> np.ndarray:
+    def logits(
+        self, evidence: np.ndarray | Column, n_rows: int | None = None,
+        tables: CodedTrees | None = None,
+    ) -> np.ndarray:
         """Log-odds of rows, no attributions: `evidence` is an (n, columns)
-        matrix, or a function giving column j of `n_rows` rows."""
-        coded = self.coded()
+        matrix, or a function giving column j of `n_rows` rows. `tables`:
+        code tables derived from `coded()` for an input given in other terms
+        (CodedTrees.before_log1p), used instead of it."""
+        coded = tables if tables is not None else self.coded()
         if coded is None:
             return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))[0]
         return coded.logits(self._codes(coded, evidence, n_rows))
 
-    def attributions(self, evidence: np.ndarray | Column, n_rows: int | None = None) -> np.ndarray:
+    def attributions(
+        self, evidence: np.ndarray | Column, n_rows: int | None = None,
+        tables: CodedTrees | None = None,
+    ) -> np.ndarray:
         """Per-column path attributions (n, columns) of rows (see `logits`)."""
-        coded = self.coded()
+        coded = tables if tables is not None else self.coded()
         if coded is None:
             return reference_decision(self, _matrix(evidence, n_rows, self.n_columns_))[1]
         return coded.attributions(self._codes(coded, evidence, n_rows))

@@ -22,7 +22,7 @@ extra pass: `x <= t` (bit set = left) where NaN goes right, `x > t` (bit set
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -127,6 +127,17 @@ class CodedTrees:
             pair_table=pair_table,
         )
 
+    def before_log1p(self, columns: np.ndarray) -> CodedTrees:
+        """The same trees for an input whose `columns` are given before
+        log1p, and non-negative or NaN: each of their thresholds t becomes
+        the largest value T with log1p(T) <= t (log1p_bounds), so that
+        `v <= T` is `log1p(v) <= t` and `v > T` is `log1p(v) > t`. The same
+        codes without a logarithm per value."""
+        thresholds = self.thresholds.copy()
+        on = np.isin(self.test_column, columns)
+        thresholds[on] = log1p_bounds(thresholds[on])
+        return replace(self, thresholds=thresholds)
+
     # ------------------------------------------------------------ scoring
     def codes(self, column: Column, n_rows: int) -> np.ndarray:
         """(trees, rows) uint8 codes; `column(j)` gives evidence column j
@@ -214,6 +225,34 @@ class CodedTrees:
             self.pair_table.ravel().take(index, mode="clip"), starts, axis=0
         ).T
         return out
+
+
+def log1p_bounds(thresholds: np.ndarray) -> np.ndarray:
+    """Per threshold t, the largest float64 T >= 0 with np.log1p(T) <= t
+    (-inf where none: t < 0): for every v >= 0 or NaN, `v <= T` is
+    `log1p(v) <= t` and `v > T` is `log1p(v) > t` (log1p is non-decreasing).
+    A bisection over the bit patterns of the non-negative floats, which are
+    ordered as integers, with np.log1p itself: the bound agrees with the
+    function the evidence would have been computed with, to the last bit
+    (near large values many floats share one logarithm, so no step from
+    expm1(t) would do)."""
+    t = np.asarray(thresholds, dtype=np.float64)
+    if np.isnan(t).any():
+        raise ValueError("a threshold is NaN")
+    # lo: the largest pattern known to qualify (0.0: log1p(0) = 0 <= t for
+    # t >= 0); hi: the smallest known not to (one past +inf's pattern).
+    lo = np.zeros(t.shape, dtype=np.int64)
+    hi = np.full(t.shape, np.array(np.inf).view(np.int64) + 1, dtype=np.int64)
+    for _ in range(64):
+        mid = lo + (hi - lo) // 2
+        fits = np.log1p(mid.view(np.float64)) <= t
+        lo = np.where(fits, mid, lo)
+        hi = np.where(fits, hi, mid)
+        if (hi - lo <= 1).all():
+            break
+    bound = lo.view(np.float64).copy()
+    bound[t < 0] = -np.inf
+    return bound
 
 
 def _walk(

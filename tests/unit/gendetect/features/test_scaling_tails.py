@@ -104,3 +104,25 @@ def test_old_format_scaler_state_loads_and_scales_as_before() -> None:
     # Saved again, it keeps the old format (no limit keys).
     assert scaler.to_dict() == old
     np.testing.assert_allclose(scaler.inverse_transform(expected), x, rtol=1e-9)
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_compression_in_place_equals_the_whole_array_formula(wide: bool) -> None:
+    """The compression beyond each limit, written at the flat positions of a
+    row-major block (issue 20) or through a strided view: the bits of the
+    formula applied to every entry, gaps (NaN) untouched."""
+    x = _long_and_light(3000, seed=4)
+    scaler = RobustScaler(limit_quantile=0.9, wide_quantile=0.99).fit(x)
+    fresh = _long_and_light(5000, seed=5)
+    fresh[::7, 1] = np.nan
+    fresh[3, 0] = 1e6
+    z = scaler.standardise(fresh)
+    limit = scaler.limits(wide)
+    with np.errstate(invalid="ignore"):
+        want = np.where(np.abs(z) > limit,
+                        np.sign(z) * (limit + np.log1p(np.abs(z) - limit)), z)
+    assert (np.abs(z[~np.isnan(z)]) > np.broadcast_to(limit, z.shape)[~np.isnan(z)]).any()
+    got = scaler.transform(fresh, wide=wide)
+    assert got.flags.c_contiguous and np.array_equal(got, want, equal_nan=True)
+    strided = np.asfortranarray(z)
+    assert np.array_equal(scaler._compress(strided, wide), want, equal_nan=True)

@@ -16,7 +16,7 @@ from gendetect.bundle import SCORE_BLOCK_ROWS, FraudModelBundle
 from gendetect.detector import Evidence
 from gendetect.label_aware import LabelAwareHead, evidence_column, evidence_columns
 from gendetect.models.labels import BoostedHead, reference_decision
-from gendetect.models.tree_codes import SMALL_ROWS
+from gendetect.models.tree_codes import SMALL_ROWS, log1p_bounds
 
 FIT = {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu", "seed": 0}
 TOL = 1e-9
@@ -199,19 +199,82 @@ def test_evidence_columns_on_demand_are_bit_for_bit_the_matrix(aware: FraudModel
         assert np.array_equal(some(j), matrix[rows, j])
 
 
+def test_log1p_bounds_give_the_tests_on_the_logarithm() -> None:
+    """`v <= T` exactly when `log1p(v) <= t`, for values at, next to and far
+    from the bounds, NaN and infinities included: code tables on errors
+    before their log1p take the same side at every split."""
+    rng = np.random.default_rng(0)
+    t = np.concatenate([rng.normal(0, 3, 300), rng.uniform(0, 8, 300), [0.0, -0.0, 1e-300,
+                        -1e-300, 700.0, -50.0, float(np.finfo(np.float64).max), np.inf,
+                        -np.inf]])
+    bound = log1p_bounds(t)
+    with np.errstate(all="ignore"):
+        near = [bound, np.nextafter(bound, np.inf), np.nextafter(bound, -np.inf), np.expm1(t)]
+        v = np.concatenate([*near, rng.exponential(3, len(t)), np.full(len(t), np.nan),
+                            np.full(len(t), np.inf), np.zeros(len(t))])
+        tt = np.tile(t, len(v) // len(t))
+        bb = np.tile(bound, len(v) // len(t))
+        v = np.maximum(v, 0.0)  # the head's error columns: max(error, 0), NaN kept
+        assert np.array_equal(v <= bb, np.log1p(v) <= tt)
+        assert np.array_equal(v > bb, np.log1p(v) > tt)
+
+
+def test_head_tables_on_errors_before_the_log(aware: FraudModelBundle) -> None:
+    """Big blocks give the trees the errors before log1p and tables moved
+    back through it: the same log-odds and attributions, bit for bit, as the
+    tables on the logarithms."""
+    head = aware.label_head_
+    assert head.trees is not None
+    coded = head.trees.coded()
+    assert coded is not None
+    x, _ = _data(3000, seed=5)
+    evidence = aware.detector_.evidence(x)
+    d = evidence.z.shape[1]
+    # The trees split on some error columns, or the test would be empty.
+    assert np.isin(coded.test_column, np.arange(d, 2 * d)).any()
+    raw = coded.before_log1p(np.arange(d, 2 * d))
+    logged = evidence_column(evidence)
+    before = evidence_column(evidence, log_errors=False)
+    assert np.array_equal(raw.codes(before, len(x)), coded.codes(logged, len(x)))
+    np.testing.assert_array_equal(head.scores(evidence), head.trees.logits(
+        evidence_columns(evidence)) * head.head_weight_ + head.unsupervised_blend
+        * head._unsupervised(evidence.score))
+
+
+def test_scores_with_contributions_equal_the_separate_calls(aware: FraudModelBundle) -> None:
+    """`score` (one set of codes for both: explain="all", the API) gives the
+    bits of `scores` and `contributions` called apart, on big blocks and on
+    a few rows."""
+    head = aware.label_head_
+    x, _ = _data(3000, seed=6)
+    for part in (x, x[:5]):
+        evidence = aware.detector_.evidence(part)
+        scores, contributions = head.score(evidence)
+        assert np.array_equal(scores, head.scores(evidence))
+        assert np.array_equal(contributions, head.contributions(evidence))
+
+
 def test_attributions_only_for_the_rows_explained(aware: FraudModelBundle) -> None:
     x, _ = _data(SCORE_BLOCK_ROWS + 700, seed=2)
     trees = aware.label_head_.trees
     assert trees is not None
     asked: list[int] = []
-    real = BoostedHead.attributions
+    real, real_decision = BoostedHead.attributions, BoostedHead.decision
 
-    def counting(self: BoostedHead, evidence: object, n_rows: int | None = None) -> np.ndarray:
-        out = real(self, evidence, n_rows)  # type: ignore[arg-type]
+    def counting(self: BoostedHead, evidence: object, n_rows: int | None = None,
+                 tables: object = None) -> np.ndarray:
+        out = real(self, evidence, n_rows, tables)  # type: ignore[arg-type]
         asked.append(len(out))
         return out
 
-    with mock.patch.object(BoostedHead, "attributions", counting):
+    def counting_decision(self: BoostedHead, evidence: object, n_rows: int | None = None,
+                          tables: object = None) -> tuple[np.ndarray, np.ndarray]:
+        out = real_decision(self, evidence, n_rows, tables)  # type: ignore[arg-type]
+        asked.append(len(out[1]))
+        return out
+
+    with mock.patch.object(BoostedHead, "attributions", counting), \
+            mock.patch.object(BoostedHead, "decision", counting_decision):
         flagged = aware.score_matrix(x, explain="flagged")
         assert sum(asked) == flagged.n_flagged > 0
         asked.clear()
