@@ -40,10 +40,9 @@ SETUPS: dict[str, tuple[dict[str, str], bool]] = {
     "unbatched": ({"GENDETECT_MICRO_BATCH_MAX": "1"}, False),
     "before": ({}, True),
 }
-# The summary's columns, (phase, field, label); "serving" CPU: the serving process
-# alone, without
-# its helpers (the audit writer, the registry poll), which the session's
-# CPU counts in whatever phase they run.
+# The summary's columns, (phase, field, label). "serving CPU": the serving
+# process alone, without its helpers (the audit writer, the registry poll),
+# which the session's CPU counts in whatever phase they run.
 COLUMNS = (("c8", "rps", "req/s 8 conn"), ("c8", "server_cpu_ms_per_request", "CPU ms/req 8"),
            ("c8", "leader_cpu_ms_per_request", "serving CPU 8"),
            ("c1", "p50_ms", "p50 1 conn"), ("c1", "p99_ms", "p99"), ("c1", "p999_ms", "p99.9"),
