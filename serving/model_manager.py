@@ -161,6 +161,9 @@ class ModelManager:
         poller = RegistryPoller(self.settings)
         reported = None
         try:
+            # The helper's costly first check now, while the model loads
+            # (serving.registry_poll), not at the first tick amid traffic.
+            await poller.start()
             while True:
                 await asyncio.sleep(interval_seconds)
                 served = self.current

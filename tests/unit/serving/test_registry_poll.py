@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gendetect.errors import ModelNotReadyError
-from serving.registry_poll import RegistryPoller
+from serving.registry_poll import HELPER_NICENESS, RegistryPoller
 from serving.settings import ServingSettings
 
 
@@ -37,7 +37,7 @@ def test_the_helper_ends_with_a_killed_server(tmp_path: Path) -> None:
 
     script = f"""
 import asyncio, sys, time
-from serving.registry_poll import RegistryPoller
+from serving.registry_poll import HELPER_NICENESS, RegistryPoller
 from serving.settings import ServingSettings
 poller = RegistryPoller(ServingSettings(home={str(tmp_path)!r},
                         tracking_uri="sqlite:///{tmp_path / 'mlflow.db'}"))
@@ -66,3 +66,66 @@ time.sleep(600)
             os.kill(helper, signal.SIGKILL)
             raise AssertionError("the registry helper outlived its server")
         time.sleep(0.1)
+
+
+def _settings(tmp_path: Path) -> ServingSettings:
+    return ServingSettings(home=tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                           model_uri="models:/nothing-here@champion")  # type: ignore[call-arg]
+
+
+def test_start_asks_once_and_the_helper_runs_at_a_lower_priority(tmp_path: Path) -> None:
+    """The helper's dear first check (imports, the registry client) is paid
+    by start(), which swallows the registry's answer; the helper yields the
+    CPU to the serving process (niceness raised)."""
+    import os
+
+    poller = RegistryPoller(_settings(tmp_path))
+    try:
+        asyncio.run(poller.start())  # no model registered: no error either
+        pid = poller.helper_pid()
+        assert pid is not None
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + HELPER_NICENESS)
+    finally:
+        poller.close()
+
+
+def _children() -> set[int]:
+    import os
+
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == os.getpid():
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_following_the_registry_starts_the_helper_before_the_first_tick(
+        tmp_path: Path) -> None:
+    """The helper is up (its first check done) long before the first poll
+    is due, instead of being started by that poll amid traffic."""
+    from serving.metrics import Metrics
+    from serving.model_manager import ModelManager
+
+    manager = ModelManager(_settings(tmp_path), Metrics())
+    before = _children()
+
+    async def follow_a_while() -> set[int]:
+        task = asyncio.create_task(manager.follow_registry(3600))
+        try:
+            for _ in range(600):  # the helper's start: seconds on a busy machine
+                await asyncio.sleep(0.1)
+                if _children() - before:
+                    break
+            return _children() - before
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    assert asyncio.run(follow_a_while()), "no helper process within 60 s of following"

@@ -206,6 +206,75 @@ def test_labels_are_fsynced_before_they_are_acknowledged(
     assert calls, "add_label returned before the journal was synced"
 
 
+def _blocking_fsync(monkeypatch: pytest.MonkeyPatch, calls: list[int]) -> tuple[
+        threading.Event, threading.Event]:
+    """os.fsync made slow: its first call waits until released (a busy disk)."""
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            entered.set()
+            release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(state_module.os, "fsync", fsync)
+    return entered, release
+
+
+def test_writes_go_on_while_the_journal_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The serving event loop writes the journal under the store's lock: the
+    flusher's fsync (milliseconds on a busy disk) must not hold it up."""
+    journal = state_module.Journal(tmp_path / "features.snapshot", fsync_seconds=3600)
+    journal.start(1)
+    journal.write(b"first\n")
+    calls: list[int] = []
+    entered, release = _blocking_fsync(monkeypatch, calls)
+    syncing = threading.Thread(target=journal.sync)
+    syncing.start()
+    try:
+        assert entered.wait(30)
+        writer = threading.Thread(target=journal.write, args=(b"second\n",))
+        writer.start()
+        writer.join(5)
+        assert not writer.is_alive(), "a write waited for the fsync"
+    finally:
+        release.set()
+        syncing.join(30)
+    journal.close()
+    assert journal.path_of(1).read_bytes() == b"first\nsecond\n"
+
+
+def test_a_sync_returns_only_once_its_own_entries_are_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A label's sync that comes while the flusher's fsync is still running
+    fsyncs itself: it never returns on the strength of an fsync that has not
+    finished."""
+    journal = state_module.Journal(tmp_path / "features.snapshot", fsync_seconds=3600)
+    journal.start(1)
+    journal.write(b"label\n")
+    calls: list[int] = []
+    entered, release = _blocking_fsync(monkeypatch, calls)
+    flusher = threading.Thread(target=journal.sync)
+    flusher.start()
+    try:
+        assert entered.wait(30)
+        label = threading.Thread(target=journal.sync)
+        label.start()
+        label.join(5)
+        assert not label.is_alive() and len(calls) == 2
+    finally:
+        release.set()
+        flusher.join(30)
+    journal.sync()
+    assert len(calls) == 2  # nothing new written: nothing to sync
+    journal.close()
+
+
 CHILD = textwrap.dedent(
     """
     import sys
