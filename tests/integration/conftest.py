@@ -193,6 +193,9 @@ def server_env(settings: Settings, home: Path, **extra: str) -> dict[str, str]:
         MKL_NUM_THREADS="1",
         GENDETECT_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        # No registry helper unless a test follows the registry (it says so
+        # in `extra`): the helper's first check costs ~5 s of CPU per start.
+        GENDETECT_MODEL_POLL_SECONDS="0",
     )
     env.update(extra)
     return env
