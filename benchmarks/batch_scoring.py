@@ -173,6 +173,26 @@ def readable_bundle(bundle_dir: Path, work: Path) -> tuple[Path, list[str]]:
     return copy, sorted(names)
 
 
+def settled_bundle(bundle_dir: Path, work: Path) -> tuple[Path, dict[str, Any]]:
+    """For --before-src: a copy whose parameters saved unset (None, resolved
+    per score mode by this code, such as `tail_weight`) hold the value this
+    code resolves them to; code from before such a default requires the
+    number. Returns the copy and the values written."""
+    from gendetect.params import DetectorParams
+
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    params = DetectorParams.from_dict(dict(manifest["params"]))
+    settled = {k: getattr(params, f"effective_{k}") for k, v in manifest["params"].items()
+               if v is None and hasattr(params, f"effective_{k}")}
+    if not settled:
+        return bundle_dir, {}
+    copy = work / "settled_bundle"
+    shutil.copytree(bundle_dir, copy)
+    manifest["params"].update(settled)
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    return copy, settled
+
+
 def measure_before(src: Path, args: list[str]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "GENDETECT_BENCH_SRC": str(src),
            "OMP_NUM_THREADS": "1"}
@@ -366,8 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(key, json.dumps(rates(result["runs"][key])), flush=True)
             if args.before_src is not None:
                 (work / f"before_{model}").mkdir()
+                settled, values = settled_bundle(work / model, work / f"before_{model}")
+                if values:
+                    print(f"before_{model}: unset parameters given as {values}", flush=True)
                 result["runs"][f"before_{model}"] = measure_before(args.before_src, [
-                    str(work / model), str(raw_file), str(given_file),
+                    str(settled), str(raw_file), str(given_file),
                     str(work / f"before_{model}"), str(args.repeats)])
                 result["before_src"] = str(args.before_src)
         result["models"] = "; ".join(described)
