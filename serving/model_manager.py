@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gendetect.serving")
 
+# The longest /readyz waits for the registry helper's first check (about 5 s
+# of CPU on a 2-core machine); past it the server is ready and the check
+# goes on in the helper.
+POLLER_START_LIMIT = 60
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -80,10 +85,13 @@ class ModelManager:
         # One state store for the process, shared by successive models: the
         # behaviour history belongs to the customers, not to a model version.
         self._online: OnlineState | None = None
+        # True while the registry helper's first check runs (follow_registry):
+        # not ready then, so that its seconds of CPU are spent before traffic.
+        self.poller_starting = False
 
     @property
     def ready(self) -> bool:
-        return self.current is not None
+        return self.current is not None and not self.poller_starting
 
     def current_version(self) -> str:
         served = self.current
@@ -161,9 +169,17 @@ class ModelManager:
         poller = RegistryPoller(self.settings)
         reported = None
         try:
-            # The helper's costly first check now, while the model loads
-            # (serving.registry_poll), not at the first tick amid traffic.
-            await poller.start()
+            # The helper's costly first check now, while the model loads and
+            # before /readyz says ready (serving.registry_poll), not at the
+            # first tick amid traffic; at most POLLER_START_LIMIT seconds.
+            self.poller_starting = True
+            try:
+                await asyncio.wait_for(poller.start(), POLLER_START_LIMIT)
+            except TimeoutError:
+                log.warning("the registry helper's first check took over %d s; ready without it",
+                            POLLER_START_LIMIT)
+            finally:
+                self.poller_starting = False
             while True:
                 await asyncio.sleep(interval_seconds)
                 served = self.current

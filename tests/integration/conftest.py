@@ -65,8 +65,11 @@ def registry_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of a fresh SQLite MLflow store (created here, so that the
     server process never races us creating its tables)."""
     home = tmp_path_factory.mktemp("registry-home")
-    # The API's settings: tests build apps from them (create_app).
-    settings = ServingSettings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    # The API's settings: tests build apps from them (create_app); no
+    # registry helper (its first check, which /readyz waits for, costs ~5 s
+    # of CPU) unless a test follows the registry.
+    settings = ServingSettings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+                               model_poll_seconds=0)
     tracking.ensure_experiment(settings)
     return settings
 

@@ -36,6 +36,9 @@ async def readyz(request: Request, manager: ManagerDep) -> Response:
     if served is None:
         reason = manager.last_error or "model not loaded yet"
         return _json({"status": "loading", "reason": reason}, 503)
+    if not manager.ready:
+        return _json({"status": "loading",
+                      "reason": "the registry helper's first check is running"}, 503)
     if served.online is not None:
         timeout = request.app.state.settings.state_timeout_seconds
         try:

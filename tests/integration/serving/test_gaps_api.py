@@ -28,7 +28,8 @@ RTOL = 1e-6
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[ServingSettings, FraudModelBundle]:
     home = tmp_path_factory.mktemp("gaps-api")
     settings = ServingSettings(home=home, tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-    settings = settings.model_copy(update={"auth": "disabled", "api_key": None, "api_keys": {}})
+    settings = settings.model_copy(update={"auth": "disabled", "api_key": None, "api_keys": {},
+                                           "model_poll_seconds": 0})
     train = gappy_frame(1500, 0)
     bundle = FraudModelBundle("vae", schema=gappy_schema(), max_epochs=2, seed=0,
                               accelerator="cpu", alert_rate=0.05).fit(train)

@@ -129,3 +129,31 @@ def test_following_the_registry_starts_the_helper_before_the_first_tick(
             await asyncio.gather(task, return_exceptions=True)
 
     assert asyncio.run(follow_a_while()), "no helper process within 60 s of following"
+
+
+def test_not_ready_until_the_helpers_first_check_is_done(tmp_path: Path) -> None:
+    """/readyz waits for the helper's first check, so that its seconds of
+    CPU are spent before traffic, not during it."""
+    from serving.metrics import Metrics
+    from serving.model_manager import ModelManager
+
+    manager = ModelManager(_settings(tmp_path), Metrics())
+    manager.current = object()  # type: ignore[assignment]  # a model is in
+
+    async def follow() -> list[bool]:
+        task = asyncio.create_task(manager.follow_registry(3600))
+        seen = []
+        try:
+            for _ in range(600):
+                await asyncio.sleep(0.1)
+                seen.append(manager.ready)
+                if seen[-1]:
+                    break
+            return seen
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    seen = asyncio.run(follow())
+    assert seen[0] is False, "ready while the helper's first check ran"
+    assert seen[-1] is True, "never ready after the helper's first check"
