@@ -9,6 +9,7 @@ snapshot, up to 30 s of records and labels, was lost.)"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -206,9 +208,17 @@ def test_labels_are_fsynced_before_they_are_acknowledged(
     assert calls, "add_label returned before the journal was synced"
 
 
-def _blocking_fsync(monkeypatch: pytest.MonkeyPatch, calls: list[int]) -> tuple[
-        threading.Event, threading.Event]:
-    """os.fsync made slow: its first call waits until released (a busy disk)."""
+@contextlib.contextmanager
+def _flusher_in_a_slow_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: bytes
+) -> Iterator[tuple[state_module.Journal, list[int]]]:
+    """A journal holding `entry` whose flusher (a thread calling sync) is
+    inside an fsync that waits until the block ends (a busy disk); yields the
+    journal and the fsync calls so far."""
+    journal = state_module.Journal(tmp_path / "features.snapshot", fsync_seconds=3600)
+    journal.start(1)
+    journal.write(entry)
+    calls: list[int] = []
     entered, release = threading.Event(), threading.Event()
     real_fsync = os.fsync
 
@@ -220,7 +230,14 @@ def _blocking_fsync(monkeypatch: pytest.MonkeyPatch, calls: list[int]) -> tuple[
         real_fsync(fd)
 
     monkeypatch.setattr(state_module.os, "fsync", fsync)
-    return entered, release
+    flusher = threading.Thread(target=journal.sync)
+    flusher.start()
+    try:
+        assert entered.wait(30)
+        yield journal, calls
+    finally:
+        release.set()
+        flusher.join(30)
 
 
 def test_writes_go_on_while_the_journal_fsyncs(
@@ -228,22 +245,11 @@ def test_writes_go_on_while_the_journal_fsyncs(
 ) -> None:
     """The serving event loop writes the journal under the store's lock: the
     flusher's fsync (milliseconds on a busy disk) must not hold it up."""
-    journal = state_module.Journal(tmp_path / "features.snapshot", fsync_seconds=3600)
-    journal.start(1)
-    journal.write(b"first\n")
-    calls: list[int] = []
-    entered, release = _blocking_fsync(monkeypatch, calls)
-    syncing = threading.Thread(target=journal.sync)
-    syncing.start()
-    try:
-        assert entered.wait(30)
+    with _flusher_in_a_slow_fsync(tmp_path, monkeypatch, b"first\n") as (journal, _):
         writer = threading.Thread(target=journal.write, args=(b"second\n",))
         writer.start()
         writer.join(5)
         assert not writer.is_alive(), "a write waited for the fsync"
-    finally:
-        release.set()
-        syncing.join(30)
     journal.close()
     assert journal.path_of(1).read_bytes() == b"first\nsecond\n"
 
@@ -254,22 +260,11 @@ def test_a_sync_returns_only_once_its_own_entries_are_on_disk(
     """A label's sync that comes while the flusher's fsync is still running
     fsyncs itself: it never returns on the strength of an fsync that has not
     finished."""
-    journal = state_module.Journal(tmp_path / "features.snapshot", fsync_seconds=3600)
-    journal.start(1)
-    journal.write(b"label\n")
-    calls: list[int] = []
-    entered, release = _blocking_fsync(monkeypatch, calls)
-    flusher = threading.Thread(target=journal.sync)
-    flusher.start()
-    try:
-        assert entered.wait(30)
+    with _flusher_in_a_slow_fsync(tmp_path, monkeypatch, b"label\n") as (journal, calls):
         label = threading.Thread(target=journal.sync)
         label.start()
         label.join(5)
         assert not label.is_alive() and len(calls) == 2
-    finally:
-        release.set()
-        flusher.join(30)
     journal.sync()
     assert len(calls) == 2  # nothing new written: nothing to sync
     journal.close()
