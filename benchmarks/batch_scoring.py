@@ -166,11 +166,8 @@ def readable_bundle(bundle_dir: Path, work: Path) -> tuple[Path, list[str]]:
         if "unknown detector parameter" not in message:
             raise
     names = ast.literal_eval(message.split(": ", 1)[1])
-    copy = work / "readable_bundle"
-    shutil.copytree(bundle_dir, copy)
-    manifest["params"] = {k: v for k, v in manifest["params"].items() if k not in names}
-    (copy / "bundle.json").write_text(json.dumps(manifest))
-    return copy, sorted(names)
+    params = {k: v for k, v in manifest["params"].items() if k not in names}
+    return _with_params(bundle_dir, work / "readable_bundle", manifest, params), sorted(names)
 
 
 def settled_bundle(bundle_dir: Path, work: Path) -> tuple[Path, dict[str, Any]]:
@@ -186,11 +183,16 @@ def settled_bundle(bundle_dir: Path, work: Path) -> tuple[Path, dict[str, Any]]:
                if v is None and hasattr(params, f"effective_{k}")}
     if not settled:
         return bundle_dir, {}
-    copy = work / "settled_bundle"
+    params = {**manifest["params"], **settled}
+    return _with_params(bundle_dir, work / "settled_bundle", manifest, params), settled
+
+
+def _with_params(bundle_dir: Path, copy: Path, manifest: dict[str, Any],
+                 params: dict[str, Any]) -> Path:
+    """A copy of the bundle at `copy` whose manifest holds `params`."""
     shutil.copytree(bundle_dir, copy)
-    manifest["params"].update(settled)
-    (copy / "bundle.json").write_text(json.dumps(manifest))
-    return copy, settled
+    (copy / "bundle.json").write_text(json.dumps({**manifest, "params": params}))
+    return copy
 
 
 def measure_before(src: Path, args: list[str]) -> dict[str, Any]:

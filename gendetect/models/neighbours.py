@@ -104,14 +104,17 @@ class NormalNeighbours:
     def contributions(self, z: np.ndarray) -> np.ndarray:
         """Per-feature parts (n, d) of each row's term (the term is their
         sum: the k-th distance where the row has no gap)."""
+        z = np.asarray(z, dtype=np.float64)
         gaps = np.isnan(z)
-        z = _imputed(z)
+        has_gaps = bool(gaps.any())
+        if has_gaps:
+            z = np.where(gaps, 0.0, z)
         distance, index = self._kth(z)
         assert self.reference_ is not None
         diff = z - self.reference_[index]
         diff *= diff
         diff /= np.maximum(distance, 1e-12)[:, None]
-        if gaps.any():
+        if has_gaps:
             diff[gaps] = 0.0
         return diff
 
@@ -130,5 +133,7 @@ class NormalNeighbours:
 
 
 def _imputed(z: np.ndarray) -> np.ndarray:
+    """Gaps (NaN) at the median, 0 in standardised units."""
     z = np.asarray(z, dtype=np.float64)
-    return np.where(np.isnan(z), 0.0, z) if np.isnan(z).any() else z
+    gaps = np.isnan(z)
+    return np.where(gaps, 0.0, z) if gaps.any() else z
